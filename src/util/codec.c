@@ -1,0 +1,185 @@
+/* codec.c - strict base64, base64url and hex (see codec.h). */
+#include "util/codec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/util.h"
+
+static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static char *encode(const uint8_t *in, size_t size, const char *alpha, bool pad)
+{
+    char *out = xmalloc((size + 2) / 3 * 4 + 1);
+    char *p = out;
+    size_t i = 0;
+    for (; i + 3 <= size; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        *p++ = alpha[v >> 18];
+        *p++ = alpha[(v >> 12) & 63];
+        *p++ = alpha[(v >> 6) & 63];
+        *p++ = alpha[v & 63];
+    }
+    if (size - i == 1) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        *p++ = alpha[v >> 18];
+        *p++ = alpha[(v >> 12) & 63];
+        if (pad) {
+            *p++ = '=';
+            *p++ = '=';
+        }
+    } else if (size - i == 2) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        *p++ = alpha[v >> 18];
+        *p++ = alpha[(v >> 12) & 63];
+        *p++ = alpha[(v >> 6) & 63];
+        if (pad)
+            *p++ = '=';
+    }
+    *p = '\0';
+    return out;
+}
+
+char *b64_encode(const void *data, size_t size)
+{
+    return encode(data, size, b64_std, true);
+}
+
+char *b64url_encode(const void *data, size_t size)
+{
+    return encode(data, size, b64_url, false);
+}
+
+static int val(char c, bool url)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == (url ? '-' : '+'))
+        return 62;
+    if (c == (url ? '_' : '/'))
+        return 63;
+    return -1;
+}
+
+static int decode(uint8_t **out, size_t *out_size, const char *s, size_t len, bool url,
+                  cista_error **err)
+{
+    const char *what = url ? "base64url" : "base64";
+    size_t pad = 0;
+    while (pad < 2 && len > pad && s[len - 1 - pad] == '=')
+        pad++;
+    size_t n = len - pad;
+    /* Standard base64 must be padded to a multiple of 4; base64url may omit it. */
+    if ((!url || pad) && len % 4 != 0)
+        return err_set(err, -EINVAL, "%s: length %zu is not a multiple of 4", what, len);
+    if (n % 4 == 1)
+        return err_set(err, -EINVAL, "%s: impossible length %zu", what, len);
+    uint8_t *o = xmalloc(n / 4 * 3 + 3);
+    size_t k = 0;
+    uint32_t acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = val(s[i], url);
+        if (v < 0) {
+            free(o);
+            return err_set(err, -EINVAL, "%s: invalid character at offset %zu", what, i);
+        }
+        acc = acc << 6 | (uint32_t)v;
+        if (i % 4 == 3) {
+            o[k++] = (uint8_t)(acc >> 16);
+            o[k++] = (uint8_t)(acc >> 8);
+            o[k++] = (uint8_t)acc;
+            acc = 0;
+        }
+    }
+    size_t rem = n % 4;
+    /* Leftover bits must be zero, so each byte string has one encoding. */
+    if ((rem == 2 && (acc & 0xf)) || (rem == 3 && (acc & 0x3))) {
+        free(o);
+        return err_set(err, -EINVAL, "%s: non-canonical trailing bits", what);
+    }
+    if (rem == 2) {
+        o[k++] = (uint8_t)(acc >> 4);
+    } else if (rem == 3) {
+        o[k++] = (uint8_t)(acc >> 10);
+        o[k++] = (uint8_t)(acc >> 2);
+    }
+    o[k] = 0;
+    *out = o;
+    *out_size = k;
+    return 0;
+}
+
+int b64_decode(uint8_t **out, size_t *out_size, const char *s, size_t len, cista_error **err)
+{
+    return decode(out, out_size, s, len, false, err);
+}
+
+int b64url_decode(uint8_t **out, size_t *out_size, const char *s, size_t len, cista_error **err)
+{
+    return decode(out, out_size, s, len, true, err);
+}
+
+char *hex_encode(const void *data, size_t size)
+{
+    static const char digits[] = "0123456789abcdef";
+    const uint8_t *in = data;
+    char *out = xmalloc(size * 2 + 1);
+    for (size_t i = 0; i < size; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[size * 2] = '\0';
+    return out;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int hex_into(uint8_t *out, const char *s, size_t len, cista_error **err)
+{
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        if (hi < 0 || lo < 0)
+            return err_set(err, -EINVAL, "hex: invalid character at offset %zu", hi < 0 ? i : i + 1);
+        out[i / 2] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int hex_decode(uint8_t **out, size_t *out_size, const char *s, size_t len, cista_error **err)
+{
+    if (len % 2)
+        return err_set(err, -EINVAL, "hex: odd length %zu", len);
+    uint8_t *o = xmalloc(len / 2 + 1);
+    int r = hex_into(o, s, len, err);
+    if (r < 0) {
+        free(o);
+        return r;
+    }
+    o[len / 2] = 0;
+    *out = o;
+    *out_size = len / 2;
+    return 0;
+}
+
+int hex_decode_to(uint8_t *out, size_t size, const char *s, cista_error **err)
+{
+    size_t len = strlen(s);
+    if (len != size * 2)
+        return err_set(err, -EINVAL, "hex: expected %zu digits, got %zu", size * 2, len);
+    return hex_into(out, s, len, err);
+}

@@ -1,0 +1,179 @@
+/* json.c - bounded, strict JSON parsing and typed getters over jansson. */
+#include "util/json.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "util/util.h"
+
+static size_t depth_of(const json_t *v, size_t limit)
+{
+    if (limit == 0)
+        return 1;
+    size_t best = 0;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *c;
+        json_object_foreach((json_t *)v, k, c)
+        {
+            size_t d = depth_of(c, limit - 1);
+            if (d > best)
+                best = d;
+        }
+        return best + 1;
+    }
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *c;
+        json_array_foreach(v, i, c)
+        {
+            size_t d = depth_of(c, limit - 1);
+            if (d > best)
+                best = d;
+        }
+        return best + 1;
+    }
+    return 0;
+}
+
+int js_parse(json_t **out, const void *data, size_t size, size_t max, const char *what,
+             cista_error **err)
+{
+    if (size > max)
+        return err_set(err, -EMSGSIZE, "%s: %zu bytes is more than the limit of %zu", what, size,
+                       max);
+    json_error_t je;
+    /* Duplicate keys are an ambiguity attackers use to show two parsers two documents. */
+    json_t *v = json_loadb(data, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!v)
+        return err_set(err, -EINVAL, "%s: invalid JSON at line %d column %d: %s", what, je.line,
+                       je.column, je.text);
+    if (depth_of(v, JS_MAX_DEPTH + 1) > JS_MAX_DEPTH) {
+        json_decref(v);
+        return err_set(err, -EINVAL, "%s: JSON nested deeper than %d levels", what, JS_MAX_DEPTH);
+    }
+    *out = v;
+    return 0;
+}
+
+int js_parse_object(json_t **out, const void *data, size_t size, size_t max, const char *what,
+                    cista_error **err)
+{
+    json_t *v = NULL;
+    int r = js_parse(&v, data, size, max, what, err);
+    if (r < 0)
+        return r;
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return err_set(err, -EINVAL, "%s: expected a JSON object", what);
+    }
+    *out = v;
+    return 0;
+}
+
+static int get(json_t **out, const json_t *obj, const char *key, bool required, const char *what,
+               cista_error **err)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    if (!v || json_is_null(v)) {
+        *out = NULL;
+        if (required)
+            return err_set(err, -EINVAL, "%s: member \"%s\" is missing", what, key);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+int js_get_string(const char **out, const json_t *obj, const char *key, bool required,
+                  const char *what, cista_error **err)
+{
+    json_t *v;
+    int r = get(&v, obj, key, required, what, err);
+    *out = NULL;
+    if (r <= 0)
+        return r;
+    if (!json_is_string(v))
+        return err_set(err, -EINVAL, "%s: member \"%s\" must be a string", what, key);
+    /* C strings cannot carry the NUL that JSON can. */
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return err_set(err, -EINVAL, "%s: member \"%s\" contains a NUL character", what, key);
+    *out = json_string_value(v);
+    return 0;
+}
+
+int js_get_object(json_t **out, const json_t *obj, const char *key, bool required,
+                  const char *what, cista_error **err)
+{
+    int r = get(out, obj, key, required, what, err);
+    if (r <= 0)
+        return r;
+    if (!json_is_object(*out)) {
+        *out = NULL;
+        return err_set(err, -EINVAL, "%s: member \"%s\" must be an object", what, key);
+    }
+    return 0;
+}
+
+int js_get_array(json_t **out, const json_t *obj, const char *key, bool required,
+                 const char *what, cista_error **err)
+{
+    int r = get(out, obj, key, required, what, err);
+    if (r <= 0)
+        return r;
+    if (!json_is_array(*out)) {
+        *out = NULL;
+        return err_set(err, -EINVAL, "%s: member \"%s\" must be an array", what, key);
+    }
+    return 0;
+}
+
+int js_get_int(int64_t *out, const json_t *obj, const char *key, bool required, const char *what,
+               cista_error **err)
+{
+    json_t *v;
+    *out = 0;
+    int r = get(&v, obj, key, required, what, err);
+    if (r <= 0)
+        return r;
+    if (!json_is_integer(v))
+        return err_set(err, -EINVAL, "%s: member \"%s\" must be an integer", what, key);
+    *out = (int64_t)json_integer_value(v);
+    return 0;
+}
+
+int js_get_bool(bool *out, const json_t *obj, const char *key, bool required, const char *what,
+                cista_error **err)
+{
+    json_t *v;
+    *out = false;
+    int r = get(&v, obj, key, required, what, err);
+    if (r <= 0)
+        return r;
+    if (!json_is_boolean(v))
+        return err_set(err, -EINVAL, "%s: member \"%s\" must be true or false", what, key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+char *js_dump_compact(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (!s)
+        return xstrdup("null");
+    return s;
+}
+
+char *js_dump_pretty(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    char *r = xasprintf("%s\n", s ? s : "null");
+    free(s);
+    return r;
+}
+
+void js__decrefp(json_t **p)
+{
+    json_decref(*p);
+    *p = NULL;
+}

@@ -1,0 +1,55 @@
+/*
+ * json.h - helpers over jansson for parsing untrusted JSON with bounds and
+ * clear errors, and for writing canonical output.
+ *
+ * Thread-safe. Every getter names the member and the expected type in its
+ * error, e.g. "manifest: member \"layers\" must be an array".
+ */
+#ifndef CISTA_JSON_H
+#define CISTA_JSON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+/* Max nesting accepted by js_parse (jansson's own limit is 2048). */
+#define JS_MAX_DEPTH 64
+
+/*
+ * Parse @size bytes (no NUL needed) as a JSON value. Rejects inputs larger
+ * than @max, embedded NULs, duplicate object keys, nesting deeper than
+ * JS_MAX_DEPTH. @what names the document in errors. New reference to caller.
+ */
+int js_parse(json_t **out, const void *data, size_t size, size_t max, const char *what,
+             cista_error **err) __attribute__((warn_unused_result));
+/* The same for a top-level object. */
+int js_parse_object(json_t **out, const void *data, size_t size, size_t max, const char *what,
+                    cista_error **err) __attribute__((warn_unused_result));
+
+/*
+ * Typed member getters. With @required false a missing (or null) member gives
+ * 0 and *out = NULL / default; a member of the wrong type is always an error.
+ * Returned pointers borrow from @obj.
+ */
+int js_get_string(const char **out, const json_t *obj, const char *key, bool required,
+                  const char *what, cista_error **err) __attribute__((warn_unused_result));
+int js_get_object(json_t **out, const json_t *obj, const char *key, bool required,
+                  const char *what, cista_error **err) __attribute__((warn_unused_result));
+int js_get_array(json_t **out, const json_t *obj, const char *key, bool required,
+                 const char *what, cista_error **err) __attribute__((warn_unused_result));
+int js_get_int(int64_t *out, const json_t *obj, const char *key, bool required, const char *what,
+               cista_error **err) __attribute__((warn_unused_result));
+int js_get_bool(bool *out, const json_t *obj, const char *key, bool required, const char *what,
+                cista_error **err) __attribute__((warn_unused_result));
+
+/* Compact serialisation with keys in insertion order; caller frees. */
+char *js_dump_compact(const json_t *v);
+/* Pretty (2-space indent) with a trailing newline; caller frees. */
+char *js_dump_pretty(const json_t *v);
+
+void js__decrefp(json_t **p);
+#define _cleanup_json_ __attribute__((cleanup(js__decrefp)))
+
+#endif

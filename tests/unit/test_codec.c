@@ -1,0 +1,134 @@
+/* test_codec.c - RFC 4648 §10 vectors and strictness of the decoders. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "util/codec.h"
+#include "util/util.h"
+
+static const struct {
+    const char *plain, *b64, *b64url, *hex;
+} vectors[] = {
+    /* RFC 4648 §10 */
+    {"", "", "", ""},
+    {"f", "Zg==", "Zg", "66"},
+    {"fo", "Zm8=", "Zm8", "666f"},
+    {"foo", "Zm9v", "Zm9v", "666f6f"},
+    {"foob", "Zm9vYg==", "Zm9vYg", "666f6f62"},
+    {"fooba", "Zm9vYmE=", "Zm9vYmE", "666f6f6261"},
+    {"foobar", "Zm9vYmFy", "Zm9vYmFy", "666f6f626172"},
+    /* the two alphabets differ at 62 and 63 */
+    {"\xfb\xff\xbf", "+/+/", "-_-_", "fbffbf"},
+};
+
+static void test_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < ARRAY_LEN(vectors); i++) {
+        size_t n = strlen(vectors[i].plain);
+        _cleanup_free_ char *a = b64_encode(vectors[i].plain, n);
+        _cleanup_free_ char *b = b64url_encode(vectors[i].plain, n);
+        _cleanup_free_ char *c = hex_encode(vectors[i].plain, n);
+        assert_string_equal(a, vectors[i].b64);
+        assert_string_equal(b, vectors[i].b64url);
+        assert_string_equal(c, vectors[i].hex);
+
+        uint8_t *d;
+        size_t dn;
+        cista_error *err = NULL;
+        assert_int_equal(b64_decode(&d, &dn, a, strlen(a), &err), 0);
+        assert_int_equal(dn, n);
+        assert_memory_equal(d, vectors[i].plain, n);
+        free(d);
+        assert_int_equal(b64url_decode(&d, &dn, b, strlen(b), &err), 0);
+        assert_int_equal(dn, n);
+        assert_memory_equal(d, vectors[i].plain, n);
+        free(d);
+        assert_int_equal(hex_decode(&d, &dn, c, strlen(c), &err), 0);
+        assert_memory_equal(d, vectors[i].plain, n);
+        free(d);
+        assert_null(err);
+    }
+}
+
+static void expect_bad_b64(const char *s, bool url)
+{
+    uint8_t *d = NULL;
+    size_t dn;
+    cista_error *err = NULL;
+    int r = url ? b64url_decode(&d, &dn, s, strlen(s), &err) : b64_decode(&d, &dn, s, strlen(s), &err);
+    assert_int_equal(r, -EINVAL);
+    assert_null(d);
+    assert_non_null(err);
+    err_free(err);
+}
+
+static void test_strict(void **state)
+{
+    (void)state;
+    expect_bad_b64("Zg", false);        /* std needs padding */
+    expect_bad_b64("Zg=", false);       /* wrong padding */
+    expect_bad_b64("Zh==", false);      /* non-canonical trailing bits */
+    expect_bad_b64("Zm9v\n", false);    /* whitespace */
+    expect_bad_b64("Zm-v", false);      /* url alphabet in std */
+    expect_bad_b64("Zm+v", true);       /* std alphabet in url */
+    expect_bad_b64("Z", true);          /* impossible length */
+    expect_bad_b64("Zg=a", false);      /* padding in the middle */
+    expect_bad_b64("====", false);
+
+    /* base64url tolerates padding */
+    uint8_t *d;
+    size_t dn;
+    cista_error *err = NULL;
+    assert_int_equal(b64url_decode(&d, &dn, "Zg==", 4, &err), 0);
+    assert_int_equal(dn, 1);
+    free(d);
+
+    assert_int_equal(hex_decode(&d, &dn, "abc", 3, &err), -EINVAL);
+    err_clear(&err);
+    assert_int_equal(hex_decode(&d, &dn, "zz", 2, &err), -EINVAL);
+    err_clear(&err);
+    uint8_t fixed[2];
+    assert_int_equal(hex_decode_to(fixed, 2, "ABcd", &err), 0);
+    assert_int_equal(fixed[0], 0xab);
+    assert_int_equal(hex_decode_to(fixed, 2, "abcdef", &err), -EINVAL);
+    err_clear(&err);
+}
+
+static void test_binary_roundtrip(void **state)
+{
+    (void)state;
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    for (size_t n = 0; n <= 256; n++) {
+        _cleanup_free_ char *a = b64_encode(all, n);
+        _cleanup_free_ char *b = b64url_encode(all, n);
+        uint8_t *d;
+        size_t dn;
+        cista_error *err = NULL;
+        assert_int_equal(b64_decode(&d, &dn, a, strlen(a), &err), 0);
+        assert_int_equal(dn, n);
+        assert_memory_equal(d, all, n);
+        free(d);
+        assert_int_equal(b64url_decode(&d, &dn, b, strlen(b), &err), 0);
+        assert_memory_equal(d, all, n);
+        free(d);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vectors),
+        cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_binary_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
