@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages cista needs to build, test and run its demo.
+# Runs apt-get update first; uses sudo when not root.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+PKGS=(
+  # build
+  make meson ninja-build gcc clang pkg-config clang-format
+  libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev
+  # tests: unit, sanitizers, fuzz replay
+  libcmocka-dev libclang-rt-14-dev
+  # integration peers and test images
+  skopeo umoci busybox-static python3 jq openssl zstd gzip tar time bc
+)
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+echo "install-deps: ${#PKGS[@]} packages present"
