@@ -7,7 +7,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 PKGS=(
   # build
   make meson ninja-build gcc clang pkg-config clang-format
-  libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev
+  libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev libyaml-dev
   # tests: unit, sanitizers, fuzz replay
   libcmocka-dev libclang-rt-14-dev
   # integration peers and test images

@@ -41,5 +41,8 @@ void cli_progress_done(cli_progress *p);
 
 /* Subcommands. */
 int cli_image(int argc, char **argv);
+int cli_evidence(int argc, char **argv);
+int cli_sim(int argc, char **argv);
+int cli_policy(int argc, char **argv);
 
 #endif

@@ -25,6 +25,9 @@ static const struct {
     const char *help;
 } commands[] = {
     {"image", cli_image, "inspect, pack (encrypt) and unpack (decrypt, verify) OCI images"},
+    {"evidence", cli_evidence, "produce and verify TEE attestation evidence"},
+    {"sim", cli_sim, "manage the insecure software TEE used for development"},
+    {"policy", cli_policy, "generate, hash and check container policies"},
 };
 
 static void usage(FILE *out)

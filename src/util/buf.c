@@ -77,6 +77,9 @@ int buf_append_str(cbuf *b, const char *s, cista_error **err)
 
 void buf_printf(cbuf *b, const char *fmt, ...)
 {
+    /* gcc with UBSan otherwise warns that fmt might be NULL below. */
+    if (!fmt)
+        abort();
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);

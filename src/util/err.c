@@ -10,7 +10,7 @@
 
 #include "util/util.h"
 
-static char *vfmt(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static char *vfmt(const char *fmt, va_list ap)
 {
     char *p = NULL;
     if (vasprintf(&p, fmt, ap) < 0)

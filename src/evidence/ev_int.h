@@ -1,0 +1,101 @@
+/*
+ * ev_int.h - internals shared by the src/evidence implementations: the
+ * SNP-style report layout (also used by sim), little-endian readers, claim
+ * builders and the configfs-tsm report interface. Not a public API.
+ */
+#ifndef CISTA_EV_INT_H
+#define CISTA_EV_INT_H
+
+#include <stdint.h>
+
+#include "evidence/ev.h"
+
+/* AMD SEV-SNP ATTESTATION_REPORT layout (ABI spec #56860, table 22). */
+#define SNP_REPORT_SIZE 0x4A0
+#define SNP_OFF_VERSION 0x000
+#define SNP_OFF_GUEST_SVN 0x004
+#define SNP_OFF_POLICY 0x008
+#define SNP_OFF_FAMILY_ID 0x010
+#define SNP_OFF_IMAGE_ID 0x020
+#define SNP_OFF_VMPL 0x030
+#define SNP_OFF_SIG_ALGO 0x034
+#define SNP_OFF_CURRENT_TCB 0x038
+#define SNP_OFF_PLATFORM_INFO 0x040
+#define SNP_OFF_SIGNER_INFO 0x048
+#define SNP_OFF_RSVD1 0x04C
+#define SNP_OFF_REPORT_DATA 0x050
+#define SNP_OFF_MEASUREMENT 0x090
+#define SNP_OFF_HOST_DATA 0x0C0
+#define SNP_OFF_ID_KEY_DIGEST 0x0E0
+#define SNP_OFF_AUTHOR_KEY_DIGEST 0x110
+#define SNP_OFF_REPORT_ID 0x140
+#define SNP_OFF_REPORT_ID_MA 0x160
+#define SNP_OFF_REPORTED_TCB 0x180
+#define SNP_OFF_CPUID_FAM 0x188
+#define SNP_OFF_CPUID_MOD 0x189
+#define SNP_OFF_CPUID_STEP 0x18A
+#define SNP_OFF_RSVD2 0x18B /* 21 bytes */
+#define SNP_OFF_CHIP_ID 0x1A0
+#define SNP_OFF_COMMITTED_TCB 0x1E0
+#define SNP_OFF_CURRENT_VER 0x1E8   /* build, minor, major, rsvd */
+#define SNP_OFF_COMMITTED_VER 0x1EC /* build, minor, major, rsvd */
+#define SNP_OFF_LAUNCH_TCB 0x1F0
+#define SNP_OFF_LAUNCH_MIT 0x1F8
+#define SNP_OFF_CURRENT_MIT 0x200
+#define SNP_OFF_RSVD3 0x208 /* to 0x2A0 */
+#define SNP_OFF_SIGNATURE 0x2A0
+#define SNP_SIGNED_SIZE 0x2A0
+#define SNP_SIG_INT_SIZE 72 /* r at +0, s at +0x48, little-endian */
+#define SNP_SIG_SIZE 512
+#define SNP_MEASUREMENT_SIZE 48
+#define SNP_CHIP_ID_SIZE 64
+
+static inline uint32_t ev__le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t ev__le64(const uint8_t *p)
+{
+    return (uint64_t)ev__le32(p) | (uint64_t)ev__le32(p + 4) << 32;
+}
+
+static inline void ev__put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void ev__put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* True when @size bytes at @p are all zero. */
+bool ev__all_zero(const uint8_t *p, size_t size);
+/* New JSON string holding lowercase hex of the bytes. */
+json_t *ev__json_hex(const void *p, size_t size);
+/* "2026-11-01T00:00:00Z" of @t into @buf (>= 21 bytes). */
+void ev__time_str(char *buf, size_t size, time_t t);
+/*
+ * The claims skeleton every kind fills: {"tee", "insecure", ...}. New
+ * reference to the caller.
+ */
+json_t *ev__claims_new(const char *tee, bool insecure);
+
+/*
+ * Request a report through configfs-tsm: make an entry under @opts' tsm
+ * directory, check its provider equals @provider, write @privlevel (>= 0)
+ * and inblob, read outblob and auxblob (auxblob may be missing/empty), check
+ * that generation did not change under us, remove the entry. -ENOENT when
+ * the configfs-tsm directory does not exist. Outputs are owned by the caller.
+ */
+int ev__tsm_get(uint8_t **out, size_t *out_size, uint8_t **aux, size_t *aux_size,
+                const char *provider, const uint8_t report_data[EV_REPORT_DATA_SIZE],
+                const ev_get_opts *opts, cista_error **err) __attribute__((warn_unused_result));
+
+extern const ev_ops ev__sim_ops;
+extern const ev_ops ev__snp_ops;
+
+#endif
