@@ -57,7 +57,8 @@ int cli_report(const cista_error *e)
     _cleanup_free_ char *s = err_str(e);
     int code = e ? e->code : -EIO;
     int exit_code = CLI_EXIT_FAILURE;
-    if (code == -EBADMSG || code == -ENOKEY || code == -EACCES || code == -EPERM)
+    if (code == -EBADMSG || code == -ENOKEY || code == -EACCES || code == -EPERM ||
+        code == -EKEYREJECTED || code == -EKEYEXPIRED || code == -EKEYREVOKED)
         exit_code = CLI_EXIT_DENIED;
     else if (code == -EINVAL && e && e->context_len == 0 && strstr(e->msg, "usage"))
         exit_code = CLI_EXIT_USAGE;
