@@ -7,11 +7,11 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 PKGS=(
   # build
   make meson ninja-build gcc clang pkg-config clang-format
-  libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev libyaml-dev
+  libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev libyaml-dev libtss2-dev
   # tests: unit, sanitizers, fuzz replay
   libcmocka-dev libclang-rt-14-dev
   # integration peers and test images
-  skopeo umoci busybox-static python3 jq openssl zstd gzip tar time bc
+  swtpm swtpm-tools tpm2-tools skopeo umoci busybox-static python3 jq openssl zstd gzip tar time bc
 )
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
