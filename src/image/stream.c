@@ -1,0 +1,593 @@
+/*
+ * stream.c - the streaming stages of pack and unpack as small pull readers:
+ *
+ *   file -> digest -> ctr(+hmac) -> digest -> decompress -> digest -> tar_apply
+ *
+ * Each stage pulls chunks from its source and hands them on; none holds
+ * more than one chunk (IMG_CHUNK), so memory stays bounded whatever the
+ * layer size. End-of-stream checks (size, digest, HMAC, stream completeness)
+ * run when a stage sees its source end, so a consumer that reads to the end
+ * has all of them. Stages are independent objects so that a later change
+ * can run them on separate threads with a queue between them.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "crypto/crypto.h"
+#include "image/img_int.h"
+#include "util/codec.h"
+#include "util/util.h"
+
+ssize_t img__rd_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    /* Sticky results: a consumer that retries gets the same answer, not a new message. */
+    if (r->failed)
+        return r->failed;
+    if (r->eof)
+        return 0;
+    ssize_t n = r->read(r, buf, err);
+    if (n < 0)
+        r->failed = (int)n;
+    else if (n == 0)
+        r->eof = true;
+    return n;
+}
+
+void img__rd_free(img_rd *r)
+{
+    while (r) {
+        img_rd *src = r->src;
+        r->destroy(r);
+        r = src;
+    }
+}
+
+void img__rd_freep(img_rd **r)
+{
+    img__rd_free(*r);
+    *r = NULL;
+}
+
+int img__rd_drain(img_rd *r, cista_error **err)
+{
+    for (;;) {
+        uint8_t *p;
+        ssize_t n = img__rd_read(r, &p, err);
+        if (n <= 0)
+            return (int)n;
+    }
+}
+
+/* ---- file ---- */
+
+typedef struct {
+    img_rd base;
+    int fd;
+    uint64_t size, pos;
+    img_progress progress;
+    uint8_t *buf;
+} rd_fd;
+
+static ssize_t fd_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    rd_fd *f = (rd_fd *)r;
+    size_t want = IMG_CHUNK;
+    if (f->size != UINT64_MAX && f->size - f->pos < want)
+        want = (size_t)(f->size - f->pos);
+    if (want == 0) {
+        /* The descriptor size is reached: anything more means the blob is not what it says. */
+        if (f->size != UINT64_MAX) {
+            uint8_t extra;
+            ssize_t n = util_read_all(f->fd, &extra, 1);
+            if (n < 0)
+                return err_set_sys(err, (int)n, "read blob");
+            if (n > 0)
+                return err_set(err, -EBADMSG,
+                               "the blob has more bytes than the %llu its descriptor says",
+                               (unsigned long long)f->size);
+        }
+        return 0;
+    }
+    ssize_t n = util_read_all(f->fd, f->buf, want);
+    if (n < 0)
+        return err_set_sys(err, (int)n, "read blob");
+    if (n == 0) {
+        if (f->size == UINT64_MAX)
+            return 0;
+        return err_set(err, -EBADMSG,
+                       "the blob is truncated: it ended after %llu of the %llu bytes its "
+                       "descriptor says",
+                       (unsigned long long)f->pos, (unsigned long long)f->size);
+    }
+    f->pos += (uint64_t)n;
+    if (f->progress.fn)
+        f->progress.fn(f->progress.ctx, f->progress.base + f->pos, f->progress.total);
+    *buf = f->buf;
+    return n;
+}
+
+static void fd_destroy(img_rd *r)
+{
+    rd_fd *f = (rd_fd *)r;
+    free(f->buf);
+    free(f);
+}
+
+img_rd *img__rd_fd(int fd, uint64_t size, const img_progress *progress)
+{
+    rd_fd *f = xzalloc(sizeof(*f));
+    f->base.read = fd_read;
+    f->base.destroy = fd_destroy;
+    f->fd = fd;
+    f->size = size;
+    if (progress)
+        f->progress = *progress;
+    f->buf = xmalloc(IMG_CHUNK);
+    return &f->base;
+}
+
+/* ---- memory (tests) ---- */
+
+typedef struct {
+    img_rd base;
+    const uint8_t *data;
+    size_t size, pos, chunk;
+    uint8_t *buf;
+} rd_mem;
+
+static ssize_t mem_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    (void)err;
+    rd_mem *m = (rd_mem *)r;
+    size_t n = m->size - m->pos < m->chunk ? m->size - m->pos : m->chunk;
+    if (n == 0)
+        return 0;
+    /* Copy: downstream stages may modify the chunk in place. */
+    memcpy(m->buf, m->data + m->pos, n);
+    m->pos += n;
+    *buf = m->buf;
+    return (ssize_t)n;
+}
+
+static void mem_destroy(img_rd *r)
+{
+    rd_mem *m = (rd_mem *)r;
+    free(m->buf);
+    free(m);
+}
+
+img_rd *img__rd_mem(const void *data, size_t size, size_t chunk)
+{
+    rd_mem *m = xzalloc(sizeof(*m));
+    m->base.read = mem_read;
+    m->base.destroy = mem_destroy;
+    m->data = data;
+    m->size = size;
+    m->chunk = chunk ? (chunk > IMG_CHUNK ? IMG_CHUNK : chunk) : IMG_CHUNK;
+    m->buf = xmalloc(m->chunk);
+    return &m->base;
+}
+
+/* ---- sha256 tap ---- */
+
+typedef struct {
+    img_rd base;
+    crypto_hash *h;
+    img_check check;
+    char expect[IMG_DIGEST_MAX];
+    char *out;
+} rd_digest;
+
+static int mismatch(cista_error **err, img_check check, const char *expect, const char *got)
+{
+    switch (check) {
+    case IMG_CHECK_BLOB:
+        return err_set(err, -EBADMSG,
+                       "sha256 of the blob is %s but the descriptor says %s; the blob was "
+                       "modified or corrupted (fetch or copy the image again)",
+                       got, expect);
+    case IMG_CHECK_SOURCE:
+        return err_set(err, -EBADMSG,
+                       "sha256 of the source blob is %s but its descriptor says %s; the source "
+                       "image is corrupted",
+                       got, expect);
+    case IMG_CHECK_PLAIN:
+        return err_set(err, -EBADMSG,
+                       "sha256 of the decrypted blob is %s but the private options say %s; the "
+                       "layer was encrypted from different data or its keys were swapped",
+                       got, expect);
+    case IMG_CHECK_DIFFID:
+        return err_set(err, -EBADMSG,
+                       "sha256 of the uncompressed tar is %s but the config's diff_id is %s; "
+                       "the layer does not belong to this config",
+                       got, expect);
+    case IMG_CHECK_NONE:
+        break;
+    }
+    return err_set(err, -EBADMSG, "digest mismatch: %s != %s", got, expect);
+}
+
+static ssize_t digest_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    rd_digest *d = (rd_digest *)r;
+    ssize_t n = img__rd_read(r->src, buf, err);
+    if (n > 0) {
+        crypto_hash_update(d->h, *buf, (size_t)n);
+        return n;
+    }
+    if (n < 0)
+        return n;
+    uint8_t raw[32];
+    char got[IMG_DIGEST_MAX];
+    crypto_hash_final(d->h, raw);
+    img__sha256_digest(got, raw);
+    if (d->out)
+        memcpy(d->out, got, IMG_DIGEST_MAX);
+    if (d->check != IMG_CHECK_NONE && strcmp(got, d->expect) != 0)
+        return mismatch(err, d->check, d->expect, got);
+    return 0;
+}
+
+static void digest_destroy(img_rd *r)
+{
+    rd_digest *d = (rd_digest *)r;
+    crypto_hash_free(d->h);
+    free(d);
+}
+
+img_rd *img__rd_digest(img_rd *src, img_check check, const char *expect, char *out)
+{
+    rd_digest *d = xzalloc(sizeof(*d));
+    d->base.read = digest_read;
+    d->base.destroy = digest_destroy;
+    d->base.src = src;
+    d->h = crypto_hash_new(CRYPTO_SHA256);
+    d->check = expect ? check : IMG_CHECK_NONE;
+    if (expect)
+        snprintf(d->expect, sizeof(d->expect), "%s", expect);
+    d->out = out;
+    return &d->base;
+}
+
+/* ---- AES-256-CTR with HMAC-SHA256 over the ciphertext (ocicrypt) ---- */
+
+typedef struct {
+    img_rd base;
+    bool encrypt;
+    crypto_ctr *ctr;
+    crypto_hmac *mac;
+    uint8_t *hmac; /* decrypt: expected (copied into want); encrypt: output */
+    uint8_t want[32];
+} rd_ctr;
+
+static ssize_t ctr_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    rd_ctr *c = (rd_ctr *)r;
+    ssize_t n = img__rd_read(r->src, buf, err);
+    if (n > 0) {
+        /* The MAC covers the ciphertext: the input when decrypting, the output when encrypting. */
+        if (!c->encrypt)
+            crypto_hmac_update(c->mac, *buf, (size_t)n);
+        crypto_ctr_update(c->ctr, *buf, *buf, (size_t)n);
+        if (c->encrypt)
+            crypto_hmac_update(c->mac, *buf, (size_t)n);
+        return n;
+    }
+    if (n < 0)
+        return n;
+    uint8_t got[32];
+    crypto_hmac_final(c->mac, got);
+    if (c->encrypt) {
+        memcpy(c->hmac, got, 32);
+        return 0;
+    }
+    if (!crypto_memeq(got, c->want, 32)) {
+        _cleanup_free_ char *g = hex_encode(got, 32);
+        _cleanup_free_ char *w = hex_encode(c->want, 32);
+        return err_set(err, -EBADMSG,
+                       "HMAC-SHA256 of the ciphertext is %s but pubopts says %s; the encrypted "
+                       "layer was modified or does not belong to these annotations",
+                       g, w);
+    }
+    return 0;
+}
+
+static void ctr_destroy(img_rd *r)
+{
+    rd_ctr *c = (rd_ctr *)r;
+    crypto_ctr_free(c->ctr);
+    crypto_hmac_free(c->mac);
+    crypto_cleanse(c->want, sizeof(c->want));
+    free(c);
+}
+
+img_rd *img__rd_ctr(img_rd *src, bool encrypt, const uint8_t key[32], const uint8_t nonce[16],
+                    uint8_t hmac[32])
+{
+    rd_ctr *c = xzalloc(sizeof(*c));
+    c->base.read = ctr_read;
+    c->base.destroy = ctr_destroy;
+    c->base.src = src;
+    c->encrypt = encrypt;
+    c->ctr = crypto_ctr_new(key, nonce);
+    c->mac = crypto_hmac_new(CRYPTO_SHA256, key, 32);
+    c->hmac = hmac;
+    if (!encrypt)
+        memcpy(c->want, hmac, 32);
+    return &c->base;
+}
+
+/* ---- decompression ---- */
+
+typedef struct {
+    img_rd base;
+    img_compression comp;
+    z_stream z;
+    bool z_init;
+    ZSTD_DCtx *zd;
+    const uint8_t *in;
+    size_t in_size;
+    bool src_eof;
+    bool started;    /* any compressed input seen */
+    bool member_end; /* gzip: the last member ended cleanly; zstd: frame complete */
+    uint64_t members;
+    uint8_t *out;
+} rd_decomp;
+
+/* Refill the input window; returns <0 on error, 0 at source EOF, >0 otherwise. */
+static ssize_t decomp_fill(rd_decomp *d, cista_error **err)
+{
+    if (d->in_size)
+        return 1;
+    if (d->src_eof)
+        return 0;
+    uint8_t *p;
+    ssize_t n = img__rd_read(d->base.src, &p, err);
+    if (n < 0)
+        return n;
+    if (n == 0) {
+        d->src_eof = true;
+        return 0;
+    }
+    d->in = p;
+    d->in_size = (size_t)n;
+    d->started = true;
+    return n;
+}
+
+static ssize_t gzip_read(rd_decomp *d, cista_error **err)
+{
+    z_stream *z = &d->z;
+    z->next_out = d->out;
+    z->avail_out = IMG_CHUNK;
+    while (z->avail_out > 0) {
+        ssize_t f = decomp_fill(d, err);
+        if (f < 0)
+            return f;
+        if (f == 0) {
+            if (z->avail_out < IMG_CHUNK)
+                break; /* hand out what we have; the end is checked on the next call */
+            if (!d->started)
+                return err_set(err, -EBADMSG, "the gzip stream is empty");
+            if (!d->member_end)
+                return err_set(err, -EBADMSG,
+                               "the gzip stream is truncated (it ends inside member %llu)",
+                               (unsigned long long)d->members + 1);
+            return 0;
+        }
+        if (d->member_end) {
+            /* Another member follows (pigz, concatenated gzip): start it afresh. */
+            inflateReset(z);
+            d->member_end = false;
+        }
+        z->next_in = (Bytef *)d->in;
+        z->avail_in = (uInt)d->in_size;
+        int zr = inflate(z, Z_NO_FLUSH);
+        size_t used = d->in_size - z->avail_in;
+        d->in += used;
+        d->in_size -= used;
+        if (zr == Z_STREAM_END) {
+            d->member_end = true;
+            d->members++;
+        } else if (zr == Z_BUF_ERROR) {
+            if (used == 0 && z->avail_out > 0 && d->in_size > 0)
+                return err_set(err, -EBADMSG, "gzip: inflate made no progress");
+        } else if (zr != Z_OK) {
+            return err_set(err, -EBADMSG, "the gzip stream is corrupt in member %llu: %s",
+                           (unsigned long long)d->members + 1, z->msg ? z->msg : zError(zr));
+        }
+    }
+    return (ssize_t)(IMG_CHUNK - z->avail_out);
+}
+
+static ssize_t zstd_read(rd_decomp *d, cista_error **err)
+{
+    ZSTD_outBuffer out = {d->out, IMG_CHUNK, 0};
+    while (out.pos < out.size) {
+        ssize_t f = decomp_fill(d, err);
+        if (f < 0)
+            return f;
+        if (f == 0) {
+            if (out.pos > 0)
+                break;
+            if (!d->started)
+                return err_set(err, -EBADMSG, "the zstd stream is empty");
+            /* A frame that ended with everything flushed: done. (Asking the decoder
+             * again here would answer with the header size of a next frame.) */
+            if (d->member_end)
+                return 0;
+            /* Flush what the decoder may still hold for the last frame. */
+            ZSTD_inBuffer none = {NULL, 0, 0};
+            size_t zr = ZSTD_decompressStream(d->zd, &out, &none);
+            if (ZSTD_isError(zr))
+                return err_set(err, -EBADMSG, "the zstd stream is corrupt: %s",
+                               ZSTD_getErrorName(zr));
+            d->member_end = zr == 0;
+            if (out.pos > 0)
+                break;
+            if (!d->member_end)
+                return err_set(err, -EBADMSG, "the zstd stream is truncated (incomplete frame)");
+            return 0;
+        }
+        ZSTD_inBuffer in = {d->in, d->in_size, 0};
+        size_t zr = ZSTD_decompressStream(d->zd, &out, &in);
+        d->in += in.pos;
+        d->in_size -= in.pos;
+        if (ZSTD_isError(zr))
+            return err_set(err, -EBADMSG, "the zstd stream is corrupt: %s", ZSTD_getErrorName(zr));
+        /* 0 means a frame ended and everything of it was flushed. */
+        d->member_end = zr == 0;
+    }
+    return (ssize_t)out.pos;
+}
+
+static ssize_t decomp_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    rd_decomp *d = (rd_decomp *)r;
+    ssize_t n = d->comp == IMG_COMP_GZIP ? gzip_read(d, err) : zstd_read(d, err);
+    if (n > 0)
+        *buf = d->out;
+    return n;
+}
+
+static void decomp_destroy(img_rd *r)
+{
+    rd_decomp *d = (rd_decomp *)r;
+    if (d->z_init)
+        inflateEnd(&d->z);
+    ZSTD_freeDCtx(d->zd);
+    free(d->out);
+    free(d);
+}
+
+img_rd *img__rd_decompress(img_rd *src, img_compression comp)
+{
+    if (comp != IMG_COMP_GZIP && comp != IMG_COMP_ZSTD)
+        return src;
+    rd_decomp *d = xzalloc(sizeof(*d));
+    d->base.read = decomp_read;
+    d->base.destroy = decomp_destroy;
+    d->base.src = src;
+    d->comp = comp;
+    d->out = xmalloc(IMG_CHUNK);
+    if (comp == IMG_COMP_GZIP) {
+        /* 15 + 16: a gzip wrapper only; zlib or raw deflate are not gzip layers. */
+        if (inflateInit2(&d->z, 15 + 16) != Z_OK)
+            abort();
+        d->z_init = true;
+    } else {
+        d->zd = ZSTD_createDCtx();
+        if (!d->zd)
+            abort();
+        /* Bound the window (memory) an attacker can ask for: 128 MiB, zstd's own default. */
+        ZSTD_DCtx_setParameter(d->zd, ZSTD_d_windowLogMax, 27);
+    }
+    return &d->base;
+}
+
+/* ---- compression ---- */
+
+typedef struct {
+    img_rd base;
+    img_compression comp;
+    z_stream z;
+    ZSTD_CCtx *zc;
+    const uint8_t *in;
+    size_t in_size;
+    bool src_eof, done;
+    uint8_t *out;
+} rd_comp;
+
+static ssize_t comp_fill(rd_comp *c, cista_error **err)
+{
+    if (c->in_size || c->src_eof)
+        return 1;
+    uint8_t *p = NULL;
+    ssize_t n = img__rd_read(c->base.src, &p, err);
+    if (n < 0)
+        return n;
+    if (n == 0)
+        c->src_eof = true;
+    c->in = p;
+    c->in_size = (size_t)n;
+    return 1;
+}
+
+static ssize_t comp_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    rd_comp *c = (rd_comp *)r;
+    size_t produced = 0;
+    while (!c->done && produced < IMG_CHUNK) {
+        ssize_t f = comp_fill(c, err);
+        if (f < 0)
+            return f;
+        if (c->comp == IMG_COMP_GZIP) {
+            c->z.next_in = (Bytef *)c->in;
+            c->z.avail_in = (uInt)c->in_size;
+            c->z.next_out = c->out + produced;
+            c->z.avail_out = (uInt)(IMG_CHUNK - produced);
+            int zr = deflate(&c->z, c->src_eof ? Z_FINISH : Z_NO_FLUSH);
+            if (zr == Z_STREAM_ERROR)
+                return err_set(err, -EIO, "gzip compression failed");
+            c->in += c->in_size - c->z.avail_in;
+            c->in_size = c->z.avail_in;
+            produced = IMG_CHUNK - c->z.avail_out;
+            if (zr == Z_STREAM_END)
+                c->done = true;
+        } else {
+            ZSTD_inBuffer in = {c->in, c->in_size, 0};
+            ZSTD_outBuffer out = {c->out, IMG_CHUNK, produced};
+            size_t zr =
+                ZSTD_compressStream2(c->zc, &out, &in, c->src_eof ? ZSTD_e_end : ZSTD_e_continue);
+            if (ZSTD_isError(zr))
+                return err_set(err, -EIO, "zstd compression failed: %s", ZSTD_getErrorName(zr));
+            c->in += in.pos;
+            c->in_size -= in.pos;
+            produced = out.pos;
+            if (c->src_eof && zr == 0)
+                c->done = true;
+        }
+    }
+    *buf = c->out;
+    return (ssize_t)produced;
+}
+
+static void comp_destroy(img_rd *r)
+{
+    rd_comp *c = (rd_comp *)r;
+    if (c->comp == IMG_COMP_GZIP)
+        deflateEnd(&c->z);
+    ZSTD_freeCCtx(c->zc);
+    free(c->out);
+    free(c);
+}
+
+img_rd *img__rd_compress(img_rd *src, img_compression comp, int level)
+{
+    if (comp != IMG_COMP_GZIP && comp != IMG_COMP_ZSTD)
+        return src;
+    rd_comp *c = xzalloc(sizeof(*c));
+    c->base.read = comp_read;
+    c->base.destroy = comp_destroy;
+    c->base.src = src;
+    c->comp = comp;
+    c->out = xmalloc(IMG_CHUNK);
+    if (comp == IMG_COMP_GZIP) {
+        /* 15 + 16: gzip wrapper, as OCI tar+gzip layers are. */
+        if (deflateInit2(&c->z, level ? level : Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+                         Z_DEFAULT_STRATEGY) != Z_OK)
+            abort();
+    } else {
+        c->zc = ZSTD_createCCtx();
+        if (!c->zc)
+            abort();
+        ZSTD_CCtx_setParameter(c->zc, ZSTD_c_compressionLevel, level ? level : 3);
+        /* The checksum lets decoders that check it (zstd -t, containerd) catch corruption. */
+        ZSTD_CCtx_setParameter(c->zc, ZSTD_c_checksumFlag, 1);
+    }
+    return &c->base;
+}
