@@ -23,7 +23,8 @@ mkdir -p bundle/rootfs/bin bundle/rootfs/app
 cp /bin/busybox bundle/rootfs/bin/busybox
 ln -s busybox bundle/rootfs/bin/sh
 cat > bundle/rootfs/app/hello.sh <<'APP'
-echo "hello from a confidential image: $(cat /app/secret-recipe.txt)"
+read -r recipe < /app/secret-recipe.txt
+echo "hello from a confidential image ($APP_MODE): $recipe"
 APP
 echo "the recipe is 42" > bundle/rootfs/app/secret-recipe.txt
 umoci repack --image plain:app bundle >/dev/null
@@ -57,8 +58,8 @@ find rootfs -type f | sort
 
 say "running the app from the unpacked tree"
 if [ "$(id -u)" = 0 ]; then
-  chroot rootfs /bin/sh /app/hello.sh
+  APP_MODE=demo chroot rootfs /bin/sh /app/hello.sh
 else
-  rootfs/bin/busybox sh -c "cd rootfs && sed 's#/app/#app/#' app/hello.sh | ../rootfs/bin/busybox sh"
+  (cd rootfs && sed 's#/app/#app/#' app/hello.sh | APP_MODE=demo bin/busybox sh)
 fi
 say "demo complete"
