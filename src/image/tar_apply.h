@@ -30,27 +30,31 @@
 typedef ssize_t (*tar_read_fn)(void *ctx, const void **buf, cista_error **err);
 
 typedef struct {
-    bool allow_devices;   /* mknod char/block devices (needs CAP_MKNOD); default refuse */
-    bool preserve_owner;  /* chown to the tar uid/gid (default true when running as root) */
-    bool no_whiteouts;    /* treat .wh. names as plain files (for testing only) */
-    uint64_t max_entries; /* 0 = default 1,000,000 */
-    uint64_t max_total;   /* bytes of file data; 0 = default 64 GiB */
-    const char *layer_name; /* used in error messages ("layer 2 sha256:ab…") */
+    bool allow_devices;     /* mknod char/block devices (needs CAP_MKNOD); default refuse */
+    bool preserve_owner;    /* chown to the tar uid/gid (opts NULL: true when running as root) */
+    bool no_whiteouts;      /* treat .wh. names as plain files (for testing only) */
+    uint64_t max_entries;   /* 0 = default 1,000,000 */
+    uint64_t max_total;     /* bytes of file data; 0 = default 64 GiB */
+    const char *layer_name; /* prefix of error messages ("layer 2 sha256:ab…"); NULL: "layer" */
 } tar_apply_opts;
 
 typedef struct {
     uint64_t entries;
-    uint64_t bytes;        /* file data written */
+    uint64_t bytes; /* file data written */
     uint64_t whiteouts;
-    uint64_t rerooted;     /* names or links clamped into the root */
-    uint64_t skipped;      /* entries deliberately not created (documented kinds) */
+    uint64_t rerooted; /* names or links clamped into the root */
+    uint64_t skipped;  /* entries deliberately not created (documented kinds) */
 } tar_apply_stats;
 
 /*
- * Apply the tar stream to @rootfd (an O_DIRECTORY fd of the staging root).
- * Stops at the first refused entry with an error naming the layer and the
- * entry. On error the root is left partially written: the caller stages it
- * and removes it. @stats may be NULL.
+ * Apply the tar stream to @rootfd (an O_DIRECTORY fd of the staging root;
+ * borrowed). @opts may be NULL for the defaults. Stops at the first refused
+ * entry with an error naming the layer and the entry
+ * ("layer 2 sha256:ab…: entry \"a/b\": hard link target ... is outside the
+ * root"). On error the root is left partially written: the caller stages it
+ * and removes it. Reading stops at the tar end-of-archive marker, so the
+ * callback may not be drained: a caller that digests the whole blob must
+ * pull the rest itself. @stats (may be NULL) is filled on error too.
  */
 int tar_apply(int rootfd, tar_read_fn rd, void *ctx, const tar_apply_opts *opts,
               tar_apply_stats *stats, cista_error **err) __attribute__((warn_unused_result));
