@@ -144,8 +144,7 @@ int util_read_fileat(char **out, size_t *out_size, int dirfd, const char *path, 
     for (;;) {
         if (size == cap) {
             if (cap > max)
-                return err_set(err, -EFBIG, "%s is larger than the limit of %zu bytes", path,
-                               max);
+                return err_set(err, -EFBIG, "%s is larger than the limit of %zu bytes", path, max);
             cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
             buf = xrealloc(buf, cap + 1);
         }
@@ -173,8 +172,8 @@ int util_read_file(char **out, size_t *out_size, const char *path, size_t max, c
     return util_read_fileat(out, out_size, AT_FDCWD, path, max, err);
 }
 
-int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t size,
-                           mode_t mode, cista_error **err)
+int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t size, mode_t mode,
+                           cista_error **err)
 {
     const char *slash = strrchr(path, '/');
     _cleanup_free_ char *dir = slash ? xstrndup(path, (size_t)(slash - path + 1)) : xstrdup("");
@@ -212,7 +211,15 @@ int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t
     return 0;
 }
 
-static int rm_children(int dfd, const char *what, cista_error **err)
+/*
+ * A hostile layer can nest directories far deeper than PATH_MAX through
+ * symlinked parents; bound the recursion so cleanup cannot exhaust the stack.
+ */
+#define RM_MAX_DEPTH 4096
+
+static int rm_at(int dirfd, const char *name, unsigned depth, cista_error **err);
+
+static int rm_children(int dfd, const char *what, unsigned depth, cista_error **err)
 {
     DIR *d = fdopendir(dfd);
     if (!d) {
@@ -231,7 +238,7 @@ static int rm_children(int dfd, const char *what, cista_error **err)
             ret = err_set_sys(err, -errno, "remove %s/%s", what, de->d_name);
             break;
         }
-        ret = util_rm_rf_at(dirfd(d), de->d_name, err);
+        ret = rm_at(dirfd(d), de->d_name, depth + 1, err);
         if (ret < 0)
             break;
     }
@@ -239,8 +246,11 @@ static int rm_children(int dfd, const char *what, cista_error **err)
     return ret;
 }
 
-int util_rm_rf_at(int dirfd, const char *name, cista_error **err)
+static int rm_at(int dirfd, const char *name, unsigned depth, cista_error **err)
 {
+    if (depth > RM_MAX_DEPTH)
+        return err_set(err, -ELOOP, "remove %s: directories nested deeper than %d levels", name,
+                       RM_MAX_DEPTH);
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         if (errno == ENOENT)
@@ -254,20 +264,32 @@ int util_rm_rf_at(int dirfd, const char *name, cista_error **err)
     }
     int dfd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (dfd < 0 && errno == EACCES) {
-        /* An unpacked image may contain 0000 directories; we own them, so open up. */
-        if (fchmodat(dirfd, name, 0700, 0) == 0)
-            dfd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        /*
+         * An unpacked image may contain 0000 directories; we own them, so open
+         * up. O_PATH first so the chmod cannot be redirected through a symlink
+         * swapped in after the fstatat above.
+         */
+        _cleanup_close_ int pfd =
+            openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_free_ char *proc = pfd >= 0 ? xasprintf("/proc/self/fd/%d", pfd) : NULL;
+        if (proc && chmod(proc, 0700) == 0)
+            dfd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     }
     if (dfd < 0)
         return err_set_sys(err, -errno, "open directory %s", name);
     if ((st.st_mode & 0700) != 0700)
         (void)fchmod(dfd, 0700);
-    int r = rm_children(dfd, name, err);
+    int r = rm_children(dfd, name, depth, err);
     if (r < 0)
         return r;
     if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
         return err_set_sys(err, -errno, "remove directory %s", name);
     return 0;
+}
+
+int util_rm_rf_at(int dirfd, const char *name, cista_error **err)
+{
+    return rm_at(dirfd, name, 0, err);
 }
 
 bool util_has_suffix(const char *s, const char *suffix)

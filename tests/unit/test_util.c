@@ -145,6 +145,30 @@ static void test_read_write_file(void **state)
     close(dfd);
 }
 
+static void test_rm_rf_depth_limit(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cista-deep-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    assert_true(fd >= 0);
+    int top = dup(fd);
+    for (int i = 0; i < 4100; i++) {
+        assert_int_equal(mkdirat(fd, "d", 0700), 0);
+        int n = openat(fd, "d", O_RDONLY | O_DIRECTORY);
+        assert_true(n >= 0);
+        close(fd);
+        fd = n;
+    }
+    close(fd);
+    _cleanup_err_ cista_error *err = NULL;
+    assert_int_equal(util_rm_rf_at(top, "d", &err), -ELOOP);
+    assert_non_null(strstr(err->msg, "nested deeper"));
+    close(top);
+    _cleanup_free_ char *cmd = xasprintf("rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 static void test_log_levels(void **state)
 {
     (void)state;
@@ -171,10 +195,14 @@ static void test_log_levels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_err_chain),        cmocka_unit_test(test_err_first_wins),
-        cmocka_unit_test(test_err_sys),          cmocka_unit_test(test_buf_bounds),
-        cmocka_unit_test(test_buf_secret_and_steal), cmocka_unit_test(test_read_write_file),
+        cmocka_unit_test(test_err_chain),
+        cmocka_unit_test(test_err_first_wins),
+        cmocka_unit_test(test_err_sys),
+        cmocka_unit_test(test_buf_bounds),
+        cmocka_unit_test(test_buf_secret_and_steal),
+        cmocka_unit_test(test_read_write_file),
         cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_rm_rf_depth_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
