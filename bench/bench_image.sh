@@ -37,9 +37,8 @@ for dir in /usr/lib /usr/share /usr/bin /usr/libexec /usr/include; do
   i=$((i + 1)); [ $i -le 3 ] || break
   mkdir -p "$W/b/rootfs/layer$i"
   # Copy files until the layer holds about $per bytes.
-  find "$dir" -type f -size -20M -readable 2>/dev/null | head -n 200000 | while read -r f; do
-    echo "$f"
-  done | python3 -c '
+  # (find dies of SIGPIPE once python has enough: not an error)
+  find "$dir" -type f -size -20M -readable 2>/dev/null | python3 -c '
 import os, shutil, sys
 budget = int(sys.argv[1]); dst = sys.argv[2]; used = 0
 for line in sys.stdin:
@@ -53,12 +52,11 @@ for line in sys.stdin:
     except OSError: continue
     used += s
     if used >= budget * 0.98: break
-' "$per" "$W/b/rootfs/layer$i"
+ ' "$per" "$W/b/rootfs/layer$i" || true
   umoci repack --image "$W/src:v1" "$W/b" >/dev/null
 done
 rm -rf "$W/b"
 RAW=$(du -sb "$W/src" | cut -f1)
-UNC=$("$CISTA" --json image inspect "oci:$W/src:v1" >/dev/null 2>&1 && echo 0 || echo 0)
 # Uncompressed size = sum of the layer tars (what every stage touches after inflate).
 UNC=0
 for blob in $(jq -r '.layers[].digest' "$W/src/blobs/sha256/$(jq -r '.manifests[0].digest' "$W/src/index.json" | cut -d: -f2)" | cut -d: -f2); do
@@ -71,7 +69,7 @@ openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$W/k.pem" 2>/
 openssl pkey -in "$W/k.pem" -pubout -out "$W/pub.pem"
 
 echo "== per-core ceilings measured now"
-speed() { openssl speed -bytes 1048576 -seconds 2 -evp "$1" 2>/dev/null | awk -v a="$1" '$1==a || $1 ~ a {print $NF}' | tail -1 | sed 's/k$//'; }
+speed() { openssl speed -bytes 1048576 -seconds 2 -evp "$1" 2>/dev/null | awk -v a="$1" 'tolower($1)==a {print $NF}' | tail -1 | sed 's/k$//'; }
 CTR=$(speed aes-256-ctr); SHA=$(speed sha256)
 CTR_MB=$(echo "$CTR * 1000 / 1000000" | bc -l); SHA_MB=$(echo "$SHA * 1000 / 1000000" | bc -l)
 first=$(jq -r '.layers[0].digest' "$W/src/blobs/sha256/$(jq -r '.manifests[0].digest' "$W/src/index.json" | cut -d: -f2)" | cut -d: -f2)
@@ -90,6 +88,8 @@ measure() { # name cmd...
   local ts=() rs=()
   for _ in $(seq "$RUNS"); do
     rm -rf "$W/out" "$W/root" "$W/bundle" "$W/dec"
+    # Flush what earlier steps left dirty so each tool pays only for its own I/O.
+    sync
     read -r t r < <(run_timed "$@")
     ts+=("$t"); rs+=("$r")
   done
