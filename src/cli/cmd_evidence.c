@@ -27,7 +27,7 @@ static int report_error(const cista_error *e)
     if (code == EV_E_SIGNATURE || code == EV_E_CHAIN || code == EV_E_EXPIRED ||
         code == EV_E_REVOKED || code == EV_E_NOKEY || code == EV_E_PLATFORM || code == EV_E_TCB ||
         code == EV_E_REPORT_DATA || code == EV_E_POLICY || code == EV_E_FORMAT ||
-        code == EV_E_VERSION || code == EV_E_SIZE)
+        code == EV_E_VERSION || code == EV_E_SIZE || code == EV_E_MISMATCH)
         return CLI_EXIT_DENIED;
     return rc;
 }
@@ -201,6 +201,11 @@ static void get_usage(FILE *out)
             "  --tsm-dir DIR        snp: configfs-tsm report directory\n"
             "                       (default $CISTA_TSM_DIR or /sys/kernel/config/tsm/report)\n"
             "  --vmpl N             snp: VMPL (privlevel) to request\n"
+            "  --tcti CONF          tpm: tpm2-tss TCTI (default $CISTA_TPM_TCTI or\n"
+            "                       device:/dev/tpmrm0; swtpm:host=127.0.0.1,port=N)\n"
+            "  --pcrs SPEC          tpm: PCRs to quote (default sha256:0-23)\n"
+            "  --tpm-eventlog FILE  tpm: cista event log (default $CISTA_TPM_EVENTLOG or\n"
+            "                       /run/cista/tpm-eventlog.jsonl)\n"
             "  -h, --help           this help\n");
 }
 
@@ -212,7 +217,19 @@ static int write_out(const char *path, const void *data, size_t size, cista_erro
 
 static int evidence_get(int argc, char **argv)
 {
-    enum { OPT_TEE = 1000, OPT_RD, OPT_AUX, OPT_STATE, OPT_HOST, OPT_CONFIG, OPT_TSM, OPT_VMPL };
+    enum {
+        OPT_TEE = 1000,
+        OPT_RD,
+        OPT_AUX,
+        OPT_STATE,
+        OPT_HOST,
+        OPT_CONFIG,
+        OPT_TSM,
+        OPT_VMPL,
+        OPT_TCTI,
+        OPT_PCRS,
+        OPT_TPMLOG
+    };
     static const struct option opts[] = {{"tee", required_argument, NULL, OPT_TEE},
                                          {"report-data", required_argument, NULL, OPT_RD},
                                          {"output", required_argument, NULL, 'o'},
@@ -222,6 +239,9 @@ static int evidence_get(int argc, char **argv)
                                          {"config", required_argument, NULL, OPT_CONFIG},
                                          {"tsm-dir", required_argument, NULL, OPT_TSM},
                                          {"vmpl", required_argument, NULL, OPT_VMPL},
+                                         {"tcti", required_argument, NULL, OPT_TCTI},
+                                         {"pcrs", required_argument, NULL, OPT_PCRS},
+                                         {"tpm-eventlog", required_argument, NULL, OPT_TPMLOG},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *tee = NULL, *rd_hex = NULL, *output = NULL, *aux_out = NULL, *config = NULL;
@@ -268,6 +288,15 @@ static int evidence_get(int argc, char **argv)
             g.privlevel = (int)v;
             break;
         }
+        case OPT_TCTI:
+            g.tpm_tcti = optarg;
+            break;
+        case OPT_PCRS:
+            g.tpm_pcrs = optarg;
+            break;
+        case OPT_TPMLOG:
+            g.tpm_eventlog = optarg;
+            break;
         case 'h':
             get_usage(stdout);
             return CLI_EXIT_OK;
@@ -332,6 +361,7 @@ static void verify_usage(FILE *out)
                  "  --sim-key FILE       sim: trusted platform public key (platform-pub.pem)\n"
                  "  --forbid-debug       refuse evidence from a debuggable TEE\n"
                  "  --vmpl N             snp: require this VMPL\n"
+                 "  --ak FILE            tpm: registered attestation key (PEM/DER SPKI or JWK)\n"
                  "  --json               print the claims as JSON\n"
                  "  -h, --help           this help\n");
 }
@@ -373,7 +403,8 @@ static int evidence_verify(int argc, char **argv)
         OPT_SIMKEY,
         OPT_NODEBUG,
         OPT_VMPL,
-        OPT_JSON
+        OPT_JSON,
+        OPT_AK
     };
     static const struct option opts[] = {{"tee", required_argument, NULL, OPT_TEE},
                                          {"collateral", required_argument, NULL, OPT_COLL},
@@ -384,9 +415,11 @@ static int evidence_verify(int argc, char **argv)
                                          {"forbid-debug", no_argument, NULL, OPT_NODEBUG},
                                          {"vmpl", required_argument, NULL, OPT_VMPL},
                                          {"json", no_argument, NULL, OPT_JSON},
+                                         {"ak", required_argument, NULL, OPT_AK},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *tee = NULL, *coll_dir = NULL, *aux_path = NULL, *rd_hex = NULL, *sim_key = NULL;
+    const char *ak_path = NULL;
     ev_verify_opts o;
     ev_verify_opts_init(&o);
     _cleanup_err_ cista_error *err = NULL;
@@ -429,6 +462,9 @@ static int evidence_verify(int argc, char **argv)
         case OPT_JSON:
             g_cli.json = true;
             break;
+        case OPT_AK:
+            ak_path = optarg;
+            break;
         case 'h':
             verify_usage(stdout);
             return CLI_EXIT_OK;
@@ -466,6 +502,12 @@ static int evidence_verify(int argc, char **argv)
             return report_error(err);
         o.sim_key = sk;
     }
+    _cleanup_pkey_ EVP_PKEY *akk = NULL;
+    if (ak_path) {
+        if (crypto_key_load_file(&akk, ak_path, false, &err) < 0)
+            return report_error(err);
+        o.tpm_ak_pub = akk;
+    }
     _cleanup_json_ json_t *claims = NULL;
     if (ops->verify(&claims, (const uint8_t *)ev, ev_size, (const uint8_t *)aux, aux_size, &o,
                     &err) < 0) {
@@ -485,6 +527,98 @@ static int evidence_verify(int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* ---- cista evidence extend (tpm) ---- */
+
+static void extend_usage(FILE *out)
+{
+    fprintf(out, "Usage: cista evidence extend --tee tpm --pcr N --type TYPE\n"
+                 "                             (--digest HEX | --file FILE) [--data TEXT]\n"
+                 "                             [--tcti CONF] [--tpm-eventlog FILE]\n"
+                 "\n"
+                 "Extend a SHA-256 digest (given, or of FILE's bytes) into PCR N and record the\n"
+                 "event {pcr, alg, digest, type, data} in the cista event log that `evidence\n"
+                 "get --tee tpm` includes and `evidence verify` replays (docs/evidence.md).\n");
+}
+
+static int evidence_extend(int argc, char **argv)
+{
+    enum { OPT_TEE = 1000, OPT_PCR, OPT_TYPE, OPT_DIGEST, OPT_FILE, OPT_DATA, OPT_TCTI, OPT_LOG };
+    static const struct option opts[] = {{"tee", required_argument, NULL, OPT_TEE},
+                                         {"pcr", required_argument, NULL, OPT_PCR},
+                                         {"type", required_argument, NULL, OPT_TYPE},
+                                         {"digest", required_argument, NULL, OPT_DIGEST},
+                                         {"file", required_argument, NULL, OPT_FILE},
+                                         {"data", required_argument, NULL, OPT_DATA},
+                                         {"tcti", required_argument, NULL, OPT_TCTI},
+                                         {"tpm-eventlog", required_argument, NULL, OPT_LOG},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *tee = NULL, *type = NULL, *digest_hex = NULL, *file = NULL, *data = NULL;
+    long pcr = -1;
+    ev_get_opts g;
+    ev_get_opts_init(&g);
+    _cleanup_err_ cista_error *err = NULL;
+    optind = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_TEE:
+            tee = optarg;
+            break;
+        case OPT_PCR: {
+            char *end = NULL;
+            pcr = strtol(optarg, &end, 10);
+            if (*end || pcr < 0 || pcr > 23)
+                return usage_error("evidence extend", "--pcr must be 0-23");
+            break;
+        }
+        case OPT_TYPE:
+            type = optarg;
+            break;
+        case OPT_DIGEST:
+            digest_hex = optarg;
+            break;
+        case OPT_FILE:
+            file = optarg;
+            break;
+        case OPT_DATA:
+            data = optarg;
+            break;
+        case OPT_TCTI:
+            g.tpm_tcti = optarg;
+            break;
+        case OPT_LOG:
+            g.tpm_eventlog = optarg;
+            break;
+        case 'h':
+            extend_usage(stdout);
+            return CLI_EXIT_OK;
+        default:
+            return usage_error("evidence extend", "bad option");
+        }
+    }
+    if (optind != argc || !tee || strcmp(tee, "tpm") != 0 || pcr < 0 || !type ||
+        !digest_hex == !file)
+        return usage_error("evidence extend",
+                           "needs --tee tpm, --pcr, --type and one of --digest or --file");
+    uint8_t d[32];
+    if (digest_hex) {
+        if (hex_decode_to(d, sizeof(d), digest_hex, &err) < 0)
+            return usage_error("evidence extend", "--digest needs 64 hex digits");
+    } else {
+        _cleanup_free_ char *buf = NULL;
+        size_t n = 0;
+        if (util_read_file(&buf, &n, file, EV_MAX_EVIDENCE, &err) < 0)
+            return report_error(err);
+        crypto_hash_oneshot(CRYPTO_SHA256, buf, n, d);
+    }
+    if (ev_tpm_extend(&g, (unsigned)pcr, d, type, data, &err) < 0)
+        return report_error(err);
+    if (!g_cli.quiet)
+        fprintf(stderr, "extended PCR %ld\n", pcr);
+    return CLI_EXIT_OK;
+}
+
 int cli_evidence(int argc, char **argv)
 {
     if (argc < 2) {
@@ -499,5 +633,7 @@ int cli_evidence(int argc, char **argv)
         return evidence_get(argc - 1, argv + 1);
     if (strcmp(argv[1], "verify") == 0)
         return evidence_verify(argc - 1, argv + 1);
+    if (strcmp(argv[1], "extend") == 0)
+        return evidence_extend(argc - 1, argv + 1);
     return usage_error("evidence", "unknown subcommand \"%s\"", argv[1]);
 }

@@ -18,7 +18,9 @@
 
 /* ---- registry ---- */
 
-static const ev_ops *const g_ops[] = {&ev__sim_ops, &ev__snp_ops};
+static const ev_ops *const g_ops[] = {&ev__sim_ops,       &ev__snp_ops,       &ev__tpm_ops,
+                                      &ev__azure_snp_ops, &ev__azure_tdx_ops, &ev__tdx_ops,
+                                      &ev__sgx_ops};
 
 const ev_ops *ev_find(const char *name)
 {

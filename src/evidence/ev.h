@@ -53,6 +53,7 @@
 #define EV_E_REPORT_DATA (-EACCES)      /* report data differs from the expected value */
 #define EV_E_POLICY (-EPERM)            /* an optional caller constraint is not met */
 #define EV_E_NOTEE (-ENOTSUP)           /* get(): this TEE is not available here */
+#define EV_E_MISMATCH (-EILSEQ)         /* PCR values / event log differ from their signed digest */
 
 /* ---- collateral: named blobs (certificates, CRLs, ...) handed to verify() ---- */
 
@@ -96,6 +97,12 @@ typedef struct {
      */
     void (*tsm_hook)(const char *entry_dir, void *arg);
     void *tsm_hook_arg;
+    /* tpm (and the azure vTPM kinds) */
+    const char *tpm_tcti;     /* tpm2-tss TCTI, e.g. "swtpm:host=127.0.0.1,port=2321";
+                                 NULL: $CISTA_TPM_TCTI or "device:/dev/tpmrm0" */
+    const char *tpm_pcrs;     /* PCRs to quote, "sha256:0-23" (default) or "sha256:0-7,23+sha1:0" */
+    const char *tpm_eventlog; /* cista event log (JSON lines); NULL: $CISTA_TPM_EVENTLOG or
+                                 /run/cista/tpm-eventlog.jsonl; missing file = empty log */
 } ev_get_opts;
 
 typedef struct {
@@ -106,7 +113,29 @@ typedef struct {
     /* optional caller constraints (the KBS appraisal does the real policy work) */
     bool forbid_debug; /* reject evidence from a debuggable TEE */
     int vmpl;          /* snp: required VMPL, -1 = any */
+    /*
+     * tdx/sgx: the worst TCB status accepted (EV_TCB_*, below); 0 = any,
+     * even EV_TCB_UNKNOWN (no TCB info collateral given). Otherwise a quote
+     * without TCB info and QE identity collateral is rejected too.
+     */
+    int tcb_max_status;
+    /*
+     * tpm: a registered attestation key (borrowed). When set, the quote must
+     * be signed by it; otherwise the evidence must carry an AK certificate
+     * chaining to a pinned root (Google vTPM AK CAs).
+     */
+    EVP_PKEY *tpm_ak_pub;
 } ev_verify_opts;
+
+/* DCAP TCB statuses (Intel PCS names), best first. */
+#define EV_TCB_UNKNOWN 0
+#define EV_TCB_UP_TO_DATE 1
+#define EV_TCB_SW_HARDENING_NEEDED 2
+#define EV_TCB_CONFIGURATION_NEEDED 3
+#define EV_TCB_CONFIGURATION_AND_SW_HARDENING_NEEDED 4
+#define EV_TCB_OUT_OF_DATE 5
+#define EV_TCB_OUT_OF_DATE_CONFIGURATION_NEEDED 6
+#define EV_TCB_REVOKED 7
 
 /* Defaults: vmpl -1, privlevel -1, everything else zero. */
 void ev_get_opts_init(ev_get_opts *o);
@@ -163,5 +192,19 @@ int ev_sim_init(const char *state_dir, bool *out_created, cista_error **err)
 /* The platform public key of @state_dir (NULL: default). New key to the caller. */
 int ev_sim_load_public(EVP_PKEY **out, const char *state_dir, cista_error **err)
     __attribute__((warn_unused_result));
+
+/* ---- tpm: measurements into PCRs with the cista event log ---- */
+
+/*
+ * Extend @digest (32 bytes) into the SHA-256 bank of PCR @pcr (0-23) of the
+ * TPM at @opts->tpm_tcti and append the event {pcr, alg, digest, type,
+ * data} to the cista event log @opts->tpm_eventlog (created 0644, appended
+ * under an exclusive lock; the line is written before the extend so a crash
+ * leaves a log that fails replay rather than one that hides a measurement).
+ * @type is a short name ("cista.policy", "cista.container"); @data is a
+ * description (may be NULL), not bound by the digest. Inputs are borrowed.
+ */
+int ev_tpm_extend(const ev_get_opts *opts, unsigned pcr, const uint8_t digest[32], const char *type,
+                  const char *data, cista_error **err) __attribute__((warn_unused_result));
 
 #endif

@@ -97,5 +97,10 @@ int ev__tsm_get(uint8_t **out, size_t *out_size, uint8_t **aux, size_t *aux_size
 
 extern const ev_ops ev__sim_ops;
 extern const ev_ops ev__snp_ops;
+extern const ev_ops ev__tpm_ops;
+extern const ev_ops ev__azure_snp_ops;
+extern const ev_ops ev__azure_tdx_ops;
+extern const ev_ops ev__tdx_ops;
+extern const ev_ops ev__sgx_ops;
 
 #endif
