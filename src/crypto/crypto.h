@@ -79,7 +79,13 @@ int crypto_gcm_decrypt(uint8_t *pt, const uint8_t *key, size_t key_size, const u
                        size_t ct_size, const uint8_t tag[16], cista_error **err)
     __attribute__((warn_unused_result));
 
-/* ---- AES-CBC + HMAC-SHA2 (JWE A128CBC-HS256 etc., RFC 7518 §5.2) ---- */
+/*
+ * ---- AES-CBC + HMAC-SHA2 (JWE A128CBC-HS256 etc., RFC 7518 §5.2) ----
+ * @key is the MAC key then the AES key (32, 48 or 64 bytes); @tag holds
+ * key_size / 2 bytes (at most 32). *ct / *pt are new buffers for the caller
+ * (*pt is a secret, NUL-terminated). Decryption checks the tag before the
+ * padding; every failure is -EBADMSG.
+ */
 int crypto_cbc_hs_encrypt(uint8_t **ct, size_t *ct_size, uint8_t *tag, size_t *tag_size,
                           const uint8_t *key, size_t key_size, const uint8_t iv[16],
                           const void *aad, size_t aad_size, const void *pt, size_t pt_size,
@@ -131,14 +137,18 @@ int crypto_rsa_oaep_encrypt(uint8_t **out, size_t *out_size, EVP_PKEY *pub, cryp
 int crypto_rsa_oaep_decrypt(uint8_t **out, size_t *out_size, EVP_PKEY *priv, crypto_hash_alg md,
                             const void *in, size_t in_size, cista_error **err)
     __attribute__((warn_unused_result));
-/* RSAES-PKCS1-v1_5, decrypt only (JOSE RSA1_5 test vectors); implicit rejection as OpenSSL does. */
+/*
+ * RSAES-PKCS1-v1_5, decrypt only (JOSE RSA1_5). OpenSSL 3.0 reports bad
+ * padding as an error (3.2+ returns a synthetic message instead); callers
+ * must not let the difference show (jwe.c continues with a random CEK).
+ */
 int crypto_rsa_pkcs1_decrypt(uint8_t **out, size_t *out_size, EVP_PKEY *priv, const void *in,
                              size_t in_size, cista_error **err) __attribute__((warn_unused_result));
 
 /* ---- ECDH and the JOSE Concat KDF (NIST SP 800-56A, RFC 7518 §4.6.2) ---- */
 /* Shared secret Z; caller frees with crypto_free_secret(*out, *out_size). */
-int crypto_ecdh(uint8_t **out, size_t *out_size, EVP_PKEY *priv, EVP_PKEY *peer,
-                cista_error **err) __attribute__((warn_unused_result));
+int crypto_ecdh(uint8_t **out, size_t *out_size, EVP_PKEY *priv, EVP_PKEY *peer, cista_error **err)
+    __attribute__((warn_unused_result));
 /* SHA-256 Concat KDF: AlgorithmID, PartyUInfo, PartyVInfo each length-prefixed. */
 int crypto_concat_kdf(uint8_t *out, size_t out_size, const uint8_t *z, size_t z_size,
                       const char *alg_id, const uint8_t *apu, size_t apu_size, const uint8_t *apv,

@@ -56,24 +56,33 @@ typedef struct {
  * header holds only "enc" and each recipient's unprotected header holds
  * "alg" (and "epk"), as go-jose writes it. Output string owned by caller.
  */
-int jwe_encrypt(char **out, const void *pt, size_t pt_size, const jwe_key *rcpts,
-                size_t rcpt_count, const char *enc, jwe_format fmt, cista_error **err)
+int jwe_encrypt(char **out, const void *pt, size_t pt_size, const jwe_key *rcpts, size_t rcpt_count,
+                const char *enc, jwe_format fmt, cista_error **err)
     __attribute__((warn_unused_result));
 
 /*
  * Decrypt a JWE in any serialisation with the first of @keys that unwraps a
  * recipient. A top-level "encrypted_key" beside "recipients" (go-jose's
  * duplicate) is ignored. -ENOKEY when no key matches any recipient,
- * -EBADMSG when authentication fails, -EINVAL for malformed input.
- * When @out_key_index is not NULL it receives the index of the key used.
+ * -EBADMSG when authentication fails, -EINVAL for malformed input,
+ * -ENOTSUP for "zip", "crit" or algorithms not listed above, -EMSGSIZE
+ * beyond JWE_MAX_SIZE. Decryption keys need their private part. With
+ * RSA1_5, ECDH-ES (direct) and dir nothing checks the key before the
+ * content, so a wrong key shows as -EBADMSG (for RSA1_5 deliberately: RFC
+ * 7516 §11.5). When @out_key_index is not NULL it receives the index of the
+ * key used. *out is NUL-terminated (not counted in *out_size).
  */
 int jwe_decrypt(uint8_t **out, size_t *out_size, const char *jwe, size_t jwe_size,
                 const jwe_key *keys, size_t key_count, size_t *out_key_index, cista_error **err)
     __attribute__((warn_unused_result));
 
 /*
- * Decrypt with caller-fixed ephemeral values: for test vectors only, where
+ * Encrypt with caller-fixed ephemeral values: for test vectors only, where
  * RFC examples pin the CEK and IV. @cek / @iv may be NULL for random.
+ * @protected_override, when not NULL, is the exact JSON text of the
+ * protected header (so an example's "kid" and member order are reproduced);
+ * the parameters it does not hold (alg, epk) go to the unprotected
+ * per-recipient header, and it may not contradict the recipients.
  */
 int jwe__encrypt_fixed(char **out, const void *pt, size_t pt_size, const jwe_key *rcpts,
                        size_t rcpt_count, const char *enc, jwe_format fmt, const uint8_t *cek,
