@@ -16,15 +16,15 @@
 /* Exit codes (documented in docs/cli.md). */
 enum {
     CLI_EXIT_OK = 0,
-    CLI_EXIT_FAILURE = 1,   /* the operation failed (bad input, I/O, verification) */
-    CLI_EXIT_USAGE = 2,     /* bad command line */
-    CLI_EXIT_DENIED = 3,    /* refused by a security check (digest, HMAC, key, policy) */
+    CLI_EXIT_FAILURE = 1, /* the operation failed (bad input, I/O, verification) */
+    CLI_EXIT_USAGE = 2,   /* bad command line */
+    CLI_EXIT_DENIED = 3,  /* refused by a security check (digest, HMAC, key, policy) */
 };
 
 typedef struct {
-    bool json;       /* --json: machine-readable output on stdout */
+    bool json; /* --json: machine-readable output on stdout */
     bool quiet;
-    bool progress;   /* stderr is a terminal and not --quiet */
+    bool progress; /* stderr is a terminal and not --quiet */
 } cli_globals;
 
 extern cli_globals g_cli;

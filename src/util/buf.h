@@ -20,11 +20,14 @@ typedef struct {
     uint8_t *data; /* always NUL-terminated past size, for text use */
     size_t size;
     size_t cap;
-    size_t max;    /* 0 means SIZE_MAX */
+    size_t max; /* 0 means SIZE_MAX */
     bool secret;
 } cbuf;
 
-#define CBUF_INIT {NULL, 0, 0, 0, false}
+#define CBUF_INIT                                                                                  \
+    {                                                                                              \
+        NULL, 0, 0, 0, false                                                                       \
+    }
 
 void buf_init(cbuf *b, size_t max, bool secret);
 /* Appends; -EMSGSIZE when the result would exceed max. */

@@ -154,7 +154,8 @@ static int hex_into(uint8_t *out, const char *s, size_t len, cista_error **err)
     for (size_t i = 0; i < len; i += 2) {
         int hi = hexval(s[i]), lo = hexval(s[i + 1]);
         if (hi < 0 || lo < 0)
-            return err_set(err, -EINVAL, "hex: invalid character at offset %zu", hi < 0 ? i : i + 1);
+            return err_set(err, -EINVAL, "hex: invalid character at offset %zu",
+                           hi < 0 ? i : i + 1);
         out[i / 2] = (uint8_t)(hi << 4 | lo);
     }
     return 0;

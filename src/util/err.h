@@ -17,9 +17,9 @@
 typedef struct cista_error cista_error;
 
 struct cista_error {
-    int code;          /* negative errno-style code */
-    char *msg;         /* root cause, what was wrong and what to do */
-    char **context;    /* outermost last */
+    int code;       /* negative errno-style code */
+    char *msg;      /* root cause, what was wrong and what to do */
+    char **context; /* outermost last */
     size_t context_len;
 };
 

@@ -102,8 +102,8 @@ int js_get_string(const char **out, const json_t *obj, const char *key, bool req
     return 0;
 }
 
-int js_get_object(json_t **out, const json_t *obj, const char *key, bool required,
-                  const char *what, cista_error **err)
+int js_get_object(json_t **out, const json_t *obj, const char *key, bool required, const char *what,
+                  cista_error **err)
 {
     int r = get(out, obj, key, required, what, err);
     if (r <= 0)
@@ -115,8 +115,8 @@ int js_get_object(json_t **out, const json_t *obj, const char *key, bool require
     return 0;
 }
 
-int js_get_array(json_t **out, const json_t *obj, const char *key, bool required,
-                 const char *what, cista_error **err)
+int js_get_array(json_t **out, const json_t *obj, const char *key, bool required, const char *what,
+                 cista_error **err)
 {
     int r = get(out, obj, key, required, what, err);
     if (r <= 0)

@@ -35,10 +35,10 @@ int js_parse_object(json_t **out, const void *data, size_t size, size_t max, con
  */
 int js_get_string(const char **out, const json_t *obj, const char *key, bool required,
                   const char *what, cista_error **err) __attribute__((warn_unused_result));
-int js_get_object(json_t **out, const json_t *obj, const char *key, bool required,
-                  const char *what, cista_error **err) __attribute__((warn_unused_result));
-int js_get_array(json_t **out, const json_t *obj, const char *key, bool required,
-                 const char *what, cista_error **err) __attribute__((warn_unused_result));
+int js_get_object(json_t **out, const json_t *obj, const char *key, bool required, const char *what,
+                  cista_error **err) __attribute__((warn_unused_result));
+int js_get_array(json_t **out, const json_t *obj, const char *key, bool required, const char *what,
+                 cista_error **err) __attribute__((warn_unused_result));
 int js_get_int(int64_t *out, const json_t *obj, const char *key, bool required, const char *what,
                cista_error **err) __attribute__((warn_unused_result));
 int js_get_bool(bool *out, const json_t *obj, const char *key, bool required, const char *what,

@@ -69,8 +69,7 @@ void log_msg(log_level lvl, const char *fmt, ...)
     FILE *out = g_stream ? g_stream : stderr;
     pthread_mutex_lock(&g_lock);
     if (g_json) {
-        json_t *o = json_pack("{s:s,s:s,s:s}", "time", when, "level", level_names[lvl], "msg",
-                              msg);
+        json_t *o = json_pack("{s:s,s:s,s:s}", "time", when, "level", level_names[lvl], "msg", msg);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         if (line)
             fprintf(out, "%s\n", line);

@@ -66,8 +66,8 @@ int util_read_fileat(char **out, size_t *out_size, int dirfd, const char *path, 
  * fsync, rename over @path, fsync of the directory. @mode applies to the new
  * file. Nothing is left behind on failure.
  */
-int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t size,
-                           mode_t mode, cista_error **err) CISTA_WUR;
+int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t size, mode_t mode,
+                           cista_error **err) CISTA_WUR;
 
 /* Full-length read/write that retry on EINTR and short transfers. */
 ssize_t util_read_all(int fd, void *buf, size_t size);

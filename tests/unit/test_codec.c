@@ -62,7 +62,8 @@ static void expect_bad_b64(const char *s, bool url)
     uint8_t *d = NULL;
     size_t dn;
     cista_error *err = NULL;
-    int r = url ? b64url_decode(&d, &dn, s, strlen(s), &err) : b64_decode(&d, &dn, s, strlen(s), &err);
+    int r =
+        url ? b64url_decode(&d, &dn, s, strlen(s), &err) : b64_decode(&d, &dn, s, strlen(s), &err);
     assert_int_equal(r, -EINVAL);
     assert_null(d);
     assert_non_null(err);
@@ -72,14 +73,14 @@ static void expect_bad_b64(const char *s, bool url)
 static void test_strict(void **state)
 {
     (void)state;
-    expect_bad_b64("Zg", false);        /* std needs padding */
-    expect_bad_b64("Zg=", false);       /* wrong padding */
-    expect_bad_b64("Zh==", false);      /* non-canonical trailing bits */
-    expect_bad_b64("Zm9v\n", false);    /* whitespace */
-    expect_bad_b64("Zm-v", false);      /* url alphabet in std */
-    expect_bad_b64("Zm+v", true);       /* std alphabet in url */
-    expect_bad_b64("Z", true);          /* impossible length */
-    expect_bad_b64("Zg=a", false);      /* padding in the middle */
+    expect_bad_b64("Zg", false);     /* std needs padding */
+    expect_bad_b64("Zg=", false);    /* wrong padding */
+    expect_bad_b64("Zh==", false);   /* non-canonical trailing bits */
+    expect_bad_b64("Zm9v\n", false); /* whitespace */
+    expect_bad_b64("Zm-v", false);   /* url alphabet in std */
+    expect_bad_b64("Zm+v", true);    /* std alphabet in url */
+    expect_bad_b64("Z", true);       /* impossible length */
+    expect_bad_b64("Zg=a", false);   /* padding in the middle */
     expect_bad_b64("====", false);
 
     /* base64url tolerates padding */
