@@ -60,6 +60,29 @@ static int parse_report_data(uint8_t out[EV_REPORT_DATA_SIZE], const char *hex, 
     return 0;
 }
 
+/* A decimal number in [@lo, @hi] into *out (strtol rules); -1 when it is not one. */
+static int parse_range(long *out, const char *s, long lo, long hi)
+{
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (*end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* --vmpl N (0-3) of @cmd into *out; on a bad N, prints the usage error and returns -1. */
+static int parse_vmpl(int *out, const char *cmd, const char *s)
+{
+    long v = 0;
+    if (parse_range(&v, s, 0, 3) < 0) {
+        usage_error(cmd, "--vmpl must be 0-3, not \"%s\"", s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 /* RFC 3339 ("2025-06-01T00:00:00Z", "...+02:00") or a date ("2025-06-01", midnight UTC). */
 static int parse_time(time_t *out, const char *s)
 {
@@ -280,14 +303,10 @@ static int evidence_get(int argc, char **argv)
         case OPT_TSM:
             g.tsm_dir = optarg;
             break;
-        case OPT_VMPL: {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 0 || v > 3)
-                return usage_error("evidence get", "--vmpl must be 0-3, not \"%s\"", optarg);
-            g.privlevel = (int)v;
+        case OPT_VMPL:
+            if (parse_vmpl(&g.privlevel, "evidence get", optarg) < 0)
+                return CLI_EXIT_USAGE;
             break;
-        }
         case OPT_TCTI:
             g.tpm_tcti = optarg;
             break;
@@ -451,14 +470,10 @@ static int evidence_verify(int argc, char **argv)
         case OPT_NODEBUG:
             o.forbid_debug = true;
             break;
-        case OPT_VMPL: {
-            char *end = NULL;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v < 0 || v > 3)
-                return usage_error("evidence verify", "--vmpl must be 0-3, not \"%s\"", optarg);
-            o.vmpl = (int)v;
+        case OPT_VMPL:
+            if (parse_vmpl(&o.vmpl, "evidence verify", optarg) < 0)
+                return CLI_EXIT_USAGE;
             break;
-        }
         case OPT_JSON:
             g_cli.json = true;
             break;
@@ -565,13 +580,10 @@ static int evidence_extend(int argc, char **argv)
         case OPT_TEE:
             tee = optarg;
             break;
-        case OPT_PCR: {
-            char *end = NULL;
-            pcr = strtol(optarg, &end, 10);
-            if (*end || pcr < 0 || pcr > 23)
+        case OPT_PCR:
+            if (parse_range(&pcr, optarg, 0, 23) < 0)
                 return usage_error("evidence extend", "--pcr must be 0-23");
             break;
-        }
         case OPT_TYPE:
             type = optarg;
             break;

@@ -538,17 +538,32 @@ static void md_ctx_freep(EVP_MD_CTX **c)
     EVP_MD_CTX_free(*c);
 }
 
+/*
+ * The arguments both raw-ECDSA directions check: *out gets the digest @md;
+ * @key (the @role key: "verification" or "signing") must be an EC key and
+ * @int_size in 1..256.
+ */
+static int ecdsa_args(const EVP_MD **out, const char *md, EVP_PKEY *key, const char *role,
+                      size_t int_size, cista_error **err)
+{
+    *out = md_by_name(md);
+    if (!*out)
+        return err_set(err, -EINVAL, "ECDSA: unsupported digest %s", md ? md : "(null)");
+    if (!key || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC)
+        return err_set(err, -EINVAL, "ECDSA: the %s key is not an EC key", role);
+    if (int_size == 0 || int_size > 256)
+        return err_set(err, -EINVAL, "ECDSA: bad integer size %zu", int_size);
+    return 0;
+}
+
 int x509_ecdsa_verify_raw(EVP_PKEY *pub, const char *md, const void *msg, size_t msg_size,
                           const uint8_t *r, const uint8_t *s, size_t int_size, x509_endian endian,
                           cista_error **err)
 {
-    const EVP_MD *m = md_by_name(md);
-    if (!m)
-        return err_set(err, -EINVAL, "ECDSA: unsupported digest %s", md ? md : "(null)");
-    if (!pub || EVP_PKEY_get_base_id(pub) != EVP_PKEY_EC)
-        return err_set(err, -EINVAL, "ECDSA: the verification key is not an EC key");
-    if (int_size == 0 || int_size > 256)
-        return err_set(err, -EINVAL, "ECDSA: bad integer size %zu", int_size);
+    const EVP_MD *m = NULL;
+    int rc = ecdsa_args(&m, md, pub, "verification", int_size, err);
+    if (rc < 0)
+        return rc;
 
     ECDSA_SIG *sig = ECDSA_SIG_new();
     if (!sig)
@@ -564,7 +579,6 @@ int x509_ecdsa_verify_raw(EVP_PKEY *pub, const char *md, const void *msg, size_t
     __attribute__((cleanup(md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx)
         abort();
-    int rc;
     if (EVP_DigestVerifyInit(ctx, NULL, m, NULL, pub) != 1) {
         rc = err_set_ssl(err, -EINVAL, "ECDSA: cannot initialise verification");
     } else {
@@ -586,13 +600,10 @@ static int bn_out(uint8_t *out, size_t n, const BIGNUM *bn, x509_endian endian)
 int x509_ecdsa_sign_raw(uint8_t *r, uint8_t *s, size_t int_size, x509_endian endian, EVP_PKEY *priv,
                         const char *md, const void *msg, size_t msg_size, cista_error **err)
 {
-    const EVP_MD *m = md_by_name(md);
-    if (!m)
-        return err_set(err, -EINVAL, "ECDSA: unsupported digest %s", md ? md : "(null)");
-    if (!priv || EVP_PKEY_get_base_id(priv) != EVP_PKEY_EC)
-        return err_set(err, -EINVAL, "ECDSA: the signing key is not an EC key");
-    if (int_size == 0 || int_size > 256)
-        return err_set(err, -EINVAL, "ECDSA: bad integer size %zu", int_size);
+    const EVP_MD *m = NULL;
+    int rc = ecdsa_args(&m, md, priv, "signing", int_size, err);
+    if (rc < 0)
+        return rc;
     __attribute__((cleanup(md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx)
         abort();
@@ -607,7 +618,6 @@ int x509_ecdsa_sign_raw(uint8_t *r, uint8_t *s, size_t int_size, x509_endian end
     ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
     if (!sig)
         return err_set_ssl(err, -EIO, "ECDSA: cannot decode our own signature");
-    int rc = 0;
     if (bn_out(r, int_size, ECDSA_SIG_get0_r(sig), endian) < 0 ||
         bn_out(s, int_size, ECDSA_SIG_get0_s(sig), endian) < 0)
         rc = err_set(err, -EINVAL, "ECDSA: %zu-byte integers are too small for this curve",

@@ -317,28 +317,56 @@ static int verify_vtpm(json_t **out, const az_container *c, EVP_PKEY *ak,
     return 0;
 }
 
+/* The @format container into @c and its HCL report into @h, which must carry @want_type. */
+static int az_load(az_container *c, hcl_report *h, const uint8_t *ev, size_t size,
+                   const char *format, uint32_t want_type, cista_error **err)
+{
+    int rc = az_parse(c, ev, size, format, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = hcl_parse(h, c->hcl, c->hcl_size, err)) < 0)
+        return rc;
+    if (h->report_type != want_type)
+        return err_set(err, EV_E_VERSION,
+                       "HCL report carries hardware report type %u, not %s (%u): use %s",
+                       h->report_type, want_type == HCL_TYPE_SNP ? "SNP" : "TDX", want_type,
+                       want_type == HCL_TYPE_SNP ? "azure-tdx-vtpm" : "azure-snp-vtpm");
+    return 0;
+}
+
+/*
+ * The steps after the hardware report: the AK from the runtime data verifies
+ * the vTPM quote, and the hardware claims @hw merge with the TPM's as @tee.
+ */
+static int finish(json_t **out, const az_container *c, const hcl_report *h, json_t *hw,
+                  const char *tee, const char *hw_name, const ev_verify_opts *opts,
+                  cista_error **err)
+{
+    _cleanup_json_ json_t *rt = NULL;
+    _cleanup_pkey_ EVP_PKEY *ak = NULL;
+    int rc = runtime_ak(&ak, &rt, h, err);
+    if (rc < 0)
+        return rc;
+    _cleanup_json_ json_t *tpm = NULL;
+    if ((rc = verify_vtpm(&tpm, c, ak, opts, err)) < 0)
+        return rc;
+    _cleanup_json_ json_t *runtime = runtime_json(rt, ak);
+    *out = merge(hw, tpm, tee, hw_name, h, runtime);
+    return 0;
+}
+
 static int az_snp_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_t *aux,
                          size_t aux_size, const ev_verify_opts *opts, cista_error **err)
 {
     (void)aux;
     (void)aux_size;
     ev_verify_opts dflt;
-    if (!opts) {
-        ev_verify_opts_init(&dflt);
-        opts = &dflt;
-    }
+    opts = ev__verify_opts_or_default(opts, &dflt);
     __attribute__((cleanup(az_container_free))) az_container c = {0};
-    int rc = az_parse(&c, ev, size, AZ_SNP_FORMAT, err);
+    hcl_report h;
+    int rc = az_load(&c, &h, ev, size, AZ_SNP_FORMAT, HCL_TYPE_SNP, err);
     if (rc < 0)
         return rc;
-    hcl_report h;
-    if ((rc = hcl_parse(&h, c.hcl, c.hcl_size, err)) < 0)
-        return rc;
-    if (h.report_type != HCL_TYPE_SNP)
-        return err_set(err, EV_E_VERSION,
-                       "HCL report carries hardware report type %u, not SNP (2): use "
-                       "azure-tdx-vtpm",
-                       h.report_type);
     /* 1. The SNP report: signature, VCEK chain, TCB, chip id (snp.c). */
     ev_verify_opts sub = *opts;
     sub.report_data = NULL; /* bound to the runtime data, checked below */
@@ -349,16 +377,7 @@ static int az_snp_verify(json_t **out, const uint8_t *ev, size_t size, const uin
     if ((rc = check_binding(&h, h.hw + SNP_OFF_REPORT_DATA, err)) < 0)
         return rc;
     /* 3. The AK from the runtime data verifies the vTPM quote. */
-    _cleanup_json_ json_t *rt = NULL;
-    _cleanup_pkey_ EVP_PKEY *ak = NULL;
-    if ((rc = runtime_ak(&ak, &rt, &h, err)) < 0)
-        return rc;
-    _cleanup_json_ json_t *tpm = NULL;
-    if ((rc = verify_vtpm(&tpm, &c, ak, opts, err)) < 0)
-        return rc;
-    _cleanup_json_ json_t *runtime = runtime_json(rt, ak);
-    *out = merge(snp, tpm, "azure-snp-vtpm", "snp", &h, runtime);
-    return 0;
+    return finish(out, &c, &h, snp, "azure-snp-vtpm", "snp", opts, err);
 }
 
 /* TDREPORT offsets (reference 2.4) and the TD quote body fields they must equal. */
@@ -418,22 +437,12 @@ static int az_tdx_verify(json_t **out, const uint8_t *ev, size_t size, const uin
     (void)aux;
     (void)aux_size;
     ev_verify_opts dflt;
-    if (!opts) {
-        ev_verify_opts_init(&dflt);
-        opts = &dflt;
-    }
+    opts = ev__verify_opts_or_default(opts, &dflt);
     __attribute__((cleanup(az_container_free))) az_container c = {0};
-    int rc = az_parse(&c, ev, size, AZ_TDX_FORMAT, err);
+    hcl_report h;
+    int rc = az_load(&c, &h, ev, size, AZ_TDX_FORMAT, HCL_TYPE_TDX, err);
     if (rc < 0)
         return rc;
-    hcl_report h;
-    if ((rc = hcl_parse(&h, c.hcl, c.hcl_size, err)) < 0)
-        return rc;
-    if (h.report_type != HCL_TYPE_TDX)
-        return err_set(err, EV_E_VERSION,
-                       "HCL report carries hardware report type %u, not TDX (4): use "
-                       "azure-snp-vtpm",
-                       h.report_type);
     const uint8_t *tdr = h.hw;
     /* 1. The TD quote (dcap.c) whose body is this TDREPORT. */
     ev_verify_opts sub = *opts;
@@ -452,16 +461,7 @@ static int az_tdx_verify(json_t **out, const uint8_t *ev, size_t size, const uin
     if ((rc = check_binding(&h, tdr + 128, err)) < 0)
         return rc;
     /* 3. The vTPM quote. */
-    _cleanup_json_ json_t *rt = NULL;
-    _cleanup_pkey_ EVP_PKEY *ak = NULL;
-    if ((rc = runtime_ak(&ak, &rt, &h, err)) < 0)
-        return rc;
-    _cleanup_json_ json_t *tpm = NULL;
-    if ((rc = verify_vtpm(&tpm, &c, ak, opts, err)) < 0)
-        return rc;
-    _cleanup_json_ json_t *runtime = runtime_json(rt, ak);
-    *out = merge(tdx, tpm, "azure-tdx-vtpm", "tdx", &h, runtime);
-    return 0;
+    return finish(out, &c, &h, tdx, "azure-tdx-vtpm", "tdx", opts, err);
 }
 
 int ev__azure_hcl_check(const uint8_t *hcl, size_t size, cista_error **err)

@@ -930,6 +930,21 @@ static int intermediates(STACK_OF(X509) * *out, STACK_OF(X509) * extra, const co
     return 0;
 }
 
+/* The intermediates() of @extra and @cs, and a stack holding just @root: a chain's inputs. */
+static int chain_inputs(STACK_OF(X509) * *out_inter, STACK_OF(X509) * *out_roots,
+                        STACK_OF(X509) * extra, const coll_set *cs, X509 *root, cista_error **err)
+{
+    int r = intermediates(out_inter, extra, cs, root, err);
+    if (r < 0)
+        return r;
+    *out_roots = sk_X509_new_null();
+    if (!*out_roots)
+        abort();
+    X509_up_ref(root);
+    sk_X509_push(*out_roots, root);
+    return 0;
+}
+
 static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_set *cs, X509 *root,
                             time_t now, cista_error **err)
 {
@@ -950,15 +965,10 @@ static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_
                        "'Intel SGX PCK Certificate'",
                        s);
     }
-    _cleanup_x509_stack_ STACK_OF(X509) *inter = NULL;
-    int r = intermediates(&inter, certs, cs, root, err);
+    _cleanup_x509_stack_ STACK_OF(X509) *inter = NULL, *roots = NULL;
+    int r = chain_inputs(&inter, &roots, certs, cs, root, err);
     if (r < 0)
         return r;
-    _cleanup_x509_stack_ STACK_OF(X509) *roots = sk_X509_new_null();
-    if (!roots)
-        abort();
-    X509_up_ref(root);
-    sk_X509_push(roots, root);
     x509_verify_opts xo = {.at = now, .crls = cs->crls, .crl_mode = X509_CRL_AVAILABLE};
     STACK_OF(X509) *chain = NULL;
     r = x509_verify_chain(&chain, leaf, inter, roots, &xo, err);
@@ -1000,15 +1010,10 @@ static time_t not_before(X509 *c)
  */
 static int tcb_signer(X509 **out, const coll_set *cs, X509 *root, time_t now, cista_error **err)
 {
-    _cleanup_x509_stack_ STACK_OF(X509) *inter = NULL;
-    int r = intermediates(&inter, NULL, cs, root, err);
+    _cleanup_x509_stack_ STACK_OF(X509) *inter = NULL, *roots = NULL;
+    int r = chain_inputs(&inter, &roots, NULL, cs, root, err);
     if (r < 0)
         return r;
-    _cleanup_x509_stack_ STACK_OF(X509) *roots = sk_X509_new_null();
-    if (!roots)
-        abort();
-    X509_up_ref(root);
-    sk_X509_push(roots, root);
     x509_verify_opts xo = {.at = now, .crls = cs->crls, .crl_mode = X509_CRL_AVAILABLE};
     for (int i = 0; i < sk_X509_num(inter); i++) {
         X509 *c = sk_X509_value(inter, i);
@@ -1603,10 +1608,7 @@ int ev__dcap_verify(dcap_result *out, const uint8_t *quote, size_t size, uint32_
 {
     memset(out, 0, sizeof(*out));
     ev_verify_opts dflt;
-    if (!opts) {
-        ev_verify_opts_init(&dflt);
-        opts = &dflt;
-    }
+    opts = ev__verify_opts_or_default(opts, &dflt);
     if (!quote || size > EV_MAX_EVIDENCE)
         return err_set(err, EV_E_SIZE, "DCAP quote: %zu bytes is over the limit of %u", size,
                        EV_MAX_EVIDENCE);
@@ -1681,36 +1683,16 @@ int ev__dcap_verify(dcap_result *out, const uint8_t *quote, size_t size, uint32_
         }
     }
     const uint8_t *rd = q.body + (q.tee_type == DCAP_TEE_TDX ? TDB_REPORTDATA : SGXR_REPORTDATA);
-    if (opts->report_data && !crypto_memeq(opts->report_data, rd, EV_REPORT_DATA_SIZE)) {
-        _cleanup_free_ char *want = hex_encode(opts->report_data, EV_REPORT_DATA_SIZE);
-        _cleanup_free_ char *got = hex_encode(rd, EV_REPORT_DATA_SIZE);
-        return err_set(err, EV_E_REPORT_DATA,
-                       "DCAP %s report_data is %s, expected %s; the quote is stale, replayed or "
-                       "bound to another key",
-                       tee_name(q.tee_type), got, want);
-    }
+    char what[32];
+    snprintf(what, sizeof(what), "DCAP %s", tee_name(q.tee_type));
+    if ((r = ev__check_report_data(opts->report_data, rd, what, "quote", err)) < 0)
+        return r;
     *out = q;
     memset(&q, 0, sizeof(q));
     return 0;
 }
 
 /* ---- claims pieces ---- */
-
-static json_t *cert_json(const char *role, X509 *c, bool pinned)
-{
-    uint8_t fp[32];
-    _cleanup_free_ char *subj = x509_subject_str(c);
-    _cleanup_free_ char *iss = x509_issuer_str(c);
-    _cleanup_free_ char *nb = x509_not_before_str(c);
-    _cleanup_free_ char *na = x509_not_after_str(c);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "role", role, "subject", subj, "issuer", iss,
-                          "not_before", nb, "not_after", na);
-    if (x509_cert_sha256(fp, c, NULL) == 0)
-        json_object_set_new(o, "sha256", ev__json_hex(fp, 32));
-    if (pinned)
-        json_object_set_new(o, "pinned", json_true());
-    return o;
-}
 
 json_t *ev__dcap_signers_json(const dcap_result *r)
 {
@@ -1721,10 +1703,10 @@ json_t *ev__dcap_signers_json(const dcap_result *r)
                            : strcmp(r->pck_ca, "processor") == 0 ? "pck-processor-ca"
                                                                  : "pck-platform-ca";
         json_array_append_new(
-            a, cert_json(role, sk_X509_value(r->chain, i), i == sk_X509_num(r->chain) - 1));
+            a, ev__cert_json(role, sk_X509_value(r->chain, i), i == sk_X509_num(r->chain) - 1));
     }
     if (r->tcb_signer)
-        json_array_append_new(a, cert_json("tcb-signing", r->tcb_signer, false));
+        json_array_append_new(a, ev__cert_json("tcb-signing", r->tcb_signer, false));
     return a;
 }
 

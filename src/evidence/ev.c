@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crypto/crypto.h"
 #include "evidence/ev_int.h"
 #include "util/codec.h"
 #include "util/log.h"
@@ -201,6 +202,43 @@ json_t *ev__claims_new(const char *tee, bool insecure)
     json_object_set_new(c, "tee", json_string(tee));
     json_object_set_new(c, "insecure", json_boolean(insecure));
     return c;
+}
+
+json_t *ev__cert_json(const char *role, X509 *c, bool pinned)
+{
+    uint8_t fp[32];
+    _cleanup_free_ char *subj = x509_subject_str(c);
+    _cleanup_free_ char *iss = x509_issuer_str(c);
+    _cleanup_free_ char *nb = x509_not_before_str(c);
+    _cleanup_free_ char *na = x509_not_after_str(c);
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "role", role, "subject", subj, "issuer", iss,
+                          "not_before", nb, "not_after", na);
+    if (x509_cert_sha256(fp, c, NULL) == 0)
+        json_object_set_new(o, "sha256", ev__json_hex(fp, 32));
+    if (pinned)
+        json_object_set_new(o, "pinned", json_true());
+    return o;
+}
+
+const ev_verify_opts *ev__verify_opts_or_default(const ev_verify_opts *opts, ev_verify_opts *dflt)
+{
+    if (opts)
+        return opts;
+    ev_verify_opts_init(dflt);
+    return dflt;
+}
+
+int ev__check_report_data(const uint8_t *want, const uint8_t *got, const char *what,
+                          const char *noun, cista_error **err)
+{
+    if (!want || crypto_memeq(want, got, EV_REPORT_DATA_SIZE))
+        return 0;
+    _cleanup_free_ char *w = hex_encode(want, EV_REPORT_DATA_SIZE);
+    _cleanup_free_ char *g = hex_encode(got, EV_REPORT_DATA_SIZE);
+    return err_set(err, EV_E_REPORT_DATA,
+                   "%s report_data is %s, expected %s; the %s is stale, replayed or bound to "
+                   "another key",
+                   what, g, w, noun);
 }
 
 /* ---- configfs-tsm ---- */

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "crypto/x509.h"
 #include "evidence/ev.h"
 
 /* AMD SEV-SNP ATTESTATION_REPORT layout (ABI spec #56860, table 22). */
@@ -83,6 +84,26 @@ void ev__time_str(char *buf, size_t size, time_t t);
  * reference to the caller.
  */
 json_t *ev__claims_new(const char *tee, bool insecure);
+/*
+ * A certificate as a "signers" entry: {"role", "subject", "issuer",
+ * "not_before", "not_after", "sha256", "pinned" (only when @pinned)}. @c is
+ * borrowed; new reference to the caller.
+ */
+json_t *ev__cert_json(const char *role, X509 *c, bool pinned);
+/*
+ * @opts, or @dflt initialised with ev_verify_opts_init() when @opts is NULL:
+ * the defaults every verify() applies to a NULL options pointer. Both are
+ * borrowed; the result points at one of them.
+ */
+const ev_verify_opts *ev__verify_opts_or_default(const ev_verify_opts *opts, ev_verify_opts *dflt);
+/*
+ * The caller's expected report data @want (NULL: nothing expected) against
+ * the @got the evidence carries, both EV_REPORT_DATA_SIZE bytes. On a
+ * mismatch EV_E_REPORT_DATA with "<@what> report_data is <got>, expected
+ * <want>; the <@noun> is stale, replayed or bound to another key".
+ */
+int ev__check_report_data(const uint8_t *want, const uint8_t *got, const char *what,
+                          const char *noun, cista_error **err) __attribute__((warn_unused_result));
 
 /*
  * Request a report through configfs-tsm: make an entry under @opts' tsm

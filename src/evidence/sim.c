@@ -249,10 +249,7 @@ static int sim_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
     (void)aux;
     (void)aux_size;
     ev_verify_opts dflt;
-    if (!opts) {
-        ev_verify_opts_init(&dflt);
-        opts = &dflt;
-    }
+    opts = ev__verify_opts_or_default(opts, &dflt);
     log_warn("INSECURE: verifying sim (software TEE) evidence; a sim report proves nothing "
              "about the platform");
     if (size != SNP_REPORT_SIZE)
@@ -302,15 +299,10 @@ static int sim_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
         return err_wrap(err, "sim report signature");
     if (!crypto_memeq(pid, ev + SNP_OFF_CHIP_ID, sizeof(pid)))
         return err_set(err, EV_E_PLATFORM, "sim report: platform_id does not match the sim key");
-    if (opts->report_data &&
-        !crypto_memeq(opts->report_data, ev + SNP_OFF_REPORT_DATA, EV_REPORT_DATA_SIZE)) {
-        _cleanup_free_ char *want = hex_encode(opts->report_data, EV_REPORT_DATA_SIZE);
-        _cleanup_free_ char *got = hex_encode(ev + SNP_OFF_REPORT_DATA, EV_REPORT_DATA_SIZE);
-        return err_set(err, EV_E_REPORT_DATA,
-                       "sim report: report_data is %s, expected %s; the evidence is stale, "
-                       "replayed or bound to another key",
-                       got, want);
-    }
+    r = ev__check_report_data(opts->report_data, ev + SNP_OFF_REPORT_DATA,
+                              "sim report:", "evidence", err);
+    if (r < 0)
+        return r;
 
     json_t *c = ev__claims_new("sim", true);
     json_object_set_new(c, "debug", json_false());

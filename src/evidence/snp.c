@@ -385,22 +385,6 @@ static int load_embedded(X509 **out, const char *pem, cista_error **err)
 
 /* ---- claims ---- */
 
-static json_t *cert_json(const char *role, X509 *c, bool pinned)
-{
-    uint8_t fp[32];
-    _cleanup_free_ char *subj = x509_subject_str(c);
-    _cleanup_free_ char *iss = x509_issuer_str(c);
-    _cleanup_free_ char *nb = x509_not_before_str(c);
-    _cleanup_free_ char *na = x509_not_after_str(c);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "role", role, "subject", subj, "issuer", iss,
-                          "not_before", nb, "not_after", na);
-    if (x509_cert_sha256(fp, c, NULL) == 0)
-        json_object_set_new(o, "sha256", ev__json_hex(fp, 32));
-    if (pinned)
-        json_object_set_new(o, "pinned", json_true());
-    return o;
-}
-
 static json_t *build_claims(const snp_report *r, product_id prod, STACK_OF(X509) * chain,
                             int leaf_kind)
 {
@@ -421,7 +405,7 @@ static json_t *build_claims(const snp_report *r, product_id prod, STACK_OF(X509)
     const char *roles[] = {leaf_kind == SNP_KEY_VLEK ? "vlek" : "vcek",
                            leaf_kind == SNP_KEY_VLEK ? "asvk" : "ask", "ark"};
     for (int i = 0; i < sk_X509_num(chain) && i < 3; i++)
-        json_array_append_new(signers, cert_json(roles[i], sk_X509_value(chain, i), i == 2));
+        json_array_append_new(signers, ev__cert_json(roles[i], sk_X509_value(chain, i), i == 2));
     json_object_set_new(c, "signers", signers);
 
     char pol[24], pi[24];
@@ -542,10 +526,7 @@ static int snp_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
                       size_t aux_size, const ev_verify_opts *opts, cista_error **err)
 {
     ev_verify_opts dflt;
-    if (!opts) {
-        ev_verify_opts_init(&dflt);
-        opts = &dflt;
-    }
+    opts = ev__verify_opts_or_default(opts, &dflt);
     snp_report rep;
     int r = parse_report(&rep, ev, size, err);
     if (r < 0)
@@ -730,14 +711,9 @@ static int snp_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
                        key_name(rep.signing_key), chip_hex, tg, key_name(rep.signing_key));
 
     /* Bindings and optional constraints. */
-    if (opts->report_data && !crypto_memeq(opts->report_data, rep.report_data, 64)) {
-        _cleanup_free_ char *want = hex_encode(opts->report_data, 64);
-        _cleanup_free_ char *got = hex_encode(rep.report_data, 64);
-        return err_set(err, EV_E_REPORT_DATA,
-                       "SNP report_data is %s, expected %s; the evidence is stale, replayed or "
-                       "bound to another key",
-                       got, want);
-    }
+    r = ev__check_report_data(opts->report_data, rep.report_data, "SNP", "evidence", err);
+    if (r < 0)
+        return r;
     if (opts->forbid_debug && (rep.policy & POLICY_DEBUG))
         return err_set(err, EV_E_POLICY,
                        "SNP guest policy 0x%016llx allows DEBUG (bit 19): the hypervisor can "

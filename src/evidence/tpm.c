@@ -1191,23 +1191,6 @@ static int container_parse(container *c, const json_t *obj, const char *what, ci
 
 /* ---- trust in the AK ---- */
 
-static json_t *cert_json(const char *role, X509 *c, bool pinned)
-{
-    uint8_t fp[32];
-    _cleanup_free_ char *subj = x509_subject_str(c);
-    _cleanup_free_ char *iss = x509_issuer_str(c);
-    _cleanup_free_ char *nb = x509_not_before_str(c);
-    _cleanup_free_ char *na = x509_not_after_str(c);
-    json_t *o =
-        json_pack("{s:s,s:s,s:s,s:s,s:s}", "role", role, "subject", subj ? subj : "", "issuer",
-                  iss ? iss : "", "not_before", nb ? nb : "", "not_after", na ? na : "");
-    if (x509_cert_sha256(fp, c, NULL) == 0)
-        json_object_set_new(o, "sha256", ev__json_hex(fp, 32));
-    if (pinned)
-        json_object_set_new(o, "pinned", json_true());
-    return o;
-}
-
 /*
  * The AK certificate chain: ak_certs[0] is the leaf, the rest of ak_certs
  * and the collateral's certificates are untrusted intermediates, the roots
@@ -1306,10 +1289,10 @@ static int ak_from_chain(EVP_PKEY **out, json_t *signers, const container *c,
                              "Google vTPM root)");
     for (int k = 0; k < sk_X509_num(chain); k++) {
         bool last = k == sk_X509_num(chain) - 1;
-        json_array_append_new(signers, cert_json(k == 0 ? "ak-cert"
-                                                 : last ? "root"
-                                                        : "ak-ca",
-                                                 sk_X509_value(chain, k), last));
+        json_array_append_new(signers, ev__cert_json(k == 0 ? "ak-cert"
+                                                     : last ? "root"
+                                                            : "ak-ca",
+                                                     sk_X509_value(chain, k), last));
     }
     EVP_PKEY *pk = X509_get_pubkey(leaf);
     if (!pk)
@@ -1462,10 +1445,7 @@ static int tpm_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
     (void)aux;
     (void)aux_size;
     ev_verify_opts dflt;
-    if (!opts) {
-        ev_verify_opts_init(&dflt);
-        opts = &dflt;
-    }
+    opts = ev__verify_opts_or_default(opts, &dflt);
     __attribute__((cleanup(container_free))) container c = {0};
     int rc = js_parse_object(&c.root, ev, size, EV_MAX_EVIDENCE, "TPM evidence", err);
     if (rc < 0)

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "test_helpers.h"
+
 #include "evidence/ev.h"
 #include "util/codec.h"
 #include "util/json.h"
@@ -25,20 +27,6 @@
 #define AZ "../shared/testdata/evidence/azure-snp-vtpm/"
 #define AZT "../shared/testdata/evidence/azure-tdx-vtpm/"
 #define T2026_11 ((time_t)1793491200) /* 2026-11-01T00:00:00Z */
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    char *d = NULL;
-    _cleanup_err_ cista_error *err = NULL;
-    assert_int_equal(util_read_file(&d, size, path, 1 << 20, &err), 0);
-    return (uint8_t *)d;
-}
-
-static void set_b64(json_t *o, const char *key, const uint8_t *d, size_t n)
-{
-    _cleanup_free_ char *b = b64_encode(d, n);
-    json_object_set_new(o, key, json_string(b));
-}
 
 static void set_file(json_t *o, const char *key, const char *path)
 {

@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "test_helpers.h"
+
 #include "crypto/crypto.h"
 #include "crypto/x509.h"
 #include "evidence/dcap_int.h"
@@ -49,30 +51,6 @@
 #define T2030 ((time_t)1893456000)       /* 2030-01-01T00:00:00Z */
 
 /* ---- helpers ---- */
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    char *d = NULL;
-    _cleanup_err_ cista_error *err = NULL;
-    assert_int_equal(util_read_file(&d, size, path, 1 << 20, &err), 0);
-    return (uint8_t *)d;
-}
-
-static void coll_add_file(ev_collateral *c, const char *path)
-{
-    _cleanup_err_ cista_error *err = NULL;
-    size_t n = 0;
-    _cleanup_free_ uint8_t *d = read_all(path, &n);
-    assert_int_equal(ev_collateral_add(c, path, d, n, &err), 0);
-}
-
-static ev_collateral *coll(const char *const *paths)
-{
-    ev_collateral *c = ev_collateral_new();
-    for (; paths && *paths; paths++)
-        coll_add_file(c, *paths);
-    return c;
-}
 
 /* Verify @q as @tee with @c at @now; @extra (may be NULL) gives further options. */
 static int verify_bytes_c(json_t **out, const char *tee, const uint8_t *q, size_t size,
@@ -113,43 +91,6 @@ static int verify_file(json_t **out, const char *tee, const char *path, const ch
     size_t n = 0;
     _cleanup_free_ uint8_t *q = read_all(path, &n);
     return verify_bytes(out, tee, q, n, paths, now, extra, err);
-}
-
-static const json_t *at(const json_t *c, const char *path)
-{
-    _cleanup_free_ char *p = xstrdup(path);
-    const json_t *v = c;
-    for (char *save = NULL, *t = strtok_r(p, ".", &save); t; t = strtok_r(NULL, ".", &save)) {
-        if (json_is_array(v))
-            v = json_array_get(v, (size_t)atoi(t));
-        else
-            v = json_object_get(v, t);
-    }
-    if (!v)
-        print_message("    missing claim %s\n", path);
-    assert_non_null(v);
-    return v;
-}
-
-static const char *str_at(const json_t *c, const char *path)
-{
-    const json_t *v = at(c, path);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
-}
-
-static json_int_t int_at(const json_t *c, const char *path)
-{
-    const json_t *v = at(c, path);
-    assert_true(json_is_integer(v));
-    return json_integer_value(v);
-}
-
-static bool bool_at(const json_t *c, const char *path)
-{
-    const json_t *v = at(c, path);
-    assert_true(json_is_boolean(v));
-    return json_is_true(v);
 }
 
 static void assert_hex(const json_t *c, const char *path, const char *prefix, const char *suffix)
@@ -952,42 +893,6 @@ static void test_collateral_dir(void **state)
 }
 
 /* ---- get() through directories that mimic the kernel / Gramine ---- */
-
-typedef struct {
-    const char *provider;
-    const uint8_t *outblob;
-    size_t outblob_size;
-    char entry[512];
-} tsm_mimic;
-
-static void put(const char *dir, const char *name, const void *data, size_t size)
-{
-    _cleanup_free_ char *p = xasprintf("%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, size, f), size);
-    fclose(f);
-}
-
-static void kernel_part(const char *entry_dir, void *arg)
-{
-    tsm_mimic *m = arg;
-    snprintf(m->entry, sizeof(m->entry), "%s", entry_dir);
-    put(entry_dir, "provider", m->provider, strlen(m->provider));
-    put(entry_dir, "generation", "1\n", 2);
-    put(entry_dir, "inblob", "", 0);
-    put(entry_dir, "outblob", m->outblob, m->outblob_size);
-}
-
-static void rm_entry(const char *entry)
-{
-    static const char *const names[] = {"provider", "generation", "inblob", "outblob"};
-    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
-        _cleanup_free_ char *p = xasprintf("%s/%s", entry, names[i]);
-        unlink(p);
-    }
-    rmdir(entry);
-}
 
 static void test_tdx_get_configfs_mimic(void **state)
 {

@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "test_helpers.h"
+
 #include "crypto/crypto.h"
 #include "crypto/x509.h"
 #include "evidence/ev.h"
@@ -34,26 +36,6 @@
 #define T2026_06 ((time_t)1780272000) /* 2026-06-01T00:00:00Z */
 #define T2026_11 ((time_t)1793491200) /* 2026-11-01T00:00:00Z */
 #define T2030 ((time_t)1893456000)    /* 2030-01-01T00:00:00Z */
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    char *d = NULL;
-    _cleanup_err_ cista_error *err = NULL;
-    assert_int_equal(util_read_file(&d, size, path, 1 << 20, &err), 0);
-    return (uint8_t *)d;
-}
-
-static ev_collateral *coll(const char *const *paths)
-{
-    ev_collateral *c = ev_collateral_new();
-    _cleanup_err_ cista_error *err = NULL;
-    for (; paths && *paths; paths++) {
-        size_t n = 0;
-        _cleanup_free_ uint8_t *d = read_all(*paths, &n);
-        assert_int_equal(ev_collateral_add(c, *paths, d, n, &err), 0);
-    }
-    return c;
-}
 
 /* Verify @rep (bytes) with the files @paths as collateral at @now. */
 static int verify_bytes(json_t **out, const uint8_t *rep, size_t size, const char *const *paths,
@@ -84,40 +66,6 @@ static int verify_file(json_t **out, const char *report, const char *const *path
     size_t n = 0;
     _cleanup_free_ uint8_t *rep = read_all(report, &n);
     return verify_bytes(out, rep, n, paths, now, extra, err);
-}
-
-static const char *str_at(const json_t *c, const char *path)
-{
-    /* "a.b.c" */
-    _cleanup_free_ char *p = xstrdup(path);
-    const json_t *v = c;
-    for (char *save = NULL, *t = strtok_r(p, ".", &save); t; t = strtok_r(NULL, ".", &save))
-        v = json_object_get(v, t);
-    assert_non_null(v);
-    assert_true(json_is_string(v));
-    return json_string_value(v);
-}
-
-static json_int_t int_at(const json_t *c, const char *path)
-{
-    _cleanup_free_ char *p = xstrdup(path);
-    const json_t *v = c;
-    for (char *save = NULL, *t = strtok_r(p, ".", &save); t; t = strtok_r(NULL, ".", &save))
-        v = json_object_get(v, t);
-    assert_non_null(v);
-    assert_true(json_is_integer(v));
-    return json_integer_value(v);
-}
-
-static bool bool_at(const json_t *c, const char *path)
-{
-    _cleanup_free_ char *p = xstrdup(path);
-    const json_t *v = c;
-    for (char *save = NULL, *t = strtok_r(p, ".", &save); t; t = strtok_r(NULL, ".", &save))
-        v = json_object_get(v, t);
-    assert_non_null(v);
-    assert_true(json_is_boolean(v));
-    return json_is_true(v);
 }
 
 static void assert_prefix_suffix(const char *s, const char *prefix, const char *suffix)
@@ -757,48 +705,6 @@ static void test_cert_table(void **state)
 }
 
 /* ---- get() through a directory playing configfs-tsm ---- */
-
-typedef struct {
-    const char *provider;
-    const uint8_t *outblob;
-    size_t outblob_size;
-    const uint8_t *auxblob;
-    size_t auxblob_size;
-    char entry[512];
-} tsm_mimic;
-
-static void put(const char *dir, const char *name, const void *data, size_t size)
-{
-    _cleanup_free_ char *p = xasprintf("%s/%s", dir, name);
-    FILE *f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, size, f), size);
-    fclose(f);
-}
-
-static void kernel_part(const char *entry_dir, void *arg)
-{
-    tsm_mimic *m = arg;
-    snprintf(m->entry, sizeof(m->entry), "%s", entry_dir);
-    put(entry_dir, "provider", m->provider, strlen(m->provider));
-    put(entry_dir, "generation", "1\n", 2);
-    put(entry_dir, "inblob", "", 0);
-    put(entry_dir, "privlevel", "", 0);
-    put(entry_dir, "outblob", m->outblob, m->outblob_size);
-    if (m->auxblob)
-        put(entry_dir, "auxblob", m->auxblob, m->auxblob_size);
-}
-
-static void rm_entry(const char *entry)
-{
-    static const char *const names[] = {"provider",  "generation", "inblob",
-                                        "privlevel", "outblob",    "auxblob"};
-    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
-        _cleanup_free_ char *p = xasprintf("%s/%s", entry, names[i]);
-        unlink(p);
-    }
-    rmdir(entry);
-}
 
 static void test_get_configfs_mimic(void **state)
 {

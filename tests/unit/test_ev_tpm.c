@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "test_helpers.h"
+
 #include "crypto/crypto.h"
 #include "crypto/x509.h"
 #include "evidence/ev.h"
@@ -30,14 +32,6 @@
 #define TPM "../shared/testdata/evidence/tpm2/"
 #define VC "../shared/testdata/evidence/vendor-certs/"
 #define T2026_11 ((time_t)1793491200) /* 2026-11-01T00:00:00Z, the README's "now" */
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    char *d = NULL;
-    _cleanup_err_ cista_error *err = NULL;
-    assert_int_equal(util_read_file(&d, size, path, 1 << 20, &err), 0);
-    return (uint8_t *)d;
-}
 
 static json_t *b64_file(const char *path)
 {
@@ -87,18 +81,6 @@ static json_t *swtpm_sample(void)
                      b64_file(TPM "swtpm_quote.tpmt_signature"), "pcrs",
                      pcr_map("sha256", TPM "swtpm_quote_sha256_pcrs.bin"), "ak_spki",
                      b64_file(TPM "swtpm_ak_pub_spki.der"));
-}
-
-static ev_collateral *coll(const char *const *paths)
-{
-    ev_collateral *c = ev_collateral_new();
-    _cleanup_err_ cista_error *err = NULL;
-    for (; paths && *paths; paths++) {
-        size_t n = 0;
-        _cleanup_free_ uint8_t *d = read_all(*paths, &n);
-        assert_int_equal(ev_collateral_add(c, *paths, d, n, &err), 0);
-    }
-    return c;
 }
 
 static const char *const g_inter2[] = {VC "google_tpm_ek_intermediate_2.pem", NULL};
@@ -174,12 +156,6 @@ static char *pcr_list(const json_t *c, const char *which, const char *bank)
 static char *verified_list(const json_t *c, const char *bank)
 {
     return pcr_list(c, "verified_pcrs", bank);
-}
-
-static void set_b64(json_t *o, const char *key, const uint8_t *d, size_t n)
-{
-    _cleanup_free_ char *b = b64_encode(d, n);
-    json_object_set_new(o, key, json_string(b));
 }
 
 static uint8_t *get_b64(const json_t *o, const char *key, size_t *n)
