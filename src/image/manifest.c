@@ -834,7 +834,8 @@ static char *docker_normalize(const char *ref)
         p += 10;
     else if (!strncmp(p, "index.docker.io/", 16))
         p += 16;
-    if (!strncmp(p, "library/", 8) && !strchr(p + 8, '/'))
+    /* strcspn, not strchr: gcc 12 with ASan misreads p + 8 as out of bounds. */
+    if (!strncmp(p, "library/", 8) && p[8 + strcspn(p + 8, "/")] == '\0')
         p += 8;
     const char *slash = strrchr(p, '/');
     bool has_tag = strchr(slash ? slash : p, ':') != NULL || strchr(p, '@') != NULL;
