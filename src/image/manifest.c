@@ -834,9 +834,14 @@ static char *docker_normalize(const char *ref)
         p += 10;
     else if (!strncmp(p, "index.docker.io/", 16))
         p += 16;
-    /* strcspn, not strchr: gcc 12 with ASan misreads p + 8 as out of bounds. */
-    if (!strncmp(p, "library/", 8) && p[8 + strcspn(p + 8, "/")] == '\0')
-        p += 8;
+    if (!strncmp(p, "library/", 8)) {
+        /* A plain loop: gcc 12 with ASan misreads strchr(p + 8) as out of bounds. */
+        bool nested = false;
+        for (const char *q = p + 8; *q; q++)
+            nested |= *q == '/';
+        if (!nested)
+            p += 8;
+    }
     const char *slash = strrchr(p, '/');
     bool has_tag = strchr(slash ? slash : p, ':') != NULL || strchr(p, '@') != NULL;
     return has_tag ? xstrdup(p) : xasprintf("%s:latest", p);
