@@ -279,4 +279,41 @@ img_rd *img__rd_compress(img_rd *src, img_compression comp, int level);
 /* A reader over a memory buffer (borrowed), in chunks of at most @chunk bytes (tests). */
 img_rd *img__rd_mem(const void *data, size_t size, size_t chunk);
 
+/* ---- pipelining (pipeline.c) ---- */
+
+/* Chunks in flight between two threads of a pipeline (each IMG_CHUNK). */
+#define IMG_PIPE_DEPTH 4
+
+/*
+ * Run @src (owned, with everything below it) on a worker thread; read()
+ * hands out its chunks, in order, through a ring of IMG_PIPE_DEPTH buffers,
+ * then its end (0, or its error and message). Only the consumer may call
+ * read(). Until img__rd_stop() (or free) the stages below belong to the
+ * worker: do not touch them. Without a thread (pthread_create failed) it
+ * reads inline.
+ */
+img_rd *img__rd_pipe(img_rd *src);
+/*
+ * Join every worker of the pipe stages from @top down. The whole chain then
+ * belongs to the caller. Returns 0, or the code of the innermost error a
+ * worker met above @below (exclusive; NULL = the whole chain) that was never
+ * delivered to a reader, moving its message into *err when that is empty:
+ * a worker that ran ahead may have found the real cause of a failure the
+ * consumer saw first. Further reads of @top fail.
+ */
+int img__rd_stop(img_rd *top, const img_rd *below, cista_error **err);
+
+/*
+ * Progress from a worker thread, reported on the consumer's: give the
+ * returned img_progress to the stage that reports (img__rd_fd), and call
+ * flush on the consumer's thread between reads. @rel must outlive the chain.
+ */
+typedef struct {
+    img_progress user;
+    _Atomic uint64_t done;
+    uint64_t sent;
+} img_progress_relay;
+img_progress img__progress_relay_init(img_progress_relay *rel, const img_progress *user);
+void img__progress_relay_flush(img_progress_relay *rel);
+
 #endif

@@ -50,7 +50,7 @@ static int tmp_create(char name[32], int blobsfd, cista_error **err)
 
 /* Stream @rd into a new blob; *size gets the byte count. Renamed to @digest by blob_commit. */
 static int blob_stream(char tmp[32], uint64_t *size, const pack_dst *d, img_rd *rd,
-                       cista_error **err)
+                       img_progress_relay *progress, cista_error **err)
 {
     _cleanup_close_ int fd = tmp_create(tmp, d->blobsfd, err);
     if (fd < 0)
@@ -60,6 +60,7 @@ static int blob_stream(char tmp[32], uint64_t *size, const pack_dst *d, img_rd *
     for (;;) {
         uint8_t *p;
         ssize_t n = img__rd_read(rd, &p, err);
+        img__progress_relay_flush(progress);
         if (n < 0) {
             r = (int)n;
             goto fail;
@@ -103,7 +104,7 @@ static int blob_write_mem(uint64_t *size, char digest[IMG_DIGEST_MAX], const pac
     _cleanup_rd_ img_rd *rd =
         img__rd_digest(img__rd_mem(data, data_size, 0), IMG_CHECK_NONE, NULL, digest);
     char tmp[32];
-    int r = blob_stream(tmp, size, d, rd, err);
+    int r = blob_stream(tmp, size, d, rd, NULL, err);
     if (r < 0)
         return r;
     return blob_commit(d, tmp, digest, err);
@@ -158,12 +159,19 @@ static int pack_layer(img_layer *out, const img_image *img, size_t i, const pack
     memcpy(final, l->digest, IMG_DIGEST_MAX);
     img_privopts po = {0};
     uint8_t hmac[32];
-    img_rd *rd = img__rd_fd(fd, l->size, progress);
+    img_progress_relay relay;
+    img_progress prog = img__progress_relay_init(&relay, progress);
+    img_rd *rd = img__rd_fd(fd, l->size, &prog);
     rd = img__rd_digest(rd, IMG_CHECK_SOURCE, l->digest, NULL);
+    /*
+     * Threads: [read, source digest, inflate, diff_id] | [deflate, digest, CTR+HMAC]
+     * | final digest and write. Without recompression the first two are one.
+     */
     if (recompress) {
         rd = img__rd_decompress(rd, l->compression);
         /* Recompression must not change the tar: hold it to the config's diff_id. */
         rd = img__rd_digest(rd, IMG_CHECK_DIFFID, l->diff_id, NULL);
+        rd = img__rd_pipe(rd);
         rd = img__rd_compress(rd, target, opts->level);
         rd = img__rd_digest(rd, IMG_CHECK_NONE, NULL, plain);
     }
@@ -175,12 +183,15 @@ static int pack_layer(img_layer *out, const img_image *img, size_t i, const pack
         }
         rd = img__rd_ctr(rd, true, po.symkey, po.nonce, hmac);
     }
-    if (recompress || (encrypt && !l->encrypted))
+    if (recompress || (encrypt && !l->encrypted)) {
+        rd = img__rd_pipe(rd);
         rd = img__rd_digest(rd, IMG_CHECK_NONE, NULL, final);
+    }
 
     char tmp[32];
     uint64_t size;
-    r = blob_stream(tmp, &size, d, rd, err);
+    r = blob_stream(tmp, &size, d, rd, &relay, err);
+    /* Joins the workers first: @plain and @hmac are final only then. */
     img__rd_free(rd);
     if (r < 0)
         goto out;

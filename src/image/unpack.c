@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "crypto/crypto.h"
@@ -27,12 +29,19 @@
 #include "util/codec.h"
 #include "util/util.h"
 
+typedef struct {
+    img_rd *rd;
+    img_progress_relay *progress;
+} puller;
+
 static ssize_t pull(void *ctx, const void **buf, cista_error **err)
 {
-    uint8_t *p = NULL;
-    ssize_t n = img__rd_read(ctx, &p, err);
+    puller *p = ctx;
+    uint8_t *b = NULL;
+    ssize_t n = img__rd_read(p->rd, &b, err);
     if (n > 0)
-        *buf = p;
+        *buf = b;
+    img__progress_relay_flush(p->progress);
     return n;
 }
 
@@ -49,39 +58,101 @@ static bool names_layer(const cista_error *e, const char *name)
     return false;
 }
 
-/* Stream one layer into @rootfd. @po is NULL for a plaintext layer. */
-static int unpack_layer(const img_image *img, size_t i, int rootfd, const img_privopts *po,
-                        uint8_t hmac[32], const img_progress *progress, const img_unpack_opts *opts,
-                        cista_error **err)
+/*
+ * One layer's reader chain:
+ *   file -> size/digest -> CTR+HMAC -> plaintext digest | inflate | diff_id -> tar_apply
+ * on three threads ("|" is a pipe stage). Inflate is the slowest stage; the
+ * other two share the second core. The chain of layer i+1 is opened while
+ * layer i is applied, so its first chunks are ready when layer i ends (at
+ * most two pipe rings ahead: memory stays bounded).
+ */
+typedef struct {
+    char *name;
+    int fd;
+    img_progress_relay relay; /* the chain points here: the struct must not move */
+    img_rd *chain;
+    img_rd *verified; /* the last integrity stage, inside chain */
+    int open_r;       /* < 0: opening failed, reported when the layer's turn comes */
+    cista_error *open_err;
+} layer_stream;
+
+/* @po is NULL for a plaintext layer. */
+static void layer_open(layer_stream *ls, const img_image *img, size_t i, const img_privopts *po,
+                       uint8_t hmac[32], const img_progress *progress)
 {
     const img_layer *l = &img->manifest.layers[i];
-    _cleanup_free_ char *name = img__layer_name(img, i);
-    _cleanup_close_ int fd = -1;
-    int r = img__blob_open(&fd, img, l->digest, l->size, name, err);
-    if (r < 0)
-        return r;
-    img_rd *rd = img__rd_fd(fd, l->size, progress);
+    memset(ls, 0, sizeof(*ls));
+    ls->fd = -1;
+    ls->name = img__layer_name(img, i);
+    ls->open_r = img__blob_open(&ls->fd, img, l->digest, l->size, ls->name, &ls->open_err);
+    if (ls->open_r < 0)
+        return;
+    img_progress prog = img__progress_relay_init(&ls->relay, progress);
+    img_rd *rd = img__rd_fd(ls->fd, l->size, &prog);
     rd = img__rd_digest(rd, IMG_CHECK_BLOB, l->digest, NULL);
     if (po) {
         rd = img__rd_ctr(rd, false, po->symkey, po->nonce, hmac);
         rd = img__rd_digest(rd, IMG_CHECK_PLAIN, po->digest, NULL);
     }
     /* The integrity stages end here; what follows interprets the bytes. */
-    img_rd *verified = rd;
-    rd = img__rd_decompress(rd, l->compression);
-    rd = img__rd_digest(rd, IMG_CHECK_DIFFID, l->diff_id, NULL);
-    _cleanup_rd_ img_rd *chain = rd;
+    ls->verified = rd;
+    rd = img__rd_pipe(rd);
+    if (l->compression != IMG_COMP_NONE) {
+        rd = img__rd_decompress(rd, l->compression);
+        rd = img__rd_pipe(rd);
+    }
+    ls->chain = img__rd_digest(rd, IMG_CHECK_DIFFID, l->diff_id, NULL);
+}
 
+/* Joins the chain's threads before closing the file they read. */
+static void layer_close(layer_stream *ls)
+{
+    img__rd_free(ls->chain);
+    ls->chain = NULL;
+    if (ls->fd >= 0)
+        close(ls->fd);
+    ls->fd = -1;
+    err_free(ls->open_err);
+    ls->open_err = NULL;
+    free(ls->name);
+    ls->name = NULL;
+}
+
+/* Stream the layer into @rootfd. */
+static int layer_apply(layer_stream *ls, int rootfd, const img_unpack_opts *opts, cista_error **err)
+{
+    if (ls->open_r < 0) {
+        if (err && !*err)
+            *err = steal_ptr(&ls->open_err);
+        return ls->open_r;
+    }
+    const char *name = ls->name;
+    img_rd *chain = ls->chain, *verified = ls->verified;
     tar_apply_opts to = {
         .allow_devices = opts->allow_devices,
         .preserve_owner = geteuid() == 0 && !opts->no_preserve_owner,
         .layer_name = name,
     };
     cista_error *e = NULL;
-    r = tar_apply(rootfd, pull, chain, &to, NULL, &e);
+    puller pl = {chain, &ls->relay};
+    int r = tar_apply(rootfd, pull, &pl, &to, NULL, &e);
     /* tar_apply may stop at the end-of-archive blocks; the digests need every byte. */
     if (r == 0)
         r = img__rd_drain(chain, &e);
+    if (r < 0) {
+        /*
+         * Join the workers: the chain is ours again. One that ran ahead may have
+         * met an integrity failure the consumer never saw; that is the cause.
+         */
+        cista_error *ahead = NULL;
+        if (img__rd_stop(chain, verified, &ahead) < 0 && verified->failed && ahead) {
+            err_free(e);
+            e = ahead;
+            r = e->code;
+            ahead = NULL;
+        }
+        err_free(ahead);
+    }
     if (r < 0 && !verified->failed) {
         /*
          * A modified blob usually shows up first as a gzip or tar error. Finish the
@@ -148,6 +219,27 @@ static int check_target(int parentfd, const char *base, const char *path, cista_
     if (!empty)
         return err_set(err, -EEXIST,
                        "%s already exists and is not empty; remove it or choose a new path", path);
+    return 0;
+}
+
+/*
+ * Before the rename publishes the tree, what we wrote must be on stable
+ * storage, or a crash could leave ROOTFS present but with empty or missing
+ * files. On tmpfs and ramfs nothing survives a crash (ROOTFS included), so
+ * there is nothing to wait for: that is the TEE case, where the rootfs lives
+ * in guest memory. Elsewhere, one syncfs() of the staging filesystem: it also
+ * flushes other processes' dirty data on that filesystem, but it is a single
+ * journal commit, where an fsync per file and directory (thousands) costs a
+ * commit each. See docs/images.md, "Durability".
+ */
+static int make_durable(int rootfd, cista_error **err)
+{
+    struct statfs sf;
+    if (fstatfs(rootfd, &sf) == 0 &&
+        ((unsigned long)sf.f_type == TMPFS_MAGIC || (unsigned long)sf.f_type == RAMFS_MAGIC))
+        return 0;
+    if (syncfs(rootfd) < 0)
+        return err_set_sys(err, -errno, "sync the unpacked tree");
     return 0;
 }
 
@@ -226,21 +318,33 @@ int img_unpack(const img_image *img, const char *rootfs, EVP_PKEY *const *keys, 
         r = err_set_sys(err, -errno, "prepare staging directory %s", staging);
         goto fail;
     }
+    layer_stream ls[2];
     uint64_t done = 0;
+    img_progress prog = {opts->progress, opts->progress_ctx, 0, total};
+    if (n)
+        layer_open(&ls[0], img, 0, img->manifest.layers[0].encrypted ? &po[0] : NULL, hmacs[0],
+                   &prog);
     for (size_t i = 0; i < n; i++) {
         const img_layer *l = &img->manifest.layers[i];
-        img_progress prog = {opts->progress, opts->progress_ctx, done, total};
-        r = unpack_layer(img, i, rootfd, l->encrypted ? &po[i] : NULL, hmacs[i], &prog, opts, err);
-        if (r < 0)
+        layer_stream *cur = &ls[i % 2], *next = &ls[(i + 1) % 2];
+        if (i + 1 < n) {
+            prog.base = done + l->size;
+            layer_open(next, img, i + 1, img->manifest.layers[i + 1].encrypted ? &po[i + 1] : NULL,
+                       hmacs[i + 1], &prog);
+        }
+        r = layer_apply(cur, rootfd, opts, err);
+        layer_close(cur);
+        if (r < 0) {
+            if (i + 1 < n)
+                layer_close(next);
             goto fail;
+        }
         done += l->size;
     }
 
-    /* 3. Every check of every layer passed: publish. */
-    if (syncfs(rootfd) < 0) {
-        r = err_set_sys(err, -errno, "sync the unpacked tree");
+    /* 3. Every check of every layer passed: make it durable, then publish. */
+    if ((r = make_durable(rootfd, err)) < 0)
         goto fail;
-    }
     if (renameat(stagefd, "rootfs", parentfd, base) < 0) {
         r = err_set_sys(err, -errno, "rename the verified tree to %s", rootfs);
         goto fail;

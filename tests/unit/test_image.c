@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1424,6 +1425,294 @@ static void test_archives(void **state)
     assert_true(img_open(&none, bad, &e) < 0);
 }
 
+/* ---- pipeline (pipe stages on worker threads) ---- */
+
+/* A source that hands out @chunks chunks of @size bytes of pattern, then fails (or ends). */
+typedef struct {
+    img_rd base;
+    const uint8_t *data;
+    size_t size, chunks, done;
+    bool fail;
+    _Atomic bool reached_end;
+    uint8_t *buf;
+} rd_test_src;
+
+static ssize_t test_src_read(img_rd *r, uint8_t **buf, cista_error **err)
+{
+    rd_test_src *t = (rd_test_src *)r;
+    if (t->done == t->chunks) {
+        ssize_t n =
+            t->fail ? err_set(err, -EBADMSG, "test source fails after chunk %zu", t->done) : 0;
+        atomic_store(&t->reached_end, true);
+        return n;
+    }
+    memcpy(t->buf, t->data + t->done * t->size, t->size);
+    t->done++;
+    *buf = t->buf;
+    return (ssize_t)t->size;
+}
+
+static void test_src_destroy(img_rd *r)
+{
+    rd_test_src *t = (rd_test_src *)r;
+    free(t->buf);
+    free(t);
+}
+
+static rd_test_src *test_src(const uint8_t *data, size_t size, size_t chunks, bool fail)
+{
+    rd_test_src *t = xzalloc(sizeof(*t));
+    t->base.read = test_src_read;
+    t->base.destroy = test_src_destroy;
+    t->data = data;
+    t->size = size;
+    t->chunks = chunks;
+    t->fail = fail;
+    t->buf = xmalloc(size);
+    return t;
+}
+
+static void digest_of(char out[IMG_DIGEST_MAX], const void *data, size_t size)
+{
+    uint8_t raw[32];
+    crypto_hash_oneshot(CRYPTO_SHA256, data, size, raw);
+    img__sha256_digest(out, raw);
+}
+
+/* Many chunks through two pipes with a decompressor between them: same bytes, same order. */
+static void test_pipe_multichunk(void **state)
+{
+    (void)state;
+    size_t size = 11 * IMG_CHUNK + 4321; /* several times the ring */
+    _cleanup_free_ uint8_t *data = pattern(size);
+    char want[IMG_DIGEST_MAX], tap[IMG_DIGEST_MAX], top[IMG_DIGEST_MAX];
+    digest_of(want, data, size);
+    static const img_compression comps[] = {IMG_COMP_NONE, IMG_COMP_GZIP, IMG_COMP_ZSTD};
+    for (size_t c = 0; c < ARRAY_LEN(comps); c++) {
+        _cleanup_err_ cista_error *e = NULL;
+        int r;
+        size_t zsize, back_size;
+        img_rd *rd = img__rd_pipe(img__rd_compress(img__rd_mem(data, size, 65536), comps[c], 1));
+        _cleanup_free_ uint8_t *z = collect(rd, &zsize, &e, &r);
+        img__rd_free(rd);
+        assert_int_equal(r, 0);
+        rd = img__rd_digest(img__rd_mem(z, zsize, 100003), IMG_CHECK_NONE, NULL, tap);
+        rd = img__rd_pipe(rd);
+        rd = img__rd_decompress(rd, comps[c]);
+        rd = img__rd_pipe(rd);
+        rd = img__rd_digest(rd, IMG_CHECK_DIFFID, want, top);
+        _cleanup_free_ uint8_t *back = collect(rd, &back_size, &e, &r);
+        assert_int_equal(r, 0);
+        assert_null(e);
+        /* The end is sticky and silent, as for any stage. */
+        uint8_t *p;
+        assert_int_equal(img__rd_read(rd, &p, &e), 0);
+        img__rd_free(rd);
+        assert_int_equal(back_size, size);
+        assert_memory_equal(back, data, size);
+        assert_string_equal(top, want);
+        char zwant[IMG_DIGEST_MAX];
+        digest_of(zwant, z, zsize);
+        assert_string_equal(tap, zwant);
+    }
+}
+
+/* The worker's error arrives after every chunk before it, with its message, once. */
+static void test_pipe_producer_error(void **state)
+{
+    (void)state;
+    size_t chunk = 70000, chunks = 3 * IMG_PIPE_DEPTH + 1;
+    _cleanup_free_ uint8_t *data = pattern(chunk * chunks);
+    rd_test_src *src = test_src(data, chunk, chunks, true);
+    img_rd *rd = img__rd_pipe(img__rd_pipe(&src->base));
+    _cleanup_err_ cista_error *e = NULL;
+    size_t got_size;
+    int r;
+    _cleanup_free_ uint8_t *got = collect(rd, &got_size, &e, &r);
+    assert_int_equal(r, -EBADMSG);
+    assert_err_has(e, "test source fails after chunk 13");
+    assert_int_equal(got_size, chunk * chunks);
+    assert_memory_equal(got, data, got_size);
+    /* Sticky: the same code again, no second message. */
+    err_clear(&e);
+    uint8_t *p;
+    assert_int_equal(img__rd_read(rd, &p, &e), -EBADMSG);
+    assert_null(e);
+    /* Delivered, so there is nothing left to collect. */
+    assert_int_equal(img__rd_stop(rd, NULL, &e), 0);
+    assert_null(e);
+    img__rd_free(rd);
+
+    /* A failing first read. */
+    src = test_src(data, chunk, 0, true);
+    rd = img__rd_pipe(&src->base);
+    assert_int_equal(img__rd_read(rd, &p, &e), -EBADMSG);
+    assert_err_has(e, "after chunk 0");
+    img__rd_free(rd);
+}
+
+/*
+ * The consumer gives up early (a tar error, or the end-of-archive marker):
+ * img__rd_stop() joins the workers, the stages below are the caller's again
+ * and can be drained, and every byte passed the taps below exactly once.
+ */
+static void test_pipe_consumer_stop(void **state)
+{
+    (void)state;
+    size_t size = 40 * IMG_CHUNK + 17;
+    _cleanup_free_ uint8_t *data = pattern(size);
+    char want[IMG_DIGEST_MAX], tap[IMG_DIGEST_MAX];
+    digest_of(want, data, size);
+    for (size_t consumed = 0; consumed < 4; consumed++) {
+        _cleanup_err_ cista_error *e = NULL;
+        img_rd *below = img__rd_digest(img__rd_mem(data, size, 0), IMG_CHECK_BLOB, want, tap);
+        img_rd *rd = img__rd_pipe(img__rd_pipe(below));
+        uint8_t *p;
+        for (size_t i = 0; i < consumed; i++)
+            assert_int_equal(img__rd_read(rd, &p, &e), (ssize_t)IMG_CHUNK);
+        assert_int_equal(img__rd_stop(rd, below, &e), 0);
+        assert_null(e);
+        /* The pipes are finished: further reads fail instead of hanging. */
+        assert_true(img__rd_read(rd, &p, &e) < 0);
+        err_clear(&e);
+        assert_int_equal(img__rd_drain(below, &e), 0);
+        assert_string_equal(tap, want);
+        img__rd_free(rd);
+    }
+    /* Freeing with the worker blocked on a full ring does not hang either. */
+    img_rd *rd = img__rd_pipe(img__rd_pipe(img__rd_mem(data, size, 0)));
+    uint8_t *p;
+    _cleanup_err_ cista_error *e = NULL;
+    assert_int_equal(img__rd_read(rd, &p, &e), (ssize_t)IMG_CHUNK);
+    usleep(20000);
+    img__rd_free(rd);
+}
+
+/*
+ * A worker that ran ahead and failed while the consumer was still busy:
+ * img__rd_stop() hands over that error (the real cause), once.
+ */
+static void test_pipe_error_ahead(void **state)
+{
+    (void)state;
+    size_t chunk = 4096;
+    _cleanup_free_ uint8_t *data = pattern(chunk * 2);
+    rd_test_src *src = test_src(data, chunk, 2, true);
+    img_rd *rd = img__rd_pipe(&src->base);
+    _cleanup_err_ cista_error *e = NULL;
+    uint8_t *p;
+    assert_int_equal(img__rd_read(rd, &p, &e), (ssize_t)chunk);
+    /* The ring holds 4: the worker reaches the failure without waiting for us. */
+    for (int i = 0; i < 2000 && !atomic_load(&src->reached_end); i++)
+        usleep(1000);
+    /* Past its stop check: the worker records the error whatever stop says now. */
+    assert_true(atomic_load(&src->reached_end));
+    assert_int_equal(img__rd_stop(rd, NULL, &e), -EBADMSG);
+    assert_err_has(e, "test source fails after chunk 2");
+    err_clear(&e);
+    assert_int_equal(img__rd_stop(rd, NULL, &e), 0);
+    assert_null(e);
+    img__rd_free(rd);
+}
+
+/* A layer of many chunks, packed (recompressed, encrypted) and unpacked through the pipelines. */
+static void test_pipe_large_layer(void **state)
+{
+    (void)state;
+    _cleanup_err_ cista_error *e = NULL;
+    size_t big_size = 9 * IMG_CHUNK + 333;
+    _cleanup_free_ uint8_t *big = pattern(big_size);
+    /* Less compressible data too, so the compressed blob also spans several chunks. */
+    size_t rnd_size = 5 * IMG_CHUNK;
+    _cleanup_free_ uint8_t *rnd = xmalloc(rnd_size);
+    assert_int_equal(crypto_random(rnd, rnd_size, &e), 0);
+
+    /* layer.tar */
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    size_t cap = big_size + rnd_size + (1u << 20), tar_size = 0;
+    _cleanup_free_ uint8_t *tar = xmalloc(cap);
+    assert_int_equal(archive_write_open_memory(a, tar, cap, &tar_size), ARCHIVE_OK);
+    tar_add(a, "big/pattern.bin", big, big_size);
+    tar_add(a, "big/random.bin", rnd, rnd_size);
+    tar_add(a, "small.txt", "tail\n", 5);
+    archive_write_close(a);
+    archive_write_free(a);
+    char diff_id[IMG_DIGEST_MAX];
+    digest_of(diff_id, tar, tar_size);
+
+    /* docker-archive around it. */
+    _cleanup_free_ char *plat = xstrdup(img__host_platform());
+    char *arch = strchr(plat, '/');
+    assert_non_null(arch);
+    *arch++ = '\0';
+    char *variant = strchr(arch, '/');
+    if (variant)
+        *variant = '\0';
+    _cleanup_free_ char *cfg = xasprintf("{\"architecture\":\"%s\",\"os\":\"%s\",\"rootfs\":{"
+                                         "\"type\":\"layers\",\"diff_ids\":[\"%s\"]}}",
+                                         arch, plat, diff_id);
+    _cleanup_free_ char *da = tmp_path("big.tar");
+    a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, da), ARCHIVE_OK);
+    tar_add(a, "l/layer.tar", tar, tar_size);
+    tar_add(a, "c.json", cfg, strlen(cfg));
+    const char *mj =
+        "[{\"Config\":\"c.json\",\"RepoTags\":[\"big:v1\"],\"Layers\":[\"l/layer.tar\"]}]";
+    tar_add(a, "manifest.json", mj, strlen(mj));
+    archive_write_close(a);
+    archive_write_free(a);
+    _cleanup_free_ char *dref = xasprintf("docker-archive:%s:big:v1", da);
+
+    static const img_compress comps[] = {IMG_COMPRESS_NONE, IMG_COMPRESS_GZIP, IMG_COMPRESS_ZSTD};
+    for (size_t c = 0; c < ARRAY_LEN(comps); c++) {
+        for (int enc = 0; enc < 2; enc++) {
+            _cleanup_free_ char *dst = xasprintf("oci:%s/big-%zu-%d:v1", g_tmp, c, enc);
+            pack(dref, dst, &g_rsa, enc ? 1 : 0, comps[c]);
+            _cleanup_free_ char *root = xasprintf("%s/big-root-%zu-%d", g_tmp, c, enc);
+            if (unpack(dst, root, &g_rsa, enc ? 1 : 0, &e) < 0) {
+                _cleanup_free_ char *s = err_str(e);
+                fail_msg("unpack %s: %s", dst, s);
+            }
+            _cleanup_free_ char *p1 = xasprintf("%s/big/pattern.bin", root);
+            _cleanup_free_ char *p2 = xasprintf("%s/big/random.bin", root);
+            _cleanup_free_ char *p3 = xasprintf("%s/small.txt", root);
+            size_t n;
+            _cleanup_free_ char *b1 = slurp(p1, &n);
+            assert_int_equal(n, big_size);
+            assert_memory_equal(b1, big, big_size);
+            _cleanup_free_ char *b2 = slurp(p2, &n);
+            assert_int_equal(n, rnd_size);
+            assert_memory_equal(b2, rnd, rnd_size);
+            _cleanup_free_ char *b3 = slurp(p3, &n);
+            assert_int_equal(n, 5);
+            assert_memory_equal(b3, "tail\n", 5);
+        }
+    }
+
+    /* Corrupt the middle of the big encrypted gzip layer: the HMAC is the reported cause. */
+    _cleanup_free_ char *dir = xasprintf("%s/big-1-1", g_tmp);
+    _cleanup_free_ char *ref = xasprintf("oci:%s:v1", dir);
+    _cleanup_img_ img_image *img = NULL;
+    assert_int_equal(img_open(&img, ref, &e), 0);
+    const img_layer *l = img_get_layer(img, 0);
+    _cleanup_free_ char *blob = xasprintf("%s/blobs/sha256/%s", dir, l->digest + 7);
+    size_t bsize;
+    _cleanup_free_ char *b = slurp(blob, &bsize);
+    assert_true(bsize > 2 * IMG_CHUNK);
+    for (size_t i = IMG_CHUNK; i < IMG_CHUNK + 64; i++)
+        b[i] ^= 0x5a;
+    assert_int_equal(chmod(blob, 0644), 0);
+    spit(blob, b, bsize);
+    _cleanup_free_ char *root = tmp_path("big-corrupt");
+    /* (The blob digest fails first now; that is an integrity failure too.) */
+    assert_int_equal(img_unpack(img, root, &g_rsa, 1, NULL, &e), -EBADMSG);
+    assert_err_has(e, "sha256 of the blob");
+    assert_false(exists(root));
+    assert_false(staging_left(g_tmp));
+}
+
 /* index.json -> multi-platform index -> manifest: the host platform is picked and named. */
 static void test_multiarch(void **state)
 {
@@ -1525,6 +1814,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unpack_failures, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_unpack_reports_root_cause, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_archives, setup_tmp, teardown_tmp),
+        cmocka_unit_test(test_pipe_multichunk),
+        cmocka_unit_test(test_pipe_producer_error),
+        cmocka_unit_test(test_pipe_consumer_stop),
+        cmocka_unit_test(test_pipe_error_ahead),
+        cmocka_unit_test_setup_teardown(test_pipe_large_layer, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_multiarch, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_layout_errors, setup_tmp, teardown_tmp),
     };
