@@ -8,9 +8,11 @@ PKGS=(
   # build
   make meson ninja-build gcc clang pkg-config clang-format
   libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev libyaml-dev libtss2-dev
+  libevent-dev libsqlite3-dev libpq-dev libfuse3-dev libcurl4-openssl-dev
   # tests: unit, sanitizers, fuzz replay
   libcmocka-dev libclang-rt-14-dev
   # integration peers and test images
+  postgresql fuse3 gocryptfs runc crun containerd podman redis-server nginx-light redis-tools
   swtpm swtpm-tools tpm2-tools skopeo umoci busybox-static python3 jq openssl zstd gzip tar time bc
 )
 export DEBIAN_FRONTEND=noninteractive

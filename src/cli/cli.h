@@ -25,6 +25,12 @@ typedef struct {
     bool json; /* --json: machine-readable output on stdout */
     bool quiet;
     bool progress; /* stderr is a terminal and not --quiet */
+    /* OCI runtime globals (as runc takes them) */
+    const char *root;     /* --root DIR: container state */
+    const char *log_file; /* --log FILE: log (and the delegate's) goes there */
+    bool log_json;        /* --log-format json */
+    bool systemd_cgroup;  /* --systemd-cgroup: accepted, cgroupfs is used */
+    bool debug;           /* --debug */
 } cli_globals;
 
 extern cli_globals g_cli;
@@ -44,5 +50,10 @@ int cli_image(int argc, char **argv);
 int cli_evidence(int argc, char **argv);
 int cli_sim(int argc, char **argv);
 int cli_policy(int argc, char **argv);
+int cli_kbs(int argc, char **argv);
+int cli_volume(int argc, char **argv);
+/* run, ps, exec, logs, stop, rm and the OCI runtime verbs (create, start, state, kill,
+ * delete, pause, resume, features, spec): dispatched by argv[0]. */
+int cli_run(int argc, char **argv);
 
 #endif

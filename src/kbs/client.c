@@ -1,0 +1,307 @@
+/*
+ * client.c - the KBS protocol client over libcurl (see client.h).
+ */
+#include "kbs/client.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/crypto.h"
+#include "crypto/jose.h"
+#include "kbs/kbs.h"
+#include "util/buf.h"
+#include "util/codec.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/util.h"
+
+struct kbs_client {
+    CURL *curl;
+    char *url;
+    char *version;
+    EVP_PKEY *key;
+    char *token;
+};
+
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void kbs_secret_free(uint8_t *p, size_t size)
+{
+    if (p)
+        crypto_free_secret(p, size);
+}
+
+int kbs_client_new(kbs_client **out, const kbs_client_opts *o, cista_error **err)
+{
+    pthread_once(&g_curl_once, curl_init_once);
+    if (!o->url || (strncmp(o->url, "https://", 8) && strncmp(o->url, "http://", 7)))
+        return err_set(err, -EINVAL, "KBS URL must start with https:// or http://");
+    bool https = !strncmp(o->url, "https://", 8);
+    if (https && !o->ca_file && !o->system_trust)
+        return err_set(err, -EINVAL,
+                       "KBS %s: give the CA that signed its certificate (--ca FILE); the system "
+                       "trust store is not used unless asked for",
+                       o->url);
+    if (!https)
+        log_info("KBS %s: plain HTTP, no server authentication", o->url);
+    kbs_client *c = xzalloc(sizeof(*c));
+    c->curl = curl_easy_init();
+    if (!c->curl) {
+        free(c);
+        return err_set(err, -ENOMEM, "curl_easy_init failed");
+    }
+    c->url = xstrdup(o->url);
+    size_t n = strlen(c->url);
+    while (n && c->url[n - 1] == '/')
+        c->url[--n] = 0;
+    c->version = xstrdup(o->version ? o->version : KBS_PROTOCOL_VERSION);
+    CURL *h = c->curl;
+    curl_easy_setopt(h, CURLOPT_COOKIEFILE, ""); /* in-memory cookie engine */
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, o->timeout > 0 ? o->timeout : 30L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (o->ca_file) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
+        if (!o->system_trust)
+            curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+    }
+    *out = c;
+    return 0;
+}
+
+void kbs_client_free(kbs_client *c)
+{
+    if (!c)
+        return;
+    curl_easy_cleanup(c->curl);
+    free(c->url);
+    free(c->version);
+    EVP_PKEY_free(c->key);
+    if (c->token)
+        crypto_free_secret(c->token, strlen(c->token));
+    free(c);
+}
+
+void kbs__client_freep(kbs_client **c)
+{
+    kbs_client_free(*c);
+    *c = NULL;
+}
+
+typedef struct {
+    cbuf b;
+    bool overflow;
+} sink;
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg)
+{
+    sink *s = arg;
+    cista_error *e = NULL;
+    if (buf_append(&s->b, p, size * n, &e) < 0) {
+        err_free(e);
+        s->overflow = true;
+        return 0;
+    }
+    return size * n;
+}
+
+int kbs_client_request(kbs_client *c, long *out_status, uint8_t **out_body, size_t *out_size,
+                       const char *method, const char *path, const char *bearer, const void *body,
+                       size_t body_size, const char *content_type, cista_error **err)
+{
+    CURL *h = c->curl;
+    _cleanup_free_ char *url = xasprintf("%s%s", c->url, path);
+    sink s = {.b = CBUF_INIT};
+    buf_init(&s.b, 4u << 20, true);
+    struct curl_slist *hdrs = NULL;
+    _cleanup_free_ char *auth = bearer ? xasprintf("Authorization: Bearer %s", bearer) : NULL;
+    _cleanup_free_ char *ct =
+        xasprintf("Content-Type: %s", content_type ? content_type : "application/json");
+    if (auth)
+        hdrs = curl_slist_append(hdrs, auth);
+    if (body)
+        hdrs = curl_slist_append(hdrs, ct);
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size);
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
+    CURLcode rc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    curl_slist_free_all(hdrs);
+    if (auth)
+        crypto_cleanse(auth, strlen(auth));
+    if (rc != CURLE_OK) {
+        buf_free(&s.b);
+        if (s.overflow)
+            return err_set(err, -EMSGSIZE, "%s %s: response larger than 4 MiB", method, path);
+        return err_set(err,
+                       rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE
+                           ? -EKEYREJECTED
+                           : -ECONNREFUSED,
+                       "%s %s%s: %s", method, c->url, path, curl_easy_strerror(rc));
+    }
+    long st = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+    *out_status = st;
+    buf_put(&s.b, "", 0);
+    *out_body = buf_steal(&s.b, out_size);
+    if (!*out_body) {
+        *out_body = (uint8_t *)xstrdup("");
+        *out_size = 0;
+    }
+    return 0;
+}
+
+char *kbs_client_problem_detail(const uint8_t *body, size_t size)
+{
+    json_t *d = json_loadb((const char *)body, size, 0, NULL);
+    const char *detail = json_string_value(json_object_get(d, "detail"));
+    char *out = detail ? xstrdup(detail) : xstrndup((const char *)body, size > 512 ? 512 : size);
+    json_decref(d);
+    return out;
+}
+
+static int http_error(long st, const uint8_t *body, size_t size, const char *what,
+                      cista_error **err)
+{
+    _cleanup_free_ char *d = kbs_client_problem_detail(body, size);
+    int code = (st == 401 || st == 403) ? -EACCES : st == 404 ? -ENOENT : -EIO;
+    return err_set(err, code, "%s: HTTP %ld: %s", what, st, d);
+}
+
+static int post_json(kbs_client *c, json_t **out, const char *path, const json_t *body,
+                     const char *what, cista_error **err)
+{
+    _cleanup_free_ char *text = js_dump_compact(body);
+    _cleanup_free_ uint8_t *resp = NULL;
+    size_t rs = 0;
+    long st = 0;
+    int r =
+        kbs_client_request(c, &st, &resp, &rs, "POST", path, NULL, text, strlen(text), NULL, err);
+    if (r < 0)
+        return r;
+    if (st != 200)
+        return http_error(st, resp, rs, what, err);
+    r = js_parse_object(out, resp, rs, 1u << 20, what, err);
+    crypto_cleanse(resp, rs);
+    return r;
+}
+
+int kbs_client_attest(kbs_client *c, const ev_ops *tee, const ev_get_opts *get, EVP_PKEY *key,
+                      char **out_token, cista_error **err)
+{
+    bool v2 = strncmp(c->version, "0.2.", 4) == 0;
+    _cleanup_json_ json_t *req =
+        json_pack("{s:s,s:s,s:{s:[s,s,s]}}", "version", c->version, "tee", tee->name,
+                  "extra-params", "supported-hash-algorithms", "sha384", "sha256", "sha512");
+    _cleanup_json_ json_t *ch = NULL;
+    int r = post_json(c, &ch, "/kbs/v0/auth", req, "KBS auth", err);
+    if (r < 0)
+        return r;
+    const char *nonce = NULL;
+    if ((r = js_get_string(&nonce, ch, "nonce", true, "KBS challenge", err)) < 0)
+        return r;
+    if (strlen(nonce) > 256)
+        return err_set(err, -EINVAL, "KBS challenge: nonce longer than 256 bytes");
+    crypto_hash_alg alg = CRYPTO_SHA384;
+    json_t *extra = json_object_get(ch, "extra-params");
+    const char *sel = json_string_value(json_object_get(extra, "selected-hash-algorithm"));
+    if (sel) {
+        int a = kbs_hash_alg_parse(sel);
+        if (a < 0)
+            return err_set(err, -ENOTSUP, "KBS selected hash algorithm \"%.16s\" is unknown", sel);
+        alg = (crypto_hash_alg)a;
+    }
+    _cleanup_json_ json_t *jwk = NULL;
+    if ((r = jwk_from_key(&jwk, key, false, err)) < 0)
+        return r;
+    json_object_set_new(jwk, "alg",
+                        json_string(crypto_key_is_ec(key) ? "ECDH-ES+A256KW" : "RSA-OAEP-256"));
+    uint8_t rd[64];
+    if ((r = kbs_binding(rd, alg, nonce, jwk, v2 ? NULL : "", err)) < 0)
+        return r;
+    _cleanup_free_ uint8_t *ev = NULL, *aux = NULL;
+    size_t ev_size = 0, aux_size = 0;
+    if ((r = tee->get(&ev, &ev_size, &aux, &aux_size, rd, get, err)) < 0)
+        return err_wrap(err, "%s evidence", tee->name);
+    _cleanup_free_ char *ev64 = b64_encode(ev, ev_size);
+    json_t *primary = json_pack("{s:s,s:s}", "tee", tee->name, "evidence", ev64);
+    if (aux && aux_size) {
+        _cleanup_free_ char *aux64 = b64_encode(aux, aux_size);
+        json_object_set_new(primary, "aux", json_string(aux64));
+    }
+    _cleanup_json_ json_t *att = NULL;
+    if (v2) {
+        _cleanup_free_ char *ptext = js_dump_compact(primary);
+        json_decref(primary);
+        att = json_pack("{s:O,s:s}", "tee-pubkey", jwk, "tee-evidence", ptext);
+    } else {
+        att =
+            json_pack("{s:{s:s,s:O},s:{s:o,s:s}}", "runtime-data", "nonce", nonce, "tee-pubkey",
+                      jwk, "tee-evidence", "primary_evidence", primary, "additional_evidence", "");
+    }
+    _cleanup_json_ json_t *resp = NULL;
+    if ((r = post_json(c, &resp, "/kbs/v0/attest", att, "KBS attest", err)) < 0)
+        return r;
+    const char *token = NULL;
+    if ((r = js_get_string(&token, resp, "token", true, "KBS attest response", err)) < 0)
+        return r;
+    if (c->token)
+        crypto_free_secret(c->token, strlen(c->token));
+    c->token = xstrdup(token);
+    EVP_PKEY_up_ref(key);
+    EVP_PKEY_free(c->key);
+    c->key = key;
+    if (out_token)
+        *out_token = xstrdup(token);
+    return 0;
+}
+
+int kbs_client_get_resource(kbs_client *c, uint8_t **out, size_t *out_size, const char *path,
+                            cista_error **err)
+{
+    if (!c->token || !c->key)
+        return err_set(err, -EACCES, "not attested: call kbs_client_attest() first");
+    int r = kbs_check_resource_path(path, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *p = xasprintf("/kbs/v0/resource/%s", path);
+    _cleanup_free_ uint8_t *resp = NULL;
+    size_t rs = 0;
+    long st = 0;
+    if ((r = kbs_client_request(c, &st, &resp, &rs, "GET", p, c->token, NULL, 0, NULL, err)) < 0)
+        return r;
+    if (st != 200) {
+        _cleanup_free_ char *what = xasprintf("KBS resource %s", path);
+        return http_error(st, resp, rs, what, err);
+    }
+    jwe_key k = {.pkey = c->key};
+    uint8_t *pt = NULL;
+    size_t n = 0;
+    if ((r = jwe_decrypt(&pt, &n, (const char *)resp, rs, &k, 1, NULL, err)) < 0)
+        return err_wrap(err, "KBS resource %s: JWE", path);
+    *out = pt;
+    *out_size = n;
+    return 0;
+}

@@ -1,0 +1,1033 @@
+/*
+ * handler.c - the KBS request handlers, independent of the transport (see
+ * kbs_handle() in kbs.h). Each handler validates its input, makes one
+ * decision, writes one audit entry for auth / attest / release / admin
+ * decisions, and answers with JSON or an RFC 7807 problem document.
+ *
+ * Error bodies name the failed check (the rule that denied, the evidence
+ * check that failed) but never a resource value, a nonce, a session id or a
+ * token.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "crypto/crypto.h"
+#include "crypto/jose.h"
+#include "kbs/kbs_int.h"
+#include "policy/appraisal.h"
+#include "util/codec.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/util.h"
+
+static void free_secret_str(char *s)
+{
+    if (s)
+        crypto_free_secret(s, strlen(s));
+}
+
+#define ERR_BASE "https://github.com/confidential-containers/kbs/errors/"
+
+static const char g_default_policy[] =
+    "{\"version\":\"1.0.0\",\"anyOf\":[{\"name\":\"default-affirming\",\"allOf\":[{\"claim\":"
+    "\"appraisal.status\",\"equals\":\"affirming\"}]}]}";
+
+void kbs_response_clear(kbs_response *r)
+{
+    buf_free(&r->body);
+    free(r->set_cookie);
+    memset(r, 0, sizeof(*r));
+}
+
+static void problem(kbs_response *resp, int status, const char *kind, const char *fmt, ...)
+    CISTA_PRINTF(4, 5);
+static void problem(kbs_response *resp, int status, const char *kind, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *detail = NULL;
+    if (vasprintf(&detail, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    json_t *o =
+        json_pack("{s:s,s:s,s:i,s:s}", "type", "", "title", kind, "status", status, "detail", "");
+    _cleanup_free_ char *type = xasprintf(ERR_BASE "%s", kind);
+    json_object_set_new(o, "type", json_string(type));
+    json_object_set_new(o, "detail", json_stringn(detail, strnlen(detail, 2048)));
+    free(detail);
+    _cleanup_free_ char *text = js_dump_compact(o);
+    json_decref(o);
+    buf_reset(&resp->body);
+    buf_puts(&resp->body, text);
+    resp->status = status;
+    resp->content_type = "application/problem+json";
+}
+
+static void problem_err(kbs_response *resp, int status, const char *kind, const cista_error *e)
+{
+    _cleanup_free_ char *s = err_str(e);
+    problem(resp, status, kind, "%s", s);
+}
+
+static void reply_json(kbs_response *resp, int status, const json_t *o)
+{
+    _cleanup_free_ char *text = js_dump_compact(o);
+    buf_reset(&resp->body);
+    buf_puts(&resp->body, text);
+    resp->status = status;
+    resp->content_type = "application/json";
+}
+
+static void audit(kbs_ctx *c, const kbs_request *req, const char *event, const char *tee,
+                  const char *digest, const char *resource, const char *decision,
+                  const char *reason)
+{
+    kbs_audit_entry e = {event, tee, digest, resource, decision, reason, req->peer};
+    cista_error *err = NULL;
+    if (kbs_store_audit_append(c->store, &e, time(NULL), &err) < 0) {
+        _cleanup_free_ char *s = err_str(err);
+        log_error("audit: cannot append the %s entry: %s", event, s);
+        err_free(err);
+    }
+}
+
+/* ---- sessions over the memory table or the store ---- */
+
+static int sess_add(kbs_ctx *c, const kbs_session *s, time_t now, cista_error **err)
+{
+    if (c->sh->sessions)
+        return kbs_sessions_add(c->sh->sessions, s, now, err);
+    return kbs_store_session_add(c->store, s, now, err);
+}
+
+static int sess_find(kbs_ctx *c, kbs_session *out, const char *id, time_t now)
+{
+    if (c->sh->sessions)
+        return kbs_sessions_find(c->sh->sessions, out, id, now);
+    cista_error *e = NULL;
+    int r = kbs_store_session_find(c->store, out, id, now, &e);
+    if (r < 0 && r != -ENOENT && r != -ETIMEDOUT) {
+        _cleanup_free_ char *s = err_str(e);
+        log_error("session lookup: %s", s);
+    }
+    err_free(e);
+    return r;
+}
+
+static int sess_consume(kbs_ctx *c, const char *id, time_t now)
+{
+    if (c->sh->sessions)
+        return kbs_sessions_consume(c->sh->sessions, id, now);
+    cista_error *e = NULL;
+    int r = kbs_store_session_consume(c->store, id, now, &e);
+    err_free(e);
+    return r;
+}
+
+static int sess_set_token(kbs_ctx *c, const char *id, const char *token, time_t exp)
+{
+    if (c->sh->sessions)
+        return kbs_sessions_set_token(c->sh->sessions, id, token, exp);
+    cista_error *e = NULL;
+    int r = kbs_store_session_set_token(c->store, id, token, exp, &e);
+    err_free(e);
+    return r;
+}
+
+/* The kbs-session-id cookie value (43 base64url characters) into @out. */
+static bool cookie_session(char out[KBS_SESSION_ID_LEN + 1], const char *cookie)
+{
+    if (!cookie)
+        return false;
+    const char *p = cookie;
+    while ((p = strstr(p, KBS_COOKIE "=")) != NULL) {
+        if (p == cookie || p[-1] == ' ' || p[-1] == ';') {
+            p += strlen(KBS_COOKIE "=");
+            size_t n = strcspn(p, "; ");
+            if (n != KBS_SESSION_ID_LEN)
+                return false;
+            for (size_t i = 0; i < n; i++) {
+                char ch = p[i];
+                if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                      (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+                    return false;
+            }
+            memcpy(out, p, n);
+            out[n] = 0;
+            return true;
+        }
+        p++;
+    }
+    return false;
+}
+
+static const char *bearer(const char *authz)
+{
+    if (!authz || strncasecmp(authz, "Bearer ", 7) != 0)
+        return NULL;
+    authz += 7;
+    while (*authz == ' ')
+        authz++;
+    return *authz ? authz : NULL;
+}
+
+/* ---- /auth ---- */
+
+static void handle_auth(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
+{
+    cista_error *err = NULL;
+    kbs_auth_req a;
+    _cleanup_json_ json_t *doc = NULL;
+    int r = kbs_parse_auth(&a, &doc, req->body, req->body_size, &err);
+    if (r < 0) {
+        problem_err(resp, 400, r == -EPROTONOSUPPORT ? "ProtocolVersion" : "InvalidRequest", err);
+        err_free(err);
+        return;
+    }
+    time_t now = time(NULL);
+    kbs_session s;
+    memset(&s, 0, sizeof(s));
+    uint8_t idb[32];
+    if (crypto_random(idb, sizeof(idb), &err) < 0 ||
+        crypto_random(s.nonce, sizeof(s.nonce), &err) < 0) {
+        problem(resp, 500, "InternalError", "no randomness");
+        err_free(err);
+        return;
+    }
+    _cleanup_free_ char *id = b64url_encode(idb, sizeof(idb));
+    crypto_cleanse(idb, sizeof(idb));
+    snprintf(s.id, sizeof(s.id), "%s", id);
+    snprintf(s.tee, sizeof(s.tee), "%s", a.tee);
+    s.proto = (uint8_t)a.proto;
+    s.hash = (uint8_t)a.hash;
+    s.state = KBS_SESSION_CHALLENGED;
+    s.expires = now + c->sh->cfg->nonce_lifetime;
+    if ((r = sess_add(c, &s, now, &err)) < 0) {
+        problem_err(resp, r == -EBUSY ? 503 : 500, "SessionError", err);
+        err_free(err);
+        kbs_session_clear(&s);
+        return;
+    }
+    _cleanup_free_ char *nonce = b64_encode(s.nonce, sizeof(s.nonce));
+    json_t *extra = a.proto == KBS_PROTO_V2 ? json_string("")
+                                            : json_pack("{s:s}", "selected-hash-algorithm",
+                                                        crypto_hash_name((crypto_hash_alg)a.hash));
+    _cleanup_json_ json_t *o = json_pack("{s:s,s:o}", "nonce", nonce, "extra-params", extra);
+    reply_json(resp, 200, o);
+    resp->set_cookie = xasprintf(KBS_COOKIE "=%s; Path=/kbs/v0; Max-Age=%u; HttpOnly; "
+                                            "SameSite=Strict%s",
+                                 s.id, c->sh->cfg->nonce_lifetime, req->tls ? "; Secure" : "");
+    crypto_cleanse(nonce, strlen(nonce));
+    kbs_session_clear(&s);
+    _cleanup_free_ char *why = xasprintf("challenge issued (protocol %s, %s)", a.version,
+                                         crypto_hash_name((crypto_hash_alg)a.hash));
+    audit(c, req, "auth", a.tee, NULL, NULL, "allow", why);
+}
+
+/* ---- /attest ---- */
+
+static const ev_collateral *collateral_for(kbs_shared *sh, const char *tee)
+{
+    for (size_t i = 0; i < sh->coll_count; i++)
+        if (!strcmp(sh->colls[i].tee, tee))
+            return sh->colls[i].c;
+    return NULL;
+}
+
+static int verify_evidence(json_t **claims, kbs_ctx *c, const kbs_attest_req *a,
+                           const uint8_t rd[64], cista_error **err)
+{
+    const ev_ops *ops = ev_find(a->ev_tee);
+    if (!ops)
+        return err_set(err, -ENOTSUP, "no verifier for tee %s in this build", a->ev_tee);
+    ev_verify_opts o;
+    ev_verify_opts_init(&o);
+    o.report_data = rd;
+    const ev_collateral *base = collateral_for(c->sh, a->ev_tee);
+    _cleanup_collateral_ ev_collateral *merged = NULL;
+    if (a->certs) {
+        merged = ev_collateral_new();
+        for (int pass = 0; pass < 2; pass++) {
+            const ev_collateral *src = pass ? base : a->certs;
+            for (size_t i = 0; src && i < ev_collateral_count(src); i++) {
+                const char *name;
+                const uint8_t *d;
+                size_t n;
+                ev_collateral_get(src, i, &name, &d, &n);
+                int r = ev_collateral_add(merged, name, d, n, err);
+                if (r < 0)
+                    return r;
+            }
+        }
+        o.collateral = merged;
+    } else {
+        o.collateral = base;
+    }
+    if (!strcmp(a->ev_tee, "sim")) {
+        if (c->sh->sim_key_count == 0)
+            return err_set(err, -ENOKEY,
+                           "sim evidence: this KBS trusts no sim platform key (config "
+                           "sim_platform_keys)");
+        int r = 0;
+        for (size_t i = 0; i < c->sh->sim_key_count; i++) {
+            if (i)
+                err_clear(err);
+            o.sim_key = c->sh->sim_keys[i];
+            r = ops->verify(claims, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
+            if (r != EV_E_SIGNATURE)
+                return r;
+        }
+        return r;
+    }
+    if (!strcmp(a->ev_tee, "tpm") && c->sh->tpm_ak_count > 0) {
+        int r = 0;
+        for (size_t i = 0; i < c->sh->tpm_ak_count; i++) {
+            if (i)
+                err_clear(err);
+            o.tpm_ak_pub = c->sh->tpm_aks[i];
+            r = ops->verify(claims, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
+            if (r != EV_E_SIGNATURE && r != EV_E_NOKEY)
+                return r;
+        }
+        return r;
+    }
+    return ops->verify(claims, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
+}
+
+/* Does the init-data digest match the launch-bound value in the claims? */
+static int check_init_data(const json_t *claims, const char *digest_hex, cista_error **err)
+{
+    const char *bound = json_string_value(json_object_get(claims, "host_data"));
+    const char *name = "host_data";
+    if (!bound) {
+        bound = json_string_value(json_object_get(claims, "init_data"));
+        name = "init_data";
+    }
+    if (!bound)
+        return 0; /* this TEE binds no launch data; the appraisal decides */
+    size_t n = strlen(digest_hex);
+    bool ok = strncasecmp(bound, digest_hex, n) == 0;
+    for (const char *p = bound + (strlen(bound) >= n ? n : strlen(bound)); ok && *p; p++)
+        ok = *p == '0';
+    if (!ok)
+        return err_set(err, -EACCES,
+                       "init-data digest %.16s… does not match the launch-bound %s %.16s…; the "
+                       "guest presented other init-data than it was launched with",
+                       digest_hex, name, bound);
+    return 0;
+}
+
+static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
+{
+    cista_error *err = NULL;
+    char id[KBS_SESSION_ID_LEN + 1];
+    if (!cookie_session(id, req->cookie)) {
+        problem(resp, 401, "AttestationError",
+                "no valid " KBS_COOKIE " cookie: POST /kbs/v0/auth first");
+        return;
+    }
+    time_t now = time(NULL);
+    kbs_session s;
+    memset(&s, 0, sizeof(s));
+    int r = sess_find(c, &s, id, now);
+    if (r < 0) {
+        problem(resp, 401, "AttestationError", "%s: POST /kbs/v0/auth again",
+                r == -ETIMEDOUT ? "the session expired" : "unknown session");
+        audit(c, req, "attest", NULL, NULL, NULL, "deny",
+              r == -ETIMEDOUT ? "session expired" : "unknown session");
+        return;
+    }
+    char tee[sizeof(s.tee)];
+    memcpy(tee, s.tee, sizeof(tee));
+    if (s.state != KBS_SESSION_CHALLENGED) {
+        kbs_session_clear(&s);
+        problem(resp, 401, "AttestationError",
+                "this session's nonce was already used (a replayed attestation): POST "
+                "/kbs/v0/auth for a new challenge");
+        audit(c, req, "attest", tee, NULL, NULL, "deny", "nonce already used");
+        return;
+    }
+    kbs_attest_req a;
+    _cleanup_json_ json_t *doc = NULL;
+    if ((r = kbs_parse_attest(&a, &doc, (kbs_proto)s.proto, s.tee, req->body, req->body_size,
+                              &err)) < 0) {
+        kbs_session_clear(&s);
+        problem_err(resp, 400, "InvalidRequest", err);
+        _cleanup_free_ char *why = err_str(err);
+        audit(c, req, "attest", tee, NULL, NULL, "deny", why);
+        err_free(err);
+        return;
+    }
+    _cleanup_free_ char *nonce = b64_encode(s.nonce, sizeof(s.nonce));
+    crypto_hash_alg halg = (crypto_hash_alg)s.hash;
+    kbs_session_clear(&s);
+    json_t *claims = NULL;
+    char digest[65] = "";
+    _cleanup_free_ char *init_hex = NULL;
+    _cleanup_free_ char *token = NULL; /* declared before the first goto (cleanup attribute) */
+    const char *fail_kind = "AttestationError";
+    pol_appraisal ap;
+    memset(&ap, 0, sizeof(ap));
+    if (a.nonce &&
+        (strlen(a.nonce) != strlen(nonce) || !crypto_memeq(a.nonce, nonce, strlen(nonce)))) {
+        r = err_set(&err, -EACCES,
+                    "runtime-data nonce does not match this session's challenge (a replay, or a "
+                    "nonce from another session)");
+        goto deny;
+    }
+    if ((r = sess_consume(c, id, now)) < 0) {
+        r = err_set(&err, -EACCES,
+                    r == -EALREADY ? "this session's nonce was already used (a replayed "
+                                     "attestation): POST /kbs/v0/auth again"
+                                   : "the session expired: POST /kbs/v0/auth again");
+        goto deny;
+    }
+    if (strcmp(a.ev_tee, tee) != 0) {
+        r = err_set(&err, -EACCES,
+                    "the evidence is %s evidence but the session was opened for tee %s", a.ev_tee,
+                    tee);
+        goto deny;
+    }
+    uint8_t rd[64];
+    if ((r = kbs_binding(rd, halg, nonce, a.tee_pubkey, a.nonce ? a.additional : NULL, &err)) < 0)
+        goto deny;
+    if ((r = verify_evidence(&claims, c, &a, rd, &err)) < 0) {
+        if (r == EV_E_REPORT_DATA)
+            err_wrap(&err,
+                     "the evidence's report data is not the %s binding of this session's "
+                     "nonce and tee-pubkey",
+                     crypto_hash_name(halg));
+        goto deny;
+    }
+    {
+        _cleanup_free_ char *jcs = NULL;
+        if (kbs_jcs(&jcs, claims, NULL) == 0) {
+            uint8_t d[32];
+            crypto_hash_oneshot(CRYPTO_SHA256, jcs, strlen(jcs), d);
+            _cleanup_free_ char *h = hex_encode(d, sizeof(d));
+            memcpy(digest, h, 65);
+        }
+    }
+    if (a.init_data_body) {
+        uint8_t d[32];
+        crypto_hash_oneshot(CRYPTO_SHA256, a.init_data_body, strlen(a.init_data_body), d);
+        init_hex = hex_encode(d, sizeof(d));
+        if ((r = check_init_data(claims, init_hex, &err)) < 0)
+            goto deny;
+    }
+    {
+        _cleanup_free_ char *rvtext = NULL;
+        _cleanup_refvals_ pol_refvals *rv = NULL;
+        cista_error *e2 = NULL;
+        if (kbs_store_get_doc(c->store, &rvtext, "refvals", "default", &e2) == 0 &&
+            pol_refvals_parse(&rv, rvtext, strlen(rvtext), &e2) < 0) {
+            _cleanup_free_ char *s2 = err_str(e2);
+            log_error("stored reference values do not parse: %s", s2);
+        }
+        err_free(e2);
+        if ((r = pol_appraise(&ap, rv, claims, init_hex, &err)) < 0)
+            goto deny;
+    }
+    if (ap.status == POL_CONTRAINDICATED && c->sh->cfg->reject_contraindicated) {
+        r = err_set(&err, -EPERM, "appraisal: contraindicated: %s", ap.reason);
+        goto deny;
+    }
+    if ((r = kbs_token_issue(&token, c->sh->sign_key, claims, pol_status_name(ap.status), ap.reason,
+                             a.tee_pubkey, nonce, init_hex, c->sh->cfg->token_lifetime, now,
+                             &err)) < 0) {
+        fail_kind = "InternalError";
+        goto deny;
+    }
+    sess_set_token(c, id, token, now + c->sh->cfg->token_lifetime);
+    {
+        _cleanup_json_ json_t *o = json_pack("{s:s}", "token", token);
+        reply_json(resp, 200, o);
+    }
+    {
+        _cleanup_free_ char *why =
+            xasprintf("token issued: appraisal %s%s%s", pol_status_name(ap.status),
+                      ap.reason ? ": " : "", ap.reason ? ap.reason : "");
+        audit(c, req, "attest", tee, digest, NULL, "allow", why);
+    }
+    free_secret_str(steal_ptr(&token));
+    goto out;
+deny : {
+    _cleanup_free_ char *why = err_str(err);
+    problem(resp, strcmp(fail_kind, "InternalError") ? 401 : 500, fail_kind, "%s", why);
+    audit(c, req, "attest", tee, digest[0] ? digest : NULL, NULL, "deny", why);
+}
+out:
+    pol_appraisal_clear(&ap);
+    json_decref(claims);
+    kbs_attest_req_clear(&a);
+    err_free(err);
+    crypto_cleanse(nonce, strlen(nonce));
+}
+
+/* ---- guest resource ---- */
+
+/* Policy key candidates for a resource path, most specific first. */
+static int find_policy(kbs_ctx *c, char **out_text, char **out_key, const char *path)
+{
+    char repo[KBS_MAX_PATH + 1], type[KBS_MAX_PATH + 1];
+    const char *a = strchr(path, '/');
+    const char *b = strchr(a + 1, '/');
+    snprintf(repo, sizeof(repo), "%.*s", (int)(a - path), path);
+    snprintf(type, sizeof(type), "%.*s", (int)(b - a - 1), a + 1);
+    char *keys[4] = {xstrdup(path), xasprintf("%s/%s/*", repo, type), xasprintf("%s/*", repo),
+                     xstrdup("default")};
+    int r = -ENOENT;
+    for (size_t i = 0; i < 4 && r == -ENOENT; i++) {
+        cista_error *e = NULL;
+        r = kbs_store_get_doc(c->store, out_text, "policy", keys[i], &e);
+        if (r == 0)
+            *out_key = xstrdup(keys[i]);
+        else if (r != -ENOENT) {
+            _cleanup_free_ char *s = err_str(e);
+            log_error("release policy lookup: %s", s);
+        }
+        err_free(e);
+    }
+    for (size_t i = 0; i < 4; i++)
+        free(keys[i]);
+    return r;
+}
+
+static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
+                                const char *path)
+{
+    cista_error *err = NULL;
+    time_t now = time(NULL);
+    _cleanup_free_ char *token = NULL;
+    const char *tok = bearer(req->authorization);
+    if (tok) {
+        token = xstrdup(tok);
+    } else {
+        char id[KBS_SESSION_ID_LEN + 1];
+        kbs_session s;
+        memset(&s, 0, sizeof(s));
+        if (cookie_session(id, req->cookie) && sess_find(c, &s, id, now) == 0 &&
+            s.state == KBS_SESSION_ATTESTED && s.token)
+            token = steal_ptr(&s.token);
+        kbs_session_clear(&s);
+    }
+    if (!token) {
+        problem(resp, 401, "TokenNotFound",
+                "not attested: send Authorization: Bearer <attestation token> or the cookie of "
+                "an attested session");
+        audit(c, req, "resource", NULL, NULL, path, "deny", "not attested");
+        return;
+    }
+    _cleanup_json_ json_t *payload = NULL;
+    int r = kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
+    free_secret_str(steal_ptr(&token));
+    if (r < 0) {
+        problem_err(resp, 401, "TokenVerifierError", err);
+        _cleanup_free_ char *why = err_str(err);
+        audit(c, req, "resource", NULL, NULL, path, "deny", why);
+        err_free(err);
+        return;
+    }
+    if (kbs_check_resource_path(path, &err) < 0) {
+        problem_err(resp, 400, "InvalidRequestPath", err);
+        err_free(err);
+        return;
+    }
+    _cleanup_json_ json_t *input = kbs_token_policy_input(payload, path);
+    const char *tee = json_string_value(json_object_get(input, "tee"));
+    _cleanup_free_ char *ptext = NULL, *pkey = NULL;
+    if (find_policy(c, &ptext, &pkey, path) < 0) {
+        ptext = xstrdup(g_default_policy);
+        pkey = xstrdup("(built-in default)");
+    }
+    _cleanup_release_ pol_release *pol = NULL;
+    bool allow = false;
+    _cleanup_free_ char *reason = NULL;
+    if (pol_release_parse(&pol, ptext, strlen(ptext), &err) < 0 ||
+        pol_release_eval(&allow, &reason, pol, input, &err) < 0) {
+        _cleanup_free_ char *s = err_str(err);
+        problem(resp, 403, "PolicyDeny", "release policy %s is unusable (denying): %s", pkey, s);
+        audit(c, req, "resource", tee, NULL, path, "deny", s);
+        err_free(err);
+        return;
+    }
+    if (!allow) {
+        problem(resp, 403, "PolicyDeny", "release policy %s denies %s: %s", pkey, path, reason);
+        _cleanup_free_ char *why = xasprintf("policy %s: %s", pkey, reason);
+        audit(c, req, "resource", tee, NULL, path, "deny", why);
+        return;
+    }
+    uint8_t *value = NULL;
+    size_t vsize = 0;
+    if ((r = kbs_store_get_resource(c->store, &value, &vsize, path, &err)) < 0) {
+        if (r == -ENOENT)
+            problem(resp, 404, "ResourceNotFound", "resource %s does not exist", path);
+        else
+            problem_err(resp, 500, "StorageError", err);
+        _cleanup_free_ char *why = err_str(err);
+        audit(c, req, "resource", tee, NULL, path, r == -ENOENT ? "deny" : "error", why);
+        err_free(err);
+        return;
+    }
+    const json_t *jwk = kbs_token_tee_pubkey(payload);
+    EVP_PKEY *pk = NULL;
+    _cleanup_free_ char *jwe = NULL;
+    r = jwk_to_key(&pk, jwk, &err);
+    if (r == 0) {
+        const char *alg = json_string_value(json_object_get(jwk, "alg"));
+        jwe_key k = {.pkey = pk};
+        if (crypto_key_is_ec(pk))
+            k.alg = "ECDH-ES+A256KW";
+        else
+            k.alg = alg && !strcmp(alg, "RSA-OAEP") ? "RSA-OAEP" : "RSA-OAEP-256";
+        r = jwe_encrypt(&jwe, value, vsize, &k, 1, "A256GCM", JWE_FLATTENED, &err);
+    }
+    EVP_PKEY_free(pk);
+    crypto_free_secret(value, vsize);
+    if (r < 0) {
+        problem_err(resp, 500, "JweError", err);
+        err_free(err);
+        return;
+    }
+    buf_reset(&resp->body);
+    buf_puts(&resp->body, jwe);
+    resp->status = 200;
+    resp->content_type = "application/json";
+    _cleanup_free_ char *why = xasprintf("released (%s: %s)", pkey, reason);
+    audit(c, req, "resource", tee, NULL, path, "allow", why);
+}
+
+/* ---- admin ---- */
+
+static bool admin_auth(kbs_ctx *c, const kbs_request *req, kbs_response *resp, const char *what)
+{
+    const char *tok = bearer(req->authorization);
+    cista_error *err = NULL;
+    if (!c->sh->admin_pub) {
+        problem(resp, 401, "AdminAuthError",
+                "admin API disabled: no admin_public_key is configured");
+        return false;
+    }
+    if (!tok) {
+        problem(resp, 401, "AdminAuthError",
+                "%s needs Authorization: Bearer <admin token> signed by the admin key", what);
+        audit(c, req, "admin", NULL, NULL, NULL, "deny", "no admin token");
+        return false;
+    }
+    _cleanup_free_ char *jti = NULL;
+    time_t exp = 0, now = time(NULL);
+    int r = kbs_admin_token_check(&jti, &exp, c->sh->admin_pub, tok, strlen(tok), now, &err);
+    if (r == 0)
+        r = kbs_store_use_jti(c->store, jti, exp, now, &err);
+    if (r < 0) {
+        problem_err(resp, 401, "AdminAuthError", err);
+        _cleanup_free_ char *why = err_str(err);
+        audit(c, req, "admin", NULL, NULL, NULL, "deny", why);
+        err_free(err);
+        return false;
+    }
+    return true;
+}
+
+static void admin_done(kbs_ctx *c, const kbs_request *req, kbs_response *resp, int r,
+                       cista_error *err, const char *action, const char *target)
+{
+    if (r < 0) {
+        int st = r == -ENOENT                                                               ? 404
+                 : (r == -EINVAL || r == -EPROTONOSUPPORT || r == -E2BIG || r == -EMSGSIZE) ? 400
+                                                                                            : 500;
+        problem_err(resp, st,
+                    st == 404   ? "ResourceNotFound"
+                    : st == 400 ? "InvalidRequest"
+                                : "StorageError",
+                    err);
+        _cleanup_free_ char *why = err_str(err);
+        _cleanup_free_ char *msg = xasprintf("%s: %s", action, why);
+        audit(c, req, "admin", NULL, NULL, target, "error", msg);
+        err_free(err);
+        return;
+    }
+    if (resp->status == 0) {
+        _cleanup_json_ json_t *o = json_pack("{s:s}", "status", "ok");
+        reply_json(resp, 200, o);
+    }
+    audit(c, req, "admin", NULL, NULL, target, "allow", action);
+}
+
+static bool policy_key_ok(const char *k)
+{
+    if (!strcmp(k, "default"))
+        return true;
+    size_t n = strlen(k), segs = 1;
+    if (n == 0 || n > KBS_MAX_PATH || k[0] == '/' || k[n - 1] == '/' || strstr(k, "//") ||
+        strstr(k, ".."))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = k[i];
+        if (ch == '/')
+            segs++;
+        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                   (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-' || ch == '*'))
+            return false;
+    }
+    return segs <= 3;
+}
+
+static void admin_policy(kbs_ctx *c, const kbs_request *req, kbs_response *resp, const char *key)
+{
+    cista_error *err = NULL;
+    int r = 0;
+    if (!strcmp(req->method, "GET") && !key) {
+        _cleanup_json_ json_t *list = NULL;
+        if ((r = kbs_store_list_docs(c->store, &list, "policy", &err)) == 0) {
+            _cleanup_json_ json_t *o = json_pack("{s:O}", "policies", list);
+            reply_json(resp, 200, o);
+        }
+        admin_done(c, req, resp, r, err, "list-policies", NULL);
+        return;
+    }
+    _cleanup_free_ char *text = NULL;
+    if (!key || !strcmp(req->method, "POST") || !strcmp(req->method, "PUT")) {
+        /* CoCo's POST /resource-policy {"policy": b64url} sets the default policy. */
+        if (!key) {
+            _cleanup_json_ json_t *d = NULL;
+            const char *p = NULL;
+            if ((r = js_parse_object(&d, req->body, req->body_size, POL_MAX_RELEASE * 2,
+                                     "resource-policy request", &err)) < 0 ||
+                (r = js_get_string(&p, d, "policy", true, "resource-policy request", &err)) < 0) {
+                admin_done(c, req, resp, r, err, "set-policy", "default");
+                return;
+            }
+            uint8_t *dec = NULL;
+            size_t n = 0;
+            if ((r = b64url_decode(&dec, &n, p, strlen(p), &err)) < 0) {
+                admin_done(c, req, resp, r, err, "set-policy", "default");
+                return;
+            }
+            text = (char *)dec;
+            key = "default";
+        } else {
+            text = xstrndup((const char *)req->body, req->body_size);
+        }
+    }
+    if (!policy_key_ok(key)) {
+        r = err_set(&err, -EINVAL,
+                    "policy key \"%.64s\" must be \"default\" or a resource path with optional "
+                    "* segments (repo/type/tag, repo/type/*, repo/*)",
+                    key);
+        admin_done(c, req, resp, r, err, "policy", NULL);
+        return;
+    }
+    if (!strcmp(req->method, "GET")) {
+        _cleanup_free_ char *doc = NULL;
+        if ((r = kbs_store_get_doc(c->store, &doc, "policy", key, &err)) == 0) {
+            buf_puts(&resp->body, doc);
+            resp->status = 200;
+            resp->content_type = "application/json";
+        }
+        admin_done(c, req, resp, r, err, "get-policy", key);
+    } else if (!strcmp(req->method, "DELETE")) {
+        r = kbs_store_delete_doc(c->store, "policy", key, &err);
+        admin_done(c, req, resp, r, err, "delete-policy", key);
+    } else {
+        _cleanup_release_ pol_release *p = NULL;
+        if ((r = pol_release_parse(&p, text, strlen(text), &err)) == 0)
+            r = kbs_store_set_doc(c->store, "policy", key, text, &err);
+        admin_done(c, req, resp, r, err, "set-policy", key);
+    }
+}
+
+static void admin_refvals(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
+{
+    cista_error *err = NULL;
+    int r;
+    if (!strcmp(req->method, "GET")) {
+        _cleanup_free_ char *doc = NULL;
+        if ((r = kbs_store_get_doc(c->store, &doc, "refvals", "default", &err)) == 0) {
+            buf_puts(&resp->body, doc);
+            resp->status = 200;
+            resp->content_type = "application/json";
+        }
+        admin_done(c, req, resp, r, err, "get-reference-values", NULL);
+        return;
+    }
+    _cleanup_free_ char *text = xstrndup((const char *)req->body, req->body_size);
+    _cleanup_refvals_ pol_refvals *rv = NULL;
+    if ((r = pol_refvals_parse(&rv, req->body, req->body_size, &err)) == 0)
+        r = kbs_store_set_doc(c->store, "refvals", "default", text, &err);
+    admin_done(c, req, resp, r, err, "set-reference-values", NULL);
+}
+
+static int64_t query_int(const char *q, const char *name, int64_t def)
+{
+    if (!q)
+        return def;
+    size_t n = strlen(name);
+    for (const char *p = q; p && *p;) {
+        if (!strncmp(p, name, n) && p[n] == '=')
+            return strtoll(p + n + 1, NULL, 10);
+        p = strchr(p, '&');
+        if (p)
+            p++;
+    }
+    return def;
+}
+
+static void admin_audit(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
+{
+    cista_error *err = NULL;
+    _cleanup_json_ json_t *list = NULL;
+    int64_t after = query_int(req->query, "after", 0);
+    int64_t limit = query_int(req->query, "limit", 1000);
+    int r = kbs_store_audit_list(c->store, &list, after, limit > 0 ? (size_t)limit : 1000, &err);
+    if (r == 0) {
+        size_t count = 0;
+        cista_error *e2 = NULL;
+        int vr = kbs_store_audit_verify(c->store, &count, &e2);
+        _cleanup_free_ char *vs = vr < 0 ? err_str(e2) : xstrdup("ok");
+        err_free(e2);
+        _cleanup_json_ json_t *o =
+            json_pack("{s:O,s:s,s:I}", "entries", list, "chain", vs, "total", (json_int_t)count);
+        reply_json(resp, 200, o);
+        return; /* reading the log is not itself logged (it would grow on every read) */
+    }
+    admin_done(c, req, resp, r, err, "audit", NULL);
+}
+
+static void admin_resource(kbs_ctx *c, const kbs_request *req, kbs_response *resp, const char *path,
+                           bool read)
+{
+    cista_error *err = NULL;
+    int r;
+    if (read) {
+        uint8_t *v = NULL;
+        size_t n = 0;
+        if ((r = kbs_store_get_resource(c->store, &v, &n, path, &err)) == 0) {
+            buf_init(&resp->body, 0, true);
+            buf_put(&resp->body, v, n);
+            resp->status = 200;
+            resp->content_type = "application/octet-stream";
+            crypto_free_secret(v, n);
+        }
+        admin_done(c, req, resp, r, err, "get-resource", path);
+    } else if (!strcmp(req->method, "DELETE")) {
+        r = kbs_store_delete_resource(c->store, path, &err);
+        admin_done(c, req, resp, r, err, "delete-resource", path);
+    } else {
+        r = kbs_store_put_resource(c->store, path, req->body, req->body_size, &err);
+        admin_done(c, req, resp, r, err, "put-resource", path);
+    }
+}
+
+/* ---- dispatch ---- */
+
+void kbs_handle(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
+{
+    const char *m = req->method;
+    const char *p = req->path;
+    bool get = !strcmp(m, "GET"), post = !strcmp(m, "POST"), put = !strcmp(m, "PUT"),
+         del = !strcmp(m, "DELETE");
+    if (!strcmp(p, "/healthz") && get) {
+        buf_puts(&resp->body, "{\"status\":\"ok\"}");
+        resp->status = 200;
+        resp->content_type = "application/json";
+        return;
+    }
+    static const char prefix[] = "/kbs/v0/";
+    if (strncmp(p, prefix, strlen(prefix)) != 0) {
+        problem(resp, 404, "InvalidRequestPath", "unknown path (the KBS API is under /kbs/v0/)");
+        return;
+    }
+    p += strlen(prefix);
+    if (!strcmp(p, "auth") && post) {
+        handle_auth(c, req, resp);
+    } else if (!strcmp(p, "attest") && post) {
+        handle_attest(c, req, resp);
+    } else if (!strncmp(p, "resource/", 9)) {
+        if (get) {
+            handle_resource_get(c, req, resp, p + 9);
+        } else if (post || put || del) {
+            cista_error *err = NULL;
+            if (kbs_check_resource_path(p + 9, &err) < 0) {
+                problem_err(resp, 400, "InvalidRequestPath", err);
+                err_free(err);
+            } else if (admin_auth(c, req, resp, "writing a resource")) {
+                admin_resource(c, req, resp, p + 9, false);
+            }
+        } else {
+            problem(resp, 405, "MethodNotAllowed", "%s is not allowed on a resource", m);
+        }
+    } else if (!strncmp(p, "admin/resource/", 15) && get) {
+        cista_error *err = NULL;
+        if (kbs_check_resource_path(p + 15, &err) < 0) {
+            problem_err(resp, 400, "InvalidRequestPath", err);
+            err_free(err);
+        } else if (admin_auth(c, req, resp, "reading a resource")) {
+            admin_resource(c, req, resp, p + 15, true);
+        }
+    } else if (!strcmp(p, "admin/resources") && get) {
+        if (admin_auth(c, req, resp, "listing resources")) {
+            cista_error *err = NULL;
+            _cleanup_json_ json_t *list = NULL;
+            int r = kbs_store_list_resources(c->store, &list, &err);
+            if (r == 0) {
+                _cleanup_json_ json_t *o = json_pack("{s:O}", "resources", list);
+                reply_json(resp, 200, o);
+            }
+            admin_done(c, req, resp, r, err, "list-resources", NULL);
+        }
+    } else if ((!strcmp(p, "reference-values") || !strcmp(p, "reference-value")) &&
+               (get || post || put)) {
+        if (admin_auth(c, req, resp, "reference values"))
+            admin_refvals(c, req, resp);
+    } else if (!strcmp(p, "resource-policy") && (get || post)) {
+        if (admin_auth(c, req, resp, "release policies"))
+            admin_policy(c, req, resp, NULL);
+    } else if (!strncmp(p, "resource-policy/", 16) && (get || post || put || del)) {
+        if (admin_auth(c, req, resp, "release policies"))
+            admin_policy(c, req, resp, p + 16);
+    } else if (!strcmp(p, "audit") && get) {
+        if (admin_auth(c, req, resp, "the audit log"))
+            admin_audit(c, req, resp);
+    } else if (!strcmp(p, "token-key") && get) {
+        _cleanup_json_ json_t *jwk = NULL;
+        cista_error *err = NULL;
+        if (jwk_from_key(&jwk, c->sh->sign_key, false, &err) == 0) {
+            _cleanup_json_ json_t *o = json_pack("{s:[O]}", "keys", jwk);
+            reply_json(resp, 200, o);
+        } else {
+            problem_err(resp, 500, "InternalError", err);
+        }
+        err_free(err);
+    } else {
+        problem(resp, 404, "InvalidRequestPath", "no endpoint %s /kbs/v0/%.64s", m, p);
+    }
+}
+
+/* ---- contexts ---- */
+
+static void free_keys(EVP_PKEY **k, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        EVP_PKEY_free(k[i]);
+    free(k);
+}
+
+void kbs__shared_free(kbs_shared *sh)
+{
+    if (!sh)
+        return;
+    EVP_PKEY_free(sh->sign_key);
+    EVP_PKEY_free(sh->admin_pub);
+    free_keys(sh->sim_keys, sh->sim_key_count);
+    free_keys(sh->tpm_aks, sh->tpm_ak_count);
+    for (size_t i = 0; i < sh->coll_count; i++)
+        ev_collateral_free(sh->colls[i].c);
+    free(sh->colls);
+    kbs_sessions_free(sh->sessions);
+    crypto_cleanse(sh->master_key, sizeof(sh->master_key));
+    free(sh);
+}
+
+int kbs__shared_new(kbs_shared **out, const kbs_config *cfg, cista_error **err)
+{
+    kbs_shared *sh = xzalloc(sizeof(*sh));
+    sh->cfg = cfg;
+    int r = 0;
+    if (!cfg->signing_key_file) {
+        r = err_set(err, -EINVAL, "no signing_key configured (run `cista kbs init`)");
+        goto fail;
+    }
+    if ((r = crypto_key_load_file(&sh->sign_key, cfg->signing_key_file, true, err)) < 0)
+        goto fail;
+    if (!crypto_key_ec_crv(sh->sign_key) || strcmp(crypto_key_ec_crv(sh->sign_key), "P-256")) {
+        r = err_set(err, -EINVAL, "signing key %s must be an EC P-256 key (ES256)",
+                    cfg->signing_key_file);
+        goto fail;
+    }
+    if (cfg->admin_pubkey_file &&
+        (r = crypto_key_load_file(&sh->admin_pub, cfg->admin_pubkey_file, false, err)) < 0)
+        goto fail;
+    if (cfg->master_key_file) {
+        if ((r = kbs_master_key_load(sh->master_key, cfg->master_key_file, err)) < 0)
+            goto fail;
+        sh->has_master_key = true;
+    }
+    sh->sim_keys = xzalloc((cfg->sim_key_count + 1) * sizeof(EVP_PKEY *));
+    for (size_t i = 0; i < cfg->sim_key_count; i++) {
+        if ((r = crypto_key_load_file(&sh->sim_keys[i], cfg->sim_keys[i], false, err)) < 0)
+            goto fail;
+        sh->sim_key_count++;
+    }
+    sh->tpm_aks = xzalloc((cfg->tpm_ak_count + 1) * sizeof(EVP_PKEY *));
+    for (size_t i = 0; i < cfg->tpm_ak_count; i++) {
+        if ((r = crypto_key_load_file(&sh->tpm_aks[i], cfg->tpm_aks[i], false, err)) < 0)
+            goto fail;
+        sh->tpm_ak_count++;
+    }
+    sh->colls = xzalloc((json_object_size(cfg->collateral) + 1) * sizeof(*sh->colls));
+    const char *k;
+    json_t *v;
+    json_object_foreach(cfg->collateral, k, v)
+    {
+        kbs_collateral_set *cs = &sh->colls[sh->coll_count];
+        snprintf(cs->tee, sizeof(cs->tee), "%s", k);
+        cs->c = ev_collateral_new();
+        sh->coll_count++;
+        if ((r = ev_collateral_load_dir(cs->c, json_string_value(v), err)) < 0)
+            goto fail;
+    }
+    if (!strcmp(cfg->sessions, "memory"))
+        sh->sessions = kbs_sessions_new(cfg->max_sessions);
+    *out = sh;
+    return 0;
+fail:
+    kbs__shared_free(sh);
+    return err_wrap(err, "KBS setup");
+}
+
+int kbs__ctx_new(kbs_ctx **out, kbs_shared *sh, bool init_schema, cista_error **err)
+{
+    kbs_store_opts o = {.kind = sh->cfg->store,
+                        .sqlite_path = sh->cfg->sqlite_path,
+                        .pg_dsn = sh->cfg->pg_dsn,
+                        .master_key = sh->has_master_key ? sh->master_key : NULL,
+                        .init_schema = init_schema};
+    kbs_store *st = NULL;
+    int r = kbs_store_open(&st, &o, err);
+    if (r < 0)
+        return r;
+    kbs_ctx *c = xzalloc(sizeof(*c));
+    c->sh = sh;
+    c->store = st;
+    *out = c;
+    return 0;
+}
+
+int kbs_ctx_new(kbs_ctx **out, const kbs_config *cfg, cista_error **err)
+{
+    kbs_shared *sh = NULL;
+    int r = kbs__shared_new(&sh, cfg, err);
+    if (r < 0)
+        return r;
+    if ((r = kbs__ctx_new(out, sh, true, err)) < 0) {
+        kbs__shared_free(sh);
+        return r;
+    }
+    (*out)->own_shared = true;
+    return 0;
+}
+
+void kbs_ctx_free(kbs_ctx *c)
+{
+    if (!c)
+        return;
+    kbs_store_close(c->store);
+    if (c->own_shared)
+        kbs__shared_free(c->sh);
+    free(c);
+}

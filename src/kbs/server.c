@@ -1,0 +1,451 @@
+/*
+ * server.c - the KBS HTTP(S) server (see kbs.h): libevent's evhttp with
+ * bufferevent_openssl for TLS 1.3 / 1.2, one worker thread per core, each
+ * with its own event base and evhttp, all accepting on one shared listening
+ * socket (each worker holds a dup of it). Handlers run to completion on the
+ * worker's thread with the worker's own store connection.
+ *
+ * Limits against hostile or slow clients: body size (KBS_MAX_BODY), header
+ * size (16 KiB), a read/write timeout (config "timeout"), only GET, POST,
+ * PUT and DELETE. kbs_server_stop() writes one byte to a pipe every worker
+ * watches: each stops accepting, lets in-flight replies drain for up to one
+ * second, and exits its loop.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "crypto/crypto.h"
+#include "kbs/kbs_int.h"
+#include "util/log.h"
+#include "util/util.h"
+
+typedef struct worker worker;
+
+struct kbs_server {
+    const kbs_config *cfg;
+    kbs_shared *sh;
+    SSL_CTX *ssl;
+    int listen_fd;
+    char addr[80];
+    unsigned nworkers;
+    worker *workers;
+    int stop_pipe[2];
+};
+
+struct worker {
+    kbs_server *s;
+    pthread_t th;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *stop_ev;
+    kbs_ctx *ctx;
+    bool started;
+};
+
+static pthread_once_t g_evthread_once = PTHREAD_ONCE_INIT;
+
+static void evthread_init(void)
+{
+    evthread_use_pthreads();
+}
+
+/* ---- listening socket ---- */
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
+static int open_listener(kbs_server *s, cista_error **err)
+{
+    char host[256];
+    const char *l = s->cfg->listen;
+    const char *colon = strrchr(l, ':');
+    if (!colon || colon == l || strlen(l) >= sizeof(host))
+        return err_set(err, -EINVAL, "listen address \"%s\" must be HOST:PORT", l);
+    size_t hl = (size_t)(colon - l);
+    if (l[0] == '[' && hl >= 2 && l[hl - 1] == ']')
+        snprintf(host, sizeof(host), "%.*s", (int)(hl - 2), l + 1);
+    else
+        snprintf(host, sizeof(host), "%.*s", (int)hl, l);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    int gr = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (gr != 0)
+        return err_set(err, -EINVAL, "listen address %s: %s", l, gai_strerror(gr));
+    int r = 0;
+    if (!s->ssl && !s->cfg->insecure_http && !is_loopback(ai->ai_addr)) {
+        freeaddrinfo(ai);
+        return err_set(err, -EINVAL,
+                       "refusing plain HTTP on %s, which is not a loopback address: configure "
+                       "tls.cert and tls.key, or pass --insecure-http",
+                       l);
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        r = err_set_sys(err, -errno, "socket");
+        goto out;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Inherited by accepted sockets on Linux: small replies must not wait for delayed ACKs. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        r = err_set_sys(err, -errno, "bind %s", l);
+        close(fd);
+        goto out;
+    }
+    if (listen(fd, 1024) < 0) {
+        r = err_set_sys(err, -errno, "listen %s", l);
+        close(fd);
+        goto out;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    char h[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (ss.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, h, sizeof(h));
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        snprintf(s->addr, sizeof(s->addr), "%s:%u", h, port);
+    } else {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, h, sizeof(h));
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        snprintf(s->addr, sizeof(s->addr), "[%s]:%u", h, port);
+    }
+    s->listen_fd = fd;
+out:
+    freeaddrinfo(ai);
+    return r;
+}
+
+static int make_ssl(kbs_server *s, cista_error **err)
+{
+    const kbs_config *c = s->cfg;
+    if (!c->tls_cert && !c->tls_key)
+        return 0;
+    if (!c->tls_cert || !c->tls_key)
+        return err_set(err, -EINVAL, "tls needs both cert and key");
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return err_set_ssl(err, -ENOMEM, "SSL_CTX_new");
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+    if (SSL_CTX_use_certificate_chain_file(ctx, c->tls_cert) != 1) {
+        SSL_CTX_free(ctx);
+        return err_set_ssl(err, -EINVAL, "TLS certificate %s", c->tls_cert);
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, c->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return err_set_ssl(err, -EINVAL, "TLS key %s (or it does not match the certificate)",
+                           c->tls_key);
+    }
+    s->ssl = ctx;
+    return 0;
+}
+
+/* ---- requests ---- */
+
+static struct bufferevent *make_bev(struct event_base *base, void *arg)
+{
+    worker *w = arg;
+    SSL *ssl = SSL_new(w->s->ssl);
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (bev)
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+static void body_cleanup(const void *data, size_t size, void *extra)
+{
+    (void)extra;
+    crypto_free_secret((void *)data, size);
+}
+
+static const char *reason_phrase(int st)
+{
+    switch (st) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return st >= 500 ? "Internal Server Error" : "Error";
+    }
+}
+
+static void on_request(struct evhttp_request *hreq, void *arg)
+{
+    worker *w = arg;
+    const char *method;
+    switch (evhttp_request_get_command(hreq)) {
+    case EVHTTP_REQ_GET:
+        method = "GET";
+        break;
+    case EVHTTP_REQ_POST:
+        method = "POST";
+        break;
+    case EVHTTP_REQ_PUT:
+        method = "PUT";
+        break;
+    case EVHTTP_REQ_DELETE:
+        method = "DELETE";
+        break;
+    default:
+        evhttp_send_error(hreq, 405, "Method Not Allowed");
+        return;
+    }
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(hreq);
+    const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!raw_path || strlen(raw_path) > 1024) {
+        evhttp_send_error(hreq, 400, "Bad Request");
+        return;
+    }
+    size_t plen = 0;
+    char *path = evhttp_uridecode(raw_path, 0, &plen);
+    if (!path || strlen(path) != plen) {
+        free(path);
+        evhttp_send_error(hreq, 400, "Bad Request");
+        return;
+    }
+    struct evkeyvalq *in = evhttp_request_get_input_headers(hreq);
+    struct evbuffer *ib = evhttp_request_get_input_buffer(hreq);
+    size_t blen = evbuffer_get_length(ib);
+    const uint8_t *body = blen ? evbuffer_pullup(ib, (ev_ssize_t)blen) : (const uint8_t *)"";
+    char peer[80] = "";
+    struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
+    if (conn) {
+        const char *addr = NULL;
+        ev_uint16_t port = 0;
+        evhttp_connection_get_peer(conn, (char **)&addr, &port);
+        snprintf(peer, sizeof(peer), "%s:%u", addr ? addr : "?", port);
+    }
+    kbs_request req = {
+        .method = method,
+        .path = path,
+        .query = uri ? evhttp_uri_get_query(uri) : NULL,
+        .cookie = evhttp_find_header(in, "Cookie"),
+        .authorization = evhttp_find_header(in, "Authorization"),
+        .body = body,
+        .body_size = blen,
+        .peer = peer,
+        .tls = w->s->ssl != NULL,
+    };
+    kbs_response resp;
+    memset(&resp, 0, sizeof(resp));
+    kbs_handle(w->ctx, &req, &resp);
+    free(path);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(hreq);
+    if (resp.content_type)
+        evhttp_add_header(out, "Content-Type", resp.content_type);
+    evhttp_add_header(out, "Cache-Control", "no-store");
+    if (resp.set_cookie)
+        evhttp_add_header(out, "Set-Cookie", resp.set_cookie);
+    struct evbuffer *ob = evbuffer_new();
+    size_t bsize = 0;
+    uint8_t *bdata = buf_steal(&resp.body, &bsize);
+    if (bdata && bsize)
+        evbuffer_add_reference(ob, bdata, bsize, body_cleanup, NULL);
+    else
+        free(bdata);
+    int status = resp.status ? resp.status : 500;
+    evhttp_send_reply(hreq, status, reason_phrase(status), ob);
+    evbuffer_free(ob);
+    kbs_response_clear(&resp);
+}
+
+/* ---- workers ---- */
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    if (w->bound) {
+        evhttp_del_accept_socket(w->http, w->bound);
+        w->bound = NULL;
+    }
+    event_del(w->stop_ev);
+    struct timeval tv = {1, 0};
+    event_base_loopexit(w->base, &tv);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static int worker_setup(worker *w, kbs_server *s, cista_error **err)
+{
+    w->s = s;
+    int r = kbs__ctx_new(&w->ctx, s->sh, false, err);
+    if (r < 0)
+        return r;
+    w->base = event_base_new();
+    w->http = w->base ? evhttp_new(w->base) : NULL;
+    if (!w->http)
+        return err_set(err, -ENOMEM, "libevent: cannot create an event base / evhttp");
+    evhttp_set_max_body_size(w->http, KBS_MAX_BODY);
+    evhttp_set_max_headers_size(w->http, 16384);
+    evhttp_set_timeout(w->http, (int)s->cfg->timeout);
+    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                            EVHTTP_REQ_DELETE);
+    evhttp_set_gencb(w->http, on_request, w);
+    if (s->ssl)
+        evhttp_set_bevcb(w->http, make_bev, w);
+    int fd = fcntl(s->listen_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "dup listening socket");
+    w->bound = evhttp_accept_socket_with_handle(w->http, fd);
+    if (!w->bound) {
+        close(fd);
+        return err_set(err, -EIO, "libevent: cannot accept on the listening socket");
+    }
+    w->stop_ev = event_new(w->base, s->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, w);
+    event_add(w->stop_ev, NULL);
+    return 0;
+}
+
+static void worker_teardown(worker *w)
+{
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->http)
+        evhttp_free(w->http);
+    if (w->base)
+        event_base_free(w->base);
+    kbs_ctx_free(w->ctx);
+}
+
+int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
+{
+    pthread_once(&g_evthread_once, evthread_init);
+    kbs_server *s = xzalloc(sizeof(*s));
+    s->cfg = cfg;
+    s->listen_fd = -1;
+    s->stop_pipe[0] = s->stop_pipe[1] = -1;
+    int r;
+    if ((r = kbs__shared_new(&s->sh, cfg, err)) < 0)
+        goto fail;
+    {
+        /* Create the schema once, before the workers connect. */
+        kbs_ctx *c = NULL;
+        if ((r = kbs__ctx_new(&c, s->sh, true, err)) < 0)
+            goto fail;
+        kbs_ctx_free(c);
+    }
+    if ((r = make_ssl(s, err)) < 0 || (r = open_listener(s, err)) < 0)
+        goto fail;
+    if (pipe2(s->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        r = err_set_sys(err, -errno, "pipe");
+        goto fail;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->nworkers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    s->workers = xzalloc(s->nworkers * sizeof(worker));
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if ((r = worker_setup(&s->workers[i], s, err)) < 0)
+            goto fail;
+    *out = s;
+    return 0;
+fail:
+    kbs_server_free(s);
+    return err_wrap(err, "KBS server");
+}
+
+int kbs_server_run(kbs_server *s, cista_error **err)
+{
+    log_info("KBS listening on %s (%s, %u workers, store %s)", s->addr,
+             s->ssl ? "TLS" : "plain HTTP", s->nworkers, s->cfg->store);
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        int rc = pthread_create(&s->workers[i].th, NULL, worker_main, &s->workers[i]);
+        if (rc != 0) {
+            kbs_server_stop(s);
+            for (unsigned j = 0; j < i; j++)
+                pthread_join(s->workers[j].th, NULL);
+            return err_set(err, -rc, "cannot start worker thread %u", i);
+        }
+        s->workers[i].started = true;
+    }
+    for (unsigned i = 0; i < s->nworkers; i++) {
+        pthread_join(s->workers[i].th, NULL);
+        s->workers[i].started = false;
+    }
+    log_info("KBS stopped");
+    return 0;
+}
+
+void kbs_server_stop(kbs_server *s)
+{
+    if (s && s->stop_pipe[1] >= 0) {
+        char b = 1;
+        ssize_t n = write(s->stop_pipe[1], &b, 1);
+        (void)n;
+    }
+}
+
+const char *kbs_server_address(const kbs_server *s)
+{
+    return s->addr;
+}
+
+void kbs_server_free(kbs_server *s)
+{
+    if (!s)
+        return;
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++)
+        worker_teardown(&s->workers[i]);
+    free(s->workers);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    if (s->stop_pipe[0] >= 0)
+        close(s->stop_pipe[0]);
+    if (s->stop_pipe[1] >= 0)
+        close(s->stop_pipe[1]);
+    if (s->ssl)
+        SSL_CTX_free(s->ssl);
+    kbs__shared_free(s->sh);
+    free(s);
+}

@@ -1,0 +1,205 @@
+/*
+ * session.c - the bounded in-memory RCAR session table (see kbs.h).
+ *
+ * Open hashing over a fixed bucket array sized from the bound, one mutex.
+ * An idle (challenged) session costs one kbs_session plus a next pointer;
+ * the attestation token is only held once the session is attested. When
+ * the table is full, expired sessions are swept before a new one is
+ * refused, so a flood of /auth calls cannot grow memory past the bound.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/crypto.h"
+#include "kbs/kbs.h"
+#include "util/util.h"
+
+typedef struct entry entry;
+struct entry {
+    entry *next;
+    kbs_session s;
+};
+
+struct kbs_sessions {
+    pthread_mutex_t lock;
+    entry **buckets;
+    size_t nbuckets;
+    size_t count;
+    size_t max;
+};
+
+size_t kbs_sessions_idle_bytes(void)
+{
+    /* The entry plus its share of the bucket array (one pointer per slot). */
+    return sizeof(entry) + sizeof(entry *);
+}
+
+static uint64_t hash_id(const char *id)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a; ids are random, no keyed hash needed */
+    for (; *id; id++)
+        h = (h ^ (uint8_t)*id) * 1099511628211ull;
+    return h;
+}
+
+kbs_sessions *kbs_sessions_new(size_t max)
+{
+    kbs_sessions *t = xzalloc(sizeof(*t));
+    pthread_mutex_init(&t->lock, NULL);
+    t->max = max ? max : 1;
+    t->nbuckets = t->max < 16 ? 16 : t->max;
+    t->buckets = xzalloc(t->nbuckets * sizeof(entry *));
+    return t;
+}
+
+void kbs_session_clear(kbs_session *s)
+{
+    if (s->token)
+        crypto_free_secret(s->token, strlen(s->token));
+    crypto_cleanse(s, sizeof(*s));
+}
+
+static void entry_free(entry *e)
+{
+    kbs_session_clear(&e->s);
+    free(e);
+}
+
+void kbs_sessions_free(kbs_sessions *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        entry *e = t->buckets[i];
+        while (e) {
+            entry *n = e->next;
+            entry_free(e);
+            e = n;
+        }
+    }
+    free(t->buckets);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+static void sweep(kbs_sessions *t, time_t now)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        entry **pp = &t->buckets[i];
+        while (*pp) {
+            entry *e = *pp;
+            if (e->s.expires <= now) {
+                *pp = e->next;
+                entry_free(e);
+                t->count--;
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+}
+
+/* Caller holds the lock. Constant-time comparison of the (secret) id. */
+static entry **lookup(kbs_sessions *t, const char *id)
+{
+    if (strlen(id) != KBS_SESSION_ID_LEN)
+        return NULL;
+    entry **pp = &t->buckets[hash_id(id) % t->nbuckets];
+    for (; *pp; pp = &(*pp)->next)
+        if (crypto_memeq((*pp)->s.id, id, KBS_SESSION_ID_LEN))
+            return pp;
+    return NULL;
+}
+
+int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_error **err)
+{
+    if (strlen(s->id) != KBS_SESSION_ID_LEN)
+        return err_set(err, -EINVAL, "session id must be %d characters", KBS_SESSION_ID_LEN);
+    pthread_mutex_lock(&t->lock);
+    if (t->count >= t->max)
+        sweep(t, now);
+    if (t->count >= t->max) {
+        size_t max = t->max;
+        pthread_mutex_unlock(&t->lock);
+        return err_set(err, -EBUSY,
+                       "the session table is full (%zu live sessions); retry later or raise "
+                       "sessions.max",
+                       max);
+    }
+    entry *e = xzalloc(sizeof(*e));
+    e->s = *s;
+    e->s.token = s->token ? xstrdup(s->token) : NULL;
+    entry **b = &t->buckets[hash_id(s->id) % t->nbuckets];
+    e->next = *b;
+    *b = e;
+    t->count++;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t now)
+{
+    pthread_mutex_lock(&t->lock);
+    entry **pp = lookup(t, id);
+    int r = 0;
+    if (!pp) {
+        r = -ENOENT;
+    } else if ((*pp)->s.expires <= now) {
+        entry *e = *pp;
+        *pp = e->next;
+        entry_free(e);
+        t->count--;
+        r = -ETIMEDOUT;
+    } else {
+        *out = (*pp)->s;
+        out->token = (*pp)->s.token ? xstrdup((*pp)->s.token) : NULL;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now)
+{
+    pthread_mutex_lock(&t->lock);
+    entry **pp = lookup(t, id);
+    int r = 0;
+    if (!pp)
+        r = -ENOENT;
+    else if ((*pp)->s.expires <= now)
+        r = -ETIMEDOUT;
+    else if ((*pp)->s.state != KBS_SESSION_CHALLENGED)
+        r = -EALREADY;
+    else
+        (*pp)->s.state = KBS_SESSION_USED;
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, time_t expires)
+{
+    pthread_mutex_lock(&t->lock);
+    entry **pp = lookup(t, id);
+    int r = 0;
+    if (!pp) {
+        r = -ENOENT;
+    } else {
+        entry *e = *pp;
+        if (e->s.token)
+            crypto_free_secret(e->s.token, strlen(e->s.token));
+        e->s.token = xstrdup(token);
+        e->s.state = KBS_SESSION_ATTESTED;
+        e->s.expires = expires;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+size_t kbs_sessions_count(kbs_sessions *t)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t n = t->count;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}

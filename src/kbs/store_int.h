@@ -1,0 +1,42 @@
+/*
+ * store_int.h - the backend vtable shared by store.c (encryption, audit
+ * chain, argument checks) and the SQLite and PostgreSQL backends. Values
+ * handed to a backend are already encrypted; the backends only move bytes.
+ */
+#ifndef CISTA_KBS_STORE_INT_H
+#define CISTA_KBS_STORE_INT_H
+
+#include "kbs/store.h"
+
+typedef struct kbs_backend kbs_backend;
+
+typedef struct {
+    const char *name;
+    int (*open)(kbs_backend **out, const kbs_store_opts *o, cista_error **err);
+    void (*close)(kbs_backend *b);
+    /* key/value namespaces: "resource", "policy", "refvals" */
+    int (*kv_put)(kbs_backend *b, const char *ns, const char *key, const void *v, size_t size,
+                  cista_error **err);
+    int (*kv_get)(kbs_backend *b, uint8_t **out, size_t *out_size, const char *ns, const char *key,
+                  cista_error **err);
+    int (*kv_delete)(kbs_backend *b, const char *ns, const char *key, cista_error **err);
+    int (*kv_list)(kbs_backend *b, json_t **out, const char *ns, cista_error **err);
+    int (*use_jti)(kbs_backend *b, const char *jti, time_t exp, time_t now, cista_error **err);
+    int (*sess_add)(kbs_backend *b, const kbs_session *s, time_t now, cista_error **err);
+    int (*sess_find)(kbs_backend *b, kbs_session *out, const char *id, time_t now,
+                     cista_error **err);
+    int (*sess_consume)(kbs_backend *b, const char *id, time_t now, cista_error **err);
+    int (*sess_set_token)(kbs_backend *b, const char *id, const char *token, time_t expires,
+                          cista_error **err);
+    /* Append @body atomically after the current last entry (the backend locks). */
+    int (*audit_append)(kbs_backend *b, const char *body, time_t now, cista_error **err);
+    int (*audit_list)(kbs_backend *b, json_t **out, int64_t after, size_t limit, cista_error **err);
+} kbs_backend_ops;
+
+extern const kbs_backend_ops kbs__sqlite_ops;
+extern const kbs_backend_ops kbs__pg_ops;
+
+/* hash = hex SHA-256(prev_hex || "\n" || time || "\n" || body); @out holds 65 bytes. */
+void kbs__audit_hash(char out[65], const char *prev_hex, int64_t time, const char *body);
+
+#endif

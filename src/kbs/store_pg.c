@@ -1,0 +1,376 @@
+/*
+ * store_pg.c - the PostgreSQL backend of the KBS store (see store.h), over
+ * libpq with parameterised statements only. Several KBS replicas share the
+ * database: schema creation runs under an advisory lock, the audit chain is
+ * extended under a transaction-scoped advisory lock so concurrent appends
+ * from different replicas stay one chain, and single-use nonces are consumed
+ * by one conditional UPDATE. Commits are durable (synchronous_commit on, the
+ * server default) before a call returns. A trigger refuses UPDATE and
+ * DELETE on the audit table.
+ */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kbs/store_int.h"
+#include "util/json.h"
+#include "util/util.h"
+
+#define LOCK_SCHEMA "7306421001"
+#define LOCK_AUDIT "7306421002"
+
+struct kbs_backend {
+    PGconn *conn;
+};
+
+static const char *const g_schema =
+    "CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, key TEXT NOT NULL, value BYTEA NOT NULL,"
+    " PRIMARY KEY (ns, key));"
+    "CREATE TABLE IF NOT EXISTS jti (jti TEXT PRIMARY KEY, exp BIGINT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, nonce BYTEA NOT NULL,"
+    " tee TEXT NOT NULL, proto INTEGER NOT NULL, hash INTEGER NOT NULL, state INTEGER NOT NULL,"
+    " expires BIGINT NOT NULL, token TEXT);"
+    "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);"
+    "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL,"
+    " body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE OR REPLACE FUNCTION cista_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;"
+    "CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit"
+    " FOR EACH ROW EXECUTE FUNCTION cista_audit_append_only();";
+
+static void res_clear(PGresult **r)
+{
+    PQclear(*r);
+}
+#define _cleanup_res_ __attribute__((cleanup(res_clear)))
+
+static int pg_fail(kbs_backend *b, PGresult *res, const char *what, cista_error **err)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn);
+    int code = -EIO;
+    if (state && !strcmp(state, "23505"))
+        code = -EEXIST;
+    else if (PQstatus(b->conn) != CONNECTION_OK)
+        code = -ECONNRESET;
+    _cleanup_free_ char *m = xstrdup(msg ? msg : "?");
+    size_t n = strlen(m);
+    while (n && (m[n - 1] == '\n' || m[n - 1] == ' '))
+        m[--n] = 0;
+    return err_set(err, code, "PostgreSQL %s: %s", what, m);
+}
+
+/* Run @sql; params are text unless a length is given (then binary). */
+static int run(kbs_backend *b, PGresult **out, const char *sql, int n, const char *const *vals,
+               const int *lens, int binary_result, const char *what, cista_error **err)
+{
+    int fmts[8] = {0};
+    for (int i = 0; i < n && i < 8; i++)
+        fmts[i] = lens && lens[i] >= 0 ? 1 : 0;
+    int attempt = 0;
+    for (;;) {
+        PGresult *res = PQexecParams(b->conn, sql, n, NULL, vals, lens, fmts, binary_result);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            if (out)
+                *out = res;
+            else
+                PQclear(res);
+            return 0;
+        }
+        /* A dropped connection (server restart) is retried once after a reset. */
+        if (PQstatus(b->conn) != CONNECTION_OK && attempt++ == 0) {
+            PQclear(res);
+            PQreset(b->conn);
+            if (PQstatus(b->conn) == CONNECTION_OK)
+                continue;
+            return pg_fail(b, NULL, what, err);
+        }
+        int r = pg_fail(b, res, what, err);
+        PQclear(res);
+        return r;
+    }
+}
+
+static void pg_close(kbs_backend *b)
+{
+    if (!b)
+        return;
+    PQfinish(b->conn);
+    free(b);
+}
+
+static int pg_open(kbs_backend **out, const kbs_store_opts *o, cista_error **err)
+{
+    if (!o->pg_dsn)
+        return err_set(err, -EINVAL, "no PostgreSQL DSN configured (store.dsn)");
+    kbs_backend *b = xzalloc(sizeof(*b));
+    b->conn = PQconnectdb(o->pg_dsn);
+    if (!b->conn || PQstatus(b->conn) != CONNECTION_OK) {
+        _cleanup_free_ char *m = xstrdup(b->conn ? PQerrorMessage(b->conn) : "out of memory");
+        size_t n = strlen(m);
+        while (n && m[n - 1] == '\n')
+            m[--n] = 0;
+        pg_close(b);
+        /* The DSN may hold a password: it is not repeated here. */
+        return err_set(err, -ECONNREFUSED, "PostgreSQL connect: %s", m);
+    }
+    int r = run(b, NULL, "SET synchronous_commit = on", 0, NULL, NULL, 0, "settings", err);
+    if (r == 0 && o->init_schema) {
+        r = run(b, NULL, "SELECT pg_advisory_lock(" LOCK_SCHEMA ")", 0, NULL, NULL, 0, "lock", err);
+        if (r == 0) {
+            PGresult *res = PQexec(b->conn, g_schema);
+            if (PQresultStatus(res) != PGRES_COMMAND_OK)
+                r = pg_fail(b, res, "schema", err);
+            PQclear(res);
+            cista_error *e2 = NULL;
+            (void)run(b, NULL, "SELECT pg_advisory_unlock(" LOCK_SCHEMA ")", 0, NULL, NULL, 0,
+                      "unlock", &e2);
+            err_free(e2);
+        }
+    }
+    if (r < 0) {
+        pg_close(b);
+        return r;
+    }
+    *out = b;
+    return 0;
+}
+
+static int pg_kv_put(kbs_backend *b, const char *ns, const char *key, const void *v, size_t size,
+                     cista_error **err)
+{
+    const char *vals[3] = {ns, key, v};
+    int lens[3] = {-1, -1, (int)size};
+    return run(b, NULL,
+               "INSERT INTO kv (ns, key, value) VALUES ($1, $2, $3)"
+               " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
+               3, vals, lens, 0, "put", err);
+}
+
+static int pg_kv_get(kbs_backend *b, uint8_t **out, size_t *out_size, const char *ns,
+                     const char *key, cista_error **err)
+{
+    const char *vals[2] = {ns, key};
+    _cleanup_res_ PGresult *res = NULL;
+    int r = run(b, &res, "SELECT value FROM kv WHERE ns = $1 AND key = $2", 2, vals, NULL, 1, "get",
+                err);
+    if (r < 0)
+        return r;
+    if (PQntuples(res) == 0)
+        return err_set(err, -ENOENT, "%s %s does not exist", ns, key);
+    size_t n = (size_t)PQgetlength(res, 0, 0);
+    uint8_t *copy = xmalloc(n + 1);
+    memcpy(copy, PQgetvalue(res, 0, 0), n);
+    copy[n] = 0;
+    *out = copy;
+    *out_size = n;
+    return 0;
+}
+
+static int pg_kv_delete(kbs_backend *b, const char *ns, const char *key, cista_error **err)
+{
+    const char *vals[2] = {ns, key};
+    _cleanup_res_ PGresult *res = NULL;
+    int r =
+        run(b, &res, "DELETE FROM kv WHERE ns = $1 AND key = $2", 2, vals, NULL, 0, "delete", err);
+    if (r < 0)
+        return r;
+    if (strcmp(PQcmdTuples(res), "0") == 0)
+        return err_set(err, -ENOENT, "%s %s does not exist", ns, key);
+    return 0;
+}
+
+static int pg_kv_list(kbs_backend *b, json_t **out, const char *ns, cista_error **err)
+{
+    const char *vals[1] = {ns};
+    _cleanup_res_ PGresult *res = NULL;
+    int r = run(b, &res, "SELECT key FROM kv WHERE ns = $1 ORDER BY key COLLATE \"C\"", 1, vals,
+                NULL, 0, "list", err);
+    if (r < 0)
+        return r;
+    json_t *a = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(a, json_string(PQgetvalue(res, i, 0)));
+    *out = a;
+    return 0;
+}
+
+static int pg_use_jti(kbs_backend *b, const char *jti, time_t exp, time_t now, cista_error **err)
+{
+    char e[32], old[32];
+    snprintf(e, sizeof(e), "%lld", (long long)exp);
+    snprintf(old, sizeof(old), "%lld", (long long)now - 600);
+    const char *v1[1] = {old};
+    int r = run(b, NULL, "DELETE FROM jti WHERE exp < $1", 1, v1, NULL, 0, "prune jti", err);
+    if (r < 0)
+        return r;
+    const char *v2[2] = {jti, e};
+    _cleanup_res_ PGresult *res = NULL;
+    r = run(b, &res, "INSERT INTO jti (jti, exp) VALUES ($1, $2) ON CONFLICT DO NOTHING", 2, v2,
+            NULL, 0, "jti", err);
+    if (r < 0)
+        return r;
+    if (strcmp(PQcmdTuples(res), "1") != 0)
+        return err_set(err, -EEXIST, "admin token replayed: its jti was already used");
+    return 0;
+}
+
+static int pg_sess_add(kbs_backend *b, const kbs_session *s, time_t now, cista_error **err)
+{
+    char t[32], p[8], h[8], st[8], ex[32];
+    snprintf(t, sizeof(t), "%lld", (long long)now);
+    const char *v1[1] = {t};
+    int r = run(b, NULL, "DELETE FROM sessions WHERE expires < $1", 1, v1, NULL, 0,
+                "prune sessions", err);
+    if (r < 0)
+        return r;
+    snprintf(p, sizeof(p), "%d", s->proto);
+    snprintf(h, sizeof(h), "%d", s->hash);
+    snprintf(st, sizeof(st), "%d", s->state);
+    snprintf(ex, sizeof(ex), "%lld", (long long)s->expires);
+    const char *vals[7] = {s->id, (const char *)s->nonce, s->tee, p, h, st, ex};
+    int lens[7] = {-1, KBS_NONCE_SIZE, -1, -1, -1, -1, -1};
+    return run(b, NULL,
+               "INSERT INTO sessions (id, nonce, tee, proto, hash, state, expires)"
+               " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+               7, vals, lens, 0, "session add", err);
+}
+
+static int pg_sess_find(kbs_backend *b, kbs_session *out, const char *id, time_t now,
+                        cista_error **err)
+{
+    const char *vals[1] = {id};
+    _cleanup_res_ PGresult *res = NULL;
+    /* Binary results: integers arrive big-endian; read them as text instead via casts. */
+    int r = run(b, &res,
+                "SELECT nonce, tee, proto::text, hash::text, state::text, expires::text, token"
+                " FROM sessions WHERE id = $1",
+                1, vals, NULL, 1, "session find", err);
+    if (r < 0)
+        return r;
+    if (PQntuples(res) == 0)
+        return err_set(err, -ENOENT, "unknown session");
+    memset(out, 0, sizeof(*out));
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    if (PQgetlength(res, 0, 0) == KBS_NONCE_SIZE)
+        memcpy(out->nonce, PQgetvalue(res, 0, 0), KBS_NONCE_SIZE);
+    snprintf(out->tee, sizeof(out->tee), "%.*s", PQgetlength(res, 0, 1), PQgetvalue(res, 0, 1));
+    _cleanup_free_ char *pr = xstrndup(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2));
+    _cleanup_free_ char *ha = xstrndup(PQgetvalue(res, 0, 3), (size_t)PQgetlength(res, 0, 3));
+    _cleanup_free_ char *sa = xstrndup(PQgetvalue(res, 0, 4), (size_t)PQgetlength(res, 0, 4));
+    _cleanup_free_ char *ex = xstrndup(PQgetvalue(res, 0, 5), (size_t)PQgetlength(res, 0, 5));
+    out->proto = (uint8_t)atoi(pr);
+    out->hash = (uint8_t)atoi(ha);
+    out->state = (uint8_t)atoi(sa);
+    out->expires = (time_t)strtoll(ex, NULL, 10);
+    if (!PQgetisnull(res, 0, 6))
+        out->token = xstrndup(PQgetvalue(res, 0, 6), (size_t)PQgetlength(res, 0, 6));
+    if (out->expires <= now) {
+        kbs_session_clear(out);
+        return err_set(err, -ETIMEDOUT, "session expired");
+    }
+    return 0;
+}
+
+static int pg_sess_consume(kbs_backend *b, const char *id, time_t now, cista_error **err)
+{
+    char t[32];
+    snprintf(t, sizeof(t), "%lld", (long long)now);
+    const char *vals[2] = {id, t};
+    _cleanup_res_ PGresult *res = NULL;
+    int r =
+        run(b, &res, "UPDATE sessions SET state = 1 WHERE id = $1 AND state = 0 AND expires > $2",
+            2, vals, NULL, 0, "session consume", err);
+    if (r < 0)
+        return r;
+    if (strcmp(PQcmdTuples(res), "1") != 0)
+        return err_set(err, -EALREADY, "the session's nonce was already used or expired");
+    return 0;
+}
+
+static int pg_sess_set_token(kbs_backend *b, const char *id, const char *token, time_t expires,
+                             cista_error **err)
+{
+    char ex[32];
+    snprintf(ex, sizeof(ex), "%lld", (long long)expires);
+    const char *vals[3] = {id, token, ex};
+    return run(b, NULL, "UPDATE sessions SET state = 2, token = $2, expires = $3 WHERE id = $1", 3,
+               vals, NULL, 0, "session token", err);
+}
+
+static int pg_audit_append(kbs_backend *b, const char *body, time_t now, cista_error **err)
+{
+    int r = run(b, NULL, "BEGIN", 0, NULL, NULL, 0, "begin", err);
+    if (r < 0)
+        return r;
+    char prev[65] = "";
+    {
+        _cleanup_res_ PGresult *res = NULL;
+        if ((r = run(b, NULL, "SELECT pg_advisory_xact_lock(" LOCK_AUDIT ")", 0, NULL, NULL, 0,
+                     "audit lock", err)) < 0)
+            goto fail;
+        if ((r = run(b, &res, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", 0, NULL, NULL, 0,
+                     "audit head", err)) < 0)
+            goto fail;
+        if (PQntuples(res) == 1)
+            snprintf(prev, sizeof(prev), "%s", PQgetvalue(res, 0, 0));
+    }
+    char hash[65], t[32];
+    kbs__audit_hash(hash, prev, (int64_t)now, body);
+    snprintf(t, sizeof(t), "%lld", (long long)now);
+    const char *vals[4] = {t, body, prev, hash};
+    if ((r = run(b, NULL, "INSERT INTO audit (time, body, prev, hash) VALUES ($1, $2, $3, $4)", 4,
+                 vals, NULL, 0, "audit append", err)) < 0)
+        goto fail;
+    if ((r = run(b, NULL, "COMMIT", 0, NULL, NULL, 0, "commit", err)) < 0)
+        goto fail;
+    return 0;
+fail:
+    PQclear(PQexec(b->conn, "ROLLBACK"));
+    return r;
+}
+
+static int pg_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t limit,
+                         cista_error **err)
+{
+    char a[32], l[32];
+    snprintf(a, sizeof(a), "%lld", (long long)after);
+    snprintf(l, sizeof(l), "%zu", limit);
+    const char *vals[2] = {a, l};
+    _cleanup_res_ PGresult *res = NULL;
+    int r = run(b, &res,
+                "SELECT id, time, body, prev, hash FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+                2, vals, NULL, 0, "audit list", err);
+    if (r < 0)
+        return r;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_array_append_new(arr, json_pack("{s:I,s:I,s:s,s:s,s:s}", "id",
+                                             (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10),
+                                             "time",
+                                             (json_int_t)strtoll(PQgetvalue(res, i, 1), NULL, 10),
+                                             "body", PQgetvalue(res, i, 2), "prev",
+                                             PQgetvalue(res, i, 3), "hash", PQgetvalue(res, i, 4)));
+    *out = arr;
+    return 0;
+}
+
+const kbs_backend_ops kbs__pg_ops = {
+    .name = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .kv_put = pg_kv_put,
+    .kv_get = pg_kv_get,
+    .kv_delete = pg_kv_delete,
+    .kv_list = pg_kv_list,
+    .use_jti = pg_use_jti,
+    .sess_add = pg_sess_add,
+    .sess_find = pg_sess_find,
+    .sess_consume = pg_sess_consume,
+    .sess_set_token = pg_sess_set_token,
+    .audit_append = pg_audit_append,
+    .audit_list = pg_audit_list,
+};

@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# test_kbs.sh - the KBS end to end: RCAR 0.4.0 and 0.2.0 over TLS with sim evidence and with
+# swtpm-backed tpm evidence, the admin API and CLI, refusals (replayed / mismatched nonce,
+# expired session and token, report data not binding the key, evidence of another TEE,
+# policy deny, sim not allowed, admin without / with a wrong key, malformed, oversized and
+# unknown-version requests), 200 concurrent clients, kill -9 under write load, and two replicas
+# on one real PostgreSQL server. Servers are started on free loopback ports and stopped by pid.
+# Usage: tests/integration/test_kbs.sh [path/to/cista]  (from the repo root)
+set -uo pipefail
+CISTA=${1:-build/src/cli/cista}
+case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
+PGBIN=/usr/lib/postgresql/15/bin
+
+TMP=$(mktemp -d)
+PGDIR=
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  if [ -n "$PGDIR" ] && [ -f "$PGDIR/data/postmaster.pid" ]; then
+    pgpid=$(head -1 "$PGDIR/data/postmaster.pid")
+    kill -TERM "$pgpid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$pgpid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  [ -n "$PGDIR" ] && rm -rf "$PGDIR"
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+[ -n "${KEEP_TMP:-}" ] && trap - EXIT
+
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
+check() { local name=$1; shift; if "$@" >"$TMP/check.out" 2>&1; then ok "$name"; else not_ok "$name"; sed 's/^/# /' "$TMP/check.out" | head -5; fi; }
+# expect_exit NAME CODE WORDS CMD...: exit status CODE and WORDS in stdout+stderr
+expect_exit() {
+  local name=$1 code=$2 words=$3; shift 3
+  "$@" >"$TMP/out.txt" 2>&1
+  local rc=$?
+  if [ "$rc" = "$code" ] && grep -q -- "$words" "$TMP/out.txt"; then ok "$name"; else
+    not_ok "$name (exit $rc)"; sed 's/^/# /' "$TMP/out.txt" | head -5; fi
+}
+
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }
+  done
+  echo 0
+}
+
+# start_kbs NAME CONFIG [extra args]: starts `cista kbs serve`, sets KBS_PID and KBS_ADDR.
+start_kbs() {
+  local name=$1 cfg=$2; shift 2
+  "$CISTA" kbs serve --config "$cfg" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  KBS_PID=$!
+  PIDS+=("$KBS_PID")
+  KBS_ADDR=
+  for _ in $(seq 100); do
+    KBS_ADDR=$(sed -n 's/^listening on //p' "$TMP/$name.out")
+    [ -n "$KBS_ADDR" ] && return 0
+    kill -0 "$KBS_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "# $name did not start:"; sed 's/^/#   /' "$TMP/$name.err" | head -5
+  return 1
+}
+stop_pid() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+
+cd "$TMP" || exit 1
+export TSS2_LOG=all+NONE
+
+# ---- certificates (a test CA and a server certificate for 127.0.0.1) ----
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+  -subj /CN=kbs-test-ca -days 2 >/dev/null 2>&1
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.csr \
+  -subj /CN=127.0.0.1 >/dev/null 2>&1
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >ext.cnf
+openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out tls.pem -days 2 \
+  -extfile ext.cnf >/dev/null 2>&1
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other-ca.key \
+  -out other-ca.pem -subj /CN=other-ca -days 2 >/dev/null 2>&1
+
+check "kbs init creates keys, master key (0600), store and config" bash -c \
+  "'$CISTA' kbs init --dir k >/dev/null && [ \$(stat -c %a k/master.key) = 600 ] && [ -f k/kbs.db ] && [ -f k/admin-key.pem ]"
+check "sim init" "$CISTA" -q sim init --state-dir sim
+
+# ---- swtpm (optional) ----
+TPM_OK=0
+if command -v swtpm >/dev/null 2>&1; then
+  mkdir -p tpmstate
+  for _ in 1 2 3 4 5; do
+    TPORT=$(( 20000 + (RANDOM % 20000) * 2 ))
+    swtpm socket --tpm2 --tpmstate dir=tpmstate --server type=tcp,port=$TPORT,bindaddr=127.0.0.1 \
+      --ctrl type=tcp,port=$((TPORT + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
+      --log file=swtpm.log &
+    SWPID=$!
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$TPORT) 2>/dev/null && break; sleep 0.1; done
+    if kill -0 "$SWPID" 2>/dev/null; then PIDS+=("$SWPID"); TPM_OK=1; break; fi
+  done
+fi
+if [ "$TPM_OK" = 1 ]; then
+  TCTI="swtpm:host=127.0.0.1,port=$TPORT"
+  D1=$(printf 'policy' | sha256sum | cut -c1-64)
+  "$CISTA" -q evidence extend --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcr 23 \
+    --type cista.policy --digest "$D1" >/dev/null 2>&1
+  "$CISTA" -q evidence get --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcrs sha256:0-7,23 \
+    -o tpm-ev.json >/dev/null 2>&1
+  jq -r .ak_spki tpm-ev.json | base64 -d >ak.der
+  "$CISTA" evidence verify tpm-ev.json --tee tpm --ak ak.der --json >tpm-claims.json 2>/dev/null
+  PCR23=$(jq -r '.measurements.pcrs.sha256["23"]' tpm-claims.json)
+  openssl pkey -pubin -inform DER -in ak.der -out ak.pem 2>/dev/null
+  check "swtpm AK registered (PEM) and PCR 23 measured" test -s ak.pem -a -n "$PCR23"
+else
+  echo "# swtpm not installed: the tpm flow is skipped"
+fi
+
+# ---- the main server: TLS, SQLite ----
+SIMM=$("$CISTA" evidence get --tee sim --state-dir sim -o simev.bin >/dev/null 2>&1;
+       "$CISTA" evidence verify simev.bin --tee sim --sim-key sim/platform-pub.pem --json 2>/dev/null |
+       jq -r .measurements.measurement)
+PORT=$(free_port)
+AKS='[]'; [ "$TPM_OK" = 1 ] && AKS='["../ak.pem"]'
+jq --arg l "127.0.0.1:$PORT" --argjson aks "$AKS" \
+  '.listen = $l | .tls = {cert: "../tls.pem", key: "../tls.key"} | .sim_platform_keys = ["../sim/platform-pub.pem"] | .tpm_aks = $aks | .workers = 2' \
+  k/kbs.json >k/kbs.json.new && mv k/kbs.json.new k/kbs.json
+start_kbs main k/kbs.json && ok "kbs serve over TLS on 127.0.0.1:$PORT" || not_ok "kbs serve over TLS"
+MAIN_PID=$KBS_PID
+URL=https://127.0.0.1:$PORT
+A=(--url "$URL" --ca ca.pem --admin-key k/admin-key.pem)
+CURL=(curl -s --cacert ca.pem --max-time 20)
+
+if [ "$TPM_OK" = 1 ]; then
+  RV=$(jq -n --arg m "$SIMM" --arg p "$PCR23" '{version: "1.0.0", tees: {sim: {allow_insecure: true, measurements: {measurement: [$m]}}, tpm: {pcrs: {sha256: {"23": [$p]}}}}}')
+else
+  RV=$(jq -n --arg m "$SIMM" '{version: "1.0.0", tees: {sim: {allow_insecure: true, measurements: {measurement: [$m]}}}}')
+fi
+echo "$RV" >rv.json
+check "admin set-reference-values" "$CISTA" -q kbs admin "${A[@]}" set-reference-values rv.json
+check "admin put-resource" "$CISTA" -q kbs admin "${A[@]}" put-resource default/key/1 --value 'top-s3cret'
+printf '\x00\x01binary\xff' >bin.dat
+check "admin put-resource --file (binary)" "$CISTA" -q kbs admin "${A[@]}" put-resource default/key/bin --file bin.dat
+check "admin get-resource returns the value" bash -c "[ \"\$('$CISTA' kbs admin ${A[*]} get-resource default/key/1)\" = top-s3cret ]"
+check "admin list-resources" bash -c "'$CISTA' kbs admin ${A[*]} list-resources | jq -e '.resources == [\"default/key/1\",\"default/key/bin\"]'"
+
+# ---- RCAR with sim evidence ----
+check "RCAR 0.4.0 over TLS with sim evidence releases the secret" bash -c \
+  "[ \"\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee sim --state-dir sim default/key/1 2>/dev/null)\" = top-s3cret ]"
+check "RCAR 0.2.0 (legacy shape) releases the secret" bash -c \
+  "[ \"\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee sim --state-dir sim --protocol 0.2.0 default/key/1 2>/dev/null)\" = top-s3cret ]"
+check "binary resource round trips through the JWE" bash -c \
+  "'$CISTA' kbs get-resource --url $URL --ca ca.pem --tee sim --state-dir sim -o got.dat default/key/bin 2>/dev/null && cmp got.dat bin.dat"
+expect_exit "a KBS certificate from another CA is refused (exit 3)" 3 "certificate" \
+  "$CISTA" kbs get-resource --url "$URL" --ca other-ca.pem --tee sim --state-dir sim default/key/1
+expect_exit "missing resource is 404" 1 "404" \
+  "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim default/key/nope
+"$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim --token-out tok.jwt default/key/1 >/dev/null 2>&1
+check "token is an ES256 JWT with an EAR affirming status" bash -c \
+  "cut -d. -f1 tok.jwt | basenc --base64url -d 2>/dev/null | jq -e '.alg == \"ES256\"' >/dev/null; cut -d. -f2 tok.jwt | tr '_-' '/+' | { read s; while [ \$((\${#s} % 4)) != 0 ]; do s=\$s=; done; echo \$s; } | base64 -d | jq -e '.submods.cpu0[\"ear.status\"] == \"affirming\"'"
+check "Authorization: Bearer token works without the cookie" bash -c \
+  "${CURL[*]} -H \"Authorization: Bearer \$(cat tok.jwt)\" $URL/kbs/v0/resource/default/key/1 | jq -e '.protected and .encrypted_key and .iv and .ciphertext and .tag' >/dev/null"
+check "TLS 1.2 is accepted" bash -c "${CURL[*]} --tlsv1.2 --tls-max 1.2 $URL/healthz | jq -e '.status == \"ok\"'"
+check "TLS 1.3 is accepted" bash -c "${CURL[*]} --tlsv1.3 $URL/healthz | jq -e '.status == \"ok\"'"
+
+# ---- RCAR by hand (curl) for the refusals ----
+openssl ecparam -name prime256v1 -genkey -noout -out eph.pem 2>/dev/null
+XY=$(openssl ec -in eph.pem -pubout -outform DER 2>/dev/null | tail -c 64 | xxd -p | tr -d '\n')
+b64u() { xxd -r -p | base64 -w0 | tr '+/' '-_' | tr -d '='; }
+JWK=$(jq -nc --arg x "$(echo "${XY:0:64}" | b64u)" --arg y "$(echo "${XY:64:64}" | b64u)" \
+  '{kty: "EC", crv: "P-256", alg: "ECDH-ES+A256KW", x: $x, y: $y}')
+# auth JAR [TEE] -> nonce
+auth() { "${CURL[@]}" -c "$1" -b "$1" -H 'Content-Type: application/json' \
+  -d "{\"version\":\"0.4.0\",\"tee\":\"${2:-sim}\"}" "$URL/kbs/v0/auth" | jq -r .nonce; }
+# body BODY_NONCE BIND_NONCE -> attest body with sim evidence binding BIND_NONCE and $JWK
+body() {
+  local jcs rd
+  jcs=$(jq -cS -n --arg n "$2" --argjson k "$JWK" '{"additional-evidence": "", nonce: $n, "tee-pubkey": $k}')
+  rd=$(printf '%s' "$jcs" | sha384sum | cut -c1-96)00000000000000000000000000000000
+  "$CISTA" evidence get --tee sim --state-dir sim --report-data "$rd" -o ev.bin >/dev/null 2>&1
+  jq -nc --arg n "$1" --argjson k "$JWK" --arg e "$(base64 -w0 ev.bin)" \
+    '{"runtime-data": {nonce: $n, "tee-pubkey": $k}, "tee-evidence": {primary_evidence: {tee: "sim", evidence: $e}, additional_evidence: ""}}'
+}
+# attest JAR BODY -> "STATUS DETAIL"
+attest() { "${CURL[@]}" -c "$1" -b "$1" -o resp.json -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data-binary "$2" "$URL/kbs/v0/attest"; echo " $(jq -r '.detail // .token' resp.json 2>/dev/null)"; }
+expect_status() { # NAME WANT_STATUS WORDS "STATUS DETAIL"
+  if [ "${4%% *}" = "$2" ] && [[ "$4" == *"$3"* ]]; then ok "$1"; else not_ok "$1 (got: ${4:0:200})"; fi; }
+
+N1=$(auth j1)
+GOOD1=$(body "$N1" "$N1")
+expect_status "hand-made RCAR (jq JCS + sha384 + zero padding) attests" 200 "ey" "$(attest j1 "$GOOD1")"
+expect_status "replayed attestation on the same session is refused" 401 "already used" "$(attest j1 "$GOOD1")"
+N2=$(auth j2)
+expect_status "replayed attestation on a new session: nonce mismatch" 401 "nonce does not match" "$(attest j2 "$GOOD1")"
+N3=$(auth j3)
+expect_status "nonce mismatch in runtime-data is refused" 401 "nonce does not match" "$(attest j3 "$(body AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= "$N3")")"
+N4=$(auth j4)
+expect_status "REPORT_DATA not binding nonce+tee-pubkey is refused" 401 "report data" "$(attest j4 "$(body "$N4" "$N1")")"
+N5=$(auth j5)
+OTHERJWK=$JWK
+JWK=$(jq -c '.x = "'"$(printf '%064x' 1 | b64u)"'"' <<<"$OTHERJWK")
+expect_status "tee-pubkey that is not a valid key is refused" 400 "tee-pubkey" "$(attest j5 "$(body "$N5" "$N5")")"
+JWK=$OTHERJWK
+if [ "$TPM_OK" = 1 ]; then
+  N6=$(auth j6 tpm)
+  expect_status "sim evidence on a session opened for tpm is refused" 401 "opened for tee tpm" "$(attest j6 "$(body "$N6" "$N6")")"
+else
+  N6=$(auth j6 snp)
+  expect_status "sim evidence on a session opened for snp is refused" 401 "opened for tee snp" "$(attest j6 "$(body "$N6" "$N6")")"
+fi
+expect_status "attest without a session cookie is refused" 401 "auth first" "$("${CURL[@]}" -o resp.json -w '%{http_code}' -d '{}' "$URL/kbs/v0/attest"; echo " $(jq -r .detail resp.json)")"
+st=$("${CURL[@]}" -o resp.json -w '%{http_code}' -d '{"version":"0.9.1","tee":"sim"}' "$URL/kbs/v0/auth")
+expect_status "unknown protocol version: clear 400 naming the versions spoken" 400 "0.4.0 and 0.2.0" "$st $(jq -r .detail resp.json)"
+st=$("${CURL[@]}" -o resp.json -w '%{http_code}' -d '{"version":"0.4.0",' "$URL/kbs/v0/auth")
+expect_status "malformed JSON is a 400 problem document" 400 "auth request" "$st $(jq -r .detail resp.json)"
+head -c 3000000 /dev/zero | tr '\0' 'a' >big.txt
+st=$("${CURL[@]}" -o /dev/null -w '%{http_code}' --data-binary @big.txt "$URL/kbs/v0/auth")
+expect_status "oversized body is refused (413)" 413 "" "$st"
+st=$("${CURL[@]}" -o resp.json -w '%{http_code}' "$URL/kbs/v0/resource/default/key/1")
+expect_status "resource without attestation is 401" 401 "not attested" "$st $(jq -r .detail resp.json)"
+st=$("${CURL[@]}" -o resp.json -w '%{http_code}' -H 'Authorization: Bearer e30.e30.AAAA' "$URL/kbs/v0/resource/default/key/1")
+expect_status "forged bearer token is 401" 401 "" "$st"
+
+# ---- policy deny, sim not allowed ----
+cat >deny.json <<'P'
+{"version": "1.0.0", "anyOf": [{"name": "snp-only", "allOf": [{"claim": "tee", "equals": "snp"}, {"claim": "debug", "equals": false}]}]}
+P
+check "admin set-policy for default/prod/*" "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/prod/*' deny.json
+check "admin get-policy" bash -c "'$CISTA' kbs admin ${A[*]} get-policy 'default/prod/*' | jq -e '.anyOf[0].name == \"snp-only\"'"
+"$CISTA" -q kbs admin "${A[@]}" put-resource default/prod/db --value 'prod-password' >/dev/null 2>&1
+expect_exit "release policy deny: exit 3, names the rule, not the secret" 3 'snp-only' \
+  "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim default/prod/db
+check "the deny message does not contain the secret" bash -c "! grep -q prod-password out.txt"
+echo '{"version":"1.0.0","anyOf":[{"allOf":[{"claim":"tee","equals":' >badpol.json
+expect_exit "malformed release policy is rejected by the admin API" 1 "400" \
+  "$CISTA" kbs admin "${A[@]}" set-policy --key default badpol.json
+jq '.tees.sim = {}' rv.json >rv-nosim.json
+"$CISTA" -q kbs admin "${A[@]}" set-reference-values rv-nosim.json
+expect_exit "sim not allowed by the reference values: exit 3" 3 "allow_insecure" \
+  "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim default/key/1
+"$CISTA" -q kbs admin "${A[@]}" set-reference-values rv.json
+
+# ---- admin authentication ----
+st=$("${CURL[@]}" -o resp.json -w '%{http_code}' --data-binary x "$URL/kbs/v0/resource/default/key/x")
+expect_status "admin call without a token is 401" 401 "admin" "$st $(jq -r .detail resp.json)"
+openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null | openssl pkey -out wrong-admin.pem 2>/dev/null
+expect_exit "admin call signed by the wrong key: exit 3" 3 "does not verify" \
+  "$CISTA" kbs admin --url "$URL" --ca ca.pem --admin-key wrong-admin.pem put-resource default/key/x --value y
+TOKA=$("$CISTA" kbs admin --admin-key k/admin-key.pem token)
+st1=$("${CURL[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKA" "$URL/kbs/v0/reference-values")
+st2=$("${CURL[@]}" -o resp.json -w '%{http_code}' -H "Authorization: Bearer $TOKA" "$URL/kbs/v0/reference-values")
+st12="$st1,$st2"
+expect_status "admin token replay (same jti) is refused" "200,401" "replayed" "$st12 $(jq -r .detail resp.json)"
+st=$("${CURL[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat tok.jwt)" "$URL/kbs/v0/audit")
+expect_status "an attestation token is not an admin token" 401 "" "$st"
+
+# ---- tpm ----
+if [ "$TPM_OK" = 1 ]; then
+  "$CISTA" -q kbs admin "${A[@]}" put-resource default/tpm/k --value 'tpm-secret' >/dev/null 2>&1
+  echo '{"version":"1.0.0","anyOf":[{"name":"tpm","allOf":[{"claim":"tee","equals":"tpm"},{"claim":"appraisal.status","equals":"affirming"}]}]}' >tpmpol.json
+  "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/tpm/*' tpmpol.json
+  check "RCAR with swtpm quote evidence (registered AK, PCR 23 reference) releases" bash -c \
+    "[ \"\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee tpm --tcti '$TCTI' --tpm-eventlog tpm.log --pcrs sha256:0-7,23 default/tpm/k 2>/dev/null)\" = tpm-secret ]"
+  "$CISTA" -q evidence extend --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcr 23 --type cista.policy --digest "$D1" >/dev/null 2>&1
+  expect_exit "tpm with PCR 23 changed: contraindicated, exit 3" 3 "pcrs.sha256.23" \
+    "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcrs sha256:0-7,23 default/tpm/k
+fi
+
+# ---- concurrency: 200 clients, 25 at a time ----
+seq 200 | timeout 120 xargs -P 25 -I{} sh -c \
+  "v=\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee sim --state-dir sim default/key/1 2>/dev/null); echo \"\$v\"" >conc.txt
+check "200 concurrent clients all get the secret" bash -c "[ \$(grep -c '^top-s3cret$' conc.txt) = 200 ]"
+check "audit log: hash chain intact, every decision recorded" bash -c \
+  "'$CISTA' kbs admin ${A[*]} audit --limit 10000 >audit.txt; tail -1 audit.txt | grep -q 'hash chain: ok' && [ \$(grep -c ' resource allow ' audit.txt) -ge 200 ] && grep -q 'attest   deny' audit.txt"
+check "no secret in the server log or the audit log" bash -c "! grep -q -e top-s3cret -e prod-password $TMP/main.err audit.txt"
+stop_pid "$MAIN_PID"
+check "SIGTERM stops the server cleanly" bash -c "! kill -0 $MAIN_PID 2>/dev/null"
+jq 'del(.tls)' k/kbs.json >k/plain.json
+expect_exit "plain HTTP on a non-loopback address is refused" 1 "refusing plain HTTP" \
+  "$CISTA" kbs serve --config k/plain.json --listen 0.0.0.0:0
+
+# ---- short lifetimes: expired session and token ----
+cp -r k k2 && rm -f k2/kbs.db*
+jq '.listen = "127.0.0.1:0" | .sessions.nonce_lifetime = 1 | .token_lifetime = 2 | del(.tls)' k/kbs.json >k2/kbs.json
+if start_kbs short k2/kbs.json; then
+  SURL=http://$KBS_ADDR; SPID=$KBS_PID
+  "$CISTA" -q kbs admin --url "$SURL" --admin-key k2/admin-key.pem set-reference-values rv.json
+  "$CISTA" -q kbs admin --url "$SURL" --admin-key k2/admin-key.pem put-resource default/key/1 --value v
+  SN=$(curl -s -c js -b js -d '{"version":"0.4.0","tee":"sim"}' "$SURL/kbs/v0/auth" | jq -r .nonce)
+  SB=$(body "$SN" "$SN")
+  SID=$(awk '$6 == "kbs-session-id" {print $7}' js)
+  sleep 2.2
+  st=$(curl -s -H "Cookie: kbs-session-id=$SID" -o resp.json -w '%{http_code}' --data-binary "$SB" "$SURL/kbs/v0/attest")
+  expect_status "expired session (nonce lifetime 1 s) is refused" 401 "expired" "$st $(jq -r .detail resp.json)"
+  "$CISTA" kbs get-resource --url "$SURL" --tee sim --state-dir sim --token-out stok.jwt default/key/1 >/dev/null 2>&1
+  sleep 3
+  st=$(curl -s -o resp.json -w '%{http_code}' -H "Authorization: Bearer $(cat stok.jwt)" "$SURL/kbs/v0/resource/default/key/1")
+  expect_status "expired attestation token is refused" 401 "expired" "$st $(jq -r .detail resp.json)"
+  stop_pid "$SPID"
+fi
+
+# ---- crash: kill -9 under write load, every acknowledged write survives ----
+cp -r k k3 && rm -f k3/kbs.db*
+jq '.listen = "127.0.0.1:0" | del(.tls)' k/kbs.json >k3/kbs.json
+if start_kbs crash k3/kbs.json; then
+  CURL3=http://$KBS_ADDR; CPID=$KBS_PID
+  ( for i in $(seq 1 100000); do
+      "$CISTA" -q kbs admin --url "$CURL3" --admin-key k3/admin-key.pem put-resource "crash/k/$i" --value "value-$i" >/dev/null 2>&1 && echo "$i" >>acked.txt || break
+    done ) &
+  LOADPID=$!
+  PIDS+=("$LOADPID")
+  sleep 2.5
+  kill -9 "$CPID"; wait "$CPID" 2>/dev/null
+  wait "$LOADPID" 2>/dev/null
+  ACK=$(wc -l <acked.txt)
+  start_kbs crash2 k3/kbs.json
+  CURL3=http://$KBS_ADDR; CPID=$KBS_PID
+  missing=0
+  for i in $(cat acked.txt); do
+    v=$("$CISTA" kbs admin --url "$CURL3" --admin-key k3/admin-key.pem get-resource "crash/k/$i" 2>/dev/null)
+    [ "$v" = "value-$i" ] || missing=$((missing + 1))
+  done
+  check "kill -9 under load: all $ACK acknowledged writes present after restart" [ "$ACK" -gt 5 -a "$missing" = 0 ]
+  check "audit chain intact after the crash" bash -c "'$CISTA' kbs admin --url $CURL3 --admin-key k3/admin-key.pem audit --limit 1 | tail -1 | grep -q 'hash chain: ok'"
+  stop_pid "$CPID"
+fi
+
+# ---- two replicas on one PostgreSQL ----
+if [ -x "$PGBIN/initdb" ] && id postgres >/dev/null 2>&1; then
+  PGDIR=$(mktemp -d /tmp/kbs-pg.XXXXXX)
+  chown postgres "$PGDIR"
+  PGPORT=$(free_port)
+  if runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres >"$PGDIR/initdb.log" 2>&1 &&
+     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/pg.log" -w -t 30 \
+       -o "-k $PGDIR -p $PGPORT -c listen_addresses=127.0.0.1" start >/dev/null 2>&1; then
+    ok "PostgreSQL started on 127.0.0.1:$PGPORT"
+    DSN="host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres"
+    for r in ra rb; do
+      cp -r k "$r" && rm -f "$r"/kbs.db*
+      jq --arg d "$DSN" '.listen = "127.0.0.1:0" | del(.tls) | .store = {type: "postgres", dsn: $d} | .sessions.backend = "store"' k/kbs.json >"$r/kbs.json"
+    done
+    start_kbs ra ra/kbs.json; RA=http://$KBS_ADDR; RAPID=$KBS_PID
+    start_kbs rb rb/kbs.json; RB=http://$KBS_ADDR; RBPID=$KBS_PID
+    "$CISTA" -q kbs admin --url "$RA" --admin-key k/admin-key.pem set-reference-values rv.json
+    check "replica A stores a resource" "$CISTA" -q kbs admin --url "$RA" --admin-key k/admin-key.pem put-resource default/ha/1 --value ha-secret
+    check "replica B releases it (shared store)" bash -c \
+      "[ \"\$('$CISTA' kbs get-resource --url $RB --tee sim --state-dir sim default/ha/1 2>/dev/null)\" = ha-secret ]"
+    HN=$(curl -s -c jh -b jh -d '{"version":"0.4.0","tee":"sim"}' "$RA/kbs/v0/auth" | jq -r .nonce)
+    HB=$(body "$HN" "$HN")
+    st=$(curl -s -c jh -b jh -o resp.json -w '%{http_code}' --data-binary "$HB" "$RB/kbs/v0/attest")
+    expect_status "auth on replica A, attest on replica B (shared sessions)" 200 "ey" "$st $(jq -r .token resp.json)"
+    st=$(curl -s -c jh -b jh -o resp.json -w '%{http_code}' --data-binary "$HB" "$RA/kbs/v0/attest")
+    expect_status "the replayed attestation is refused by replica A" 401 "already used" "$st $(jq -r .detail resp.json)"
+    st=$(curl -s -b jh -o resp.json -w '%{http_code}' "$RA/kbs/v0/resource/default/ha/1")
+    expect_status "cookie session attested on B fetches on A" 200 "" "$st"
+    TOKB=$("$CISTA" kbs admin --admin-key k/admin-key.pem token)
+    curl -s -o /dev/null -H "Authorization: Bearer $TOKB" "$RA/kbs/v0/reference-values"
+    st=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKB" "$RB/kbs/v0/reference-values")
+    expect_status "admin token replayed on the other replica is refused" 401 "" "$st"
+    seq 40 | timeout 60 xargs -P 10 -I{} sh -c "u=\$([ \$(({} % 2)) = 0 ] && echo $RA || echo $RB); v=\$('$CISTA' kbs get-resource --url \$u --tee sim --state-dir sim default/ha/1 2>/dev/null); echo \"\$v\"" >ha.txt
+    check "40 clients across both replicas" bash -c "[ \$(grep -c '^ha-secret$' ha.txt) = 40 ]"
+    check "one audit hash chain across both replicas" bash -c \
+      "'$CISTA' kbs admin --url $RB --admin-key k/admin-key.pem audit --limit 10000 >ha-audit.txt; tail -1 ha-audit.txt | grep -q 'hash chain: ok' && [ \$(grep -c ' resource allow ' ha-audit.txt) -ge 41 ]"
+    check "PostgreSQL refuses UPDATE/DELETE of audit rows" bash -c \
+      "! runuser -u postgres -- $PGBIN/../bin/psql -h 127.0.0.1 -p $PGPORT -U postgres -qAt -c 'DELETE FROM audit' 2>/dev/null | grep -q DELETE && runuser -u postgres -- psql -h 127.0.0.1 -p $PGPORT -U postgres -c 'DELETE FROM audit' 2>&1 | grep -q append-only"
+    stop_pid "$RAPID"; stop_pid "$RBPID"
+  else
+    not_ok "PostgreSQL did not start"; tail -5 "$PGDIR/pg.log" "$PGDIR/initdb.log" 2>/dev/null | sed 's/^/# /'
+  fi
+else
+  echo "# PostgreSQL 15 not installed: replica tests skipped"
+fi
+
+echo "# $n tests, $failed failed"
+[ "$failed" = 0 ]
