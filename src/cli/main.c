@@ -28,6 +28,24 @@ static const struct {
     {"evidence", cli_evidence, "produce and verify TEE attestation evidence"},
     {"sim", cli_sim, "manage the insecure software TEE used for development"},
     {"policy", cli_policy, "generate, hash and check container policies"},
+    {"kbs", cli_kbs, "the key broker: init, serve, admin"},
+    {"volume", cli_volume, "encrypted volumes with integrity and rollback protection"},
+    {"run", cli_run, "run an encrypted image confidentially (policy, attestation, keys)"},
+    {"ps", cli_run, "list containers; `ps ID`: the processes of one (OCI)"},
+    {"exec", cli_run, "run a command in a container, if its policy allows it"},
+    {"logs", cli_run, "print a container's output, if its policy allows it"},
+    {"stop", cli_run, "stop a container (SIGTERM, then SIGKILL)"},
+    {"rm", cli_run, "remove containers"},
+    {"inspect", cli_run, "a container's mode, TEE, attestation claims and timings"},
+    {"create", cli_run, "OCI runtime: create a container from a bundle"},
+    {"start", cli_run, "OCI runtime: start a created container"},
+    {"state", cli_run, "OCI runtime: the state of a container (JSON)"},
+    {"kill", cli_run, "OCI runtime: send a signal (policy-checked)"},
+    {"delete", cli_run, "OCI runtime: delete a container"},
+    {"pause", cli_run, "OCI runtime: freeze a container"},
+    {"resume", cli_run, "OCI runtime: thaw a container"},
+    {"features", cli_run, "OCI runtime: supported features (JSON)"},
+    {"spec", cli_run, "OCI runtime: write a default config.json"},
 };
 
 static void usage(FILE *out)
@@ -45,6 +63,11 @@ static void usage(FILE *out)
                  "  --log-level LEVEL     error, warn (default), info or debug\n"
                  "  --log-format FORMAT   text (default) or json (JSON lines on stderr)\n"
                  "  -q, --quiet           no progress output\n"
+                 "  --root DIR            container state (default /run/cista)\n"
+                 "  --log FILE            write the log to FILE (as runc does; JSON with\n"
+                 "                        --log-format json)\n"
+                 "  --systemd-cgroup      accepted for compatibility (cgroupfs is used)\n"
+                 "  --debug               debug logging\n"
                  "  -h, --help            this help; `cista COMMAND --help` for a command\n"
                  "  --version             print the version\n"
                  "\n"
@@ -146,7 +169,16 @@ void cli_progress_done(cli_progress *p)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_JSON = 256, OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_VERSION };
+    enum {
+        OPT_JSON = 256,
+        OPT_LOG_LEVEL,
+        OPT_LOG_FORMAT,
+        OPT_VERSION,
+        OPT_ROOT,
+        OPT_LOG,
+        OPT_SYSTEMD_CGROUP,
+        OPT_DEBUG,
+    };
     static const struct option opts[] = {
         {"json", no_argument, NULL, OPT_JSON},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -154,6 +186,10 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"root", required_argument, NULL, OPT_ROOT},
+        {"log", required_argument, NULL, OPT_LOG},
+        {"systemd-cgroup", no_argument, NULL, OPT_SYSTEMD_CGROUP},
+        {"debug", no_argument, NULL, OPT_DEBUG},
         {0},
     };
     const char *lvl = getenv("CISTA_LOG_LEVEL");
@@ -180,6 +216,29 @@ int main(int argc, char **argv)
                 return CLI_EXIT_USAGE;
             }
             log_set_json(!strcmp(optarg, "json"));
+            g_cli.log_json = !strcmp(optarg, "json");
+            break;
+        case OPT_ROOT:
+            g_cli.root = optarg;
+            break;
+        case OPT_LOG: {
+            /* as runc: the log goes to FILE (containerd reads errors from it) */
+            FILE *f = fopen(optarg, "ae");
+            if (!f) {
+                fprintf(stderr, "cista: --log %s: %s\n", optarg, strerror(errno));
+                return CLI_EXIT_USAGE;
+            }
+            setvbuf(f, NULL, _IOLBF, 0);
+            log_set_stream(f);
+            g_cli.log_file = optarg;
+            break;
+        }
+        case OPT_SYSTEMD_CGROUP:
+            g_cli.systemd_cgroup = true;
+            break;
+        case OPT_DEBUG:
+            g_cli.debug = true;
+            log_set_level(LOG_LVL_DEBUG);
             break;
         case 'q':
             g_cli.quiet = true;

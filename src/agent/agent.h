@@ -1,0 +1,264 @@
+/*
+ * agent.h - the in-TEE launch flow of a confidential container and the
+ * policy-gated agent API (docs/runtime.md, DESIGN.md §2).
+ *
+ * A sandbox is one confidential container: its TEE memory (a private tmpfs
+ * the agent mounts and owns), the policy it runs under, the decrypted image,
+ * the generated OCI bundle and the container's log. agent_sandbox_launch()
+ * runs the launch flow in this order and stops at the first refusal:
+ *   1. parse the policy and check that its SHA-256 equals the value bound in
+ *      this TEE at launch (sim: the report's host_data; tpm: extended into
+ *      PCR 23 first, then read back from a quote and its event log;
+ *      snp/tdx: HOST_DATA / MRCONFIGID) - nothing else runs before this;
+ *   2. attestation with an ephemeral P-256 key through the key source (KBS),
+ *      then the image keys and the secrets the policy names;
+ *   3. decrypt, verify and unpack the image into the tmpfs, after checking
+ *      its manifest digest and every diff_id against the policy;
+ * then agent_sandbox_create_config() builds the container's OCI config from
+ * the image config and the policy, takes from the host's request only what
+ * the policy allows (pol_allow_create()), injects the secrets (files of mode
+ * 0400 in the rootfs, which lives on the tmpfs, or env) and writes the bundle
+ * into the tmpfs. Later operations (exec, logs, signals, copy) go through
+ * agent_allow_*(), which ask the policy and log every denial with its rule.
+ *
+ * The agent never starts processes: running the bundle is the runtime's job
+ * (src/runtime), so this API can later become a vsock protocol between a
+ * host shim and an agent inside a confidential VM without redesign.
+ *
+ * Thread-safety: an agent_sandbox belongs to one thread at a time. Key
+ * sources are not shared between threads.
+ *
+ * Trust: the host is untrusted. Everything in agent_host_request (the OCI
+ * config.json a container manager wrote, exec process.json, paths, signal
+ * numbers) is parsed with hard size limits and checked against the policy;
+ * the policy itself arrives through the host too and is trusted only after
+ * its hash matched the launch-bound value. The sandbox directory on the host
+ * holds nothing secret: keys, secrets, the plaintext rootfs, the generated
+ * config (it may carry secret env values) and the container log stay in the
+ * tmpfs. In the sim TEE that tmpfs is ordinary host memory: sim protects
+ * nothing and every sim path says so in the log.
+ */
+#ifndef CISTA_AGENT_H
+#define CISTA_AGENT_H
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image/image.h"
+#include "policy/policy.h"
+#include "util/err.h"
+
+/* Hard limits on host input (bytes). */
+#define AGENT_MAX_CONFIG POL_MAX_CONFIG
+#define AGENT_MAX_SECRET (1u << 20)
+#define AGENT_MAX_COPY (64u << 20)
+
+/* Names of the files the agent keeps in the sandbox's TEE memory (tmpfs). */
+#define AGENT_TEE_DIR "tee"
+#define AGENT_ROOTFS "rootfs"
+#define AGENT_CONFIG "config.json"
+#define AGENT_POLICY "policy.json"
+#define AGENT_LOG "container.log"
+#define AGENT_RUNC_ROOT "runc"
+
+/* ---- key sources: where image keys and secrets come from ---- */
+
+typedef struct agent_keysource agent_keysource;
+
+/* What the TEE is and how to reach it, for attestation. Strings borrowed. */
+typedef struct {
+    const char *tee;           /* "sim", "tpm", "snp", "tdx" (resolved, never "auto") */
+    const char *sim_state_dir; /* NULL: ev_sim_default_dir() */
+    const char *tpm_tcti;      /* NULL: $CISTA_TPM_TCTI or the device */
+    const char *tpm_eventlog;  /* NULL: the evidence module's default */
+    /*
+     * The policy hash the launcher bound (32 bytes): sim's host_data register
+     * (the launcher's part), the value tpm expects in its policy event; NULL =
+     * the launcher bound the hash of the policy handed to the agent. snp/tdx
+     * read the hardware's own HOST_DATA / MRCONFIGID instead.
+     */
+    const uint8_t *host_data;
+} agent_tee;
+
+typedef struct {
+    const char *name; /* "dev", "kbs", "none" */
+    /* true when keys come from local files (development only, logged loudly) */
+    bool insecure;
+    /*
+     * Attest @tee to the key source with @pubkey (the ephemeral key; its
+     * public half is bound into the evidence). *out_claims (may be set to
+     * NULL) are the claims the source saw, for display. Called once before
+     * any get_*.
+     */
+    int (*attest)(agent_keysource *ks, const agent_tee *tee, EVP_PKEY *pubkey, json_t **out_claims,
+                  cista_error **err);
+    /* Private keys for the image, from resource @resource (kbs:///r/t/t). New keys. */
+    int (*get_image_keys)(agent_keysource *ks, const char *resource, EVP_PKEY ***out,
+                          size_t *out_count, cista_error **err);
+    /* Secret bytes of @resource (new buffer; cleanse before free). */
+    int (*get_secret)(agent_keysource *ks, const char *resource, uint8_t **out, size_t *out_size,
+                      cista_error **err);
+    void (*free)(agent_keysource *ks);
+} agent_keysource_ops;
+
+struct agent_keysource {
+    const agent_keysource_ops *ops;
+    void *impl;
+};
+
+/*
+ * The developer key source: image private keys from PEM files and secrets
+ * from local files, "kbs:///repo/type/tag=/path/file" (or "NAME=FILE" where
+ * NAME is the resource). INSECURE: for development without a KBS; logged as
+ * such on every use. Strings are copied. New source to the caller.
+ */
+int agent_keysource_dev_new(agent_keysource **out, const char *const *key_files, size_t key_count,
+                            const char *const *secret_specs, size_t secret_count, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * The KBS key source: RCAR attestation with the KBS at @url (CoCo KBS
+ * protocol), then image keys and secrets as KBS resources. @cert may name a
+ * CA bundle for https (NULL: system store). -ENOTSUP when this build has no
+ * KBS client. New source to the caller.
+ */
+int agent_keysource_kbs_new(agent_keysource **out, const char *url, const char *cert,
+                            cista_error **err) __attribute__((warn_unused_result));
+/* A source with no keys and no secrets (plaintext images, no secrets). */
+agent_keysource *agent_keysource_none_new(void);
+void agent_keysource_free(agent_keysource *ks);
+void agent__keysource_freep(agent_keysource **ks);
+#define _cleanup_keysource_ __attribute__((cleanup(agent__keysource_freep)))
+
+/* The default image key resource of a policy container: kbs:///default/image-key/NAME. */
+char *agent_image_key_resource(const char *container);
+
+/* ---- sandboxes ---- */
+
+typedef struct agent_sandbox agent_sandbox;
+
+/* Time spent per step, in milliseconds (for `cista run --json` and bench/). */
+typedef struct {
+    double bind, attest, keys, unpack, config;
+} agent_timings;
+
+typedef struct {
+    const char *dir;    /* sandbox directory (created 0700 if missing); the tmpfs goes
+                           to DIR/tee */
+    const char *policy; /* policy bytes (borrowed) */
+    size_t policy_size;
+    const char *container;          /* policy container name; NULL = the only one */
+    const char *image_ref;          /* img_open() reference of the (encrypted) image */
+    const char *image_key_resource; /* NULL: agent_image_key_resource(container) */
+    agent_tee tee;                  /* the TEE (tee.host_data: the launch-bound value for sim) */
+    agent_keysource *keys;          /* borrowed */
+    /*
+     * The host's request, when known at launch: checked against the policy
+     * (as agent_sandbox_create_config() will) right after the image, before
+     * attestation, so a refused request gets no key released. May be NULL.
+     */
+    const struct agent_host_request *request;
+    const char *tmpfs_size; /* tmpfs "size=" value, NULL = kernel default */
+    bool no_tmpfs;          /* unit tests only: a plain directory instead of a tmpfs */
+} agent_launch_opts;
+
+/*
+ * Run launch steps 1-3 (see above) for a new sandbox in opts->dir. On
+ * success the tmpfs holds the policy, the verified rootfs and the fetched
+ * secrets (in memory only, not yet injected). On failure nothing of the
+ * image is left: the tmpfs is unmounted. New sandbox to the caller.
+ * Codes: -EPERM policy hash not bound, -EACCES policy denial, -EBADMSG
+ * image verification, -ENOKEY no key opens the image, others I/O.
+ */
+int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *opts, cista_error **err)
+    __attribute__((warn_unused_result));
+
+/*
+ * Reopen the sandbox in @dir for a later operation (exec, kill, logs...).
+ * Reads the policy from the tmpfs. -ENOENT when there is no such sandbox.
+ */
+int agent_sandbox_open(agent_sandbox **out, const char *dir, const char *container,
+                       cista_error **err) __attribute__((warn_unused_result));
+void agent_sandbox_free(agent_sandbox *sb);
+void agent__sandbox_freep(agent_sandbox **sb);
+#define _cleanup_sandbox_ __attribute__((cleanup(agent__sandbox_freep)))
+
+/* The host's request for the container (everything untrusted). Borrowed. */
+typedef struct agent_host_request {
+    const char *config; /* OCI config.json from the host, or NULL (`cista run`) */
+    size_t config_size;
+    const char *const *args; /* overriding process args (NULL-terminated), or NULL */
+    const char *const *env;  /* extra env "NAME=VALUE" from the host (NULL-terminated), or NULL */
+    const char *hostname;    /* or NULL */
+    bool host_network;       /* no network namespace (only when config is NULL) */
+    bool terminal;           /* only when config is NULL */
+} agent_host_request;
+
+/*
+ * Launch step 4: build the OCI config from the image config and the policy
+ * plus what the host asks (@req), refuse what the policy does not allow
+ * (-EACCES, with the rule in the message and the log), inject the secrets
+ * and write DIR/tee/config.json. *out_bundle (caller frees) is the bundle
+ * directory to hand to the OCI runtime (DIR/tee).
+ */
+int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agent_host_request *req,
+                                cista_error **err) __attribute__((warn_unused_result));
+
+/*
+ * Policy-gated operations. Each returns 0 when allowed, -EACCES (with the
+ * rule) when denied; every denial is logged.
+ */
+/*
+ * Exec: check @process (OCI process.json from the host; env merged with the
+ * container's own, as for create) and write the checked process to a file in
+ * the tmpfs; *out_path (caller frees) is that file.
+ */
+int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, size_t process_size,
+                       cista_error **err) __attribute__((warn_unused_result));
+int agent_allow_logs(agent_sandbox *sb, cista_error **err) __attribute__((warn_unused_result));
+int agent_allow_signal(agent_sandbox *sb, int sig, cista_error **err)
+    __attribute__((warn_unused_result));
+/* Copy @data into the container's rootfs at @path (policy "copy"); mode 0644. */
+int agent_copy_in(agent_sandbox *sb, const char *path, const void *data, size_t size,
+                  cista_error **err) __attribute__((warn_unused_result));
+
+/* Tear down: unmount the tmpfs (the plaintext rootfs and secrets go with it). */
+int agent_sandbox_destroy(const char *dir, cista_error **err) __attribute__((warn_unused_result));
+
+/* ---- accessors (borrowed from the sandbox) ---- */
+
+const char *agent_sandbox_tee_dir(const agent_sandbox *sb);
+const char *agent_sandbox_container(const agent_sandbox *sb);
+const agent_timings *agent_sandbox_timings(const agent_sandbox *sb);
+/* Claims seen during attestation (may be NULL). */
+const json_t *agent_sandbox_claims(const agent_sandbox *sb);
+/* SHA-256 of the policy, hex. */
+const char *agent_sandbox_policy_hash(const agent_sandbox *sb);
+/* Whether the policy lets the host read the container's output. */
+bool agent_sandbox_logs_allowed(const agent_sandbox *sb);
+/* Whether the key source was the insecure development one. */
+bool agent_sandbox_dev_keys(const agent_sandbox *sb);
+
+/* ---- building blocks (exposed for tests/unit/test_runtime.c) ---- */
+
+/*
+ * Build the container config (as a JSON object) from the verified image's
+ * config @ic, the policy container's rules @rules (its object in the policy
+ * document) and the host's request, without checking it against the policy.
+ * @rootfs is the absolute rootfs path. Inputs borrowed; new reference.
+ */
+int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
+                       const agent_host_request *req, const char *rootfs, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * Clamp every process.rlimits entry of @config to what this process may
+ * set: hard <= the current hard limit, soft <= hard. Entries for unknown
+ * resources are dropped. Returns the number of entries changed.
+ */
+int agent_clamp_rlimits(json_t *config);
+/* Parse a signal "9", "KILL", "SIGKILL"; -EINVAL when unknown. */
+int agent_parse_signal(const char *s);
+
+#endif

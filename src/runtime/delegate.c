@@ -1,0 +1,258 @@
+/*
+ * delegate.c - running the delegate OCI runtime (runc by default) with only
+ * the standard fds, and the runtime configuration file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/runtime.h"
+#include "runtime/rt_int.h"
+#include "util/buf.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define RT_MAX_CONFIG_FILE (64u << 10)
+#define RT_MAX_CAPTURE (16u << 20)
+
+/* ---- configuration ---- */
+
+void rt_config_free(rt_config *c)
+{
+    if (!c)
+        return;
+    free(c->root);
+    free(c->log_file);
+    free(c->delegate);
+    free(c->tee);
+    free(c->sim_state_dir);
+    free(c->tpm_tcti);
+    free(c->tpm_eventlog);
+    free(c->tmpfs_size);
+    free(c->kbs_cert);
+    for (size_t i = 0; i < c->dev_key_count; i++)
+        free(c->dev_key_files[i]);
+    free(c->dev_key_files);
+    for (size_t i = 0; i < c->dev_secret_count; i++)
+        free(c->dev_secrets[i]);
+    free(c->dev_secrets);
+    free(c);
+}
+
+void rt__config_freep(rt_config **c)
+{
+    rt_config_free(*c);
+}
+
+static rt_config *config_defaults(void)
+{
+    rt_config *c = xzalloc(sizeof(*c));
+    c->root = xstrdup(RT_DEFAULT_ROOT);
+    c->delegate = xstrdup("runc");
+    c->tee = xstrdup("auto");
+    return c;
+}
+
+static int get_str(char **dst, const json_t *o, const char *key, cista_error **err)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    if (!json_is_string(v))
+        return err_set(err, -EINVAL, "runtime configuration: \"%s\" must be a string", key);
+    free(*dst);
+    *dst = xstrdup(json_string_value(v));
+    return 0;
+}
+
+int rt_config_parse(rt_config **out, const char *data, size_t size, cista_error **err)
+{
+    int rc;
+    _cleanup_rt_config_ rt_config *c = config_defaults();
+    _cleanup_json_ json_t *o = NULL;
+    if ((rc = js_parse_object(&o, data, size, RT_MAX_CONFIG_FILE, "runtime configuration", err)) <
+        0)
+        return rc;
+    static const char *const known[] = {
+        "allow_plain", "runtime",  "tee",           "sim_state_dir", "tpm_tcti", "tpm_eventlog",
+        "tmpfs_size",  "kbs_cert", "dev_key_files", "dev_secrets",   "root"};
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        size_t i;
+        for (i = 0; i < ARRAY_LEN(known); i++)
+            if (!strcmp(key, known[i]))
+                break;
+        if (i == ARRAY_LEN(known))
+            return err_set(err, -EINVAL, "runtime configuration: unknown key \"%s\"", key);
+    }
+    json_t *ap = json_object_get(o, "allow_plain");
+    if (ap && !json_is_boolean(ap))
+        return err_set(err, -EINVAL, "runtime configuration: \"allow_plain\" must be a boolean");
+    c->allow_plain = json_is_true(ap);
+    if ((rc = get_str(&c->delegate, o, "runtime", err)) < 0 ||
+        (rc = get_str(&c->tee, o, "tee", err)) < 0 ||
+        (rc = get_str(&c->root, o, "root", err)) < 0 ||
+        (rc = get_str(&c->sim_state_dir, o, "sim_state_dir", err)) < 0 ||
+        (rc = get_str(&c->tpm_tcti, o, "tpm_tcti", err)) < 0 ||
+        (rc = get_str(&c->tpm_eventlog, o, "tpm_eventlog", err)) < 0 ||
+        (rc = get_str(&c->tmpfs_size, o, "tmpfs_size", err)) < 0 ||
+        (rc = get_str(&c->kbs_cert, o, "kbs_cert", err)) < 0)
+        return rc;
+    json_t *kf = json_object_get(o, "dev_key_files");
+    if (kf) {
+        size_t i;
+        if (!json_is_array(kf))
+            return err_set(err, -EINVAL, "runtime configuration: dev_key_files is not an array");
+        c->dev_key_files = xzalloc((json_array_size(kf) + 1) * sizeof(char *));
+        json_array_foreach(kf, i, v)
+        {
+            if (!json_is_string(v))
+                return err_set(err, -EINVAL, "runtime configuration: dev_key_files[%zu]", i);
+            c->dev_key_files[c->dev_key_count++] = xstrdup(json_string_value(v));
+        }
+    }
+    json_t *ds = json_object_get(o, "dev_secrets");
+    if (ds) {
+        if (!json_is_object(ds))
+            return err_set(err, -EINVAL,
+                           "runtime configuration: dev_secrets is not an object {resource: file}");
+        c->dev_secrets = xzalloc((json_object_size(ds) + 1) * sizeof(char *));
+        json_object_foreach(ds, key, v)
+        {
+            if (!json_is_string(v))
+                return err_set(err, -EINVAL, "runtime configuration: dev_secrets.%s", key);
+            c->dev_secrets[c->dev_secret_count++] = xasprintf("%s=%s", key, json_string_value(v));
+        }
+    }
+    *out = steal_ptr(&c);
+    return 0;
+}
+
+int rt_config_load(rt_config **out, const char *path, cista_error **err)
+{
+    int rc;
+    if (!path)
+        path = getenv("CISTA_RUNTIME_CONFIG");
+    if (!path || !*path) {
+        if (access(RT_DEFAULT_CONFIG, F_OK) != 0) {
+            *out = config_defaults();
+            return 0;
+        }
+        path = RT_DEFAULT_CONFIG;
+    }
+    _cleanup_free_ char *data = NULL;
+    size_t size;
+    if ((rc = util_read_file(&data, &size, path, RT_MAX_CONFIG_FILE, err)) < 0)
+        return err_wrap(err, "runtime configuration %s", path);
+    if ((rc = rt_config_parse(out, data, size, err)) < 0)
+        return err_wrap(err, "%s", path);
+    return 0;
+}
+
+/* ---- the delegate ---- */
+
+int rt__delegate(const rt_config *c, const char *delegate_root, const char *const *argv, int out_fd,
+                 char **capture, cista_error **err)
+{
+    size_t n = 0;
+    while (argv[n])
+        n++;
+    _cleanup_free_ const char **av = xzalloc((n + 12) * sizeof(char *));
+    size_t k = 0;
+    av[k++] = c->delegate;
+    av[k++] = "--root";
+    av[k++] = delegate_root;
+    if (c->log_file) {
+        av[k++] = "--log";
+        av[k++] = c->log_file;
+        av[k++] = "--log-format";
+        av[k++] = c->log_json ? "json" : "text";
+    }
+    if (c->debug)
+        av[k++] = "--debug";
+    for (size_t i = 1; i < n; i++)
+        av[k++] = argv[i];
+    av[k] = NULL;
+    if (log_get_level() >= LOG_LVL_DEBUG) {
+        cbuf b = CBUF_INIT;
+        for (size_t i = 0; av[i]; i++) {
+            buf_puts(&b, i ? " " : "");
+            buf_puts(&b, av[i]);
+        }
+        log_debug("delegate: %s", (char *)b.data);
+        buf_free(&b);
+    }
+
+    int pfd[2] = {-1, -1};
+    if (capture && pipe2(pfd, O_CLOEXEC) < 0)
+        return err_set_sys(err, -errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = -errno;
+        if (capture) {
+            close(pfd[0]);
+            close(pfd[1]);
+        }
+        return err_set_sys(err, e, "fork");
+    }
+    if (pid == 0) {
+        if (out_fd >= 0) {
+            dup2(out_fd, STDOUT_FILENO);
+            dup2(out_fd, STDERR_FILENO);
+        }
+        if (capture)
+            dup2(pfd[1], STDOUT_FILENO);
+        /* nothing of ours reaches the delegate or the container: CVE-2024-21626 */
+        if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+            for (int fd = 3; fd < 65536; fd++)
+                close(fd);
+        signal(SIGPIPE, SIG_DFL);
+        execvp(av[0], (char *const *)av);
+        fprintf(stderr, "cista: exec %s: %s\n", av[0], strerror(errno));
+        _exit(127);
+    }
+    cbuf out = CBUF_INIT;
+    buf_init(&out, RT_MAX_CAPTURE, false);
+    if (capture) {
+        close(pfd[1]);
+        uint8_t tmp[8192];
+        for (;;) {
+            ssize_t r = read(pfd[0], tmp, sizeof(tmp));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            cista_error *e2 = NULL;
+            if (buf_append(&out, tmp, (size_t)r, &e2) < 0)
+                err_free(e2);
+        }
+        close(pfd[0]);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            buf_free(&out);
+            return err_set_sys(err, -errno, "wait for %s", c->delegate);
+        }
+    }
+    if (capture) {
+        size_t sz;
+        if (!out.data)
+            buf_puts(&out, "");
+        *capture = (char *)buf_steal(&out, &sz);
+    }
+    buf_free(&out);
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    return 128 + WTERMSIG(st);
+}

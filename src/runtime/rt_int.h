@@ -1,0 +1,20 @@
+/*
+ * rt_int.h - what the runtime's .c files share (not part of the API).
+ */
+#ifndef CISTA_RT_INT_H
+#define CISTA_RT_INT_H
+
+#include <jansson.h>
+
+#include "runtime/runtime.h"
+#include "util/err.h"
+
+#define RT_STATE "state.json"
+#define RT_PLAIN_BUNDLE "bundle"
+#define RT_PLAIN_RUNC "runc"
+#define RT_PLAIN_LOG "container.log"
+
+/* Resolve "auto" and check the name: "sim", "tpm", "snp" or "tdx". Caller frees. */
+char *rt__resolve_tee(const rt_config *c, const char *want, cista_error **err);
+
+#endif

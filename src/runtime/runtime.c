@@ -1,0 +1,830 @@
+/*
+ * runtime.c - the OCI runtime verbs: confidential containers through the
+ * agent, plain ones (when allowed) straight to the delegate.
+ */
+#include "runtime/runtime.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "crypto/crypto.h"
+#include "runtime/rt_int.h"
+#include "util/codec.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define RT_MAX_LOG (64u << 20)
+
+bool rt_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n == 0 || n >= RT_MAX_ID)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = id[i];
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || !strchr("_.+-", ch)))
+            return false;
+    }
+    return true;
+}
+
+static int check_id(const char *id, cista_error **err)
+{
+    if (!rt_id_valid(id))
+        return err_set(err, -EINVAL,
+                       "container id \"%s\" is not valid: letters, digits and _.+- (not first), "
+                       "at most %d characters",
+                       id ? id : "", RT_MAX_ID - 1);
+    return 0;
+}
+
+char *rt__resolve_tee(const rt_config *c, const char *want, cista_error **err)
+{
+    if (!want)
+        want = c->tee ? c->tee : "auto";
+    if (!strcmp(want, "auto")) {
+        if (access("/dev/sev-guest", F_OK) == 0)
+            return xstrdup("snp");
+        if (access("/dev/tdx_guest", F_OK) == 0)
+            return xstrdup("tdx");
+        if (c->tpm_tcti || getenv("CISTA_TPM_TCTI") || access("/dev/tpmrm0", F_OK) == 0)
+            return xstrdup("tpm");
+        log_warn("no TEE found (SEV-SNP, TDX, TPM): using the INSECURE software TEE sim");
+        return xstrdup("sim");
+    }
+    static const char *const known[] = {"sim", "tpm", "snp", "tdx"};
+    for (size_t i = 0; i < ARRAY_LEN(known); i++)
+        if (!strcmp(want, known[i]))
+            return xstrdup(want);
+    err_set(err, -EINVAL, "TEE \"%s\" is not one of auto, sim, tpm, snp, tdx", want);
+    return NULL;
+}
+
+/* ---- annotations ---- */
+
+void rt_confidential_clear(rt_confidential *c)
+{
+    free(c->image);
+    crypto_free_secret(c->policy, c->policy_size);
+    free(c->kbs);
+    free(c->tee);
+    free(c->container);
+    free(c->image_key);
+    memset(c, 0, sizeof(*c));
+}
+
+static const char *ann(const json_t *a, const char *k)
+{
+    return json_string_value(json_object_get(a, k));
+}
+
+int rt_confidential_from_annotations(rt_confidential *out, bool *out_present, const json_t *config,
+                                     cista_error **err)
+{
+    int rc;
+    const json_t *a = json_object_get(config, "annotations");
+    *out_present = false;
+    if (!json_is_object(a))
+        return 0;
+    const char *image = ann(a, RT_ANN_IMAGE);
+    const char *pol = ann(a, RT_ANN_POLICY), *polf = ann(a, RT_ANN_POLICY_FILE);
+    if (!image && !pol && !polf)
+        return 0;
+    if (!image)
+        return err_set(err, -EINVAL, "annotation %s is missing (the confidential image)",
+                       RT_ANN_IMAGE);
+    if (!pol && !polf)
+        return err_set(err, -EINVAL, "annotation %s (base64) or %s is missing", RT_ANN_POLICY,
+                       RT_ANN_POLICY_FILE);
+    rt_confidential c = {0};
+    if (pol) {
+        uint8_t *p;
+        if ((rc = b64_decode(&p, &c.policy_size, pol, strlen(pol), err)) < 0) {
+            rt_confidential_clear(&c);
+            return err_wrap(err, "annotation %s", RT_ANN_POLICY);
+        }
+        c.policy = (char *)p;
+    } else if ((rc = util_read_file(&c.policy, &c.policy_size, polf, POL_MAX_POLICY, err)) < 0) {
+        rt_confidential_clear(&c);
+        return err_wrap(err, "annotation %s", RT_ANN_POLICY_FILE);
+    }
+    const char *h = ann(a, RT_ANN_POLICY_HASH);
+    if (h) {
+        if (strlen(h) != 64 || hex_decode_to(c.policy_hash, 32, h, err) < 0) {
+            rt_confidential_clear(&c);
+            return err_set(err, -EINVAL, "annotation %s: expected 64 hex digits",
+                           RT_ANN_POLICY_HASH);
+        }
+        c.has_hash = true;
+    }
+    c.image = xstrdup(image);
+    const char *v;
+    if ((v = ann(a, RT_ANN_KBS)))
+        c.kbs = xstrdup(v);
+    if ((v = ann(a, RT_ANN_TEE)))
+        c.tee = xstrdup(v);
+    if ((v = ann(a, RT_ANN_CONTAINER)) || (v = ann(a, "io.kubernetes.cri.container-name")))
+        c.container = xstrdup(v);
+    if ((v = ann(a, RT_ANN_IMAGE_KEY)))
+        c.image_key = xstrdup(v);
+    *out = c;
+    *out_present = true;
+    return 0;
+}
+
+/* ---- state ---- */
+
+static char *cdir(const rt_config *c, const char *id)
+{
+    return xasprintf("%s/%s", c->root, id);
+}
+
+static int load_state(json_t **out, const rt_config *c, const char *id, cista_error **err)
+{
+    int rc;
+    if ((rc = check_id(id, err)) < 0)
+        return rc;
+    _cleanup_free_ char *p = xasprintf("%s/%s/%s", c->root, id, RT_STATE);
+    _cleanup_free_ char *data = NULL;
+    size_t size;
+    if (access(p, F_OK) != 0)
+        return err_set(err, -ENOENT, "container \"%s\" does not exist (no %s)", id, p);
+    if ((rc = util_read_file(&data, &size, p, 1u << 20, err)) < 0)
+        return rc;
+    return js_parse_object(out, data, size, 1u << 20, "container state", err);
+}
+
+static const char *st_str(const json_t *st, const char *k)
+{
+    return json_string_value(json_object_get(st, k));
+}
+
+static bool st_confidential(const json_t *st)
+{
+    const char *m = st_str(st, "mode");
+    return m && !strcmp(m, "confidential");
+}
+
+static int lock_dir(const char *dir, cista_error **err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open %s", dir);
+    if (flock(fd, LOCK_EX) < 0) {
+        int e = -errno;
+        close(fd);
+        return err_set_sys(err, e, "lock %s", dir);
+    }
+    return fd;
+}
+
+static void remove_dir(const rt_config *c, const char *id)
+{
+    cista_error *e = NULL;
+    _cleanup_free_ char *d = cdir(c, id);
+    if (agent_sandbox_destroy(d, &e) < 0) {
+        log_warn("container %s: %s", id, e->msg);
+        err_clear(&e);
+    }
+    int rfd = open(c->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rfd >= 0) {
+        if (util_rm_rf_at(rfd, id, &e) < 0) {
+            log_warn("remove %s/%s: %s", c->root, id, e->msg);
+            err_clear(&e);
+        }
+        close(rfd);
+    }
+}
+
+static int delegate_fail(int st, const char *what, const char *id, cista_error **err)
+{
+    if (st < 0)
+        return st;
+    if (st != 0)
+        return err_set(err, -EIO, "%s %s: the delegate runtime exited with status %d (see its log)",
+                       what, id, st);
+    return 0;
+}
+
+/* ---- create ---- */
+
+/* mkdir -p for the state root (0711: ids are listed only to root) */
+static int mkdir_p(const char *path, cista_error **err)
+{
+    _cleanup_free_ char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0711) < 0 && errno != EEXIST)
+            return err_set_sys(err, -errno, "mkdir %s", p);
+        *s = '/';
+    }
+    if (mkdir(p, 0711) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s", p);
+    return 0;
+}
+
+/* A plain container: the host's config with an absolute rootfs and clamped rlimits. */
+static int plain_bundle(char **out, const char *dir, const char *bundle, json_t *cfg,
+                        cista_error **err)
+{
+    json_t *root = json_object_get(cfg, "root");
+    const char *rp = json_string_value(json_object_get(root, "path"));
+    if (!rp)
+        return err_set(err, -EINVAL, "%s/config.json has no root.path", bundle);
+    if (rp[0] != '/') {
+        _cleanup_free_ char *abs_bundle = realpath(bundle, NULL);
+        if (!abs_bundle)
+            return err_set_sys(err, -errno, "bundle %s", bundle);
+        _cleanup_free_ char *p = xasprintf("%s/%s", abs_bundle, rp);
+        json_object_set_new(root, "path", json_string(p));
+    }
+    agent_clamp_rlimits(cfg);
+    _cleanup_free_ char *b = xasprintf("%s/%s", dir, RT_PLAIN_BUNDLE);
+    if (mkdir(b, 0700) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s", b);
+    _cleanup_close_ int bfd = open(b, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (bfd < 0)
+        return err_set_sys(err, -errno, "open %s", b);
+    _cleanup_free_ char *text = js_dump_pretty(cfg);
+    int rc = util_write_file_atomic(bfd, "config.json", text, strlen(text), 0600, err);
+    if (rc < 0)
+        return rc;
+    *out = steal_ptr(&b);
+    return 0;
+}
+
+static int write_state(const char *dir, json_t *st, cista_error **err)
+{
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return err_set_sys(err, -errno, "open %s", dir);
+    _cleanup_free_ char *text = js_dump_pretty(st);
+    return util_write_file_atomic(dfd, RT_STATE, text, strlen(text), 0600, err);
+}
+
+static int make_keysource(agent_keysource **out, const rt_config *c, const rt_confidential *conf,
+                          const rt_create_opts *o, cista_error **err)
+{
+    if (conf->kbs)
+        return agent_keysource_kbs_new(out, conf->kbs, c->kbs_cert, err);
+    const char *const *kf =
+        o && o->key_count ? o->key_files : (const char *const *)c->dev_key_files;
+    size_t kn = o && o->key_count ? o->key_count : c->dev_key_count;
+    const char *const *sf =
+        o && o->secret_count ? o->secret_specs : (const char *const *)c->dev_secrets;
+    size_t sn = o && o->secret_count ? o->secret_count : c->dev_secret_count;
+    if (kn || sn)
+        return agent_keysource_dev_new(out, kf, kn, sf, sn, err);
+    *out = agent_keysource_none_new();
+    return 0;
+}
+
+static int create_confidential(json_t *st, char **out_bundle, char **out_root, int *out_fd,
+                               const rt_config *c, const char *dir, const rt_confidential *conf,
+                               const char *host_config, size_t host_config_size,
+                               const rt_create_opts *o, cista_error **err)
+{
+    int rc;
+    _cleanup_free_ char *tee = rt__resolve_tee(c, conf->tee, err);
+    if (!tee)
+        return -EINVAL;
+    _cleanup_keysource_ agent_keysource *ks = NULL;
+    if ((rc = make_keysource(&ks, c, conf, o, err)) < 0)
+        return rc;
+    agent_host_request req = {
+        .config = host_config,
+        .config_size = host_config_size,
+        .args = o ? o->args : NULL,
+        .env = o ? o->env : NULL,
+        .host_network = o && o->host_network,
+    };
+    agent_launch_opts lo = {
+        .dir = dir,
+        .policy = conf->policy,
+        .policy_size = conf->policy_size,
+        .container = conf->container,
+        .image_ref = conf->image,
+        .image_key_resource = conf->image_key,
+        .tee =
+            {
+                .tee = tee,
+                .sim_state_dir = c->sim_state_dir,
+                .tpm_tcti = c->tpm_tcti,
+                .tpm_eventlog = c->tpm_eventlog,
+                .host_data = conf->has_hash ? conf->policy_hash : NULL,
+            },
+        .keys = ks,
+        .request = &req,
+        .tmpfs_size = c->tmpfs_size,
+    };
+    json_object_set_new(st, "mode", json_string("confidential"));
+    json_object_set_new(st, "tee", json_string(tee));
+    json_object_set_new(st, "image", json_string(conf->image));
+    json_object_set_new(st, "key_source", json_string(ks->ops->name));
+    _cleanup_sandbox_ agent_sandbox *sb = NULL;
+    if ((rc = agent_sandbox_launch(&sb, &lo, err)) < 0)
+        return rc;
+    if ((rc = agent_sandbox_create_config(out_bundle, sb, &req, err)) < 0)
+        return rc;
+    json_object_set_new(st, "container", json_string(agent_sandbox_container(sb)));
+    json_object_set_new(st, "policy_sha256", json_string(agent_sandbox_policy_hash(sb)));
+    json_object_set_new(st, "dev_keys", json_boolean(agent_sandbox_dev_keys(sb)));
+    json_object_set_new(st, "logs", json_boolean(agent_sandbox_logs_allowed(sb)));
+    *out_root = xasprintf("%s/%s", agent_sandbox_tee_dir(sb), AGENT_RUNC_ROOT);
+    /* output the host may not read stays in TEE memory */
+    if ((!o || o->stdio_fd < 0) && (!agent_sandbox_logs_allowed(sb) || (o && o->to_sandbox_log))) {
+        _cleanup_free_ char *lp = xasprintf("%s/%s", agent_sandbox_tee_dir(sb), AGENT_LOG);
+        *out_fd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (*out_fd < 0)
+            return err_set_sys(err, -errno, "open %s", lp);
+        log_info("the policy does not let the host read the output: it stays in the sandbox");
+    }
+    return 0;
+}
+
+int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_create_opts *o,
+              cista_error **err)
+{
+    int rc;
+    if ((rc = check_id(id, err)) < 0)
+        return rc;
+    if (!bundle && !(o && o->confidential))
+        return err_set(err, -EINVAL, "create: --bundle is required");
+    /* the host's request */
+    _cleanup_free_ char *host = NULL;
+    size_t host_size = 0;
+    _cleanup_json_ json_t *cfg = NULL;
+    if (bundle) {
+        _cleanup_free_ char *p = xasprintf("%s/config.json", bundle);
+        if ((rc = util_read_file(&host, &host_size, p, AGENT_MAX_CONFIG, err)) < 0)
+            return rc;
+        if ((rc = js_parse_object(&cfg, host, host_size, AGENT_MAX_CONFIG, p, err)) < 0)
+            return rc;
+    }
+    rt_confidential ann_conf = {0};
+    bool present = false;
+    const rt_confidential *conf = o ? o->confidential : NULL;
+    if (!conf && cfg) {
+        if ((rc = rt_confidential_from_annotations(&ann_conf, &present, cfg, err)) < 0)
+            return rc;
+        if (present)
+            conf = &ann_conf;
+    }
+    /* a Kubernetes pod's sandbox (pause) container holds no workload: it runs plain */
+    const char *ctype =
+        cfg ? ann(json_object_get(cfg, "annotations"), "io.kubernetes.cri.container-type") : NULL;
+    bool pod_sandbox = ctype && !strcmp(ctype, "sandbox");
+    if (pod_sandbox && conf == &ann_conf) {
+        rt_confidential_clear(&ann_conf);
+        conf = NULL;
+    }
+    if (!conf && !c->allow_plain && !pod_sandbox) {
+        rt_confidential_clear(&ann_conf);
+        return err_set(err, -EPERM,
+                       "container %s: the bundle has no io.cista.image/io.cista.policy "
+                       "annotations and this runtime's configuration does not allow plain "
+                       "containers (\"allow_plain\": true)",
+                       id);
+    }
+
+    if ((rc = mkdir_p(c->root, err)) < 0) {
+        rt_confidential_clear(&ann_conf);
+        return rc;
+    }
+    _cleanup_free_ char *dir = cdir(c, id);
+    if (mkdir(dir, 0700) < 0) {
+        int e = -errno;
+        rt_confidential_clear(&ann_conf);
+        if (e == -EEXIST)
+            return err_set(err, -EEXIST, "container \"%s\" already exists", id);
+        return err_set_sys(err, e, "mkdir %s", dir);
+    }
+    _cleanup_close_ int lock = lock_dir(dir, err);
+    if (lock < 0) {
+        rt_confidential_clear(&ann_conf);
+        return lock;
+    }
+    char created[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    _cleanup_json_ json_t *st =
+        json_pack("{s:s,s:s,s:s}", "id", id, "created", created, "bundle", bundle ? bundle : "");
+    _cleanup_free_ char *gen_bundle = NULL, *droot = NULL;
+    _cleanup_close_ int out_fd = -1;
+    if (conf) {
+        rc = create_confidential(st, &gen_bundle, &droot, &out_fd, c, dir, conf, host, host_size, o,
+                                 err);
+    } else {
+        if (pod_sandbox)
+            log_info("container %s: the pod's sandbox (pause) container runs plain", id);
+        else
+            log_warn("container %s: PLAIN container (no confidential annotations; allowed by "
+                     "allow_plain): the host sees everything",
+                     id);
+        json_object_set_new(st, "mode", json_string("plain"));
+        droot = xasprintf("%s/%s", dir, RT_PLAIN_RUNC);
+        rc = plain_bundle(&gen_bundle, dir, bundle, cfg, err);
+    }
+    rt_confidential_clear(&ann_conf);
+    if (host)
+        crypto_cleanse(host, host_size);
+    if (rc == 0) {
+        json_object_set_new(st, "delegate_root", json_string(droot));
+        rc = write_state(dir, st, err);
+    }
+    if (rc == 0) {
+        const char *av[12];
+        size_t k = 0;
+        av[k++] = "";
+        av[k++] = "create";
+        av[k++] = "--bundle";
+        av[k++] = gen_bundle;
+        if (o && o->pid_file) {
+            av[k++] = "--pid-file";
+            av[k++] = o->pid_file;
+        }
+        if (o && o->console_socket) {
+            av[k++] = "--console-socket";
+            av[k++] = o->console_socket;
+        }
+        av[k++] = id;
+        av[k] = NULL;
+        int fd = o && o->stdio_fd >= 0 ? o->stdio_fd : out_fd;
+        rc = delegate_fail(rt__delegate(c, droot, av, fd, NULL, err), "create", id, err);
+    }
+    if (rc < 0) {
+        remove_dir(c, id);
+        return err_wrap(err, "create %s", id);
+    }
+    log_info("container %s created (%s)", id, st_str(st, "mode"));
+    return 0;
+}
+
+/* ---- the other verbs ---- */
+
+static int simple(const rt_config *c, const char *id, const char *verb, const char *const *extra,
+                  cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    const char *av[12];
+    size_t k = 0;
+    av[k++] = "";
+    av[k++] = verb;
+    for (size_t i = 0; extra && extra[i] && k < 10; i++)
+        av[k++] = extra[i];
+    av[k++] = id;
+    av[k] = NULL;
+    return delegate_fail(rt__delegate(c, st_str(st, "delegate_root"), av, -1, NULL, err), verb, id,
+                         err);
+}
+
+int rt_start(const rt_config *c, const char *id, cista_error **err)
+{
+    return simple(c, id, "start", NULL, err);
+}
+
+int rt_pause(const rt_config *c, const char *id, bool pause, cista_error **err)
+{
+    return simple(c, id, pause ? "pause" : "resume", NULL, err);
+}
+
+int rt_state(json_t **out, const rt_config *c, const char *id, cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    const char *av[] = {"", "state", id, NULL};
+    _cleanup_free_ char *text = NULL;
+    rc = rt__delegate(c, st_str(st, "delegate_root"), av, -1, &text, err);
+    if ((rc = delegate_fail(rc, "state", id, err)) < 0)
+        return rc;
+    json_t *s;
+    if ((rc = js_parse_object(&s, text, strlen(text), 1u << 20, "delegate state", err)) < 0)
+        return rc;
+    /* the host's view: its own bundle, not the one generated in the sandbox */
+    const char *b = st_str(st, "bundle");
+    if (b && *b)
+        json_object_set_new(s, "bundle", json_string(b));
+    if (st_confidential(st)) {
+        json_object_set_new(s, "rootfs", json_string(""));
+        json_t *a = json_object_get(s, "annotations");
+        if (!json_is_object(a)) {
+            a = json_object();
+            json_object_set_new(s, "annotations", a);
+        }
+        json_object_set_new(a, "io.cista.mode", json_string("confidential"));
+        json_object_set_new(a, "io.cista.tee", json_string(st_str(st, "tee")));
+    }
+    *out = s;
+    return 0;
+}
+
+int rt_init_pid(pid_t *out, const rt_config *c, const char *id, cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *s = NULL;
+    if ((rc = rt_state(&s, c, id, err)) < 0)
+        return rc;
+    *out = (pid_t)json_integer_value(json_object_get(s, "pid"));
+    return 0;
+}
+
+static int open_sandbox(agent_sandbox **out, const rt_config *c, const char *id, const json_t *st,
+                        cista_error **err)
+{
+    _cleanup_free_ char *dir = cdir(c, id);
+    return agent_sandbox_open(out, dir, st_str(st, "container"), err);
+}
+
+int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    if (st_confidential(st)) {
+        _cleanup_sandbox_ agent_sandbox *sb = NULL;
+        if ((rc = open_sandbox(&sb, c, id, st, err)) < 0 ||
+            (rc = agent_allow_signal(sb, sig, err)) < 0)
+            return rc;
+    }
+    char sigs[16];
+    snprintf(sigs, sizeof(sigs), "%d", sig);
+    const char *av[6];
+    size_t k = 0;
+    av[k++] = "";
+    av[k++] = "kill";
+    if (all)
+        av[k++] = "--all";
+    av[k++] = id;
+    av[k++] = sigs;
+    av[k] = NULL;
+    return delegate_fail(rt__delegate(c, st_str(st, "delegate_root"), av, -1, NULL, err), "kill",
+                         id, err);
+}
+
+int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0) {
+        if (rc == -ENOENT && force) {
+            err_clear(err);
+            return 0;
+        }
+        return rc;
+    }
+    _cleanup_free_ char *dir = cdir(c, id);
+    _cleanup_close_ int lock = lock_dir(dir, err);
+    if (lock < 0)
+        return lock;
+    const char *av[5] = {"", "delete", force ? "--force" : id, force ? id : NULL, NULL};
+    rc = rt__delegate(c, st_str(st, "delegate_root"), av, -1, NULL, err);
+    if (rc < 0)
+        return rc;
+    if (rc != 0 && !force)
+        return delegate_fail(rc, "delete", id, err);
+    remove_dir(c, id);
+    log_info("container %s deleted", id);
+    return 0;
+}
+
+int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_opts *o,
+            cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    _cleanup_free_ char *proc = NULL;
+    size_t proc_size = 0;
+    if (o->process_file) {
+        if ((rc = util_read_file(&proc, &proc_size, o->process_file, AGENT_MAX_CONFIG, err)) < 0)
+            return rc;
+    } else {
+        if (!o->args || !o->args[0])
+            return err_set(err, -EINVAL, "exec: no command (--process FILE or ARGS)");
+        json_t *args = json_array();
+        for (size_t i = 0; o->args[i]; i++)
+            json_array_append_new(args, json_string(o->args[i]));
+        json_t *env = json_array();
+        for (size_t i = 0; o->env && o->env[i]; i++)
+            json_array_append_new(env, json_string(o->env[i]));
+        _cleanup_json_ json_t *p = json_pack("{s:o,s:o,s:s,s:b}", "args", args, "env", env, "cwd",
+                                             o->cwd ? o->cwd : "", "terminal", o->tty);
+        proc = js_dump_compact(p);
+        proc_size = strlen(proc);
+    }
+    _cleanup_free_ char *dir = cdir(c, id);
+    _cleanup_free_ char *ppath = NULL;
+    _cleanup_close_ int out_fd = -1;
+    if (st_confidential(st)) {
+        _cleanup_sandbox_ agent_sandbox *sb = NULL;
+        if ((rc = open_sandbox(&sb, c, id, st, err)) < 0 ||
+            (rc = agent_exec_prepare(&ppath, sb, proc, proc_size, err)) < 0)
+            return rc;
+        if (!agent_sandbox_logs_allowed(sb)) {
+            _cleanup_free_ char *lp = xasprintf("%s/%s", agent_sandbox_tee_dir(sb), AGENT_LOG);
+            out_fd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+            if (out_fd < 0)
+                return err_set_sys(err, -errno, "open %s", lp);
+        }
+    } else {
+        _cleanup_json_ json_t *p = NULL;
+        if ((rc = js_parse_object(&p, proc, proc_size, AGENT_MAX_CONFIG, "process.json", err)) < 0)
+            return rc;
+        _cleanup_json_ json_t *wrap = json_pack("{s:O}", "process", p);
+        agent_clamp_rlimits(wrap);
+        _cleanup_free_ char *text = js_dump_compact(json_object_get(wrap, "process"));
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+            return err_set_sys(err, -errno, "open %s", dir);
+        char name[64];
+        snprintf(name, sizeof(name), "exec-%d.json", (int)getpid());
+        if ((rc = util_write_file_atomic(dfd, name, text, strlen(text), 0600, err)) < 0)
+            return rc;
+        ppath = xasprintf("%s/%s", dir, name);
+    }
+    const char *av[14];
+    size_t k = 0;
+    av[k++] = "";
+    av[k++] = "exec";
+    av[k++] = "--process";
+    av[k++] = ppath;
+    if (o->detach)
+        av[k++] = "--detach";
+    if (o->pid_file) {
+        av[k++] = "--pid-file";
+        av[k++] = o->pid_file;
+    }
+    if (o->console_socket) {
+        av[k++] = "--console-socket";
+        av[k++] = o->console_socket;
+    }
+    av[k++] = id;
+    av[k] = NULL;
+    rc = rt__delegate(c, st_str(st, "delegate_root"), av, out_fd, NULL, err);
+    unlink(ppath);
+    if (rc < 0)
+        return rc;
+    if (out_status)
+        *out_status = rc;
+    else if (rc != 0)
+        return delegate_fail(rc, "exec", id, err);
+    return 0;
+}
+
+int rt_ps(json_t **out, const rt_config *c, const char *id, cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    const char *av[] = {"", "ps", "--format", "json", id, NULL};
+    _cleanup_free_ char *text = NULL;
+    rc = rt__delegate(c, st_str(st, "delegate_root"), av, -1, &text, err);
+    if ((rc = delegate_fail(rc, "ps", id, err)) < 0)
+        return rc;
+    return js_parse(out, text, strlen(text), RT_MAX_LOG, "delegate ps", err);
+}
+
+int rt_list(json_t **out, const rt_config *c, cista_error **err)
+{
+    (void)err;
+    json_t *list = json_array();
+    DIR *d = opendir(c->root);
+    if (!d) {
+        *out = list;
+        return 0;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!rt_id_valid(e->d_name))
+            continue;
+        cista_error *e2 = NULL;
+        json_t *st = NULL;
+        if (load_state(&st, c, e->d_name, &e2) < 0) {
+            err_free(e2);
+            continue;
+        }
+        json_t *s = NULL;
+        if (rt_state(&s, c, e->d_name, &e2) == 0) {
+            json_object_set(st, "status", json_object_get(s, "status"));
+            json_object_set(st, "pid", json_object_get(s, "pid"));
+            json_decref(s);
+        } else {
+            json_object_set_new(st, "status", json_string("unknown"));
+            err_free(e2);
+        }
+        json_object_del(st, "delegate_root");
+        json_array_append_new(list, st);
+    }
+    closedir(d);
+    *out = list;
+    return 0;
+}
+
+int rt_logs(char **out, size_t *out_size, const rt_config *c, const char *id, cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    _cleanup_free_ char *dir = cdir(c, id);
+    _cleanup_free_ char *path = NULL;
+    if (st_confidential(st)) {
+        _cleanup_sandbox_ agent_sandbox *sb = NULL;
+        if ((rc = open_sandbox(&sb, c, id, st, err)) < 0 || (rc = agent_allow_logs(sb, err)) < 0)
+            return rc;
+        path = xasprintf("%s/%s", agent_sandbox_tee_dir(sb), AGENT_LOG);
+    } else {
+        path = xasprintf("%s/%s", dir, RT_PLAIN_LOG);
+    }
+    if (access(path, F_OK) != 0) {
+        *out = xstrdup("");
+        *out_size = 0;
+        return 0;
+    }
+    return util_read_file(out, out_size, path, RT_MAX_LOG, err);
+}
+
+int rt_inspect(json_t **out, const rt_config *c, const char *id, cista_error **err)
+{
+    int rc;
+    json_t *st = NULL;
+    if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    if (st_confidential(st)) {
+        _cleanup_sandbox_ agent_sandbox *sb = NULL;
+        if ((rc = open_sandbox(&sb, c, id, st, err)) < 0) {
+            json_decref(st);
+            return rc;
+        }
+        const agent_timings *t = agent_sandbox_timings(sb);
+        json_object_set_new(st, "timings_ms",
+                            json_pack("{s:f,s:f,s:f,s:f,s:f}", "bind", t->bind, "attest", t->attest,
+                                      "keys", t->keys, "unpack", t->unpack, "config", t->config));
+        const json_t *cl = agent_sandbox_claims(sb);
+        if (cl)
+            json_object_set_new(st, "claims", json_deep_copy(cl));
+    }
+    json_object_del(st, "delegate_root");
+    *out = st;
+    return 0;
+}
+
+json_t *rt_features(const rt_config *c)
+{
+    const char *av[] = {"", "features", NULL};
+    _cleanup_free_ char *text = NULL;
+    cista_error *e = NULL;
+    json_t *f = NULL;
+    if (rt__delegate(c, "/run/runc", av, -1, &text, &e) == 0) {
+        cista_error *e2 = NULL;
+        if (js_parse_object(&f, text, strlen(text), 1u << 20, "features", &e2) < 0)
+            err_free(e2);
+    }
+    err_free(e);
+    if (!f)
+        f = json_pack("{s:s,s:s}", "ociVersionMin", "1.0.0", "ociVersionMax", "1.0.2");
+    json_t *a = json_object_get(f, "annotations");
+    if (!json_is_object(a)) {
+        a = json_object();
+        json_object_set_new(f, "annotations", a);
+    }
+    json_object_set_new(a, RT_ANN_IMAGE, json_string("confidential image reference"));
+    json_object_set_new(a, RT_ANN_POLICY, json_string("base64 container policy"));
+    json_object_set_new(a, RT_ANN_POLICY_FILE, json_string("container policy file"));
+    json_object_set_new(a, RT_ANN_POLICY_HASH, json_string("launch-bound policy SHA-256 (hex)"));
+    json_object_set_new(a, RT_ANN_KBS, json_string("KBS URL"));
+    json_object_set_new(a, RT_ANN_TEE, json_string("auto|sim|tpm|snp|tdx"));
+    json_object_set_new(a, RT_ANN_CONTAINER, json_string("policy container name"));
+    json_object_set_new(a, RT_ANN_IMAGE_KEY, json_string("KBS resource of the image key"));
+    json_object_set_new(f, "io.cista.delegate", json_string(c->delegate));
+    return f;
+}
+
+int rt_spec(const rt_config *c, const char *bundle, cista_error **err)
+{
+    const char *av[] = {"", "spec", "--bundle", bundle, NULL};
+    return delegate_fail(rt__delegate(c, "/run/runc", av, -1, NULL, err), "spec", bundle, err);
+}

@@ -1,0 +1,497 @@
+/* test_runtime.c - the runtime and agent building blocks: config generation from image +
+ * policy + host request, annotation parsing, runtime configuration, policy denials as errors,
+ * rlimit clamping, secret file injection, ids and signals. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "agent/agent.h"
+#include "agent/agent_int.h"
+#include "runtime/runtime.h"
+#include "util/codec.h"
+#include "util/json.h"
+#include "util/util.h"
+
+static char *g_entry[] = {NULL};
+static char *g_cmd[] = {"/bin/app", "--port", "80", NULL};
+static char *g_env[] = {"PATH=/bin", "GREETING=hi", NULL};
+
+static img_config image_config(void)
+{
+    img_config ic = {0};
+    ic.os = "linux";
+    ic.architecture = "amd64";
+    ic.entrypoint = g_entry;
+    ic.cmd = g_cmd;
+    ic.env = g_env;
+    ic.user = "1000:2000";
+    ic.working_dir = "/app";
+    return ic;
+}
+
+static json_t *rules(void)
+{
+    json_t *r = json_pack(
+        "{s:s,s:{s:[sss],s:s,s:{s:i,s:i},s:b},s:{s:[s],s:[s],s:[s]},s:b}", "name", "app", "process",
+        "args", "/bin/app", "--port", "80", "cwd", "/app", "user", "uid", 1000, "gid", 2000,
+        "no_new_privileges", true, "capabilities", "bounding", "CAP_NET_BIND_SERVICE", "effective",
+        "CAP_NET_BIND_SERVICE", "permitted", "CAP_NET_BIND_SERVICE", "read_only_rootfs", true);
+    assert_non_null(r);
+    return r;
+}
+
+static const char *env_at(json_t *cfg, size_t i)
+{
+    return json_string_value(
+        json_array_get(json_object_get(json_object_get(cfg, "process"), "env"), i));
+}
+
+static void test_config_without_host_request(void **state)
+{
+    (void)state;
+    img_config ic = image_config();
+    _cleanup_json_ json_t *r = rules();
+    const char *env[] = {"EXTRA=1", NULL};
+    agent_host_request req = {.env = env, .host_network = true};
+    _cleanup_json_ json_t *cfg = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_build_config(&cfg, &ic, r, &req, "/sb/tee/rootfs", &err), 0);
+    json_t *p = json_object_get(cfg, "process");
+    /* args: the image's entrypoint + cmd */
+    assert_int_equal(json_array_size(json_object_get(p, "args")), 3);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(p, "args"), 0)),
+                        "/bin/app");
+    /* env: the image's, then the host's extra (left for the policy to judge) */
+    assert_string_equal(env_at(cfg, 0), "PATH=/bin");
+    assert_string_equal(env_at(cfg, 1), "GREETING=hi");
+    assert_string_equal(env_at(cfg, 2), "EXTRA=1");
+    /* cwd, user, caps and nnp: the policy's (no host process at all) */
+    assert_string_equal(json_string_value(json_object_get(p, "cwd")), "/app");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(p, "user"), "uid")), 1000);
+    json_t *caps = json_object_get(p, "capabilities");
+    assert_int_equal(json_array_size(json_object_get(caps, "bounding")), 1);
+    assert_int_equal(json_array_size(json_object_get(caps, "inheritable")), 0);
+    assert_true(json_is_true(json_object_get(p, "noNewPrivileges")));
+    /* root: the sandbox rootfs, read-only as the policy says */
+    json_t *root = json_object_get(cfg, "root");
+    assert_string_equal(json_string_value(json_object_get(root, "path")), "/sb/tee/rootfs");
+    assert_true(json_is_true(json_object_get(root, "readonly")));
+    /* host network: no network namespace; mount and pid always */
+    json_t *ns = json_object_get(json_object_get(cfg, "linux"), "namespaces");
+    bool net = false, mnt = false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ns, i, v)
+    {
+        const char *t = json_string_value(json_object_get(v, "type"));
+        net |= !strcmp(t, "network");
+        mnt |= !strcmp(t, "mount");
+    }
+    assert_false(net);
+    assert_true(mnt);
+    assert_true(json_array_size(json_object_get(json_object_get(cfg, "linux"), "maskedPaths")) > 5);
+}
+
+static const char g_host[] =
+    "{\"ociVersion\":\"1.0.2\",\"process\":{\"args\":[],\"env\":[\"PATH=/usr/local/bin:/usr/bin\","
+    "\"HOSTNAME=x\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},\"capabilities\":{"
+    "\"bounding\":[\"CAP_KILL\"],\"effective\":[\"CAP_KILL\"],\"permitted\":[\"CAP_KILL\"],"
+    "\"inheritable\":[\"CAP_SYS_ADMIN\"]},\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":"
+    "1048576,\"soft\":1048576}]},\"root\":{\"path\":\"rootfs\"},\"hostname\":\"h\","
+    "\"hooks\":{\"prestart\":[{\"path\":\"/bin/evil\"}]},"
+    "\"mounts\":[{\"destination\":\"/proc\",\"type\":\"bind\",\"source\":\"/\"},"
+    "{\"destination\":\"/run\",\"type\":\"tmpfs\",\"source\":\"tmpfs\"},"
+    "{\"destination\":\"/data\",\"type\":\"bind\",\"source\":\"/var/"
+    "data\",\"options\":[\"rbind\"]}],"
+    "\"linux\":{\"namespaces\":[{\"type\":\"pid\",\"path\":\"/proc/1/ns/pid\"},"
+    "{\"type\":\"network\",\"path\":\"/var/run/netns/x\"}],"
+    "\"devices\":[{\"path\":\"/dev/sda\",\"type\":\"b\",\"major\":8,\"minor\":0}],"
+    "\"resources\":{\"memory\":{\"limit\":1000000},\"devices\":[{\"allow\":true,\"access\":\"rwm\"}"
+    "]},"
+    "\"cgroupsPath\":\"/x/y\"},\"annotations\":{\"a\":\"b\"}}";
+
+static void test_config_from_host_request(void **state)
+{
+    (void)state;
+    img_config ic = image_config();
+    _cleanup_json_ json_t *r = rules();
+    agent_host_request req = {.config = g_host, .config_size = strlen(g_host)};
+    _cleanup_json_ json_t *cfg = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_build_config(&cfg, &ic, r, &req, "/sb/rootfs", &err), 0);
+    json_t *p = json_object_get(cfg, "process");
+    /* empty host args: the image's; host uid 0 means the image's user; "/" the image's cwd */
+    assert_string_equal(json_string_value(json_array_get(json_object_get(p, "args"), 0)),
+                        "/bin/app");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(p, "user"), "gid")), 2000);
+    assert_string_equal(json_string_value(json_object_get(p, "cwd")), "/app");
+    /* the image's PATH wins; HOSTNAME passes on to the policy */
+    assert_string_equal(env_at(cfg, 0), "PATH=/bin");
+    assert_string_equal(env_at(cfg, 2), "HOSTNAME=x");
+    assert_null(env_at(cfg, 3));
+    /* inheritable forced empty; host caps kept for the policy to judge */
+    json_t *caps = json_object_get(p, "capabilities");
+    assert_int_equal(json_array_size(json_object_get(caps, "inheritable")), 0);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(caps, "bounding"), 0)),
+                        "CAP_KILL");
+    /* hooks and devices dropped; default mounts are cista's; /run tmpfs dropped; others kept */
+    assert_null(json_object_get(cfg, "hooks"));
+    json_t *lx = json_object_get(cfg, "linux");
+    assert_null(json_object_get(lx, "devices"));
+    json_t *dev = json_array_get(json_object_get(json_object_get(lx, "resources"), "devices"), 0);
+    assert_false(json_is_true(json_object_get(dev, "allow")));
+    assert_string_equal(json_string_value(json_object_get(lx, "cgroupsPath")), "/x/y");
+    json_t *mounts = json_object_get(cfg, "mounts");
+    size_t i;
+    json_t *m;
+    bool data = false;
+    json_array_foreach(mounts, i, m)
+    {
+        const char *d = json_string_value(json_object_get(m, "destination"));
+        const char *t = json_string_value(json_object_get(m, "type"));
+        if (!strcmp(d, "/proc"))
+            assert_string_equal(t, "proc");
+        assert_string_not_equal(d, "/run");
+        data |= !strcmp(d, "/data");
+    }
+    assert_true(data);
+    /* the pid namespace is never the host's; a network namespace path is kept */
+    json_t *ns = json_object_get(lx, "namespaces");
+    json_t *v;
+    json_array_foreach(ns, i, v)
+    {
+        const char *t = json_string_value(json_object_get(v, "type"));
+        if (!strcmp(t, "pid"))
+            assert_null(json_object_get(v, "path"));
+        if (!strcmp(t, "network"))
+            assert_string_equal(json_string_value(json_object_get(v, "path")), "/var/run/netns/x");
+    }
+    /* rlimits clamped to what this process may set */
+    struct rlimit cur;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &cur), 0);
+    json_t *rl = json_array_get(json_object_get(p, "rlimits"), 0);
+    if (cur.rlim_max != RLIM_INFINITY && cur.rlim_max < 1048576)
+        assert_int_equal(json_integer_value(json_object_get(rl, "hard")), (json_int_t)cur.rlim_max);
+    assert_true(json_integer_value(json_object_get(rl, "soft")) <=
+                json_integer_value(json_object_get(rl, "hard")));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(cfg, "annotations"), "a")), "b");
+}
+
+static void test_config_bad_host_request(void **state)
+{
+    (void)state;
+    img_config ic = image_config();
+    _cleanup_json_ json_t *r = rules();
+    static const char *const bad[] = {
+        "[]",
+        "{\"process\":3}",
+        "{\"process\":{\"args\":[1]}}",
+        "{\"process\":{\"env\":\"x\"}}",
+        "{\"process\":{},\"mounts\":[{\"type\":\"bind\"}]}",
+        "{\"process\":{},\"linux\":{\"namespaces\":[{\"type\":\"user\"}]}}",
+        "{\"process\":{},\"linux\":{\"namespaces\":[{\"type\":\"bogus\"}]}}",
+        "{\"process\":",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        agent_host_request req = {.config = bad[i], .config_size = strlen(bad[i])};
+        json_t *cfg = NULL;
+        cista_error *err = NULL;
+        assert_true(agent_build_config(&cfg, &ic, r, &req, "/r", &err) < 0);
+        assert_null(cfg);
+        assert_non_null(err);
+        err_free(err);
+    }
+    /* an image with a named user cannot be resolved without its passwd: refused */
+    ic.user = "nginx";
+    agent_host_request req = {0};
+    json_t *cfg = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_build_config(&cfg, &ic, r, &req, "/r", &err), -EINVAL);
+    assert_non_null(strstr(err->msg, "numeric"));
+    err_free(err);
+}
+
+static void test_rlimit_clamp(void **state)
+{
+    (void)state;
+    struct rlimit cur;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &cur), 0);
+    _cleanup_json_ json_t *c = json_pack(
+        "{s:{s:[{s:s,s:I,s:I},{s:s,s:I,s:I},{s:s,s:I,s:I},{s:s,s:I,s:I}]}}", "process", "rlimits",
+        "type", "RLIMIT_NOFILE", "hard", (json_int_t)1 << 40, "soft", (json_int_t)1 << 40, "type",
+        "RLIMIT_BOGUS", "hard", (json_int_t)1, "soft", (json_int_t)1, "type", "RLIMIT_CORE", "hard",
+        (json_int_t)0, "soft", (json_int_t)0, "type", "RLIMIT_NPROC", "hard", (json_int_t)10,
+        "soft", (json_int_t)100);
+    int changed = agent_clamp_rlimits(c);
+    json_t *rl = json_object_get(json_object_get(c, "process"), "rlimits");
+    assert_int_equal(json_array_size(rl), 3); /* the unknown resource is dropped */
+    json_t *nofile = json_array_get(rl, 0);
+    if (cur.rlim_max != RLIM_INFINITY)
+        assert_int_equal(json_integer_value(json_object_get(nofile, "hard")),
+                         (json_int_t)cur.rlim_max);
+    json_t *core = json_array_get(rl, 1);
+    assert_int_equal(json_integer_value(json_object_get(core, "hard")), 0);
+    json_t *nproc = json_array_get(rl, 2);
+    assert_int_equal(json_integer_value(json_object_get(nproc, "soft")), 10); /* soft <= hard */
+    assert_true(changed >= 2);
+    _cleanup_json_ json_t *none = json_object();
+    assert_int_equal(agent_clamp_rlimits(none), 0);
+}
+
+static json_t *with_annotations(json_t *a)
+{
+    return json_pack("{s:o}", "annotations", a);
+}
+
+static void test_annotations(void **state)
+{
+    (void)state;
+    const char pol[] = "{\"version\":\"1\"}\n";
+    _cleanup_free_ char *b64 = b64_encode(pol, strlen(pol));
+    rt_confidential c = {0};
+    bool present = true;
+    cista_error *err = NULL;
+
+    _cleanup_json_ json_t *none = with_annotations(json_pack("{s:s}", "x", "y"));
+    assert_int_equal(rt_confidential_from_annotations(&c, &present, none, &err), 0);
+    assert_false(present);
+
+    _cleanup_json_ json_t *full = with_annotations(json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:s}", RT_ANN_IMAGE, "oci:/x:1", RT_ANN_POLICY, b64,
+        RT_ANN_POLICY_HASH, "abababababababababababababababababababababababababababababababab",
+        RT_ANN_KBS, "http://127.0.0.1:1", RT_ANN_TEE, "sim", "io.kubernetes.cri.container-name",
+        "web"));
+    assert_int_equal(rt_confidential_from_annotations(&c, &present, full, &err), 0);
+    assert_true(present);
+    assert_string_equal(c.image, "oci:/x:1");
+    assert_int_equal(c.policy_size, strlen(pol));
+    assert_memory_equal(c.policy, pol, strlen(pol));
+    assert_true(c.has_hash);
+    assert_int_equal(c.policy_hash[0], 0xab);
+    assert_string_equal(c.kbs, "http://127.0.0.1:1");
+    assert_string_equal(c.tee, "sim");
+    assert_string_equal(c.container, "web");
+    rt_confidential_clear(&c);
+
+    _cleanup_json_ json_t *noimg = with_annotations(json_pack("{s:s}", RT_ANN_POLICY, b64));
+    assert_int_equal(rt_confidential_from_annotations(&c, &present, noimg, &err), -EINVAL);
+    assert_non_null(strstr(err->msg, RT_ANN_IMAGE));
+    err_clear(&err);
+    _cleanup_json_ json_t *nopol = with_annotations(json_pack("{s:s}", RT_ANN_IMAGE, "oci:/x"));
+    assert_int_equal(rt_confidential_from_annotations(&c, &present, nopol, &err), -EINVAL);
+    err_clear(&err);
+    _cleanup_json_ json_t *badhash = with_annotations(json_pack(
+        "{s:s,s:s,s:s}", RT_ANN_IMAGE, "oci:/x", RT_ANN_POLICY, b64, RT_ANN_POLICY_HASH, "zz"));
+    assert_int_equal(rt_confidential_from_annotations(&c, &present, badhash, &err), -EINVAL);
+    assert_non_null(strstr(err->msg, RT_ANN_POLICY_HASH));
+    err_clear(&err);
+    _cleanup_json_ json_t *bad64 = with_annotations(
+        json_pack("{s:s,s:s}", RT_ANN_IMAGE, "oci:/x", RT_ANN_POLICY, "!!!not base64"));
+    assert_true(rt_confidential_from_annotations(&c, &present, bad64, &err) < 0);
+    err_clear(&err);
+    _cleanup_json_ json_t *nofile = with_annotations(json_pack(
+        "{s:s,s:s}", RT_ANN_IMAGE, "oci:/x", RT_ANN_POLICY_FILE, "/nonexistent/policy.json"));
+    assert_true(rt_confidential_from_annotations(&c, &present, nofile, &err) < 0);
+    err_clear(&err);
+}
+
+static void test_runtime_config(void **state)
+{
+    (void)state;
+    rt_config *c = NULL;
+    cista_error *err = NULL;
+    const char good[] = "{\"allow_plain\":true,\"runtime\":\"/usr/sbin/runc\",\"tee\":\"sim\","
+                        "\"dev_key_files\":[\"/k.pem\"],\"dev_secrets\":{\"kbs:///a/b/c\":\"/f\"}}";
+    assert_int_equal(rt_config_parse(&c, good, strlen(good), &err), 0);
+    assert_true(c->allow_plain);
+    assert_string_equal(c->delegate, "/usr/sbin/runc");
+    assert_string_equal(c->root, RT_DEFAULT_ROOT);
+    assert_int_equal(c->dev_key_count, 1);
+    assert_string_equal(c->dev_secrets[0], "kbs:///a/b/c=/f");
+    rt_config_free(c);
+    const char dflt[] = "{}";
+    assert_int_equal(rt_config_parse(&c, dflt, strlen(dflt), &err), 0);
+    assert_false(c->allow_plain);
+    assert_string_equal(c->delegate, "runc");
+    assert_string_equal(c->tee, "auto");
+    rt_config_free(c);
+    static const char *const bad[] = {
+        "{\"allow_plian\":true}",
+        "{\"allow_plain\":\"yes\"}",
+        "{\"runtime\":1}",
+        "{\"dev_key_files\":\"x\"}",
+        "{\"dev_secrets\":[\"x\"]}",
+        "[]",
+        "{",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        c = NULL;
+        assert_int_equal(rt_config_parse(&c, bad[i], strlen(bad[i]), &err), -EINVAL);
+        assert_null(c);
+        err_clear(&err);
+    }
+}
+
+static void test_denial_is_eacces_with_rule(void **state)
+{
+    (void)state;
+    pol_decision d = {.allowed = false,
+                      .rule = xstrdup("process.env"),
+                      .field = xstrdup("process.env[3]"),
+                      .reason = xstrdup("\"DEBUG=1\" matches no env rule")};
+    cista_error *err = NULL;
+    assert_int_equal(agent__deny(&err, &d, "creating the container"), -EACCES);
+    assert_non_null(strstr(err->msg, "rule process.env"));
+    assert_non_null(strstr(err->msg, "field process.env[3]"));
+    assert_non_null(strstr(err->msg, "creating the container"));
+    err_free(err);
+    pol_decision_clear(&d);
+}
+
+static void test_secret_injection(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/cista-test-rt.XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    _cleanup_free_ char *root = xasprintf("%s/rootfs", tmpl);
+    _cleanup_free_ char *outside = xasprintf("%s/outside", tmpl);
+    assert_int_equal(mkdir(root, 0755), 0);
+    assert_int_equal(mkdir(outside, 0755), 0);
+    /* an image symlink that points out of the rootfs must not carry the secret out */
+    _cleanup_free_ char *lnk = xasprintf("%s/etc", root);
+    assert_int_equal(symlink(outside, lnk), 0);
+    int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(rootfd >= 0);
+    cista_error *err = NULL;
+    const char secret[] = "s3cr3t";
+    assert_int_equal(agent__inject_secret_file(rootfd, "/run/secrets/db", secret, 6,
+                                               (int64_t)getuid(), (int64_t)getgid(), &err),
+                     0);
+    _cleanup_free_ char *p = xasprintf("%s/run/secrets/db", root);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0400);
+    assert_int_equal(st.st_size, 6);
+    _cleanup_free_ char *dir = xasprintf("%s/run/secrets", root);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755);
+    /* through the symlink: resolved inside the root, never in "outside" */
+    int rc = agent__inject_secret_file(rootfd, "/etc/app/key", secret, 6, 0, 0, &err);
+    err_clear(&err);
+    (void)rc;
+    _cleanup_free_ char *escaped = xasprintf("%s/app/key", outside);
+    assert_int_not_equal(access(escaped, F_OK), 0);
+    /* a secret file that is a symlink in the image is not followed */
+    _cleanup_free_ char *sl = xasprintf("%s/run/secrets/link", root);
+    _cleanup_free_ char *target = xasprintf("%s/target", outside);
+    assert_int_equal(symlink(target, sl), 0);
+    assert_true(agent__inject_secret_file(rootfd, "/run/secrets/link", secret, 6, 0, 0, &err) < 0);
+    err_clear(&err);
+    assert_int_not_equal(access(target, F_OK), 0);
+    /* paths that climb or are not absolute are refused */
+    assert_int_equal(agent__inject_secret_file(rootfd, "../x", secret, 6, 0, 0, &err), -EINVAL);
+    err_clear(&err);
+    assert_int_equal(agent__inject_secret_file(rootfd, "/a/../../x", secret, 6, 0, 0, &err),
+                     -EINVAL);
+    err_clear(&err);
+    close(rootfd);
+    int tfd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_int_equal(util_rm_rf_at(tfd, tmpl + 5, &err), 0);
+    close(tfd);
+}
+
+static void test_ids_and_signals(void **state)
+{
+    (void)state;
+    assert_true(rt_id_valid("abc"));
+    assert_true(rt_id_valid("a-b_c.d+e"));
+    assert_true(rt_id_valid("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
+    assert_false(rt_id_valid(""));
+    assert_false(rt_id_valid(NULL));
+    assert_false(rt_id_valid(".."));
+    assert_false(rt_id_valid("-x"));
+    assert_false(rt_id_valid("a/b"));
+    assert_false(rt_id_valid("a b"));
+    char longid[200];
+    memset(longid, 'a', sizeof(longid) - 1);
+    longid[sizeof(longid) - 1] = 0;
+    assert_false(rt_id_valid(longid));
+    assert_int_equal(agent_parse_signal("9"), 9);
+    assert_int_equal(agent_parse_signal("KILL"), 9);
+    assert_int_equal(agent_parse_signal("SIGTERM"), 15);
+    assert_int_equal(agent_parse_signal("sigusr1"), 10);
+    assert_int_equal(agent_parse_signal("0"), -EINVAL);
+    assert_int_equal(agent_parse_signal("65"), -EINVAL);
+    assert_int_equal(agent_parse_signal("SIGNOPE"), -EINVAL);
+    assert_int_equal(agent_parse_signal(""), -EINVAL);
+    assert_int_equal(agent_parse_signal("9x"), -EINVAL);
+    _cleanup_free_ char *r = agent_image_key_resource("web");
+    assert_string_equal(r, "kbs:///default/image-key/web");
+}
+
+static void test_keysource_dev(void **state)
+{
+    (void)state;
+    agent_keysource *ks = NULL;
+    cista_error *err = NULL;
+    const char *bad[] = {"no-equals"};
+    assert_int_equal(agent_keysource_dev_new(&ks, NULL, 0, bad, 1, &err), -EINVAL);
+    err_clear(&err);
+    char tmpl[] = "/tmp/cista-test-secret.XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    assert_int_equal(util_write_all(fd, "abc", 3), 0);
+    close(fd);
+    _cleanup_free_ char *spec = xasprintf("kbs:///r/t/x=%s", tmpl);
+    const char *specs[] = {spec};
+    assert_int_equal(agent_keysource_dev_new(&ks, NULL, 0, specs, 1, &err), 0);
+    assert_true(ks->ops->insecure);
+    uint8_t *s = NULL;
+    size_t size = 0;
+    assert_int_equal(ks->ops->get_secret(ks, "kbs:///r/t/x", &s, &size, &err), 0);
+    assert_int_equal(size, 3);
+    assert_memory_equal(s, "abc", 3);
+    free(s);
+    assert_int_equal(ks->ops->get_secret(ks, "kbs:///r/t/y", &s, &size, &err), -ENOKEY);
+    err_clear(&err);
+    EVP_PKEY **keys = NULL;
+    size_t n = 0;
+    assert_int_equal(ks->ops->get_image_keys(ks, "kbs:///default/image-key/x", &keys, &n, &err),
+                     -ENOKEY);
+    err_clear(&err);
+    agent_keysource_free(ks);
+    unlink(tmpl);
+    agent_keysource *none = agent_keysource_none_new();
+    assert_int_equal(none->ops->get_secret(none, "kbs:///r/t/x", &s, &size, &err), -ENOKEY);
+    err_clear(&err);
+    agent_keysource_free(none);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_without_host_request),
+        cmocka_unit_test(test_config_from_host_request),
+        cmocka_unit_test(test_config_bad_host_request),
+        cmocka_unit_test(test_rlimit_clamp),
+        cmocka_unit_test(test_annotations),
+        cmocka_unit_test(test_runtime_config),
+        cmocka_unit_test(test_denial_is_eacces_with_rule),
+        cmocka_unit_test(test_secret_injection),
+        cmocka_unit_test(test_ids_and_signals),
+        cmocka_unit_test(test_keysource_dev),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
