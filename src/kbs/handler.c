@@ -88,6 +88,15 @@ static void audit(kbs_ctx *c, const kbs_request *req, const char *event, const c
 {
     kbs_audit_entry e = {event, tee, digest, resource, decision, reason, req->peer};
     cista_error *err = NULL;
+    if (c->defer_audit) {
+        /* Group commit: the server sends the reply once the committer made this durable. */
+        char *body = kbs_store_audit_body(&e);
+        if (body)
+            kbs__commit_job_add(&c->audit_job, body, time(NULL));
+        else
+            log_error("audit: the %s entry is not valid UTF-8", event);
+        return;
+    }
     if (kbs_store_audit_append(c->store, &e, time(NULL), &err) < 0) {
         _cleanup_free_ char *s = err_str(err);
         log_error("audit: cannot append the %s entry: %s", event, s);
@@ -423,7 +432,7 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         _cleanup_free_ char *rvtext = NULL;
         _cleanup_refvals_ pol_refvals *rv = NULL;
         cista_error *e2 = NULL;
-        if (kbs_store_get_doc(c->store, &rvtext, "refvals", "default", &e2) == 0 &&
+        if (kbs__doc_cache_get(c->sh->docs, c->store, &rvtext, "refvals", "default", &e2) == 0 &&
             pol_refvals_parse(&rv, rvtext, strlen(rvtext), &e2) < 0) {
             _cleanup_free_ char *s2 = err_str(e2);
             log_error("stored reference values do not parse: %s", s2);
@@ -483,7 +492,7 @@ static int find_policy(kbs_ctx *c, char **out_text, char **out_key, const char *
     int r = -ENOENT;
     for (size_t i = 0; i < 4 && r == -ENOENT; i++) {
         cista_error *e = NULL;
-        r = kbs_store_get_doc(c->store, out_text, "policy", keys[i], &e);
+        r = kbs__doc_cache_get(c->sh->docs, c->store, out_text, "policy", keys[i], &e);
         if (r == 0)
             *out_key = xstrdup(keys[i]);
         else if (r != -ENOENT) {
@@ -732,11 +741,13 @@ static void admin_policy(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
         admin_done(c, req, resp, r, err, "get-policy", key);
     } else if (!strcmp(req->method, "DELETE")) {
         r = kbs_store_delete_doc(c->store, "policy", key, &err);
+        kbs__doc_cache_invalidate(c->sh->docs);
         admin_done(c, req, resp, r, err, "delete-policy", key);
     } else {
         _cleanup_release_ pol_release *p = NULL;
         if ((r = pol_release_parse(&p, text, strlen(text), &err)) == 0)
             r = kbs_store_set_doc(c->store, "policy", key, text, &err);
+        kbs__doc_cache_invalidate(c->sh->docs);
         admin_done(c, req, resp, r, err, "set-policy", key);
     }
 }
@@ -759,6 +770,7 @@ static void admin_refvals(kbs_ctx *c, const kbs_request *req, kbs_response *resp
     _cleanup_refvals_ pol_refvals *rv = NULL;
     if ((r = pol_refvals_parse(&rv, req->body, req->body_size, &err)) == 0)
         r = kbs_store_set_doc(c->store, "refvals", "default", text, &err);
+    kbs__doc_cache_invalidate(c->sh->docs);
     admin_done(c, req, resp, r, err, "set-reference-values", NULL);
 }
 
@@ -929,6 +941,7 @@ void kbs__shared_free(kbs_shared *sh)
         ev_collateral_free(sh->colls[i].c);
     free(sh->colls);
     kbs_sessions_free(sh->sessions);
+    kbs__doc_cache_free(sh->docs);
     crypto_cleanse(sh->master_key, sizeof(sh->master_key));
     free(sh);
 }
@@ -937,6 +950,7 @@ int kbs__shared_new(kbs_shared **out, const kbs_config *cfg, cista_error **err)
 {
     kbs_shared *sh = xzalloc(sizeof(*sh));
     sh->cfg = cfg;
+    sh->docs = kbs__doc_cache_new(KBS_DOC_CACHE_TTL_MS);
     int r = 0;
     if (!cfg->signing_key_file) {
         r = err_set(err, -EINVAL, "no signing_key configured (run `cista kbs init`)");
@@ -1027,6 +1041,7 @@ void kbs_ctx_free(kbs_ctx *c)
     if (!c)
         return;
     kbs_store_close(c->store);
+    kbs__commit_job_clear(&c->audit_job);
     if (c->own_shared)
         kbs__shared_free(c->sh);
     free(c);

@@ -10,6 +10,47 @@
 #include "kbs/kbs.h"
 #include "kbs/store.h"
 
+/* ---- group commit of audit entries (commit.c) ---- */
+
+/* The audit entries one request produced, and what to do once they are durable. */
+typedef struct kbs_commit_job kbs_commit_job;
+struct kbs_commit_job {
+    char **bodies; /* owned: kbs_store_audit_body() texts */
+    time_t *times;
+    size_t count, cap;
+    int result; /* set before done(): 0, or the batch's negative errno */
+    /* Called on the writer thread once the batch holding this job is durable (or failed). */
+    void (*done)(kbs_commit_job *j, void *arg);
+    void *arg;
+    kbs_commit_job *next; /* the committer's queue */
+};
+void kbs__commit_job_add(kbs_commit_job *j, char *body, time_t t); /* takes @body */
+void kbs__commit_job_clear(kbs_commit_job *j);
+
+/*
+ * One writer thread over @store (taken): every job queued while a commit is in flight goes
+ * into the next single transaction. Thread-safe: any thread may submit.
+ */
+typedef struct kbs_committer kbs_committer;
+int kbs__committer_new(kbs_committer **out, kbs_store *store, cista_error **err);
+void kbs__committer_submit(kbs_committer *cm, kbs_commit_job *j);
+void kbs__committer_stats(kbs_committer *cm, uint64_t *out_batches, uint64_t *out_entries);
+/* Commits what is queued, stops the thread, closes the store. */
+void kbs__committer_free(kbs_committer *cm);
+
+/* ---- policy / reference-value cache (doccache.c); thread-safe ---- */
+
+#define KBS_DOC_CACHE_TTL_MS 1000
+typedef struct kbs_doc_cache kbs_doc_cache;
+kbs_doc_cache *kbs__doc_cache_new(int64_t ttl_ms);
+void kbs__doc_cache_free(kbs_doc_cache *dc);
+/* kbs_store_get_doc() through the cache (-ENOENT cached too). Caller frees *out. */
+int kbs__doc_cache_get(kbs_doc_cache *dc, kbs_store *st, char **out, const char *ns,
+                       const char *key, cista_error **err);
+/* Call after every write of a policy or the reference values. */
+void kbs__doc_cache_invalidate(kbs_doc_cache *dc);
+void kbs__doc_cache_stats(kbs_doc_cache *dc, uint64_t *out_hits, uint64_t *out_misses);
+
 typedef struct {
     char tee[24];
     ev_collateral *c;
@@ -28,12 +69,17 @@ typedef struct {
     uint8_t master_key[KBS_MASTER_KEY_SIZE];
     bool has_master_key;
     kbs_sessions *sessions; /* NULL when sessions live in the store */
+    kbs_doc_cache *docs;
 } kbs_shared;
 
 struct kbs_ctx {
     kbs_shared *sh;
     bool own_shared;
     kbs_store *store;
+    /* Set by the server: audit entries go into @audit_job (handed to the committer with the
+     * reply) instead of being written synchronously. */
+    bool defer_audit;
+    kbs_commit_job audit_job;
 };
 
 /* Load everything the configuration names. */

@@ -282,7 +282,7 @@ static void set_opt(json_t *o, const char *k, const char *v)
         json_object_set_new(o, k, json_string(v));
 }
 
-int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, cista_error **err)
+char *kbs_store_audit_body(const kbs_audit_entry *e)
 {
     _cleanup_json_ json_t *o = json_object();
     set_opt(o, "event", e->event);
@@ -295,10 +295,24 @@ int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, c
         json_object_set_new(o, "reason", json_stringn(e->reason, strnlen(e->reason, 1024)));
     }
     set_opt(o, "peer", e->peer);
-    _cleanup_free_ char *body = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    return json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+int kbs_store_audit_append_bodies(kbs_store *s, const char *const *bodies, const time_t *times,
+                                  size_t count, cista_error **err)
+{
+    if (count == 0)
+        return 0;
+    return s->ops->audit_append(s->b, bodies, times, count, err);
+}
+
+int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, cista_error **err)
+{
+    _cleanup_free_ char *body = kbs_store_audit_body(e);
     if (!body)
         return err_set(err, -EINVAL, "audit: entry is not valid UTF-8");
-    return s->ops->audit_append(s->b, body, now, err);
+    const char *b = body;
+    return s->ops->audit_append(s->b, &b, &now, 1, err);
 }
 
 int kbs_store_audit_list(kbs_store *s, json_t **out, int64_t after, size_t limit, cista_error **err)

@@ -106,6 +106,16 @@ typedef struct {
 
 int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
+/* The canonical entry text (compact JSON, sorted keys) of @e, or NULL when it is not valid
+ * UTF-8. Caller frees. */
+char *kbs_store_audit_body(const kbs_audit_entry *e);
+/*
+ * Group commit: append @count entry texts (from kbs_store_audit_body()) with their times, in
+ * order, in one transaction — one fsync for the whole batch. All or nothing.
+ */
+int kbs_store_audit_append_bodies(kbs_store *s, const char *const *bodies, const time_t *times,
+                                  size_t count, cista_error **err)
+    __attribute__((warn_unused_result));
 /*
  * Entries with id > @after, oldest first, at most @limit: an array of
  * {"id", "time", "entry": {...}, "prev", "hash"}. New reference.

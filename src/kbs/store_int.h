@@ -28,8 +28,12 @@ typedef struct {
     int (*sess_consume)(kbs_backend *b, const char *id, time_t now, cista_error **err);
     int (*sess_set_token)(kbs_backend *b, const char *id, const char *token, time_t expires,
                           cista_error **err);
-    /* Append @body atomically after the current last entry (the backend locks). */
-    int (*audit_append)(kbs_backend *b, const char *body, time_t now, cista_error **err);
+    /*
+     * Append @count entries (@bodies[i] at @times[i]) in order after the current last entry,
+     * in ONE transaction (one durable commit; the backend locks the chain head).
+     */
+    int (*audit_append)(kbs_backend *b, const char *const *bodies, const time_t *times,
+                        size_t count, cista_error **err);
     int (*audit_list)(kbs_backend *b, json_t **out, int64_t after, size_t limit, cista_error **err);
 } kbs_backend_ops;
 

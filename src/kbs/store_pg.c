@@ -301,7 +301,8 @@ static int pg_sess_set_token(kbs_backend *b, const char *id, const char *token, 
                vals, NULL, 0, "session token", err);
 }
 
-static int pg_audit_append(kbs_backend *b, const char *body, time_t now, cista_error **err)
+static int pg_audit_append(kbs_backend *b, const char *const *bodies, const time_t *times,
+                           size_t count, cista_error **err)
 {
     int r = run(b, NULL, "BEGIN", 0, NULL, NULL, 0, "begin", err);
     if (r < 0)
@@ -318,13 +319,16 @@ static int pg_audit_append(kbs_backend *b, const char *body, time_t now, cista_e
         if (PQntuples(res) == 1)
             snprintf(prev, sizeof(prev), "%s", PQgetvalue(res, 0, 0));
     }
-    char hash[65], t[32];
-    kbs__audit_hash(hash, prev, (int64_t)now, body);
-    snprintf(t, sizeof(t), "%lld", (long long)now);
-    const char *vals[4] = {t, body, prev, hash};
-    if ((r = run(b, NULL, "INSERT INTO audit (time, body, prev, hash) VALUES ($1, $2, $3, $4)", 4,
-                 vals, NULL, 0, "audit append", err)) < 0)
-        goto fail;
+    for (size_t i = 0; i < count; i++) {
+        char hash[65], t[32];
+        kbs__audit_hash(hash, prev, (int64_t)times[i], bodies[i]);
+        snprintf(t, sizeof(t), "%lld", (long long)times[i]);
+        const char *vals[4] = {t, bodies[i], prev, hash};
+        if ((r = run(b, NULL, "INSERT INTO audit (time, body, prev, hash) VALUES ($1, $2, $3, $4)",
+                     4, vals, NULL, 0, "audit append", err)) < 0)
+            goto fail;
+        memcpy(prev, hash, sizeof(hash));
+    }
     if ((r = run(b, NULL, "COMMIT", 0, NULL, NULL, 0, "commit", err)) < 0)
         goto fail;
     return 0;

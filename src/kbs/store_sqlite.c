@@ -300,7 +300,8 @@ static int sq_sess_set_token(kbs_backend *b, const char *id, const char *token, 
     return step_done(b->db, st, err, "session token");
 }
 
-static int sq_audit_append(kbs_backend *b, const char *body, time_t now, cista_error **err)
+static int sq_audit_append(kbs_backend *b, const char *const *bodies, const time_t *times,
+                           size_t count, cista_error **err)
 {
     int r = exec(b->db, "BEGIN IMMEDIATE", err);
     if (r < 0)
@@ -318,20 +319,24 @@ static int sq_audit_append(kbs_backend *b, const char *body, time_t now, cista_e
             goto fail;
         }
     }
-    char hash[65];
-    kbs__audit_hash(hash, prev, (int64_t)now, body);
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         if ((r = prep(b->db, &st,
                       "INSERT INTO audit (time, body, prev, hash) VALUES (?1, ?2, ?3, ?4)", err)) <
             0)
             goto fail;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
-        sqlite3_bind_text(st, 2, body, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, prev, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
-        if ((r = step_done(b->db, st, err, "audit append")) < 0)
-            goto fail;
+        for (size_t i = 0; i < count; i++) {
+            char hash[65];
+            kbs__audit_hash(hash, prev, (int64_t)times[i], bodies[i]);
+            sqlite3_reset(st);
+            sqlite3_bind_int64(st, 1, (sqlite3_int64)times[i]);
+            sqlite3_bind_text(st, 2, bodies[i], -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, prev, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 4, hash, -1, SQLITE_TRANSIENT);
+            if ((r = step_done(b->db, st, err, "audit append")) < 0)
+                goto fail;
+            memcpy(prev, hash, sizeof(hash));
+        }
     }
     if ((r = exec(b->db, "COMMIT", err)) < 0)
         goto fail;

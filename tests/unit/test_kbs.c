@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -25,6 +28,7 @@
 #include "evidence/ev.h"
 #include "kbs/kbs.h"
 #include "kbs/client.h"
+#include "kbs/kbs_int.h"
 #include "kbs/store.h"
 #include "policy/appraisal.h"
 #include "util/codec.h"
@@ -792,6 +796,240 @@ static void test_rcar_inprocess(void **state)
     kbs_ctx_free(r.ctx);
 }
 
+/* ---- group commit and the document cache ---- */
+
+typedef struct {
+    kbs_commit_job job;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int ack_fd; /* crash test: where acknowledged ids go */
+    int id;
+} gc_req;
+
+static void gc_done(kbs_commit_job *j, void *arg)
+{
+    gc_req *q = arg;
+    if (q->ack_fd >= 0 && j->result == 0) {
+        ssize_t n = write(q->ack_fd, &q->id, sizeof(q->id)); /* the "reply" */
+        (void)n;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->done = true;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+typedef struct {
+    kbs_committer *cm;
+    int first_id, count, ack_fd;
+    int failures;
+} gc_thread;
+
+/* One simulated worker: each request submits 1-3 entries and waits for its "reply". */
+static void *gc_worker(void *arg)
+{
+    gc_thread *t = arg;
+    for (int i = 0; i < t->count; i++) {
+        gc_req q = {.ack_fd = t->ack_fd, .id = t->first_id + i};
+        pthread_mutex_init(&q.mu, NULL);
+        pthread_cond_init(&q.cv, NULL);
+        int n = 1 + q.id % 3;
+        for (int k = 0; k < n; k++) {
+            char reason[48];
+            snprintf(reason, sizeof(reason), "req=%d part=%d", q.id, k);
+            kbs_audit_entry e = {"auth", "sim", NULL, NULL, "allow", reason, NULL};
+            kbs__commit_job_add(&q.job, kbs_store_audit_body(&e), time(NULL));
+        }
+        q.job.done = gc_done;
+        q.job.arg = &q;
+        kbs__committer_submit(t->cm, &q.job);
+        pthread_mutex_lock(&q.mu);
+        while (!q.done)
+            pthread_cond_wait(&q.cv, &q.mu);
+        pthread_mutex_unlock(&q.mu);
+        if (q.job.result != 0)
+            t->failures++;
+        kbs__commit_job_clear(&q.job);
+        pthread_mutex_destroy(&q.mu);
+        pthread_cond_destroy(&q.cv);
+    }
+    return NULL;
+}
+
+static kbs_committer *gc_open(const char *db)
+{
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .init_schema = true};
+    kbs_store *st = NULL;
+    if (kbs_store_open(&st, &o, NULL) < 0)
+        return NULL;
+    kbs_committer *cm = NULL;
+    if (kbs__committer_new(&cm, st, NULL) < 0)
+        return NULL;
+    return cm;
+}
+
+static void test_group_commit(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/gc.db", g_tmp);
+    kbs_committer *cm = gc_open(db);
+    assert_non_null(cm);
+    enum { THREADS = 8, PER = 40 };
+    gc_thread t[THREADS];
+    pthread_t th[THREADS];
+    size_t want = 0;
+    for (int i = 0; i < THREADS; i++) {
+        t[i] = (gc_thread){cm, i * PER, PER, -1, 0};
+        for (int k = 0; k < PER; k++)
+            want += 1 + (size_t)((i * PER + k) % 3);
+        assert_int_equal(pthread_create(&th[i], NULL, gc_worker, &t[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(t[i].failures, 0);
+    }
+    uint64_t batches = 0, entries = 0;
+    kbs__committer_stats(cm, &batches, &entries);
+    assert_int_equal(entries, want);
+    /* Concurrent requests shared commits: fewer transactions than requests. */
+    assert_true(batches < (uint64_t)(THREADS * PER));
+    kbs__committer_free(cm);
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    size_t count = 0;
+    assert_int_equal(kbs_store_audit_verify(s, &count, NULL), 0);
+    assert_int_equal(count, want);
+    /* A request's entries are contiguous and in order (one job is never split). */
+    _cleanup_json_ json_t *list = NULL;
+    assert_int_equal(kbs_store_audit_list(s, &list, 0, 100000, NULL), 0);
+    int last_req = -1, last_part = -1;
+    size_t i;
+    json_t *it;
+    json_array_foreach(list, i, it)
+    {
+        const char *reason =
+            json_string_value(json_object_get(json_object_get(it, "entry"), "reason"));
+        int q = -1, part = -1;
+        assert_int_equal(sscanf(reason, "req=%d part=%d", &q, &part), 2);
+        if (part > 0)
+            assert_true(q == last_req && part == last_part + 1);
+        last_req = q;
+        last_part = part;
+    }
+}
+
+/* kill -9 while group commits are in flight: every acknowledged request is in the log. */
+static void test_group_commit_crash(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/crash.db", g_tmp);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        kbs_committer *cm = gc_open(db);
+        if (!cm)
+            _exit(1);
+        enum { THREADS = 6 };
+        gc_thread t[THREADS];
+        pthread_t th[THREADS];
+        for (int i = 0; i < THREADS; i++) {
+            t[i] = (gc_thread){cm, i * 1000000, 1000000, p[1], 0};
+            pthread_create(&th[i], NULL, gc_worker, &t[i]);
+        }
+        for (int i = 0; i < THREADS; i++)
+            pthread_join(th[i], NULL);
+        _exit(0);
+    }
+    close(p[1]);
+    usleep(300 * 1000);
+    kill(pid, SIGKILL);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    size_t cap = 1024, n = 0;
+    int *acked = xmalloc(cap * sizeof(int));
+    int id;
+    while (read(p[0], &id, sizeof(id)) == (ssize_t)sizeof(id)) {
+        if (n == cap)
+            acked = xrealloc(acked, (cap *= 2) * sizeof(int));
+        acked[n++] = id;
+    }
+    close(p[0]);
+    assert_true(n > 0);
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    size_t count = 0;
+    assert_int_equal(kbs_store_audit_verify(s, &count, NULL), 0);
+    _cleanup_json_ json_t *list = NULL;
+    assert_int_equal(kbs_store_audit_list(s, &list, 0, count + 1, NULL), 0);
+    /* Every acknowledged request has all its parts in the log. */
+    sqlite3 *h = NULL;
+    assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    for (size_t k = 0; k < n; k++) {
+        char pat[64];
+        snprintf(pat, sizeof(pat), "%%\"req=%d part=%%", acked[k]);
+        sqlite3_stmt *q = NULL;
+        assert_int_equal(
+            sqlite3_prepare_v2(h, "SELECT count(*) FROM audit WHERE body LIKE ?1", -1, &q, NULL),
+            SQLITE_OK);
+        sqlite3_bind_text(q, 1, pat, -1, SQLITE_TRANSIENT);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(q, 0), 1 + acked[k] % 3);
+        sqlite3_finalize(q);
+    }
+    sqlite3_close(h);
+    free(acked);
+}
+
+static void test_doc_cache(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/dc.db", g_tmp);
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .init_schema = true};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    kbs_doc_cache *dc = kbs__doc_cache_new(60000);
+    char *t = NULL;
+    uint64_t hits = 0, misses = 0;
+    /* A miss is cached too. */
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "default", NULL), -ENOENT);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "default", NULL), -ENOENT);
+    kbs__doc_cache_stats(dc, &hits, &misses);
+    assert_int_equal(hits, 1);
+    assert_int_equal(misses, 1);
+    /* A write the cache was not told about stays invisible until the TTL ... */
+    assert_int_equal(kbs_store_set_doc(s, "policy", "default", "{\"v\":1}", NULL), 0);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "default", NULL), -ENOENT);
+    /* ... and an invalidation (what every admin write does) makes it visible at once. */
+    kbs__doc_cache_invalidate(dc);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "default", NULL), 0);
+    assert_string_equal(t, "{\"v\":1}");
+    free(t);
+    assert_int_equal(kbs_store_set_doc(s, "policy", "default", "{\"v\":2}", NULL), 0);
+    kbs__doc_cache_invalidate(dc);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "default", NULL), 0);
+    assert_string_equal(t, "{\"v\":2}");
+    free(t);
+    /* Namespaces are separate keys. */
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "refvals", "default", NULL), -ENOENT);
+    assert_int_equal(kbs_store_delete_doc(s, "policy", "default", NULL), 0);
+    kbs__doc_cache_invalidate(dc);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "default", NULL), -ENOENT);
+    kbs__doc_cache_free(dc);
+    /* TTL 0: every read goes to the store (what another replica's write relies on). */
+    dc = kbs__doc_cache_new(0);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "x/y/*", NULL), -ENOENT);
+    assert_int_equal(kbs_store_set_doc(s, "policy", "x/y/*", "{}", NULL), 0);
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "x/y/*", NULL), 0);
+    free(t);
+    kbs__doc_cache_free(dc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -805,6 +1043,9 @@ int main(void)
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_parsers),
         cmocka_unit_test_setup_teardown(test_rcar_inprocess, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_group_commit_crash, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_doc_cache, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
