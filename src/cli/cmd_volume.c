@@ -214,8 +214,9 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
 static int load_key(uint8_t key[VOL_KEY_SIZE], const char *path, cista_error **err)
 {
     if (!path)
-        return err_set(err, -EINVAL, "--key-file is required (the KBS key source is not wired "
-                                     "into the CLI yet)");
+        return err_set(err, -EINVAL,
+                       "--key-file is required (the KBS key source is not wired "
+                       "into the CLI yet)");
     return vol_key_load(key, path, err);
 }
 
@@ -258,8 +259,7 @@ static int cmd_create(int argc, char **argv)
     } else {
         r = vol_key_generate(key, o.key_file, &e);
         if (r == 0 && !g_cli.quiet)
-            fprintf(stderr, "cista: generated a new volume key in %s; keep it safe\n",
-                    o.key_file);
+            fprintf(stderr, "cista: generated a new volume key in %s; keep it safe\n", o.key_file);
     }
     if (r < 0)
         return report(e);
@@ -284,8 +284,7 @@ static int cmd_create(int argc, char **argv)
     if (g_cli.json)
         printf("{\"volume_id\":\"%s\",\"generation\":%" PRIu64 "}\n", id, info.generation);
     else if (!g_cli.quiet)
-        printf("created volume %s in %s (generation %" PRIu64 ")\n", id, o.pos[0],
-               info.generation);
+        printf("created volume %s in %s (generation %" PRIu64 ")\n", id, o.pos[0], info.generation);
     return CLI_EXIT_OK;
 }
 
@@ -426,8 +425,8 @@ static int cmd_unmount(int argc, char **argv)
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        err_set(&e, -ETIMEDOUT, "unmounted %s, but the daemon did not release %s within %d s",
-                mnt, dir, o.timeout_s);
+        err_set(&e, -ETIMEDOUT, "unmounted %s, but the daemon did not release %s within %d s", mnt,
+                dir, o.timeout_s);
         return report(e);
     }
     return CLI_EXIT_OK;

@@ -87,8 +87,7 @@ static int fa_read(void *ctx, uint64_t *gen, uint8_t root[VOL_ROOT_SIZE], cista_
     return 0;
 }
 
-static int fa_advance(void *ctx, uint64_t gen, const uint8_t root[VOL_ROOT_SIZE],
-                      cista_error **err)
+static int fa_advance(void *ctx, uint64_t gen, const uint8_t root[VOL_ROOT_SIZE], cista_error **err)
 {
     file_anchor *a = ctx;
     uint64_t cur = 0;
@@ -97,7 +96,8 @@ static int fa_advance(void *ctx, uint64_t gen, const uint8_t root[VOL_ROOT_SIZE]
     int r = fa_read(ctx, &cur, cur_root, &e2);
     err_free(e2);
     if (r == 0 && cur > gen)
-        return err_set(err, -ESTALE, "rollback anchor %s is at generation %" PRIu64
+        return err_set(err, -ESTALE,
+                       "rollback anchor %s is at generation %" PRIu64
                        ", refusing to move it back to %" PRIu64,
                        a->path, cur, gen);
     uint8_t mac[32];
@@ -105,9 +105,9 @@ static int fa_advance(void *ctx, uint64_t gen, const uint8_t root[VOL_ROOT_SIZE]
     _cleanup_free_ char *id = hex_encode(a->volume_id, VOL_ID_SIZE);
     _cleanup_free_ char *rt = hex_encode(root, VOL_ROOT_SIZE);
     _cleanup_free_ char *mh = hex_encode(mac, sizeof(mac));
-    _cleanup_free_ char *text = xasprintf(
-        "cista-volume-anchor 1\nvolume %s\ngeneration %" PRIu64 "\nroot %s\nmac %s\n", id, gen,
-        rt, mh);
+    _cleanup_free_ char *text =
+        xasprintf("cista-volume-anchor 1\nvolume %s\ngeneration %" PRIu64 "\nroot %s\nmac %s\n", id,
+                  gen, rt, mh);
     _cleanup_free_ char *dcopy = xstrdup(a->path);
     _cleanup_free_ char *bcopy = xstrdup(a->path);
     _cleanup_close_ int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

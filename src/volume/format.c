@@ -36,10 +36,10 @@ int vol__hkdf(uint8_t *out, size_t out_size, const uint8_t master[VOL_KEY_SIZE],
     OSSL_PARAM params[5];
     size_t i = 0;
     params[i++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
-    params[i++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)master,
-                                                    VOL_KEY_SIZE);
-    params[i++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)volume_id,
-                                                    VOL_ID_SIZE);
+    params[i++] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)master, VOL_KEY_SIZE);
+    params[i++] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)volume_id, VOL_ID_SIZE);
     params[i++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, (size_t)n);
     params[i] = OSSL_PARAM_construct_end();
     int ok = EVP_KDF_derive(kctx, out, out_size, params);
@@ -240,8 +240,7 @@ static bool mode_ok(uint32_t mode)
     }
 }
 
-int vol__rec_get(vol_rec *out, const uint8_t *in, size_t size, uint64_t max_gen,
-                 cista_error **err)
+int vol__rec_get(vol_rec *out, const uint8_t *in, size_t size, uint64_t max_gen, cista_error **err)
 {
     memset(out, 0, sizeof(*out));
     if (size != VOL_REC_SIZE)
@@ -348,15 +347,14 @@ int vol__sb_header(vol_sb *out, const uint8_t *in, size_t size, cista_error **er
     if (out->generation == 0)
         return err_set(err, -EUCLEAN, "superblock: generation 0");
     if (vol__get32(in + 68) != VOL_SB_BODY_SIZE)
-        return err_set(err, -EUCLEAN, "superblock: body size %u, expected %u",
-                       vol__get32(in + 68), VOL_SB_BODY_SIZE);
+        return err_set(err, -EUCLEAN, "superblock: body size %u, expected %u", vol__get32(in + 68),
+                       VOL_SB_BODY_SIZE);
     if (!all_zero(in + VOL_SB_USED, size - VOL_SB_USED))
         return err_set(err, -EUCLEAN, "superblock: bytes after the tag are not zero");
     return 0;
 }
 
-int vol__sb_open(vol_sb *out, const uint8_t *in, size_t size, vol_gcm *super_gcm,
-                 cista_error **err)
+int vol__sb_open(vol_sb *out, const uint8_t *in, size_t size, vol_gcm *super_gcm, cista_error **err)
 {
     int r = vol__sb_header(out, in, size, err);
     if (r < 0)
@@ -385,8 +383,9 @@ int vol__sb_open(vol_sb *out, const uint8_t *in, size_t size, vol_gcm *super_gcm
     if (out->itable_size > VOL_MAX_FILE_SIZE || out->itable_size % VOL_REC_SIZE != 0 ||
         out->next_ino <= VOL_ROOT_INO || out->next_ino > VOL_MAX_FILE_SIZE / VOL_REC_SIZE ||
         out->itable_size > out->next_ino * VOL_REC_SIZE) {
-        r = err_set(err, -EUCLEAN, "superblock body: inode table size %llu / next inode %llu "
-                                   "inconsistent",
+        r = err_set(err, -EUCLEAN,
+                    "superblock body: inode table size %llu / next inode %llu "
+                    "inconsistent",
                     (unsigned long long)out->itable_size, (unsigned long long)out->next_ino);
         goto fail;
     }
@@ -413,8 +412,7 @@ bool vol__name_ok(const char *name, size_t len)
     return memchr(name, '/', len) == NULL && memchr(name, '\0', len) == NULL;
 }
 
-int vol__dir_parse(const uint8_t *data, size_t size, vol_dirent_cb cb, void *arg,
-                   cista_error **err)
+int vol__dir_parse(const uint8_t *data, size_t size, vol_dirent_cb cb, void *arg, cista_error **err)
 {
     if (size > VOL_DIR_MAX_SIZE)
         return err_set(err, -EUCLEAN, "directory: %zu bytes exceeds %u", size, VOL_DIR_MAX_SIZE);
@@ -463,8 +461,9 @@ int vol_parse_superblock(vol_info *out, const uint8_t *data, size_t size,
         out->key_ok = crypto_memeq(k.check, sb.key_check, sizeof(k.check));
         if (!out->key_ok) {
             OPENSSL_cleanse(&k, sizeof(k));
-            return err_set(err, -EKEYREJECTED, "wrong key: the superblock's key check value "
-                                               "does not match this key");
+            return err_set(err, -EKEYREJECTED,
+                           "wrong key: the superblock's key check value "
+                           "does not match this key");
         }
         vol_gcm g = {0};
         r = vol__gcm_init(&g, k.super, err);

@@ -257,13 +257,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_write(req, (size_t)n);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    (void)ino;
-    (void)fi;
-    fuse_reply_err(req, 0);
-}
-
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
@@ -390,7 +383,8 @@ static const struct fuse_lowlevel_ops g_ops = {
     .open = op_open,
     .read = op_read,
     .write = op_write,
-    .flush = op_flush,
+    /* no .flush: the kernel then stops sending FLUSH on every close (writeback
+     * of dirty pages on close happens in the kernel either way) */
     .release = op_release,
     .fsync = op_fsync,
     .opendir = op_opendir,
@@ -477,9 +471,8 @@ int vol_fuse_serve(vol_volume *v, const vol_fuse_opts *opts, cista_error **err)
     }
 
     _cleanup_free_ char *o =
-        xasprintf("fsname=%s,subtype=cista,default_permissions%s", opts->fsname ? opts->fsname
-                                                                                 : "cista",
-                  geteuid() == 0 ? ",allow_other" : "");
+        xasprintf("fsname=%s,subtype=cista,default_permissions%s",
+                  opts->fsname ? opts->fsname : "cista", geteuid() == 0 ? ",allow_other" : "");
     char *argv[] = {(char *)"cista", (char *)"-o", o, opts->debug ? (char *)"-d" : NULL, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(opts->debug ? 4 : 3, argv);
     struct fuse_session *se = fuse_session_new(&args, &g_ops, sizeof(g_ops), &f);
@@ -492,8 +485,9 @@ int vol_fuse_serve(vol_volume *v, const vol_fuse_opts *opts, cista_error **err)
         goto out_se;
     }
     if (fuse_session_mount(se, opts->mountpoint) != 0) {
-        r = err_set(err, -EIO, "mount FUSE on %s failed (is /dev/fuse available and the "
-                               "mountpoint an existing directory?)",
+        r = err_set(err, -EIO,
+                    "mount FUSE on %s failed (is /dev/fuse available and the "
+                    "mountpoint an existing directory?)",
                     opts->mountpoint);
         goto out_sig;
     }

@@ -151,8 +151,7 @@ typedef struct vol_rec {
 } vol_rec;
 void vol__rec_put(uint8_t out[VOL_REC_SIZE], const vol_rec *r);
 /* A free record (all zero) gives flags 0. */
-int vol__rec_get(vol_rec *out, const uint8_t *in, size_t size, uint64_t max_gen,
-                 cista_error **err);
+int vol__rec_get(vol_rec *out, const uint8_t *in, size_t size, uint64_t max_gen, cista_error **err);
 
 /* Superblock. */
 typedef struct vol_sb {
@@ -179,8 +178,7 @@ int vol__sb_open(vol_sb *out, const uint8_t *in, size_t size, vol_gcm *super_gcm
 void vol__sb_root(uint8_t out[VOL_ROOT_SIZE], const uint8_t *slot);
 
 /* Directory blob: entries of le64 ino, u8 type, u8 name length, name. */
-typedef int (*vol_dirent_cb)(void *arg, uint64_t ino, uint8_t type, const char *name,
-                             size_t len);
+typedef int (*vol_dirent_cb)(void *arg, uint64_t ino, uint8_t type, const char *name, size_t len);
 int vol__dir_parse(const uint8_t *data, size_t size, vol_dirent_cb cb, void *arg,
                    cista_error **err);
 /* A name is valid: 1..255 bytes, no '/', no NUL, not "." or "..". */

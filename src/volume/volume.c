@@ -48,9 +48,9 @@ typedef struct vblob {
     void *h;
     uint32_t users;     /* unlocked readers/writers of h */
     bool close_pending; /* close h when the last user is done */
-    bool dirty; /* tree changed since the last commit */
-    bool wrote; /* backing object written since the last sync */
-    bool reset; /* emptied: truncate the backing object after commit */
+    bool dirty;         /* tree changed since the last commit */
+    bool wrote;         /* backing object written since the last sync */
+    bool reset;         /* emptied: truncate the backing object after commit */
 } vblob;
 
 typedef struct vdent {
@@ -89,7 +89,7 @@ struct vol_volume {
     vol_keys keys;
     vol_gcm g_data, g_meta, g_super;
     uint8_t volume_id[VOL_ID_SIZE];
-    uint64_t gen; /* last committed generation */
+    uint64_t gen;  /* last committed generation */
     uint64_t wgen; /* generation being written (gen + 1) */
     uint8_t root[VOL_ROOT_SIZE];
     uint64_t next_ino;
@@ -334,8 +334,7 @@ static int load_node_raw(vol_volume *v, vblob *b, uint32_t level, uint64_t index
         return -EIO;
     }
     make_aad(aad, v, b->oid, level, VOL_KIND_NODE, index, ref->gen);
-    if (vol__gcm_open(&v->g_meta, ref->nonce, aad, sizeof(aad), ct, sizeof(ct), pt, ref->tag) <
-        0) {
+    if (vol__gcm_open(&v->g_meta, ref->nonce, aad, sizeof(aad), ct, sizeof(ct), pt, ref->tag) < 0) {
         log_error("volume: object %" PRIu64 " tree node L%u/%" PRIu64
                   " does not authenticate (tampered, swapped or replayed)",
                   b->oid, level, index);
@@ -355,6 +354,7 @@ static int load_node_raw(vol_volume *v, vblob *b, uint32_t level, uint64_t index
 static int get_node(vol_volume *v, vblob *b, uint32_t level, uint64_t index, bool create,
                     vnode **out);
 static void blob_unuse(vol_volume *v, vblob *b);
+static uint8_t *tl_buffer(void);
 static void maybe_free(vol_volume *v, struct vinode *vi);
 
 /* The ref of (level, index) in the last committed tree. */
@@ -544,8 +544,8 @@ static int read_blocks(vol_volume *v, vblob *b, vinode *owner, uint64_t first, s
             uint8_t aad[VOL_AAD_SIZE];
             make_aad(aad, v, b->oid, 0, b->kind, first + i + k, refs[k]->gen);
             uint8_t *blk = dst + k * VOL_BLOCK_SIZE;
-            if (vol__gcm_open(blob_gcm(v, b), refs[k]->nonce, aad, sizeof(aad), blk,
-                              VOL_BLOCK_SIZE, blk, refs[k]->tag) < 0) {
+            if (vol__gcm_open(blob_gcm(v, b), refs[k]->nonce, aad, sizeof(aad), blk, VOL_BLOCK_SIZE,
+                              blk, refs[k]->tag) < 0) {
                 OPENSSL_cleanse(dst, run * VOL_BLOCK_SIZE);
                 log_error("volume: object %" PRIu64 " block %" PRIu64
                           " does not authenticate (tampered, swapped or replayed)",
@@ -572,9 +572,7 @@ static int write_blocks(vol_volume *v, vblob *b, vinode *owner, uint64_t first, 
         log_error("volume: cannot create object %" PRIu64 ": %s", b->oid, strerror(-r));
         return r;
     }
-    static __thread uint8_t *ct;
-    if (!ct)
-        ct = xmalloc(WRITE_BATCH * VOL_BLOCK_SIZE);
+    uint8_t *ct = tl_buffer();
     size_t i = 0;
     while (i < n) {
         vol_ref *ents[WRITE_BATCH];
@@ -618,8 +616,7 @@ static int write_blocks(vol_volume *v, vblob *b, vinode *owner, uint64_t first, 
     return 0;
 }
 
-static int blob_read(vol_volume *v, vblob *b, vinode *owner, uint64_t off, void *buf,
-                     size_t size)
+static int blob_read(vol_volume *v, vblob *b, vinode *owner, uint64_t off, void *buf, size_t size)
 {
     uint8_t *p = buf;
     while (size > 0) {
@@ -753,9 +750,7 @@ static int blob_truncate(vol_volume *v, vblob *b, vinode *owner, uint64_t old_si
 /* Write the dirty tree nodes bottom-up, out of place; sets b->root. */
 static int blob_flush(vol_volume *v, vblob *b, vinode *owner)
 {
-    static __thread uint8_t *buf;
-    if (!buf)
-        buf = xmalloc(2 * VOL_BLOCK_SIZE);
+    uint8_t buf[2 * VOL_BLOCK_SIZE];
     for (uint32_t l = 1; l <= b->depth; l++) {
         for (size_t t = 0; t < b->tab_cap; t++) {
             for (vnode *n = b->tab[t]; n; n = n->hnext) {
@@ -781,8 +776,8 @@ static int blob_flush(vol_volume *v, vblob *b, vinode *owner)
                     uint8_t aad[VOL_AAD_SIZE];
                     make_aad(aad, v, b->oid, l, VOL_KIND_NODE, n->index, v->wgen);
                     vol__node_put(buf, n->cur);
-                    if (vol__gcm_seal(&v->g_meta, nr.nonce, aad, sizeof(aad), buf,
-                                      VOL_BLOCK_SIZE, buf + VOL_BLOCK_SIZE, nr.tag) < 0)
+                    if (vol__gcm_seal(&v->g_meta, nr.nonce, aad, sizeof(aad), buf, VOL_BLOCK_SIZE,
+                                      buf + VOL_BLOCK_SIZE, nr.tag) < 0)
                         return -EIO;
                     r = v->store->ops->write(v->store->ctx, b->h, phys(l, n->index, slot),
                                              buf + VOL_BLOCK_SIZE, VOL_BLOCK_SIZE);
@@ -1191,9 +1186,9 @@ static int dir_store(vol_volume *v, vinode *vi)
     for (size_t blk = 0; blk * VOL_BLOCK_SIZE < size; blk++) {
         size_t o = blk * VOL_BLOCK_SIZE;
         size_t n = size - o < VOL_BLOCK_SIZE ? size - o : VOL_BLOCK_SIZE;
-        size_t on = d->ser_size > o ? (d->ser_size - o < VOL_BLOCK_SIZE ? d->ser_size - o
-                                                                         : VOL_BLOCK_SIZE)
-                                    : 0;
+        size_t on = d->ser_size > o
+                        ? (d->ser_size - o < VOL_BLOCK_SIZE ? d->ser_size - o : VOL_BLOCK_SIZE)
+                        : 0;
         if (n == on && memcmp(buf + o, d->ser + o, n) == 0)
             continue;
         uint8_t tmp[VOL_BLOCK_SIZE] = {0};
@@ -1311,8 +1306,7 @@ static int commit_locked(vol_volume *v, cista_error **err)
             goto fail;
         }
         bool any = false;
-        for (; i < v->dirty_count && v->dirty[i]->ino * VOL_REC_SIZE / VOL_BLOCK_SIZE == blk;
-             i++) {
+        for (; i < v->dirty_count && v->dirty[i]->ino * VOL_REC_SIZE / VOL_BLOCK_SIZE == blk; i++) {
             vinode *vi = v->dirty[i];
             if (!vi->rec_dirty)
                 continue;
@@ -1406,8 +1400,9 @@ static int commit_locked(vol_volume *v, cista_error **err)
     if (v->anchor) {
         r = v->anchor->ops->advance(v->anchor->ctx, v->gen, v->root, err);
         if (r < 0)
-            return err_wrap(err, "commit %" PRIu64 " is durable but the rollback anchor %s "
-                                 "was not advanced",
+            return err_wrap(err,
+                            "commit %" PRIu64 " is durable but the rollback anchor %s "
+                            "was not advanced",
                             v->gen, v->anchor->ops->describe(v->anchor->ctx));
     }
     return 0;
@@ -1559,12 +1554,13 @@ int vol_create(vol_store *store, const uint8_t master_key[VOL_KEY_SIZE], vol_anc
     int r = store->ops->open(store->ctx, VOL_SB_OBJECT, false, &h);
     if (r == 0) {
         store->ops->close(store->ctx, h);
-        return err_set(err, -EEXIST, "the backing store already holds a volume (superblock "
-                                     "exists); refusing to overwrite it");
+        return err_set(err, -EEXIST,
+                       "the backing store already holds a volume (superblock "
+                       "exists); refusing to overwrite it");
     }
     vol_volume *v = volume_alloc(store, master_key);
-    if ((r = crypto_random(v->volume_id, VOL_ID_SIZE, err)) < 0 ||
-        (r = volume_keys(v, err)) < 0 || (r = init_empty(v, 0, err)) < 0)
+    if ((r = crypto_random(v->volume_id, VOL_ID_SIZE, err)) < 0 || (r = volume_keys(v, err)) < 0 ||
+        (r = init_empty(v, 0, err)) < 0)
         goto out;
     v->epoch = 1;
     v->anchor = anchor;
@@ -1631,8 +1627,9 @@ static int pick_superblock(vol_volume *v, vol_sb *sb, uint8_t *page, cista_error
             best = i;
     }
     if (best < 0)
-        return err_set(err, -EBADMSG, "no superblock slot authenticates with this key: the "
-                                      "volume was tampered with or is corrupt");
+        return err_set(err, -EBADMSG,
+                       "no superblock slot authenticates with this key: the "
+                       "volume was tampered with or is corrupt");
     int other = 1 - best;
     if (hdr_ok[other] && hdr[other].generation > opened[best].generation)
         log_warn("volume: newest superblock (generation %" PRIu64
@@ -1754,8 +1751,9 @@ int vol_open(vol_volume **out, vol_store *store, const uint8_t master_key[VOL_KE
         v->epoch = sb.mount_epoch + 1;
         vinode *root;
         if ((r = dir_get(v, VOL_ROOT_INO, &root)) < 0) {
-            r = err_set(err, -EIO, "the root directory does not load (see the log); run "
-                                   "`cista volume fsck`");
+            r = err_set(err, -EIO,
+                        "the root directory does not load (see the log); run "
+                        "`cista volume fsck`");
             goto fail;
         }
     }
@@ -1841,7 +1839,6 @@ int vol_read_info(vol_info *out, vol_store *store, const uint8_t *master_key_or_
     return 0;
 }
 
-
 /* ---------------------------------------------------------------------------
  * Unlocked data I/O
  *
@@ -1878,8 +1875,7 @@ static void tl_init(void)
     (void)pthread_key_create(&g_tl_key, tl_free);
 }
 
-/* This thread's cipher contexts for @v (keys set up once per thread). */
-static tl_state *tl_get(vol_volume *v)
+static tl_state *tl_state_get(void)
 {
     pthread_once(&g_tl_once, tl_init);
     tl_state *t = pthread_getspecific(g_tl_key);
@@ -1888,6 +1884,19 @@ static tl_state *tl_get(vol_volume *v)
         t->buf = xmalloc(WRITE_BATCH * VOL_BLOCK_SIZE);
         (void)pthread_setspecific(g_tl_key, t);
     }
+    return t;
+}
+
+/* This thread's WRITE_BATCH-block ciphertext buffer (freed at thread exit). */
+static uint8_t *tl_buffer(void)
+{
+    return tl_state_get()->buf;
+}
+
+/* This thread's cipher contexts for @v (keys set up once per thread). */
+static tl_state *tl_get(vol_volume *v)
+{
+    tl_state *t = tl_state_get();
     if (t->serial != v->serial) {
         vol__gcm_free(&t->data);
         vol__gcm_free(&t->meta);
@@ -2014,8 +2023,8 @@ static int read_blocks_unlocked(vol_volume *v, vinode *vi, uint64_t first, size_
             uint8_t aad[VOL_AAD_SIZE];
             make_aad(aad, v, b->oid, 0, kind, first + i + k, refs[i + k].gen);
             uint8_t *blk = dst + k * VOL_BLOCK_SIZE;
-            ok = vol__gcm_open(kind == VOL_KIND_DATA ? &t->data : &t->meta, refs[i + k].nonce,
-                               aad, sizeof(aad), blk, VOL_BLOCK_SIZE, blk, refs[i + k].tag) == 0;
+            ok = vol__gcm_open(kind == VOL_KIND_DATA ? &t->data : &t->meta, refs[i + k].nonce, aad,
+                               sizeof(aad), blk, VOL_BLOCK_SIZE, blk, refs[i + k].tag) == 0;
         }
         i += run;
     }
@@ -2117,8 +2126,8 @@ static int write_blocks_unlocked(vol_volume *v, vinode *vi, uint64_t first, size
  * loop makes `break` leave the block early while still unlocking.
  */
 #define LOCKED(v)                                                                                  \
-    for (int once_ = (pthread_mutex_lock(&(v)->lock), 1); once_;                                  \
-         once_ = (pthread_mutex_unlock(&(v)->lock), 0))                                           \
+    for (int once_ = (pthread_mutex_lock(&(v)->lock), 1); once_;                                   \
+         once_ = (pthread_mutex_unlock(&(v)->lock), 0))                                            \
         for (int inner_ = 1; inner_; inner_ = 0)
 
 static int check_writable(vol_volume *v)
@@ -2174,8 +2183,7 @@ int vol_lookup(vol_volume *v, uint64_t parent, const char *name, struct stat *st
         }
         r = inode_get(v, e->ino, &vi);
         if (r == -ENOENT) {
-            log_error("volume: directory %" PRIu64 " names missing inode %" PRIu64, parent,
-                      e->ino);
+            log_error("volume: directory %" PRIu64 " names missing inode %" PRIu64, parent, e->ino);
             r = -EIO;
         }
         if (r == 0)
@@ -2722,8 +2730,8 @@ static int file_write(vol_volume *v, vinode *vi, uint64_t off, const uint8_t *bu
         if (r == 0 && off + size > e)
             r = blob_write(v, &vi->blob, vi, e, buf + (e - off), (size_t)(off + size - e));
         if (r == 0)
-            r = write_blocks_unlocked(v, vi, a / VOL_BLOCK_SIZE,
-                                      (size_t)((e - a) / VOL_BLOCK_SIZE), buf + (a - off));
+            r = write_blocks_unlocked(v, vi, a / VOL_BLOCK_SIZE, (size_t)((e - a) / VOL_BLOCK_SIZE),
+                                      buf + (a - off));
     }
     infl_leave(v, vi->ino, first, last, true);
     return r;
@@ -2891,8 +2899,9 @@ static int fsck_locked(vol_volume *v, bool repair, uint64_t *out_objects, uint64
             continue;
         }
         if (r < 0) {
-            r = err_set(err, -EUCLEAN, "inode %" PRIu64 ": record does not authenticate or "
-                                       "parse (see the log)",
+            r = err_set(err, -EUCLEAN,
+                        "inode %" PRIu64 ": record does not authenticate or "
+                        "parse (see the log)",
                         ino);
             goto out;
         }
@@ -2922,8 +2931,9 @@ static int fsck_locked(vol_volume *v, bool repair, uint64_t *out_objects, uint64
                 if (!e->ino)
                     continue;
                 if (e->ino >= n) {
-                    r = err_set(err, -EUCLEAN, "directory %" PRIu64 " entry %s names inode %" PRIu64
-                                               " beyond the inode table",
+                    r = err_set(err, -EUCLEAN,
+                                "directory %" PRIu64 " entry %s names inode %" PRIu64
+                                " beyond the inode table",
                                 ino, e->name, e->ino);
                     goto out;
                 }

@@ -140,8 +140,7 @@ typedef struct vol_volume vol_volume;
 
 typedef struct vol_open_opts {
     vol_rollback_mode rollback;
-    vol_anchor *anchor;           /* borrowed; NULL = no anchor (needs rollback off) */
-    unsigned commit_interval_ms;  /* informational for front ends; 0 = only explicit */
+    vol_anchor *anchor; /* borrowed; NULL = no anchor (needs rollback off) */
     bool read_only;
 } vol_open_opts;
 
@@ -157,9 +156,11 @@ typedef struct vol_info {
 } vol_info;
 
 /*
- * Create an empty volume in the (empty or missing) store directory: two
- * superblocks, the root directory, generation 1. The volume id is random.
- * With @anchor, the anchor is initialised to the new root.
+ * Create an empty volume in a store that holds none: the root directory,
+ * superblock generation 1. The volume id is random. @anchor (borrowed, may be
+ * NULL) is advanced to the new root; a file anchor is bound to the volume id,
+ * so callers usually pass NULL and advance an anchor made from *out_info.
+ * @store stays owned by the caller.
  */
 int vol_create(vol_store *store, const uint8_t master_key[VOL_KEY_SIZE], vol_anchor *anchor,
                vol_info *out_info, cista_error **err) __attribute__((warn_unused_result));
@@ -216,8 +217,7 @@ int vol_symlink(vol_volume *v, uint64_t parent, const char *name, const char *ta
                 gid_t gid, struct stat *st);
 /* Copy the target into @buf (NUL-terminated); returns its length. */
 int vol_readlink(vol_volume *v, uint64_t ino, char *buf, size_t size);
-int vol_link(vol_volume *v, uint64_t ino, uint64_t newparent, const char *newname,
-             struct stat *st);
+int vol_link(vol_volume *v, uint64_t ino, uint64_t newparent, const char *newname, struct stat *st);
 int vol_unlink(vol_volume *v, uint64_t parent, const char *name);
 int vol_rmdir(vol_volume *v, uint64_t parent, const char *name);
 /* @flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE. */
@@ -266,11 +266,11 @@ int vol_object_name(vol_volume *v, uint64_t ino, char out[33]);
  */
 typedef struct vol_fuse_opts {
     const char *mountpoint;
-    const char *fsname;         /* shown in mountinfo, e.g. "cista:/backing/dir" */
+    const char *fsname; /* shown in mountinfo, e.g. "cista:/backing/dir" */
     bool foreground;
     bool debug;
     unsigned commit_interval_ms; /* periodic commit (default 5000) */
-    int ready_fd;               /* when >= 0, "ok\n" is written here once mounted */
+    int ready_fd;                /* when >= 0, "ok\n" is written here once mounted */
 } vol_fuse_opts;
 
 /*

@@ -24,9 +24,9 @@
 #include "volume/vol_int.h"
 #include "volume/volume.h"
 
-static const uint8_t g_key[VOL_KEY_SIZE] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-                                            17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30,
-                                            31, 32};
+static const uint8_t g_key[VOL_KEY_SIZE] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11,
+                                            12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                            23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 
 /* ---- deterministic PRNG (xorshift64*) ---- */
 static uint64_t g_rng;
@@ -811,7 +811,8 @@ static void test_crash_loop(void **state)
         vol_abandon(v);
         mstore_crash(s);
         if (getenv("VOLTEST_DEBUG"))
-            fprintf(stderr, "round %d in_commit %d fail_after left %ld\n", round, in_commit, s->fail_after);
+            fprintf(stderr, "round %d in_commit %d fail_after left %ld\n", round, in_commit,
+                    s->fail_after);
         v = open_mem(s);
         if (in_commit) {
             /* old or new committed state, nothing else */
@@ -1321,7 +1322,7 @@ typedef struct mt_arg {
     bool failed;
 } mt_arg;
 
-static volatile int g_mt_stop;
+static int g_mt_stop; /* accessed with __atomic builtins */
 
 static void *mt_worker(void *p)
 {
@@ -1352,10 +1353,10 @@ static void *mt_worker(void *p)
 static void *mt_committer(void *p)
 {
     vol_volume *v = p;
-    while (!g_mt_stop) {
+    while (!__atomic_load_n(&g_mt_stop, __ATOMIC_ACQUIRE)) {
         cista_error *e = NULL;
         if (vol_commit(v, &e) < 0)
-            g_mt_stop = 2;
+            __atomic_store_n(&g_mt_stop, 2, __ATOMIC_RELEASE);
         err_free(e);
         usleep(2000);
     }
@@ -1372,7 +1373,7 @@ static void test_concurrent(void **state)
     assert_int_equal(vol_setattr(v, ino, &in, VOL_SET_SIZE, &st), 0);
     mt_arg args[MT_THREADS];
     pthread_t th[MT_THREADS], ct;
-    g_mt_stop = 0;
+    __atomic_store_n(&g_mt_stop, 0, __ATOMIC_RELEASE);
     assert_int_equal(pthread_create(&ct, NULL, mt_committer, v), 0);
     for (int i = 0; i < MT_THREADS; i++) {
         args[i] = (mt_arg){.v = v, .ino = ino, .idx = i, .model = xzalloc(MT_REGION)};
@@ -1380,9 +1381,11 @@ static void test_concurrent(void **state)
     }
     for (int i = 0; i < MT_THREADS; i++)
         pthread_join(th[i], NULL);
-    g_mt_stop = 1;
+    int expected = 0;
+    __atomic_compare_exchange_n(&g_mt_stop, &expected, 1, false, __ATOMIC_ACQ_REL,
+                                __ATOMIC_ACQUIRE);
     pthread_join(ct, NULL);
-    assert_int_equal(g_mt_stop, 1);
+    assert_int_equal(__atomic_load_n(&g_mt_stop, __ATOMIC_ACQUIRE), 1);
     close_ok(v);
     v = open_plain("mt");
     uint8_t *buf = xmalloc(MT_REGION);
