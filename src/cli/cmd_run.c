@@ -11,7 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
+#include <poll.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,12 +126,9 @@ static void pump(int fd)
             break;
 }
 
-static int run_foreground(const rt_config *c, const char *id, bool logs, bool rm, bool json)
+static int run_foreground(const rt_config *c, const char *id, pid_t pid, bool logs, bool rm,
+                          bool json)
 {
-    cista_error *e = NULL;
-    pid_t pid;
-    if (rt_init_pid(&pid, c, id, &e) < 0)
-        return fail(e);
     _cleanup_close_ int lfd = -1;
     if (logs) {
         _cleanup_free_ char *lp = xasprintf("%s/%s/%s/%s", c->root, id, AGENT_TEE_DIR, AGENT_LOG);
@@ -141,6 +139,7 @@ static int run_foreground(const rt_config *c, const char *id, bool logs, bool rm
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     int status = -1, code = 0, forwarded = 0;
+    _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     for (;;) {
         if (lfd >= 0)
             pump(lfd);
@@ -158,19 +157,14 @@ static int run_foreground(const rt_config *c, const char *id, bool logs, bool rm
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid)
             break;
-        if (w < 0 && errno == ECHILD) {
-            /* not our child (no subreaper): poll the state */
-            json_t *s = NULL;
-            cista_error *e2 = NULL;
-            if (rt_state(&s, c, id, &e2) < 0) {
-                err_free(e2);
-                break;
-            }
-            bool stopped = !strcmp(json_string_value(json_object_get(s, "status")), "stopped");
-            json_decref(s);
-            if (stopped)
-                break;
+        if (pidfd >= 0) {
+            /* wake up when the container exits, or to copy new output */
+            struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+            poll(&pfd, 1, lfd >= 0 ? 50 : 500);
+            continue;
         }
+        if (w < 0 && errno != EINTR)
+            break;
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -361,13 +355,15 @@ static int cmd_run(int argc, char **argv)
     };
     /* the container's output goes to its log in the sandbox (read back if the policy allows) */
     co.to_sandbox_log = true;
-    if (!detach && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-        log_warn("PR_SET_CHILD_SUBREAPER: %s; polling the state instead", strerror(errno));
+    /* foreground: one delegate `run` (create, start, wait) that is our child */
+    pid_t run_pid = -1;
+    if (!detach)
+        co.run_pid = &run_pid;
     rc = rt_create(c, name, NULL, &co, &e);
     free(conf.policy);
     if (rc < 0)
         return fail(e);
-    if (rt_start(c, name, &e) < 0) {
+    if (detach && rt_start(c, name, &e) < 0) {
         cista_error *e2 = NULL;
         if (rt_delete(c, name, true, &e2) < 0)
             err_free(e2);
@@ -389,7 +385,7 @@ static int cmd_run(int argc, char **argv)
     json_decref(info);
     if (!logs && !g_cli.quiet)
         fprintf(stderr, "cista: the policy does not let the host read this container's output\n");
-    return run_foreground(c, name, logs, rm, json);
+    return run_foreground(c, name, run_pid, logs, rm, json);
 }
 
 /* ---- cista ps / inspect / logs / exec / stop / rm ---- */

@@ -161,8 +161,8 @@ int rt_config_load(rt_config **out, const char *path, cista_error **err)
 
 /* ---- the delegate ---- */
 
-int rt__delegate(const rt_config *c, const char *delegate_root, const char *const *argv, int out_fd,
-                 char **capture, cista_error **err)
+static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const char *delegate_root,
+                 const char *const *argv, int out_fd, bool capture, cista_error **err)
 {
     size_t n = 0;
     while (argv[n])
@@ -221,13 +221,34 @@ int rt__delegate(const rt_config *c, const char *delegate_root, const char *cons
         fprintf(stderr, "cista: exec %s: %s\n", av[0], strerror(errno));
         _exit(127);
     }
+    if (capture) {
+        close(pfd[1]);
+        *out_capture_fd = pfd[0];
+    }
+    *out_pid = pid;
+    return 0;
+}
+
+int rt__delegate_spawn(pid_t *out, const rt_config *c, const char *delegate_root,
+                       const char *const *argv, int out_fd, cista_error **err)
+{
+    return spawn(out, NULL, c, delegate_root, argv, out_fd, false, err);
+}
+
+int rt__delegate(const rt_config *c, const char *delegate_root, const char *const *argv, int out_fd,
+                 char **capture, cista_error **err)
+{
+    pid_t pid;
+    int cfd = -1;
+    int rc = spawn(&pid, &cfd, c, delegate_root, argv, out_fd, capture != NULL, err);
+    if (rc < 0)
+        return rc;
     cbuf out = CBUF_INIT;
     buf_init(&out, RT_MAX_CAPTURE, false);
     if (capture) {
-        close(pfd[1]);
         uint8_t tmp[8192];
         for (;;) {
-            ssize_t r = read(pfd[0], tmp, sizeof(tmp));
+            ssize_t r = read(cfd, tmp, sizeof(tmp));
             if (r < 0 && errno == EINTR)
                 continue;
             if (r <= 0)
@@ -236,7 +257,7 @@ int rt__delegate(const rt_config *c, const char *delegate_root, const char *cons
             if (buf_append(&out, tmp, (size_t)r, &e2) < 0)
                 err_free(e2);
         }
-        close(pfd[0]);
+        close(cfd);
     }
     int st;
     while (waitpid(pid, &st, 0) < 0) {

@@ -171,6 +171,18 @@ static const char *st_str(const json_t *st, const char *k)
     return json_string_value(json_object_get(st, k));
 }
 
+/* The delegate's state directory; a container still being created has none yet. */
+static int st_droot(const char **out, const json_t *st, const char *id, cista_error **err)
+{
+    *out = json_string_value(json_object_get(st, "delegate_root"));
+    if (!*out)
+        return err_set(err, -EBUSY,
+                       "container \"%s\" is being created (or its create died: "
+                       "`delete --force` removes it)",
+                       id);
+    return 0;
+}
+
 static bool st_confidential(const json_t *st)
 {
     const char *m = st_str(st, "mode");
@@ -426,6 +438,13 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         json_pack("{s:s,s:s,s:s}", "id", id, "created", created, "bundle", bundle ? bundle : "");
     _cleanup_free_ char *gen_bundle = NULL, *droot = NULL;
     _cleanup_close_ int out_fd = -1;
+    /* a state from the start, so `delete --force` can clean up after a create that died */
+    json_object_set_new(st, "mode", json_string(conf ? "confidential" : "plain"));
+    if ((rc = write_state(dir, st, err)) < 0) {
+        rt_confidential_clear(&ann_conf);
+        remove_dir(c, id);
+        return rc;
+    }
     if (conf) {
         rc = create_confidential(st, &gen_bundle, &droot, &out_fd, c, dir, conf, host, host_size, o,
                                  err);
@@ -451,13 +470,12 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         const char *av[12];
         size_t k = 0;
         av[k++] = "";
-        av[k++] = "create";
+        av[k++] = o && o->run_pid ? "run" : "create";
         av[k++] = "--bundle";
         av[k++] = gen_bundle;
-        if (o && o->pid_file) {
-            av[k++] = "--pid-file";
-            av[k++] = o->pid_file;
-        }
+        _cleanup_free_ char *own_pid = xasprintf("%s/%s", dir, RT_PID_FILE);
+        av[k++] = "--pid-file";
+        av[k++] = o && o->pid_file ? o->pid_file : own_pid;
         if (o && o->console_socket) {
             av[k++] = "--console-socket";
             av[k++] = o->console_socket;
@@ -465,7 +483,10 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         av[k++] = id;
         av[k] = NULL;
         int fd = o && o->stdio_fd >= 0 ? o->stdio_fd : out_fd;
-        rc = delegate_fail(rt__delegate(c, droot, av, fd, NULL, err), "create", id, err);
+        if (o && o->run_pid)
+            rc = rt__delegate_spawn(o->run_pid, c, droot, av, fd, err);
+        else
+            rc = delegate_fail(rt__delegate(c, droot, av, fd, NULL, err), "create", id, err);
     }
     if (rc < 0) {
         remove_dir(c, id);
@@ -484,6 +505,9 @@ static int simple(const rt_config *c, const char *id, const char *verb, const ch
     _cleanup_json_ json_t *st = NULL;
     if ((rc = load_state(&st, c, id, err)) < 0)
         return rc;
+    const char *droot;
+    if ((rc = st_droot(&droot, st, id, err)) < 0)
+        return rc;
     const char *av[12];
     size_t k = 0;
     av[k++] = "";
@@ -492,8 +516,7 @@ static int simple(const rt_config *c, const char *id, const char *verb, const ch
         av[k++] = extra[i];
     av[k++] = id;
     av[k] = NULL;
-    return delegate_fail(rt__delegate(c, st_str(st, "delegate_root"), av, -1, NULL, err), verb, id,
-                         err);
+    return delegate_fail(rt__delegate(c, droot, av, -1, NULL, err), verb, id, err);
 }
 
 int rt_start(const rt_config *c, const char *id, cista_error **err)
@@ -512,9 +535,12 @@ int rt_state(json_t **out, const rt_config *c, const char *id, cista_error **err
     _cleanup_json_ json_t *st = NULL;
     if ((rc = load_state(&st, c, id, err)) < 0)
         return rc;
+    const char *droot;
+    if ((rc = st_droot(&droot, st, id, err)) < 0)
+        return rc;
     const char *av[] = {"", "state", id, NULL};
     _cleanup_free_ char *text = NULL;
-    rc = rt__delegate(c, st_str(st, "delegate_root"), av, -1, &text, err);
+    rc = rt__delegate(c, droot, av, -1, &text, err);
     if ((rc = delegate_fail(rc, "state", id, err)) < 0)
         return rc;
     json_t *s;
@@ -541,6 +567,21 @@ int rt_state(json_t **out, const rt_config *c, const char *id, cista_error **err
 int rt_init_pid(pid_t *out, const rt_config *c, const char *id, cista_error **err)
 {
     int rc;
+    /* the pid file cista asked the delegate for (no delegate call needed) */
+    if (rt_id_valid(id)) {
+        _cleanup_free_ char *p = xasprintf("%s/%s/%s", c->root, id, RT_PID_FILE);
+        _cleanup_free_ char *text = NULL;
+        size_t size;
+        cista_error *e = NULL;
+        if (access(p, F_OK) == 0 && util_read_file(&text, &size, p, 64, &e) == 0) {
+            long v = strtol(text, NULL, 10);
+            if (v > 0) {
+                *out = (pid_t)v;
+                return 0;
+            }
+        }
+        err_free(e);
+    }
     _cleanup_json_ json_t *s = NULL;
     if ((rc = rt_state(&s, c, id, err)) < 0)
         return rc;
@@ -561,6 +602,9 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
     _cleanup_json_ json_t *st = NULL;
     if ((rc = load_state(&st, c, id, err)) < 0)
         return rc;
+    const char *droot;
+    if ((rc = st_droot(&droot, st, id, err)) < 0)
+        return rc;
     if (st_confidential(st)) {
         _cleanup_sandbox_ agent_sandbox *sb = NULL;
         if ((rc = open_sandbox(&sb, c, id, st, err)) < 0 ||
@@ -578,8 +622,7 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
     av[k++] = id;
     av[k++] = sigs;
     av[k] = NULL;
-    return delegate_fail(rt__delegate(c, st_str(st, "delegate_root"), av, -1, NULL, err), "kill",
-                         id, err);
+    return delegate_fail(rt__delegate(c, droot, av, -1, NULL, err), "kill", id, err);
 }
 
 int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
@@ -598,7 +641,10 @@ int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
     if (lock < 0)
         return lock;
     const char *av[5] = {"", "delete", force ? "--force" : id, force ? id : NULL, NULL};
-    rc = rt__delegate(c, st_str(st, "delegate_root"), av, -1, NULL, err);
+    const char *droot = st_str(st, "delegate_root");
+    _cleanup_free_ char *dstate = droot ? xasprintf("%s/%s", droot, id) : NULL;
+    /* a create that died, or a `run` that already cleaned up, left no delegate state */
+    rc = dstate && access(dstate, F_OK) == 0 ? rt__delegate(c, droot, av, -1, NULL, err) : 0;
     if (rc < 0)
         return rc;
     if (rc != 0 && !force)
@@ -614,6 +660,9 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
     int rc;
     _cleanup_json_ json_t *st = NULL;
     if ((rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    const char *droot;
+    if ((rc = st_droot(&droot, st, id, err)) < 0)
         return rc;
     _cleanup_free_ char *proc = NULL;
     size_t proc_size = 0;
@@ -682,7 +731,7 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
     }
     av[k++] = id;
     av[k] = NULL;
-    rc = rt__delegate(c, st_str(st, "delegate_root"), av, out_fd, NULL, err);
+    rc = rt__delegate(c, droot, av, out_fd, NULL, err);
     unlink(ppath);
     if (rc < 0)
         return rc;
@@ -699,9 +748,12 @@ int rt_ps(json_t **out, const rt_config *c, const char *id, cista_error **err)
     _cleanup_json_ json_t *st = NULL;
     if ((rc = load_state(&st, c, id, err)) < 0)
         return rc;
+    const char *droot;
+    if ((rc = st_droot(&droot, st, id, err)) < 0)
+        return rc;
     const char *av[] = {"", "ps", "--format", "json", id, NULL};
     _cleanup_free_ char *text = NULL;
-    rc = rt__delegate(c, st_str(st, "delegate_root"), av, -1, &text, err);
+    rc = rt__delegate(c, droot, av, -1, &text, err);
     if ((rc = delegate_fail(rc, "ps", id, err)) < 0)
         return rc;
     return js_parse(out, text, strlen(text), RT_MAX_LOG, "delegate ps", err);
@@ -732,7 +784,8 @@ int rt_list(json_t **out, const rt_config *c, cista_error **err)
             json_object_set(st, "pid", json_object_get(s, "pid"));
             json_decref(s);
         } else {
-            json_object_set_new(st, "status", json_string("unknown"));
+            json_object_set_new(st, "status",
+                                json_string(e2 && e2->code == -EBUSY ? "creating" : "unknown"));
             err_free(e2);
         }
         json_object_del(st, "delegate_root");

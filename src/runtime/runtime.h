@@ -128,6 +128,12 @@ typedef struct {
     size_t secret_count;
     int stdio_fd;        /* >= 0: the container's stdout/stderr go there */
     bool to_sandbox_log; /* confidential: stdout/stderr to the log in the sandbox */
+    /*
+     * Non-NULL: create, start and wait in one delegate call (`runc run`),
+     * spawned and not waited for: *run_pid is the delegate's pid (a child of
+     * the caller; its exit status is the container's). `cista run` uses it.
+     */
+    pid_t *run_pid;
 } rt_create_opts;
 
 /* True when @id is a valid container id ([A-Za-z0-9][A-Za-z0-9_.+-]*, < RT_MAX_ID). */
@@ -193,6 +199,11 @@ int rt_spec(const rt_config *c, const char *bundle, cista_error **err)
     __attribute__((warn_unused_result));
 
 /* ---- delegate (exposed for tests) ---- */
+
+/* Start the delegate as rt__delegate() does, without waiting: *out is its pid. */
+int rt__delegate_spawn(pid_t *out, const rt_config *c, const char *delegate_root,
+                       const char *const *argv, int out_fd, cista_error **err)
+    __attribute__((warn_unused_result));
 
 /*
  * Run the delegate runtime with @argv (argv[0] ignored: the configured

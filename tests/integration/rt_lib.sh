@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # rt_lib.sh - shared helpers of the runtime integration tests (sourced, not run).
 # Builds small OCI images at test time from host binaries and their libraries (busybox-static,
 # redis-server, nginx, python3), encrypts them with `cista image pack`, generates policies, and
@@ -315,3 +316,9 @@ kbs_refvals() {
   echo "{\"version\":\"1.0.0\",\"tees\":{\"sim\":{\"allow_insecure\":true,\"host_data\":$hs},\"tpm\":{}}}" >"$TMP/refvals.json"
   "$CISTA" -q kbs admin set-reference-values "$TMP/refvals.json" >/dev/null
 }
+
+# http_get PORT: GET http://127.0.0.1:PORT/ to stdout (python3 stdlib; no curl needed)
+http_get() {
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/" % sys.argv[1], timeout=5).read().decode())' "$1"
+}
+export -f http_get

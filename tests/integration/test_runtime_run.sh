@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# test_runtime_run.sh - `cista run` end to end: encrypted images built at test time (busybox,
+# redis, nginx, python), the embedded KBS on SQLite and swtpm started here on loopback, run
+# confidentially with the sim and the tpm TEE and checked from outside (redis-cli, HTTP GET);
+# refusals (policy hash not bound, tampered layer, wrong key, KBS denies, image not in the
+# policy, command and env not allowed, exec/logs/signals denied) and escape regressions
+# (CVE-2019-5736, CVE-2024-21626).
+# Usage: tests/integration/test_runtime_run.sh [path/to/cista]   (root; run from the repo root)
+set -uo pipefail
+CISTA=${1:-build/src/cli/cista}
+case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (mounts, runc)"; exit 0; fi
+for t in runc umoci redis-server redis-cli nginx python3; do
+  command -v $t >/dev/null || { echo "1..0 # SKIP $t is not installed"; exit 0; }
+done
+
+TMP=$(mktemp -d /tmp/cista-rt-run.XXXXXX)
+ROOT=$TMP/state
+SWTPM_PID= KBS_PID=
+cleanup() {
+  local id
+  for id in "$ROOT"/*; do [ -d "$id" ] && "$CISTA" -q --root "$ROOT" rm -f "${id##*/}" >/dev/null 2>&1; done
+  [ -n "$KBS_PID" ] && { kill "$KBS_PID" 2>/dev/null; wait "$KBS_PID" 2>/dev/null; }
+  [ -n "$SWTPM_PID" ] && { kill "$SWTPM_PID" 2>/dev/null; wait "$SWTPM_PID" 2>/dev/null; }
+  grep -o " ${TMP}[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+  rm -rf "$TMP" /tmp/cista-cve-21626-canary
+}
+trap cleanup EXIT
+. "$HERE/rt_lib.sh"
+
+if ! rt_setup bb redis nginx python >"$TMP/setup.log" 2>&1; then
+  echo "not ok 1 - setup (images, sim, swtpm, KBS)"; diag "$TMP/setup.log"; exit 1
+fi
+ok "setup: 4 encrypted images, sim, swtpm, KBS on $KBS_URL"
+C=("$CISTA" --root "$ROOT")
+CISTA_SHA=$(sha256sum "$CISTA" | cut -c1-64)
+RUNC_SHA=$(sha256sum "$(command -v runc)" | cut -c1-64)
+TEES=(sim)
+[ -n "$TCTI" ] && { TEES+=(tpm); export CISTA_TPM_TCTI=$TCTI; }
+
+# ---- busybox: output, secret from the KBS, claims ----
+for tee in "${TEES[@]}"; do
+  "${C[@]}" run --rm --json --tee "$tee" --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" \
+    "oci:$TMP/enc/bb:1" >"$TMP/bb-$tee.out" 2>"$TMP/bb-$tee.err"
+  rc=$?
+  if [ $rc = 0 ] && grep -q "hello from bb" "$TMP/bb-$tee.out" &&
+    grep -q "s3cr3t-greeting-from-the-kbs" "$TMP/bb-$tee.out"; then
+    ok "bb/$tee: runs, prints, reads the secret released by the KBS"
+  else not_ok "bb/$tee (exit $rc)"; diag "$TMP/bb-$tee.err"; fi
+  sed -n '/^{/,$p' "$TMP/bb-$tee.out" >"$TMP/bb-$tee.json"
+  check "bb/$tee: claims from the KBS token name TEE $tee, key source kbs" python3 -c "
+import json,sys; d=json.load(open('$TMP/bb-$tee.json'))
+ev=d['claims']['submods']['cpu0']['ear.veraison.annotated-evidence']
+assert d['key_source']=='kbs' and d['tee']=='$tee' and ev['tee']=='$tee' and d['exit_code']==0"
+done
+if [ -n "$TCTI" ]; then
+  H=$(policy_hash "$TMP/bb.policy.json")
+  check "tpm: the policy hash was extended into PCR 23 (event log)" \
+    grep -q "\"digest\":\"$H\"" "$CISTA_TPM_EVENTLOG"
+fi
+check "nothing left under the state root after --rm" bash -c "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
+
+# development key source
+"${C[@]}" run --rm --tee sim --key-file "$TMP/image-key.pem" \
+  --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" --policy "$TMP/bb.policy.json" \
+  "oci:$TMP/enc/bb:1" >"$TMP/dev.out" 2>&1
+check "dev key source (--key-file/--secret-file) runs and says DEVELOPMENT loudly" \
+  bash -c "grep -q 'hello from bb' '$TMP/dev.out' && grep -q 'DEVELOPMENT' '$TMP/dev.out'"
+
+# ---- redis, nginx, python: detached, host network, checked from outside ----
+app_up() { # NAME TEE PORT
+  "${C[@]}" -q run -d --name "$1-$2" --network host --tee "$2" --kbs "$KBS_URL" \
+    --policy "$TMP/$1.policy.json" "oci:$TMP/enc/$1:1" >"$TMP/$1-$2.run" 2>&1 && wait_port "$3" 100
+}
+for tee in "${TEES[@]}"; do
+  if app_up redis "$tee" "$REDIS_PORT"; then
+    r=$(redis-cli -p "$REDIS_PORT" PING; redis-cli -p "$REDIS_PORT" SET k "v-$tee"; redis-cli -p "$REDIS_PORT" GET k)
+    [ "$(echo $r)" = "PONG OK v-$tee" ] && ok "redis/$tee: PING/SET/GET over loopback" || not_ok "redis/$tee: got '$r'"
+  else not_ok "redis/$tee did not come up"; diag "$TMP/redis-$tee.run"; fi
+  check "redis/$tee: cista ps shows it running, confidential" bash -c \
+    "'$CISTA' --root '$ROOT' ps --json | python3 -c 'import json,sys; l=[c for c in json.load(sys.stdin) if c[\"id\"]==\"redis-$tee\"]; assert l and l[0][\"status\"]==\"running\" and l[0][\"mode\"]==\"confidential\"'"
+  check "redis/$tee: stop and rm" bash -c "'$CISTA' -q --root '$ROOT' stop -t 5 redis-$tee && '$CISTA' -q --root '$ROOT' rm redis-$tee"
+
+  if app_up nginx "$tee" "$NGINX_PORT"; then
+    check "nginx/$tee: HTTP GET" bash -c "http_get $NGINX_PORT | grep -q 'hello from nginx in a TEE'"
+  else not_ok "nginx/$tee did not come up"; diag "$TMP/nginx-$tee.run"; fi
+  "${C[@]}" -q rm -f "nginx-$tee" >/dev/null 2>&1
+
+  if app_up python "$tee" "$PY_PORT"; then
+    check "python/$tee: HTTP GET; the app reads the injected secret file" bash -c \
+      "http_get $PY_PORT | grep -q 'secret-sha-len=29'"
+  else not_ok "python/$tee did not come up"; diag "$TMP/python-$tee.run"; fi
+  "${C[@]}" -q rm -f "python-$tee" >/dev/null 2>&1
+done
+
+# ---- the secret file layout: mode 0400 in the rootfs on the sandbox tmpfs ----
+policy "oci:$TMP/enc/bb:1" "$TMP/bbx.policy.json" --allow-exec '["/bin/stat","-c","%a %u %s","/run/secrets/greeting"]' \
+  --allow-exec '["/bin/true"]' --secret "bb:kbs:///default/app/greeting=/run/secrets/greeting"
+build_bb "$TMP/img/bbs" 1 /bin/sleep 300 && mkdir -p "$TMP/enc/bbs" &&
+  "$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/bbs:1" "oci:$TMP/enc/bbs:1" >/dev/null
+kbs_put default/image-key/bbs "$TMP/image-key.pem"
+policy "oci:$TMP/enc/bbs:1" "$TMP/bbs.policy.json" --allow-exec '["/bin/stat","-c","%a %u %s","/run/secrets/greeting"]' \
+  --allow-exec '["/bin/true"]' --secret "bbs:kbs:///default/app/greeting=/run/secrets/greeting"
+kbs_refvals
+"${C[@]}" -q run -d --name s1 --tee sim --kbs "$KBS_URL" --policy "$TMP/bbs.policy.json" "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/s1.err"
+check "exec allowed by the policy: the secret file is 0400, uid 0, 29 bytes" bash -c \
+  "[ \"\$('$CISTA' -q --root '$ROOT' exec s1 /bin/stat -c '%a %u %s' /run/secrets/greeting)\" = '400 0 29' ]"
+check "the sandbox is a tmpfs; its rootfs holds the plaintext, the state dir does not" bash -c \
+  "[ \"\$(stat -f -c %T '$ROOT/s1/tee')\" = tmpfs ] && ! grep -rqs s3cr3t '$ROOT/s1/state.json'"
+expect_refused "exec of a command not in the policy is refused (rule exec)" "rule exec" \
+  "${C[@]}" exec s1 /bin/sh -c id
+expect_refused "exec with an extra env variable is refused (rule process.env)" "process.env" \
+  "${C[@]}" exec -e LD_PRELOAD=/tmp/x.so s1 /bin/true
+expect_refused "signal not in the policy (SIGHUP) is refused (rule signals)" "rule signals" \
+  "${C[@]}" kill s1 HUP
+"${C[@]}" -q rm -f s1 >/dev/null 2>&1
+
+# CVE-2019-5736: the container hunts for the runtime's /proc/PID/exe while we exec into it
+policy "oci:$TMP/enc/bbs:1" "$TMP/cve.policy.json" --allow-exec '["/bin/true"]'
+build_bb "$TMP/img/cve" 1 /bin/sh -c \
+  'while :; do for p in /proc/[0-9]*/exe /proc/self/exe; do { echo pwned >>"$p"; } 2>/dev/null; done; done' &&
+  mkdir -p "$TMP/enc/cve" && "$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/cve:1" "oci:$TMP/enc/cve:1" >/dev/null
+kbs_put default/image-key/cve "$TMP/image-key.pem"
+policy "oci:$TMP/enc/cve:1" "$TMP/cve.policy.json" --allow-exec '["/bin/true"]'
+kbs_refvals
+"${C[@]}" -q run -d --name cve --tee sim --kbs "$KBS_URL" --policy "$TMP/cve.policy.json" "oci:$TMP/enc/cve:1" >/dev/null 2>&1
+for i in 1 2 3 4 5 6 7 8; do "${C[@]}" -q exec cve /bin/true >/dev/null 2>&1; done
+"${C[@]}" -q rm -f cve >/dev/null 2>&1
+check "CVE-2019-5736: cista and runc binaries unchanged after the container attacked /proc/*/exe" bash -c \
+  "[ \"\$(sha256sum '$CISTA' | cut -c1-64)\" = $CISTA_SHA ] && [ \"\$(sha256sum \"\$(command -v runc)\" | cut -c1-64)\" = $RUNC_SHA ]"
+
+# ---- logs denied ----
+policy "oci:$TMP/enc/bb:1" "$TMP/nologs.policy.json" --deny-logs --secret "bb:kbs:///default/app/greeting=/run/secrets/greeting"
+kbs_refvals
+"${C[@]}" run -d --name nl --tee sim --kbs "$KBS_URL" --policy "$TMP/nologs.policy.json" "oci:$TMP/enc/bb:1" >/dev/null 2>&1
+sleep 0.3
+expect_refused "logs denied by the policy: cista logs refuses (rule logs)" "rule logs" "${C[@]}" logs nl
+check "logs denied: the output stayed in the sandbox tmpfs, not in the host state" bash -c \
+  "grep -q 'hello from bb' '$ROOT/nl/tee/container.log' && ! grep -rqs 'hello from bb' '$ROOT/nl/state.json'"
+"${C[@]}" -q rm -f nl >/dev/null 2>&1
+
+# ---- refusals before anything of the image runs ----
+runs_nothing() { [ -z "$(ls "$ROOT")" ] && ! grep -q " $ROOT" /proc/mounts; }
+OTHER=$(printf 'ab%.0s' $(seq 32))
+expect_refused "policy hash not the one bound at launch: refused" "bound at launch" \
+  "${C[@]}" run --rm --tee sim --policy-hash "$OTHER" --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+check "  ... and nothing was created or mounted" runs_nothing
+if [ -n "$TCTI" ]; then
+  expect_refused "tpm: policy hash not the one bound at launch: refused" "bound at launch" \
+    "${C[@]}" run --rm --tee tpm --policy-hash "$OTHER" --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+fi
+expect_refused "a command not in the policy is refused (rule process.args)" "process.args" \
+  "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1" -- /bin/sh -c 'cat /run/secrets/greeting >/dev/tcp'
+expect_refused "env injection is refused (rule process.env)" "process.env" \
+  "${C[@]}" run --rm --tee sim -e LD_PRELOAD=/tmp/evil.so --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+expect_refused "an image not in the policy is refused (rule image)" "rule image" \
+  "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" --image-key kbs:///default/image-key/bb "oci:$TMP/enc/redis:1"
+cp -r "$TMP/enc/bb" "$TMP/enc/bbt"
+blob=$(python3 -c "import json;m=json.load(open('$TMP/enc/bbt/index.json'))['manifests'][0]['digest'].split(':')[1];l=json.load(open('$TMP/enc/bbt/blobs/sha256/'+m))['layers'][0]['digest'].split(':')[1];print(l)")
+python3 - "$TMP/enc/bbt/blobs/sha256/$blob" <<'EOF'
+import sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 1; open(p, "wb").write(bytes(b))
+EOF
+expect_refused "a tampered layer is refused" "modified or corrupted|HMAC" \
+  "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" --image-key kbs:///default/image-key/bb "oci:$TMP/enc/bbt:1"
+check "  ... and nothing was created or mounted" runs_nothing
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/wrong-key.pem" 2>/dev/null
+expect_refused "the wrong image key is refused" "key" \
+  "${C[@]}" run --rm --tee sim --key-file "$TMP/wrong-key.pem" --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" \
+  --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+echo "{\"version\":\"1.0.0\",\"allOf\":[{\"claim\":\"host_data\",\"equals\":\"$OTHER\"}]}" >"$TMP/deny.json"
+kbs_policy default/image-key/bb "$TMP/deny.json"
+expect_refused "the KBS denies the image key (release policy): refused" "403|denied|not allowed|policy" \
+  "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+check "  ... and nothing was created or mounted" runs_nothing
+kbs_policy default/image-key/bb "$TMP/release.json"
+
+# ---- OCI verbs: a bundle requesting cwd through a leaked fd (CVE-2024-21626) ----
+mkdir -p "$TMP/bundle/rootfs" && (cd "$TMP/bundle" && runc spec)
+python3 - "$TMP/bundle/config.json" "$TMP/bb.policy.json" "$TMP/enc/bb:1" <<'EOF'
+import json, sys, base64
+p = sys.argv[1]; d = json.load(open(p))
+d["process"]["terminal"] = False
+d["process"]["args"] = []
+d["process"]["cwd"] = "/proc/self/fd/7"
+d["annotations"] = {"io.cista.image": "oci:" + sys.argv[3],
+                    "io.cista.policy": base64.b64encode(open(sys.argv[2], "rb").read()).decode(),
+                    "io.cista.tee": "sim"}
+json.dump(d, open(p, "w"))
+EOF
+printf '{"tee":"sim","dev_key_files":["%s"],"dev_secrets":{"kbs:///default/app/greeting":"%s"}}' \
+  "$TMP/image-key.pem" "$TMP/greeting.txt" >"$TMP/rt.json"
+expect_refused "CVE-2024-21626: confidential bundle with cwd /proc/self/fd/7 is refused (rule process.cwd)" "process.cwd" \
+  env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/bundle" cwdfd
+cp -a "$TMP/img/bb" "$TMP/plainimg" && umoci unpack --image "$TMP/plainimg:1" "$TMP/pb" >/dev/null 2>&1
+python3 - "$TMP/pb/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p))
+d["process"]["terminal"] = False
+d["process"]["args"] = ["/bin/sh", "-c", "echo x > ../../../../../tmp/cista-cve-21626-canary; ls /proc/self/fd"]
+json.dump(d, open(p, "w"))
+EOF
+expect_refused "a plain bundle is refused unless the configuration allows plain containers" "allow_plain" \
+  env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/pb" plain0
+echo '{"allow_plain":true}' >"$TMP/plain.json"
+leaks=0
+exec 7<"$TMP" 8</ 9</proc
+for fd in 3 4 5 6 7 8 9; do
+  python3 - "$TMP/pb/config.json" "$fd" <<'EOF'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p)); d["process"]["cwd"] = "/proc/self/fd/" + sys.argv[2]
+json.dump(d, open(p, "w"))
+EOF
+  if CISTA_RUNTIME_CONFIG=$TMP/plain.json "${C[@]}" -q create --bundle "$TMP/pb" "p$fd" >/dev/null 2>&1; then
+    CISTA_RUNTIME_CONFIG=$TMP/plain.json "${C[@]}" -q start "p$fd" >/dev/null 2>&1
+    sleep 0.2
+  fi
+  CISTA_RUNTIME_CONFIG=$TMP/plain.json "${C[@]}" -q delete --force "p$fd" >/dev/null 2>&1
+  [ -e /tmp/cista-cve-21626-canary ] && leaks=$((leaks + 1))
+done
+exec 7<&- 8<&- 9<&-
+[ $leaks = 0 ] && ok "CVE-2024-21626: plain bundles with cwd /proc/self/fd/3..9 (host fds open in the caller) never reach the host" ||
+  not_ok "CVE-2024-21626: the container wrote outside its rootfs ($leaks times)"
+
+echo "1..$n"
+[ $failed = 0 ]
