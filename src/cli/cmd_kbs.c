@@ -239,6 +239,9 @@ static void admin_help(void)
            "  get-resource PATH [-o FILE]              read a secret back\n"
            "  delete-resource PATH\n"
            "  list-resources\n"
+           "  counter-get PATH                         a counter (rollback anchor) as JSON\n"
+           "  counter-reset PATH [GEN [ROOT-HEX]]      create or set a counter (default 0)\n"
+           "  counter-delete PATH\n"
            "  set-reference-values FILE                appraisal reference values (JSON)\n"
            "  get-reference-values\n"
            "  set-policy [--key KEY] FILE              release policy for KEY (a resource\n"
@@ -351,6 +354,43 @@ static int cmd_admin(int argc, char **argv)
             kbs_admin_token_make(&tok, k, 120, time(NULL), &err) < 0)
             return report(err);
         printf("%s\n", tok);
+        return CLI_EXIT_OK;
+    }
+    if (!strcmp(cmd, "counter-get") || !strcmp(cmd, "counter-reset") ||
+        !strcmp(cmd, "counter-delete")) {
+        bool reset = !strcmp(cmd, "counter-reset");
+        if (nargs < 1 || nargs > (reset ? 3 : 1))
+            return usage_error("kbs admin", "%s needs PATH (repo/type/tag)%s", cmd,
+                               reset ? " [GENERATION [ROOT-HEX]]" : "");
+        const char *path = args[0];
+        if (kbs_check_resource_path(path, &err) < 0) {
+            err_free(err);
+            return usage_error("kbs admin", "PATH must be repo/type/tag");
+        }
+        _cleanup_free_ char *url = xasprintf("/kbs/v0/admin/counter/%s", path);
+        if (reset) {
+            char *end = NULL;
+            long long gen = nargs > 1 ? strtoll(args[1], &end, 10) : 0;
+            if (nargs > 1 && (*end || gen < 0))
+                return usage_error("kbs admin", "GENERATION must be a number >= 0");
+            _cleanup_json_ json_t *j = json_pack("{s:I,s:s}", "generation", (json_int_t)gen, "root",
+                                                 nargs > 2 ? args[2] : "");
+            _cleanup_free_ char *text = js_dump_compact(j);
+            r = admin_request(&st, &body, &bsize, &o, "PUT", url, text, strlen(text),
+                              "application/json", &err);
+        } else {
+            r = admin_request(&st, &body, &bsize, &o,
+                              !strcmp(cmd, "counter-get") ? "GET" : "DELETE", url, NULL, 0, NULL,
+                              &err);
+        }
+        if (r < 0 || admin_status(st, body, bsize, cmd, &err) < 0)
+            return report(err);
+        if (!strcmp(cmd, "counter-get")) {
+            fwrite(body, 1, bsize, stdout);
+            printf("\n");
+        } else if (!g_cli.quiet) {
+            printf(g_cli.json ? "{\"status\":\"ok\"}\n" : "ok\n");
+        }
         return CLI_EXIT_OK;
     }
     if (!strcmp(cmd, "put-resource") || !strcmp(cmd, "get-resource") ||

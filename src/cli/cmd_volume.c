@@ -55,10 +55,18 @@ static void usage_create(FILE *out)
 static void usage_mount(FILE *out)
 {
     fprintf(out,
-            "Usage: cista volume mount DIR MNT --key-file K [--anchor FILE]\n"
+            "Usage: cista volume mount DIR MNT --key-file K [--anchor FILE|kbs:URL/repo/type/tag]\n"
+            "                          [--kbs-ca CA.pem --tee sim|tpm [--sim-state DIR]]\n"
             "                          [--rollback strict|reset|off] [-f] [--commit-interval MS]\n"
             "\n"
             "  --anchor FILE      rollback anchor; mount refuses a volume older than it\n"
+            "  --anchor kbs:https://HOST:PORT/repo/type/tag\n"
+            "                     the anchor is a KBS counter only this attested workload\n"
+            "                     may advance (advanced on every sync and at unmount)\n"
+            "  --kbs-ca CA.pem    CA the KBS certificate must chain to\n"
+            "  --tee TEE          evidence for the KBS: sim or tpm\n"
+            "  --sim-state DIR    sim: evidence state directory\n"
+            "  --tpm-tcti CONF    tpm: TCTI (swtpm:host=127.0.0.1,port=N)\n"
             "  --rollback MODE    strict (default with --anchor): refuse a rollback;\n"
             "                     reset: start over empty after a rollback;\n"
             "                     off (default without --anchor): accept, with a warning\n"
@@ -118,6 +126,10 @@ enum {
     OPT_JSON,
     OPT_TIMEOUT,
     OPT_READY_FD,
+    OPT_KBS_CA,
+    OPT_TEE,
+    OPT_SIM_STATE,
+    OPT_TPM_TCTI,
 };
 
 static const struct option g_long[] = {
@@ -130,6 +142,10 @@ static const struct option g_long[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"ready-fd", required_argument, NULL, OPT_READY_FD},
+    {"kbs-ca", required_argument, NULL, OPT_KBS_CA},
+    {"tee", required_argument, NULL, OPT_TEE},
+    {"sim-state", required_argument, NULL, OPT_SIM_STATE},
+    {"tpm-tcti", required_argument, NULL, OPT_TPM_TCTI},
     {"foreground", no_argument, NULL, 'f'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -139,6 +155,7 @@ typedef struct vopts {
     const char *key_file;
     const char *anchor;
     const char *rollback;
+    const char *kbs_ca, *tee, *sim_state, *tpm_tcti;
     unsigned interval_ms;
     bool foreground, debug, repair, json, help;
     int timeout_s;
@@ -165,6 +182,18 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
             break;
         case OPT_ROLLBACK:
             o->rollback = optarg;
+            break;
+        case OPT_KBS_CA:
+            o->kbs_ca = optarg;
+            break;
+        case OPT_TEE:
+            o->tee = optarg;
+            break;
+        case OPT_SIM_STATE:
+            o->sim_state = optarg;
+            break;
+        case OPT_TPM_TCTI:
+            o->tpm_tcti = optarg;
             break;
         case OPT_INTERVAL: {
             char *end;
@@ -249,6 +278,10 @@ static int cmd_create(int argc, char **argv)
     int rc = parse(&o, argc, argv, 1, usage_create);
     if (rc || o.help)
         return rc;
+    if (o.anchor && !strncmp(o.anchor, "kbs:", 4))
+        return usage_error("a KBS anchor is used by `cista volume mount` only (an admin creates "
+                           "the counter: `cista kbs admin counter-reset`); not ",
+                           o.anchor);
     cista_error *e = NULL;
     uint8_t key[VOL_KEY_SIZE];
     int r;
@@ -299,7 +332,16 @@ static int cmd_mount(int argc, char **argv)
         return usage_error("--rollback must be strict, reset or off, not ", o.rollback);
     if (!o.anchor && mode != VOL_ROLLBACK_OFF)
         return usage_error("--rollback strict/reset needs --anchor FILE", NULL);
+    bool kbs_anchor = o.anchor && !strncmp(o.anchor, "kbs:", 4);
+    if (kbs_anchor && !o.tee)
+        return usage_error("--anchor kbs:... needs --tee sim|tpm", NULL);
+    if (!kbs_anchor && (o.tee || o.kbs_ca || o.sim_state || o.tpm_tcti))
+        return usage_error("--tee, --kbs-ca, --sim-state, --tpm-tcti go with --anchor kbs:...",
+                           NULL);
     cista_error *e = NULL;
+    _cleanup_free_ char *kbs_url = NULL, *kbs_path = NULL;
+    if (kbs_anchor && vol_anchor_kbs_parse(&kbs_url, &kbs_path, o.anchor, &e) < 0)
+        return report(e);
     uint8_t key[VOL_KEY_SIZE];
     if (load_key(key, o.key_file, &e) < 0)
         return report(e);
@@ -316,7 +358,20 @@ static int cmd_mount(int argc, char **argv)
         return report(e);
     }
     vol_anchor *anchor = NULL;
-    if (o.anchor) {
+    if (kbs_anchor) {
+        vol_kbs_anchor_opts ko = {.url = kbs_url,
+                                  .ca_file = o.kbs_ca,
+                                  .tee = o.tee,
+                                  .path = kbs_path,
+                                  .sim_state = o.sim_state,
+                                  .tpm_tcti = o.tpm_tcti};
+        if (vol_anchor_kbs_new(&anchor, &ko, &e) < 0) {
+            OPENSSL_cleanse(key, sizeof(key));
+            vol_store_free(st);
+            close(lockfd);
+            return report(e);
+        }
+    } else if (o.anchor) {
         vol_info info;
         if (vol_read_info(&info, st, NULL, &e) < 0) {
             OPENSSL_cleanse(key, sizeof(key));
@@ -438,6 +493,10 @@ static int cmd_fsck(int argc, char **argv)
     int rc = parse(&o, argc, argv, 1, usage_fsck);
     if (rc || o.help)
         return rc;
+    if (o.anchor && !strncmp(o.anchor, "kbs:", 4))
+        return usage_error("a KBS anchor is used by `cista volume mount` only (an admin creates "
+                           "the counter: `cista kbs admin counter-reset`); not ",
+                           o.anchor);
     cista_error *e = NULL;
     uint8_t key[VOL_KEY_SIZE];
     if (load_key(key, o.key_file, &e) < 0)

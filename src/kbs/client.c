@@ -305,3 +305,94 @@ int kbs_client_get_resource(kbs_client *c, uint8_t **out, size_t *out_size, cons
     *out_size = n;
     return 0;
 }
+
+/* ---- counters ---- */
+
+static int counter_parse(kbs_counter_value *out, const uint8_t *body, size_t size, const char *what,
+                         cista_error **err)
+{
+    _cleanup_json_ json_t *d = NULL;
+    int64_t gen = 0, updated = 0;
+    const char *hex = NULL;
+    int r;
+    memset(out, 0, sizeof(*out));
+    if ((r = js_parse_object(&d, body, size, 4096, what, err)) < 0 ||
+        (r = js_get_int(&gen, d, "generation", true, what, err)) < 0 ||
+        (r = js_get_int(&updated, d, "updated", false, what, err)) < 0 ||
+        (r = js_get_string(&hex, d, "root", true, what, err)) < 0)
+        return r;
+    size_t n = strlen(hex);
+    if (gen < 0 || n % 2 || n > 2 * KBS_CLIENT_COUNTER_ROOT_MAX)
+        return err_set(err, -EBADMSG,
+                       "%s: generation %lld or root of %zu hex digits is out of range", what,
+                       (long long)gen, n);
+    if (n && (r = hex_decode_to(out->root, n / 2, hex, err)) < 0)
+        return err_wrap(err, "%s: root", what);
+    out->generation = (uint64_t)gen;
+    out->root_size = n / 2;
+    out->updated = updated;
+    return 0;
+}
+
+int kbs_client_counter_get(kbs_client *c, kbs_counter_value *out, const char *path,
+                           cista_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!c->token)
+        return err_set(err, -EACCES, "not attested: call kbs_client_attest() first");
+    int r = kbs_check_resource_path(path, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *p = xasprintf("/kbs/v0/counter/%s", path);
+    _cleanup_free_ char *what = xasprintf("KBS counter %s", path);
+    _cleanup_free_ uint8_t *resp = NULL;
+    size_t rs = 0;
+    long st = 0;
+    if ((r = kbs_client_request(c, &st, &resp, &rs, "GET", p, c->token, NULL, 0, NULL, err)) < 0)
+        return r;
+    if (st != 200)
+        return http_error(st, resp, rs, what, err);
+    return counter_parse(out, resp, rs, what, err);
+}
+
+int kbs_client_counter_advance(kbs_client *c, kbs_counter_value *out_current, const char *path,
+                               uint64_t expected, uint64_t generation, const uint8_t *root,
+                               size_t root_size, cista_error **err)
+{
+    if (out_current)
+        memset(out_current, 0, sizeof(*out_current));
+    if (!c->token)
+        return err_set(err, -EACCES, "not attested: call kbs_client_attest() first");
+    int r = kbs_check_resource_path(path, err);
+    if (r < 0)
+        return r;
+    if (root_size > KBS_CLIENT_COUNTER_ROOT_MAX || expected > INT64_MAX || generation > INT64_MAX)
+        return err_set(err, -EINVAL, "KBS counter %s: root or generation out of range", path);
+    _cleanup_free_ char *hex = hex_encode(root, root_size);
+    _cleanup_json_ json_t *body =
+        json_pack("{s:I,s:I,s:s}", "expected_generation", (json_int_t)expected, "generation",
+                  (json_int_t)generation, "root", hex);
+    _cleanup_free_ char *text = js_dump_compact(body);
+    _cleanup_free_ char *p = xasprintf("/kbs/v0/counter/%s", path);
+    _cleanup_free_ char *what = xasprintf("KBS counter %s", path);
+    _cleanup_free_ uint8_t *resp = NULL;
+    size_t rs = 0;
+    long st = 0;
+    if ((r = kbs_client_request(c, &st, &resp, &rs, "POST", p, c->token, text, strlen(text),
+                                "application/json", err)) < 0)
+        return r;
+    if (st == 200)
+        return 0;
+    if (st == 409) {
+        kbs_counter_value cur;
+        cista_error *e2 = NULL;
+        if (counter_parse(&cur, resp, rs, what, &e2) == 0 && out_current)
+            *out_current = cur;
+        err_free(e2);
+        _cleanup_free_ char *d = kbs_client_problem_detail(resp, rs);
+        return err_set(err, -ESTALE,
+                       "%s: compare-and-set from generation %llu to %llu refused (HTTP 409): %s",
+                       what, (unsigned long long)expected, (unsigned long long)generation, d);
+    }
+    return http_error(st, resp, rs, what, err);
+}

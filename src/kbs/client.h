@@ -74,4 +74,34 @@ char *kbs_client_problem_detail(const uint8_t *body, size_t size);
 
 void kbs_secret_free(uint8_t *p, size_t size);
 
+/* ---- monotonic counters (rollback anchors; docs/kbs.md "Counters") ---- */
+
+#define KBS_CLIENT_COUNTER_ROOT_MAX 64
+
+typedef struct {
+    uint64_t generation;
+    uint8_t root[KBS_CLIENT_COUNTER_ROOT_MAX];
+    size_t root_size;
+    int64_t updated; /* Unix time of the last change, as the broker reports it */
+} kbs_counter_value;
+
+/*
+ * GET /kbs/v0/counter/@path with the token of kbs_client_attest(). -EACCES (401/403: not
+ * attested, token expired, or the release policy of @path denies), -ENOENT (404).
+ */
+int kbs_client_counter_get(kbs_client *c, kbs_counter_value *out, const char *path,
+                           cista_error **err) __attribute__((warn_unused_result));
+
+/*
+ * Compare-and-set: POST /kbs/v0/counter/@path {expected_generation, generation, root}. 0 when
+ * the broker stored it durably. -ESTALE on 409 (the counter is not at @expected, or @generation
+ * is not above it) with the broker's current value in *out_current (may be NULL); -EACCES,
+ * -ENOENT as for kbs_client_counter_get(). @root (at most KBS_CLIENT_COUNTER_ROOT_MAX bytes)
+ * is borrowed.
+ */
+int kbs_client_counter_advance(kbs_client *c, kbs_counter_value *out_current, const char *path,
+                               uint64_t expected, uint64_t generation, const uint8_t *root,
+                               size_t root_size, cista_error **err)
+    __attribute__((warn_unused_result));
+
 #endif

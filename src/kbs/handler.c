@@ -506,8 +506,16 @@ static int find_policy(kbs_ctx *c, char **out_text, char **out_key, const char *
     return r;
 }
 
-static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
-                                const char *path)
+/*
+ * The guest side of every resource-like request: an attestation token (bearer or the cookie of
+ * an attested session) that verifies, a valid path, and the release policy of @path allowing the
+ * token's claims. On refusal the response and the audit entry (@event) are written and false is
+ * returned. On success *out_payload (new reference), *out_tee (owned), *out_why (owned: "policy
+ * KEY: reason") are set.
+ */
+static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
+                            const char *path, const char *event, json_t **out_payload,
+                            char **out_tee, char **out_why)
 {
     cista_error *err = NULL;
     time_t now = time(NULL);
@@ -528,8 +536,8 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
         problem(resp, 401, "TokenNotFound",
                 "not attested: send Authorization: Bearer <attestation token> or the cookie of "
                 "an attested session");
-        audit(c, req, "resource", NULL, NULL, path, "deny", "not attested");
-        return;
+        audit(c, req, event, NULL, NULL, path, "deny", "not attested");
+        return false;
     }
     _cleanup_json_ json_t *payload = NULL;
     int r = kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
@@ -537,14 +545,14 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
     if (r < 0) {
         problem_err(resp, 401, "TokenVerifierError", err);
         _cleanup_free_ char *why = err_str(err);
-        audit(c, req, "resource", NULL, NULL, path, "deny", why);
+        audit(c, req, event, NULL, NULL, path, "deny", why);
         err_free(err);
-        return;
+        return false;
     }
     if (kbs_check_resource_path(path, &err) < 0) {
         problem_err(resp, 400, "InvalidRequestPath", err);
         err_free(err);
-        return;
+        return false;
     }
     _cleanup_json_ json_t *input = kbs_token_policy_input(payload, path);
     const char *tee = json_string_value(json_object_get(input, "tee"));
@@ -560,16 +568,31 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
         pol_release_eval(&allow, &reason, pol, input, &err) < 0) {
         _cleanup_free_ char *s = err_str(err);
         problem(resp, 403, "PolicyDeny", "release policy %s is unusable (denying): %s", pkey, s);
-        audit(c, req, "resource", tee, NULL, path, "deny", s);
+        audit(c, req, event, tee, NULL, path, "deny", s);
         err_free(err);
-        return;
+        return false;
     }
     if (!allow) {
         problem(resp, 403, "PolicyDeny", "release policy %s denies %s: %s", pkey, path, reason);
         _cleanup_free_ char *why = xasprintf("policy %s: %s", pkey, reason);
-        audit(c, req, "resource", tee, NULL, path, "deny", why);
-        return;
+        audit(c, req, event, tee, NULL, path, "deny", why);
+        return false;
     }
+    *out_tee = tee ? xstrdup(tee) : NULL;
+    *out_why = xasprintf("%s: %s", pkey, reason);
+    *out_payload = steal_ptr(&payload);
+    return true;
+}
+
+static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
+                                const char *path)
+{
+    cista_error *err = NULL;
+    _cleanup_json_ json_t *payload = NULL;
+    _cleanup_free_ char *tee = NULL, *allowed = NULL;
+    if (!guest_authorize(c, req, resp, path, "resource", &payload, &tee, &allowed))
+        return;
+    int r;
     uint8_t *value = NULL;
     size_t vsize = 0;
     if ((r = kbs_store_get_resource(c->store, &value, &vsize, path, &err)) < 0) {
@@ -606,8 +629,119 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
     buf_puts(&resp->body, jwe);
     resp->status = 200;
     resp->content_type = "application/json";
-    _cleanup_free_ char *why = xasprintf("released (%s: %s)", pkey, reason);
+    _cleanup_free_ char *why = xasprintf("released (%s)", allowed);
     audit(c, req, "resource", tee, NULL, path, "allow", why);
+}
+
+/* ---- counters (rollback anchors) ---- */
+
+static json_t *counter_json(const kbs_counter *k)
+{
+    _cleanup_free_ char *hex = hex_encode(k->root, k->root_size);
+    return json_pack("{s:I,s:s,s:I}", "generation", (json_int_t)k->generation, "root", hex,
+                     "updated", (json_int_t)k->updated);
+}
+
+/* {"expected_generation": N, "generation": M, "root": HEX} (also used by the admin reset). */
+static int counter_body(int64_t *out_expected, int64_t *out_gen, uint8_t root[KBS_COUNTER_ROOT_MAX],
+                        size_t *out_root_size, const kbs_request *req, bool need_expected,
+                        cista_error **err)
+{
+    _cleanup_json_ json_t *d = NULL;
+    const char *hex = NULL;
+    int r;
+    *out_expected = 0;
+    *out_gen = 0;
+    *out_root_size = 0;
+    if (req->body_size == 0 && !need_expected)
+        return 0;
+    if ((r = js_parse_object(&d, req->body, req->body_size, 4096, "counter request", err)) < 0 ||
+        (r = js_get_int(out_expected, d, "expected_generation", need_expected, "counter request",
+                        err)) < 0 ||
+        (r = js_get_int(out_gen, d, "generation", need_expected, "counter request", err)) < 0 ||
+        (r = js_get_string(&hex, d, "root", false, "counter request", err)) < 0)
+        return r;
+    if (*out_expected < 0 || *out_gen < 0)
+        return err_set(err, -EINVAL, "counter request: generations must not be negative");
+    size_t n = hex ? strlen(hex) : 0;
+    if (n % 2 || n > 2 * KBS_COUNTER_ROOT_MAX)
+        return err_set(err, -EINVAL,
+                       "counter request: root must be hex of at most %d bytes (got %zu digits)",
+                       KBS_COUNTER_ROOT_MAX, n);
+    if (n && (r = hex_decode_to(root, n / 2, hex, err)) < 0)
+        return err_wrap(err, "counter request: root");
+    *out_root_size = n / 2;
+    return 0;
+}
+
+static void handle_counter(kbs_ctx *c, const kbs_request *req, kbs_response *resp, const char *path,
+                           bool advance)
+{
+    cista_error *err = NULL;
+    _cleanup_json_ json_t *payload = NULL;
+    _cleanup_free_ char *tee = NULL, *allowed = NULL;
+    if (!guest_authorize(c, req, resp, path, "counter", &payload, &tee, &allowed))
+        return;
+    kbs_counter cur;
+    memset(&cur, 0, sizeof(cur));
+    int r;
+    if (!advance) {
+        if ((r = kbs_store_counter_get(c->store, &cur, path, &err)) < 0) {
+            if (r == -ENOENT)
+                problem(resp, 404, "ResourceNotFound", "counter %s does not exist", path);
+            else
+                problem_err(resp, 500, "StorageError", err);
+            err_free(err);
+            return;
+        }
+        _cleanup_json_ json_t *o = counter_json(&cur);
+        reply_json(resp, 200, o);
+        _cleanup_free_ char *why =
+            xasprintf("read generation %llu (%s)", (unsigned long long)cur.generation, allowed);
+        audit(c, req, "counter", tee, NULL, path, "allow", why);
+        return;
+    }
+    int64_t expected = 0, gen = 0;
+    uint8_t root[KBS_COUNTER_ROOT_MAX];
+    size_t root_size = 0;
+    if (counter_body(&expected, &gen, root, &root_size, req, true, &err) < 0) {
+        problem_err(resp, 400, "InvalidRequest", err);
+        _cleanup_free_ char *why = err_str(err);
+        audit(c, req, "counter", tee, NULL, path, "deny", why);
+        err_free(err);
+        return;
+    }
+    r = kbs_store_counter_cas(c->store, &cur, path, (uint64_t)expected, (uint64_t)gen, root,
+                              root_size, time(NULL), &err);
+    if (r == -ESTALE) {
+        _cleanup_json_ json_t *o = counter_json(&cur);
+        _cleanup_free_ char *why = err_str(err);
+        json_object_set_new(o, "type", json_string("CounterConflict"));
+        json_object_set_new(o, "detail", json_string(why));
+        reply_json(resp, 409, o);
+        resp->content_type = "application/problem+json";
+        _cleanup_free_ char *msg = xasprintf("conflict: %s", why);
+        audit(c, req, "counter", tee, NULL, path, "deny", msg);
+        err_free(err);
+        return;
+    }
+    if (r < 0) {
+        problem_err(resp, r == -EINVAL ? 400 : 500,
+                    r == -EINVAL ? "InvalidRequest" : "StorageError", err);
+        _cleanup_free_ char *why = err_str(err);
+        audit(c, req, "counter", tee, NULL, path, "error", why);
+        err_free(err);
+        return;
+    }
+    /* Durable (committed) here; with group commit the reply also waits for the audit entry. */
+    kbs_counter now_k = {
+        .generation = (uint64_t)gen, .root_size = root_size, .updated = (int64_t)time(NULL)};
+    memcpy(now_k.root, root, root_size);
+    _cleanup_json_ json_t *o = counter_json(&now_k);
+    reply_json(resp, 200, o);
+    _cleanup_free_ char *why =
+        xasprintf("advanced %lld -> %lld (%s)", (long long)expected, (long long)gen, allowed);
+    audit(c, req, "counter", tee, NULL, path, "allow", why);
 }
 
 /* ---- admin ---- */
@@ -837,6 +971,33 @@ static void admin_resource(kbs_ctx *c, const kbs_request *req, kbs_response *res
 
 /* ---- dispatch ---- */
 
+static void admin_counter(kbs_ctx *c, const kbs_request *req, kbs_response *resp, const char *path)
+{
+    cista_error *err = NULL;
+    int r = 0;
+    if (!strcmp(req->method, "GET")) {
+        kbs_counter cur;
+        if ((r = kbs_store_counter_get(c->store, &cur, path, &err)) == 0) {
+            _cleanup_json_ json_t *o = counter_json(&cur);
+            reply_json(resp, 200, o);
+        }
+        admin_done(c, req, resp, r, err, "counter-get", path);
+    } else if (!strcmp(req->method, "DELETE")) {
+        r = kbs_store_counter_delete(c->store, path, &err);
+        admin_done(c, req, resp, r, err, "counter-delete", path);
+    } else {
+        int64_t expected = 0, gen = 0;
+        uint8_t root[KBS_COUNTER_ROOT_MAX];
+        size_t root_size = 0;
+        r = counter_body(&expected, &gen, root, &root_size, req, false, &err);
+        if (r == 0)
+            r = kbs_store_counter_set(c->store, path, (uint64_t)gen, root, root_size, time(NULL),
+                                      &err);
+        _cleanup_free_ char *action = xasprintf("counter-reset to %lld", (long long)gen);
+        admin_done(c, req, resp, r, err, action, path);
+    }
+}
+
 void kbs_handle(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
 {
     const char *m = req->method;
@@ -872,6 +1033,19 @@ void kbs_handle(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
             }
         } else {
             problem(resp, 405, "MethodNotAllowed", "%s is not allowed on a resource", m);
+        }
+    } else if (!strncmp(p, "counter/", 8)) {
+        if (get || post)
+            handle_counter(c, req, resp, p + 8, post);
+        else
+            problem(resp, 405, "MethodNotAllowed", "%s is not allowed on a counter", m);
+    } else if (!strncmp(p, "admin/counter/", 14) && (get || put || post || del)) {
+        cista_error *err = NULL;
+        if (kbs_check_resource_path(p + 14, &err) < 0) {
+            problem_err(resp, 400, "InvalidRequestPath", err);
+            err_free(err);
+        } else if (admin_auth(c, req, resp, "managing a counter")) {
+            admin_counter(c, req, resp, p + 14);
         }
     } else if (!strncmp(p, "admin/resource/", 15) && get) {
         cista_error *err = NULL;

@@ -180,6 +180,93 @@ int kbs_store_list_resources(kbs_store *s, json_t **out, cista_error **err)
     return s->ops->kv_list(s->b, out, "resource", err);
 }
 
+/* ---- counters ---- */
+
+int kbs__counter_from_row(kbs_counter *out, int64_t gen, const char *root_hex, int64_t updated,
+                          cista_error **err)
+{
+    memset(out, 0, sizeof(*out));
+    size_t n = root_hex ? strlen(root_hex) : 0;
+    if (gen < 0 || n % 2 || n > 2 * KBS_COUNTER_ROOT_MAX)
+        return err_set(err, -EBADMSG,
+                       "store: counter row is malformed (generation %lld, root of %zu hex digits)",
+                       (long long)gen, n);
+    if (n && hex_decode_to(out->root, n / 2, root_hex, err) < 0)
+        return err_wrap(err, "store: counter root");
+    out->generation = (uint64_t)gen;
+    out->root_size = n / 2;
+    out->updated = updated;
+    return 0;
+}
+
+static int counter_args(const char *path, uint64_t generation, size_t root_size, cista_error **err)
+{
+    int r = check_path(path, err);
+    if (r < 0)
+        return r;
+    if (generation > (uint64_t)KBS_COUNTER_GEN_MAX)
+        return err_set(err, -EINVAL, "counter %s: generation %llu is above the limit of 2^63-1",
+                       path, (unsigned long long)generation);
+    if (root_size > KBS_COUNTER_ROOT_MAX)
+        return err_set(err, -EINVAL, "counter %s: root of %zu bytes, more than the limit of %d",
+                       path, root_size, KBS_COUNTER_ROOT_MAX);
+    return 0;
+}
+
+int kbs_store_counter_get(kbs_store *s, kbs_counter *out, const char *path, cista_error **err)
+{
+    int r = check_path(path, err);
+    if (r < 0)
+        return r;
+    return s->ops->counter_get(s->b, out, path, err);
+}
+
+int kbs_store_counter_cas(kbs_store *s, kbs_counter *out_current, const char *path,
+                          uint64_t expected, uint64_t generation, const uint8_t *root,
+                          size_t root_size, time_t now, cista_error **err)
+{
+    memset(out_current, 0, sizeof(*out_current));
+    int r = counter_args(path, generation, root_size, err);
+    if (r < 0)
+        return r;
+    if (expected > (uint64_t)KBS_COUNTER_GEN_MAX)
+        return err_set(err, -EINVAL, "counter %s: expected generation %llu is above 2^63-1", path,
+                       (unsigned long long)expected);
+    if (generation <= expected) {
+        /* Never a move backwards or sideways; report the current value like a conflict. */
+        cista_error *e2 = NULL;
+        r = s->ops->counter_get(s->b, out_current, path, &e2);
+        err_free(e2);
+        if (r < 0 && r != -ENOENT)
+            memset(out_current, 0, sizeof(*out_current));
+        return err_set(err, -ESTALE,
+                       "counter %s: new generation %llu is not above the expected generation "
+                       "%llu",
+                       path, (unsigned long long)generation, (unsigned long long)expected);
+    }
+    _cleanup_free_ char *hex = hex_encode(root, root_size);
+    return s->ops->counter_cas(s->b, out_current, path, (int64_t)expected, (int64_t)generation, hex,
+                               (int64_t)now, err);
+}
+
+int kbs_store_counter_set(kbs_store *s, const char *path, uint64_t generation, const uint8_t *root,
+                          size_t root_size, time_t now, cista_error **err)
+{
+    int r = counter_args(path, generation, root_size, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *hex = hex_encode(root, root_size);
+    return s->ops->counter_set(s->b, path, (int64_t)generation, hex, (int64_t)now, err);
+}
+
+int kbs_store_counter_delete(kbs_store *s, const char *path, cista_error **err)
+{
+    int r = check_path(path, err);
+    if (r < 0)
+        return r;
+    return s->ops->counter_delete(s->b, path, err);
+}
+
 static int check_ns(const char *ns, const char *key, cista_error **err)
 {
     if (strcmp(ns, "policy") && strcmp(ns, "refvals"))

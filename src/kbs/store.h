@@ -12,7 +12,9 @@
  * protection) and the audit log. The audit log is append-only: this module
  * has no code path that updates or deletes an entry, and every entry holds
  * the SHA-256 of its predecessor (a hash chain), so kbs_store_audit_verify()
- * detects an edited, removed or reordered entry.
+ * detects an edited, removed or reordered entry. Monotonic counters
+ * (rollback anchors: {generation, root}) are advanced only by an atomic
+ * compare-and-set that is durable when the call returns.
  *
  * Thread-safety: a kbs_store is one database connection; use one per
  * thread. Several stores (threads, processes, replicas) may share a
@@ -92,6 +94,39 @@ int kbs_store_session_consume(kbs_store *s, const char *id, time_t now, cista_er
     __attribute__((warn_unused_result));
 int kbs_store_session_set_token(kbs_store *s, const char *id, const char *token, time_t expires,
                                 cista_error **err) __attribute__((warn_unused_result));
+
+/* ---- monotonic counters (rollback anchors) ---- */
+#define KBS_COUNTER_ROOT_MAX 64       /* bytes of the opaque root */
+#define KBS_COUNTER_GEN_MAX INT64_MAX /* generations are stored as signed 64-bit */
+
+typedef struct {
+    uint64_t generation;
+    uint8_t root[KBS_COUNTER_ROOT_MAX];
+    size_t root_size;
+    int64_t updated; /* Unix time of the last change */
+} kbs_counter;
+
+/* The counter at resource path @path; -ENOENT when it does not exist. */
+int kbs_store_counter_get(kbs_store *s, kbs_counter *out, const char *path, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * Compare-and-set, atomic against every other store on the same database (other threads,
+ * processes, replicas): set {@generation, @root} only when the stored generation equals
+ * @expected (a missing counter counts as generation 0) and @generation > @expected. Durable
+ * before it returns 0. On a conflict returns -ESTALE and fills *out_current (generation 0,
+ * updated 0 when the counter does not exist). @root is borrowed.
+ */
+int kbs_store_counter_cas(kbs_store *s, kbs_counter *out_current, const char *path,
+                          uint64_t expected, uint64_t generation, const uint8_t *root,
+                          size_t root_size, time_t now, cista_error **err)
+    __attribute__((warn_unused_result));
+/* Admin: create or overwrite (also backwards) the counter at @path. */
+int kbs_store_counter_set(kbs_store *s, const char *path, uint64_t generation, const uint8_t *root,
+                          size_t root_size, time_t now, cista_error **err)
+    __attribute__((warn_unused_result));
+/* Admin: delete; -ENOENT when missing. */
+int kbs_store_counter_delete(kbs_store *s, const char *path, cista_error **err)
+    __attribute__((warn_unused_result));
 
 /* ---- audit log ---- */
 typedef struct {

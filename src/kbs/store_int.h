@@ -35,10 +35,27 @@ typedef struct {
     int (*audit_append)(kbs_backend *b, const char *const *bodies, const time_t *times,
                         size_t count, cista_error **err);
     int (*audit_list)(kbs_backend *b, json_t **out, int64_t after, size_t limit, cista_error **err);
+    /* counters: @root_hex is lower-case hex (checked by store.c); -ENOENT when missing */
+    int (*counter_get)(kbs_backend *b, kbs_counter *out, const char *path, cista_error **err);
+    /*
+     * Atomically: when the stored generation (0 if missing) == @expected, store @gen (> @expected,
+     * checked by store.c), @root_hex, @now and return 0 once durable; otherwise -ESTALE with
+     * *out_cur filled.
+     */
+    int (*counter_cas)(kbs_backend *b, kbs_counter *out_cur, const char *path, int64_t expected,
+                       int64_t gen, const char *root_hex, int64_t now, cista_error **err);
+    int (*counter_set)(kbs_backend *b, const char *path, int64_t gen, const char *root_hex,
+                       int64_t now, cista_error **err);
+    int (*counter_delete)(kbs_backend *b, const char *path, cista_error **err);
 } kbs_backend_ops;
 
 extern const kbs_backend_ops kbs__sqlite_ops;
 extern const kbs_backend_ops kbs__pg_ops;
+
+/* Fill @out from a row: @root_hex must be even-length lower-case hex of at most
+ * KBS_COUNTER_ROOT_MAX bytes, @gen >= 0; -EBADMSG otherwise. */
+int kbs__counter_from_row(kbs_counter *out, int64_t gen, const char *root_hex, int64_t updated,
+                          cista_error **err);
 
 /* hash = hex SHA-256(prev_hex || "\n" || time || "\n" || body); @out holds 65 bytes. */
 void kbs__audit_hash(char out[65], const char *prev_hex, int64_t time, const char *body);

@@ -4,8 +4,9 @@
  * database: schema creation runs under an advisory lock, the audit chain is
  * extended under a transaction-scoped advisory lock so concurrent appends
  * from different replicas stay one chain, and single-use nonces are consumed
- * by one conditional UPDATE. Commits are durable (synchronous_commit on, the
- * server default) before a call returns. A trigger refuses UPDATE and
+ * by one conditional UPDATE, as are counters (compare-and-set on the
+ * generation, so two replicas cannot both advance from the same value). Commits are durable
+ * (synchronous_commit on, the server default) before a call returns. A trigger refuses UPDATE and
  * DELETE on the audit table.
  */
 #include <errno.h>
@@ -35,6 +36,8 @@ static const char *const g_schema =
     "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);"
     "CREATE TABLE IF NOT EXISTS audit (id BIGSERIAL PRIMARY KEY, time BIGINT NOT NULL,"
     " body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS counters (path TEXT PRIMARY KEY, generation BIGINT NOT NULL,"
+    " root TEXT NOT NULL, updated BIGINT NOT NULL);"
     "CREATE OR REPLACE FUNCTION cista_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS"
     " $$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;"
     "CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit"
@@ -362,6 +365,85 @@ static int pg_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
     return 0;
 }
 
+static int pg_counter_get(kbs_backend *b, kbs_counter *out, const char *path, cista_error **err)
+{
+    _cleanup_res_ PGresult *res = NULL;
+    const char *vals[1] = {path};
+    int r = run(b, &res, "SELECT generation, root, updated FROM counters WHERE path = $1", 1, vals,
+                NULL, 0, "counter get", err);
+    if (r < 0)
+        return r;
+    if (PQntuples(res) != 1)
+        return err_set(err, -ENOENT, "counter %s does not exist", path);
+    return kbs__counter_from_row(out, strtoll(PQgetvalue(res, 0, 0), NULL, 10),
+                                 PQgetvalue(res, 0, 1), strtoll(PQgetvalue(res, 0, 2), NULL, 10),
+                                 err);
+}
+
+/*
+ * One statement, autocommitted (durable with synchronous_commit on): the row lock and the
+ * re-check of "generation = $expected" under READ COMMITTED let exactly one of several
+ * concurrent writers (other replicas) with the same expected generation win.
+ */
+static int pg_counter_cas(kbs_backend *b, kbs_counter *out_cur, const char *path, int64_t expected,
+                          int64_t gen, const char *root_hex, int64_t now, cista_error **err)
+{
+    char e[32], g[32], t[32];
+    snprintf(e, sizeof(e), "%lld", (long long)expected);
+    snprintf(g, sizeof(g), "%lld", (long long)gen);
+    snprintf(t, sizeof(t), "%lld", (long long)now);
+    const char *vals[5] = {path, e, g, root_hex, t};
+    _cleanup_res_ PGresult *res = NULL;
+    int r =
+        run(b, &res,
+            expected == 0
+                ? "INSERT INTO counters (path, generation, root, updated) VALUES ($1, $3, $4, $5)"
+                  " ON CONFLICT (path) DO UPDATE SET generation = excluded.generation,"
+                  " root = excluded.root, updated = excluded.updated"
+                  " WHERE counters.generation = $2::bigint"
+                : "UPDATE counters SET generation = $3, root = $4, updated = $5"
+                  " WHERE path = $1 AND generation = $2::bigint",
+            5, vals, NULL, 0, "counter advance", err);
+    if (r < 0)
+        return r;
+    if (strcmp(PQcmdTuples(res), "1") == 0)
+        return 0;
+    cista_error *e2 = NULL;
+    r = pg_counter_get(b, out_cur, path, &e2);
+    err_free(e2);
+    if (r < 0)
+        memset(out_cur, 0, sizeof(*out_cur));
+    return err_set(err, -ESTALE, "counter %s is at generation %llu, not the expected %lld", path,
+                   (unsigned long long)out_cur->generation, (long long)expected);
+}
+
+static int pg_counter_set(kbs_backend *b, const char *path, int64_t gen, const char *root_hex,
+                          int64_t now, cista_error **err)
+{
+    char g[32], t[32];
+    snprintf(g, sizeof(g), "%lld", (long long)gen);
+    snprintf(t, sizeof(t), "%lld", (long long)now);
+    const char *vals[4] = {path, g, root_hex, t};
+    return run(b, NULL,
+               "INSERT INTO counters (path, generation, root, updated) VALUES ($1, $2, $3, $4)"
+               " ON CONFLICT (path) DO UPDATE SET generation = excluded.generation,"
+               " root = excluded.root, updated = excluded.updated",
+               4, vals, NULL, 0, "counter set", err);
+}
+
+static int pg_counter_delete(kbs_backend *b, const char *path, cista_error **err)
+{
+    _cleanup_res_ PGresult *res = NULL;
+    const char *vals[1] = {path};
+    int r = run(b, &res, "DELETE FROM counters WHERE path = $1", 1, vals, NULL, 0, "counter delete",
+                err);
+    if (r < 0)
+        return r;
+    if (strcmp(PQcmdTuples(res), "0") == 0)
+        return err_set(err, -ENOENT, "counter %s does not exist", path);
+    return 0;
+}
+
 const kbs_backend_ops kbs__pg_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -377,4 +459,8 @@ const kbs_backend_ops kbs__pg_ops = {
     .sess_set_token = pg_sess_set_token,
     .audit_append = pg_audit_append,
     .audit_list = pg_audit_list,
+    .counter_get = pg_counter_get,
+    .counter_cas = pg_counter_cas,
+    .counter_set = pg_counter_set,
+    .counter_delete = pg_counter_delete,
 };

@@ -31,6 +31,8 @@ static const char *const g_schema =
     "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);"
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " time INTEGER NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS counters (path TEXT PRIMARY KEY, generation INTEGER NOT NULL,"
+    " root TEXT NOT NULL, updated INTEGER NOT NULL);"
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
@@ -373,6 +375,106 @@ static int sq_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
     return 0;
 }
 
+static int sq_counter_get(kbs_backend *b, kbs_counter *out, const char *path, cista_error **err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = prep(b->db, &st, "SELECT generation, root, updated FROM counters WHERE path = ?1", err);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return err_set(err, -ENOENT, "counter %s does not exist", path);
+    if (rc != SQLITE_ROW)
+        return db_err(b->db, rc, err, "counter get");
+    return kbs__counter_from_row(out, sqlite3_column_int64(st, 0),
+                                 (const char *)sqlite3_column_text(st, 1),
+                                 sqlite3_column_int64(st, 2), err);
+}
+
+/*
+ * One IMMEDIATE transaction (the write lock is taken before the read), so two connections cannot
+ * both see the same generation and both advance; synchronous=FULL makes the COMMIT durable.
+ */
+static int sq_counter_cas(kbs_backend *b, kbs_counter *out_cur, const char *path, int64_t expected,
+                          int64_t gen, const char *root_hex, int64_t now, cista_error **err)
+{
+    int r = exec(b->db, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        return r;
+    cista_error *e2 = NULL;
+    r = sq_counter_get(b, out_cur, path, &e2);
+    if (r == -ENOENT) {
+        memset(out_cur, 0, sizeof(*out_cur));
+        r = 0;
+    }
+    if (r < 0) {
+        _cleanup_free_ char *why = err_str(e2);
+        err_free(e2);
+        r = err_set(err, r, "%s", why);
+        goto fail;
+    }
+    err_free(e2);
+    if ((int64_t)out_cur->generation != expected) {
+        r = err_set(err, -ESTALE, "counter %s is at generation %llu, not the expected %lld", path,
+                    (unsigned long long)out_cur->generation, (long long)expected);
+        goto fail;
+    }
+    {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        if ((r = prep(b->db, &st,
+                      "INSERT INTO counters (path, generation, root, updated) VALUES (?1, ?2, ?3, "
+                      "?4) ON CONFLICT (path) DO UPDATE SET generation = excluded.generation, root "
+                      "= excluded.root, updated = excluded.updated",
+                      err)) < 0)
+            goto fail;
+        sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, gen);
+        sqlite3_bind_text(st, 3, root_hex, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, now);
+        if ((r = step_done(b->db, st, err, "counter advance")) < 0)
+            goto fail;
+    }
+    if ((r = exec(b->db, "COMMIT", err)) < 0)
+        goto fail;
+    return 0;
+fail:
+    sqlite3_exec(b->db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
+static int sq_counter_set(kbs_backend *b, const char *path, int64_t gen, const char *root_hex,
+                          int64_t now, cista_error **err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = prep(b->db, &st,
+                 "INSERT INTO counters (path, generation, root, updated) VALUES (?1, ?2, ?3, ?4)"
+                 " ON CONFLICT (path) DO UPDATE SET generation = excluded.generation,"
+                 " root = excluded.root, updated = excluded.updated",
+                 err);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, gen);
+    sqlite3_bind_text(st, 3, root_hex, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, now);
+    return step_done(b->db, st, err, "counter set");
+}
+
+static int sq_counter_delete(kbs_backend *b, const char *path, cista_error **err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = prep(b->db, &st, "DELETE FROM counters WHERE path = ?1", err);
+    if (r < 0)
+        return r;
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+    if ((r = step_done(b->db, st, err, "counter delete")) < 0)
+        return r;
+    if (sqlite3_changes(b->db) == 0)
+        return err_set(err, -ENOENT, "counter %s does not exist", path);
+    return 0;
+}
+
 const kbs_backend_ops kbs__sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
@@ -388,4 +490,8 @@ const kbs_backend_ops kbs__sqlite_ops = {
     .sess_set_token = sq_sess_set_token,
     .audit_append = sq_audit_append,
     .audit_list = sq_audit_list,
+    .counter_get = sq_counter_get,
+    .counter_cas = sq_counter_cas,
+    .counter_set = sq_counter_set,
+    .counter_delete = sq_counter_delete,
 };

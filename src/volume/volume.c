@@ -113,6 +113,7 @@ struct vol_volume {
     bool ro;
     bool borrowed_store;
     vol_anchor *anchor;
+    bool anchor_behind; /* the last durable commit is not anchored yet (advance failed) */
     vol_rollback_mode mode;
     /* data I/O running without the lock: block ranges, and the commit barrier */
     struct vinflight *infl;
@@ -1265,6 +1266,17 @@ static int commit_locked(vol_volume *v, cista_error **err)
 {
     if (v->broken)
         return err_set(err, -EIO, "volume is in an error state after a failed commit; remount it");
+    if (!v->ro && !v->changed && v->anchor_behind) {
+        /* Nothing new to write, but the last commit still has to reach the anchor. */
+        int ra = v->anchor->ops->advance(v->anchor->ctx, v->gen, v->root, err);
+        if (ra < 0)
+            return err_wrap(err,
+                            "commit %" PRIu64 " is durable but the rollback anchor %s "
+                            "was not advanced",
+                            v->gen, v->anchor->ops->describe(v->anchor->ctx));
+        v->anchor_behind = false;
+        return 0;
+    }
     if (v->ro || !v->changed)
         return 0;
     int r = 0;
@@ -1399,6 +1411,7 @@ static int commit_locked(vol_volume *v, cista_error **err)
     v->changed = false;
     if (v->anchor) {
         r = v->anchor->ops->advance(v->anchor->ctx, v->gen, v->root, err);
+        v->anchor_behind = r < 0;
         if (r < 0)
             return err_wrap(err,
                             "commit %" PRIu64 " is durable but the rollback anchor %s "
@@ -1460,7 +1473,7 @@ int vol_commit(vol_volume *v, cista_error **err)
 bool vol_is_dirty(vol_volume *v)
 {
     pthread_mutex_lock(&v->lock);
-    bool d = v->changed;
+    bool d = v->changed || v->anchor_behind;
     pthread_mutex_unlock(&v->lock);
     return d;
 }

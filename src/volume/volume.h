@@ -116,12 +116,31 @@ typedef struct vol_anchor {
 vol_anchor *vol_anchor_file_new(const char *path, const uint8_t master_key[VOL_KEY_SIZE],
                                 const uint8_t volume_id[VOL_ID_SIZE]);
 /*
- * Hook for the KBS-backed anchor (a counter resource only the volume's
- * attested workload may advance). Returns -ENOTSUP until the KBS client
- * exists; see docs/volumes.md.
+ * The KBS anchor: a monotonic counter resource {generation, root} at @path ("repo/type/tag")
+ * on the broker at @url, which only the volume's attested workload may read and advance (the
+ * broker's release policy of @path). The anchor attests once (evidence from @tee: "sim" or
+ * "tpm"), re-attests when the token is refused as expired, and advances by compare-and-set
+ * from the generation it last saw, so a second writer or a replayed old root is refused.
+ * All strings are borrowed (copied). New anchor to the caller (vol_anchor_free).
  */
-int vol_anchor_kbs_new(vol_anchor **out, const char *kbs_url, const char *resource,
-                       cista_error **err) __attribute__((warn_unused_result));
+typedef struct vol_kbs_anchor_opts {
+    const char *url;       /* "https://host:port" (no path) */
+    const char *ca_file;   /* PEM CA the broker's certificate must chain to */
+    const char *tee;       /* "sim" | "tpm" */
+    const char *path;      /* counter resource path "repo/type/tag" */
+    const char *sim_state; /* sim: evidence state directory; NULL: the default */
+    const char *tpm_tcti;  /* tpm: TCTI; NULL: the default */
+    long timeout;          /* seconds per request; 0: 30 */
+} vol_kbs_anchor_opts;
+
+int vol_anchor_kbs_new(vol_anchor **out, const vol_kbs_anchor_opts *opts, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * Split "kbs:https://HOST:PORT/repo/type/tag" into the URL and the path. *out_url and
+ * *out_path are new strings. -EINVAL when @spec is not of that form.
+ */
+int vol_anchor_kbs_parse(char **out_url, char **out_path, const char *spec, cista_error **err)
+    __attribute__((warn_unused_result));
 void vol_anchor_free(vol_anchor *a);
 
 typedef enum {

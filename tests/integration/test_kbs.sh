@@ -228,6 +228,43 @@ cat >deny.json <<'P'
 {"version": "1.0.0", "anyOf": [{"name": "snp-only", "allOf": [{"claim": "tee", "equals": "snp"}, {"claim": "debug", "equals": false}]}]}
 P
 check "admin set-policy for default/prod/*" "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/prod/*' deny.json
+
+# ---- counters (rollback anchors): compare-and-set over TLS with the attested token ----
+cat >ctrpol.json <<'P'
+{"version": "1.0.0", "anyOf": [{"name": "sim-anchor", "allOf": [{"claim": "tee", "equals": "sim"}]}]}
+P
+check "admin set-policy for default/anchor/*" "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/anchor/*' ctrpol.json
+check "admin counter-reset creates a counter at 0" "$CISTA" -q kbs admin "${A[@]}" counter-reset default/anchor/v1
+ctr() { # METHOD PATH [BODY] [TOKEN] -> "STATUS BODY"
+  local tok=${4-$(cat tok.jwt)}
+  local h=(); [ -n "$tok" ] && h=(-H "Authorization: Bearer $tok")
+  if [ "$1" = POST ]; then
+    "${CURL[@]}" -o resp.json -w '%{http_code}' "${h[@]}" -H 'Content-Type: application/json' -d "$3" "$URL/kbs/v0/counter/$2"
+  else
+    "${CURL[@]}" -o resp.json -w '%{http_code}' "${h[@]}" "$URL/kbs/v0/counter/$2"
+  fi
+  echo " $(cat resp.json)"
+}
+expect_status "counter GET with the attested token" 200 '"generation":0' "$(ctr GET default/anchor/v1)"
+expect_status "counter advance 0 -> 1 (CAS)" 200 '"generation":1' \
+  "$(ctr POST default/anchor/v1 '{"expected_generation":0,"generation":1,"root":"aabb"}')"
+expect_status "a second advance from 0 conflicts (409, current value)" 409 '"generation":1' \
+  "$(ctr POST default/anchor/v1 '{"expected_generation":0,"generation":2,"root":"ccdd"}')"
+expect_status "an advance that does not move forward conflicts" 409 '"root":"aabb"' \
+  "$(ctr POST default/anchor/v1 '{"expected_generation":1,"generation":1,"root":"ccdd"}')"
+expect_status "advance 1 -> 2" 200 '"generation":2' \
+  "$(ctr POST default/anchor/v1 '{"expected_generation":1,"generation":2,"root":"ccdd"}')"
+expect_status "counter without a token is 401" 401 "not attested" \
+  "$(ctr POST default/anchor/v1 '{"expected_generation":2,"generation":3,"root":""}' '')"
+expect_status "counter with a forged token is 401" 401 "" \
+  "$(ctr POST default/anchor/v1 '{"expected_generation":2,"generation":3,"root":""}' 'e30.e30.AAAA')"
+check "admin counter-reset default/prod/c1" "$CISTA" -q kbs admin "${A[@]}" counter-reset default/prod/c1
+expect_status "the release policy of the counter path denies sim (403)" 403 "snp-only" \
+  "$(ctr POST default/prod/c1 '{"expected_generation":0,"generation":1,"root":""}')"
+check "admin counter-get shows generation 2" bash -c "'$CISTA' kbs admin ${A[*]} counter-get default/anchor/v1 | jq -e '.generation == 2 and .root == \"ccdd\"'"
+check "admin counter-delete" "$CISTA" -q kbs admin "${A[@]}" counter-delete default/prod/c1
+check "every counter advance and refusal is audited" bash -c \
+  "'$CISTA' kbs admin ${A[*]} audit --limit 10000 >ctr-audit.txt; grep -q 'advanced 0 -> 1' ctr-audit.txt && grep -q 'advanced 1 -> 2' ctr-audit.txt && grep -q 'conflict' ctr-audit.txt"
 check "admin get-policy" bash -c "'$CISTA' kbs admin ${A[*]} get-policy 'default/prod/*' | jq -e '.anyOf[0].name == \"snp-only\"'"
 "$CISTA" -q kbs admin "${A[@]}" put-resource default/prod/db --value 'prod-password' >/dev/null 2>&1
 expect_exit "release policy deny: exit 3, names the rule, not the secret" 3 'snp-only' \
@@ -363,6 +400,24 @@ if [ -x "$PGBIN/initdb" ] && id postgres >/dev/null 2>&1; then
     check "40 clients across both replicas" bash -c "[ \$(grep -c '^ha-secret$' ha.txt) = 40 ]"
     check "one audit hash chain across both replicas" bash -c \
       "'$CISTA' kbs admin --url $RB --admin-key k/admin-key.pem audit --limit 10000 >ha-audit.txt; tail -1 ha-audit.txt | grep -q 'hash chain: ok' && [ \$(grep -c ' resource allow ' ha-audit.txt) -ge 41 ]"
+    # the counter CAS is one conditional UPDATE: 20 clients race on both replicas, one wins
+    "$CISTA" kbs get-resource --url "$RA" --tee sim --state-dir sim --token-out tokpg.jwt default/ha/1 >/dev/null 2>&1
+    check "admin counter-reset on replica A (generation 5)" "$CISTA" -q kbs admin --url "$RA" --admin-key k/admin-key.pem counter-reset default/ha/ctr 5
+    rp=()
+    for i in $(seq 20); do
+      u=$RA; [ $((i % 2)) = 0 ] && u=$RB
+      curl -s --max-time 30 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(cat tokpg.jwt)" \
+        -H 'Content-Type: application/json' \
+        -d "{\"expected_generation\":5,\"generation\":6,\"root\":\"$(printf %02x "$i")\"}" \
+        "$u/kbs/v0/counter/default/ha/ctr" >"race.$i" &
+      rp+=($!)
+    done
+    wait "${rp[@]}"
+    wins=0; cfl=0
+    for i in $(seq 20); do case $(cat "race.$i") in 200) wins=$((wins + 1)) ;; 409) cfl=$((cfl + 1)) ;; esac; done
+    check "PostgreSQL two-replica counter race: exactly one of 20 wins, 19 get 409 ($wins/$cfl)" [ "$wins" = 1 -a "$cfl" = 19 ]
+    check "the counter is at generation 6 on the other replica" bash -c \
+      "'$CISTA' kbs admin --url $RB --admin-key k/admin-key.pem counter-get default/ha/ctr | jq -e '.generation == 6' >/dev/null"
     check "PostgreSQL refuses UPDATE/DELETE of audit rows" bash -c \
       "! runuser -u postgres -- $PGBIN/../bin/psql -h 127.0.0.1 -p $PGPORT -U postgres -qAt -c 'DELETE FROM audit' 2>/dev/null | grep -q DELETE && runuser -u postgres -- psql -h 127.0.0.1 -p $PGPORT -U postgres -c 'DELETE FROM audit' 2>&1 | grep -q append-only"
     stop_pid "$RAPID"; stop_pid "$RBPID"

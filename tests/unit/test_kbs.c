@@ -639,6 +639,124 @@ static void test_parsers(void **state)
     }
 }
 
+/* ---- counters in the store: CAS semantics and a race between connections ---- */
+
+typedef struct {
+    const char *db;
+    pthread_barrier_t *bar;
+    int result;
+} ctr_race;
+
+static void *ctr_racer(void *arg)
+{
+    ctr_race *cr = arg;
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = cr->db};
+    kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    kbs_counter cur;
+    uint8_t root[32];
+    memset(root, (int)(uintptr_t)arg & 0xff, sizeof(root));
+    pthread_barrier_wait(cr->bar);
+    cista_error *e = NULL;
+    cr->result = kbs_store_counter_cas(s, &cur, "vol/anchor/race", 3, 4, root, 32, 100, &e);
+    err_free(e);
+    kbs_store_close(s);
+    return NULL;
+}
+
+static void test_store_counters(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/ctr.db", g_tmp);
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .init_schema = true};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    kbs_counter k;
+    const char *p = "vol/anchor/a";
+    uint8_t r1[32], r2[32];
+    memset(r1, 1, sizeof(r1));
+    memset(r2, 2, sizeof(r2));
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_get(s, &k, p, &e), -ENOENT);
+    }
+    /* a missing counter is generation 0 */
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_cas(s, &k, p, 1, 2, r1, 32, 10, &e), -ESTALE);
+        assert_int_equal(k.generation, 0);
+    }
+    assert_int_equal(kbs_store_counter_cas(s, &k, p, 0, 1, r1, 32, 10, NULL), 0);
+    assert_int_equal(kbs_store_counter_get(s, &k, p, NULL), 0);
+    assert_int_equal(k.generation, 1);
+    assert_int_equal(k.root_size, 32);
+    assert_memory_equal(k.root, r1, 32);
+    assert_int_equal(k.updated, 10);
+    /* stale expected, equal and lower new generations: conflict with the current value */
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_cas(s, &k, p, 0, 7, r2, 32, 11, &e), -ESTALE);
+        assert_int_equal(k.generation, 1);
+        assert_memory_equal(k.root, r1, 32);
+    }
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_cas(s, &k, p, 1, 1, r2, 32, 11, &e), -ESTALE);
+        assert_int_equal(k.generation, 1);
+    }
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_cas(s, &k, p, 1, 0, r2, 32, 11, &e), -ESTALE);
+    }
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_cas(s, &k, p, 1, 2, r2, 65, 11, &e), -EINVAL);
+        assert_int_equal(
+            kbs_store_counter_cas(s, &k, p, 1, (uint64_t)INT64_MAX + 1, r2, 32, 11, &e), -EINVAL);
+        assert_int_equal(kbs_store_counter_cas(s, &k, "../x/y", 1, 2, r2, 32, 11, &e), -EINVAL);
+    }
+    assert_int_equal(kbs_store_counter_cas(s, &k, p, 1, 9, r2, 32, 12, NULL), 0);
+    assert_int_equal(kbs_store_counter_get(s, &k, p, NULL), 0);
+    assert_int_equal(k.generation, 9);
+    assert_memory_equal(k.root, r2, 32);
+    /* admin set moves it anywhere (also backwards), delete removes it */
+    assert_int_equal(kbs_store_counter_set(s, p, 3, NULL, 0, 13, NULL), 0);
+    assert_int_equal(kbs_store_counter_get(s, &k, p, NULL), 0);
+    assert_int_equal(k.generation, 3);
+    assert_int_equal(k.root_size, 0);
+    assert_int_equal(kbs_store_counter_delete(s, p, NULL), 0);
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_counter_delete(s, p, &e), -ENOENT);
+    }
+    /* durable: another connection sees it after reopening */
+    assert_int_equal(kbs_store_counter_set(s, "vol/anchor/race", 3, NULL, 0, 1, NULL), 0);
+    kbs_store_close(s);
+    s = NULL;
+    /* eight connections race from generation 3 to 4: exactly one wins */
+    enum { N = 8 };
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, N);
+    pthread_t th[N];
+    ctr_race cr[N];
+    for (int i = 0; i < N; i++) {
+        cr[i] = (ctr_race){.db = db, .bar = &bar, .result = 1};
+        assert_int_equal(pthread_create(&th[i], NULL, ctr_racer, &cr[i]), 0);
+    }
+    int wins = 0, conflicts = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        wins += cr[i].result == 0;
+        conflicts += cr[i].result == -ESTALE;
+    }
+    pthread_barrier_destroy(&bar);
+    assert_int_equal(wins, 1);
+    assert_int_equal(conflicts, N - 1);
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    assert_int_equal(kbs_store_counter_get(s, &k, "vol/anchor/race", NULL), 0);
+    assert_int_equal(k.generation, 4);
+}
+
 /* ---- transport-free RCAR with sim evidence ---- */
 
 typedef struct {
@@ -787,8 +905,81 @@ static void test_rcar_inprocess(void **state)
     assert_memory_equal(pt, "s3cret", 6);
     kbs_secret_free(pt, ptn);
     assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/404", NULL, NULL, NULL), 404);
+    /* counters: same token and release policy as resources */
+    assert_int_equal(call(&r, "GET", "/kbs/v0/counter/default/key/vol1", NULL, NULL, NULL), 404);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
+                          "{\"expected_generation\":0,\"generation\":1,\"root\":\"aa\"}", NULL,
+                          NULL),
+                     200);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
+                          "{\"expected_generation\":0,\"generation\":2,\"root\":\"cc\"}", NULL, &o),
+                     409);
+    assert_int_equal(json_integer_value(json_object_get(o, "generation")), 1);
+    assert_string_equal(json_string_value(json_object_get(o, "root")), "aa");
+    json_decref(o);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
+                          "{\"expected_generation\":1,\"generation\":1,\"root\":\"cc\"}", NULL,
+                          NULL),
+                     409);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
+                          "{\"expected_generation\":1,\"generation\":5,\"root\":\"bb\"}", NULL,
+                          NULL),
+                     200);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
+                          "{\"expected_generation\":5,\"generation\":6,\"root\":\"zz\"}", NULL,
+                          NULL),
+                     400);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1", "{}", NULL, NULL), 400);
+    assert_int_equal(call(&r, "GET", "/kbs/v0/counter/default/key/vol1", NULL, NULL, &o), 200);
+    assert_int_equal(json_integer_value(json_object_get(o, "generation")), 5);
+    assert_string_equal(json_string_value(json_object_get(o, "root")), "bb");
+    json_decref(o);
+    /* the release policy of the path decides: other/ctr/x falls to the built-in default */
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/other/ctr/x",
+                          "{\"expected_generation\":0,\"generation\":1,\"root\":\"\"}", NULL, &o),
+                     403);
+    json_decref(o);
+    assert_int_equal(call(&r, "GET", "/kbs/v0/counter/other/ctr/x", NULL, NULL, NULL), 403);
+    assert_int_equal(call(&r, "DELETE", "/kbs/v0/counter/default/key/vol1", NULL, NULL, NULL), 405);
+    /* admin: get, reset (backwards), delete; an attestation cookie is no admin token */
+    {
+        char saved[128];
+        snprintf(saved, sizeof(saved), "%s", r.cookie);
+        assert_int_equal(call(&r, "PUT", "/kbs/v0/admin/counter/default/key/vol1",
+                              "{\"generation\":0}", NULL, NULL),
+                         401);
+        r.cookie[0] = 0;
+        _cleanup_free_ char *t1 = NULL, *t2 = NULL, *t3 = NULL, *t4 = NULL;
+        assert_int_equal(kbs_admin_token_make(&t1, adm, 60, time(NULL), NULL), 0);
+        assert_int_equal(kbs_admin_token_make(&t2, adm, 60, time(NULL), NULL), 0);
+        assert_int_equal(kbs_admin_token_make(&t3, adm, 60, time(NULL), NULL), 0);
+        assert_int_equal(kbs_admin_token_make(&t4, adm, 60, time(NULL), NULL), 0);
+        _cleanup_free_ char *a1 = xasprintf("Bearer %s", t1), *a2 = xasprintf("Bearer %s", t2),
+                            *a3 = xasprintf("Bearer %s", t3), *a4 = xasprintf("Bearer %s", t4);
+        assert_int_equal(call(&r, "GET", "/kbs/v0/admin/counter/default/key/vol1", NULL, a1, &o),
+                         200);
+        assert_int_equal(json_integer_value(json_object_get(o, "generation")), 5);
+        json_decref(o);
+        assert_int_equal(call(&r, "PUT", "/kbs/v0/admin/counter/default/key/vol1",
+                              "{\"generation\":2,\"root\":\"01\"}", a2, NULL),
+                         200);
+        assert_int_equal(call(&r, "GET", "/kbs/v0/audit", NULL, a3, &o), 200);
+        _cleanup_free_ char *log = js_dump_compact(o);
+        json_decref(o);
+        assert_non_null(strstr(log, "advanced 1 -> 5"));
+        assert_non_null(strstr(log, "counter-reset to 2"));
+        assert_int_equal(
+            call(&r, "DELETE", "/kbs/v0/admin/counter/default/key/vol1", NULL, a4, NULL), 200);
+        snprintf(r.cookie, sizeof(r.cookie), "%s", saved);
+        assert_int_equal(call(&r, "GET", "/kbs/v0/counter/default/key/vol1", NULL, NULL, NULL),
+                         404);
+    }
     r.cookie[0] = 0;
     assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, NULL, NULL), 401);
+    assert_int_equal(call(&r, "GET", "/kbs/v0/counter/default/key/vol1", NULL, NULL, NULL), 401);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
+                          "{\"expected_generation\":0,\"generation\":1,\"root\":\"\"}", NULL, NULL),
+                     401);
     assert_int_equal(
         call(&r, "POST", "/kbs/v0/auth", "{\"version\":\"9.9.9\",\"tee\":\"sim\"}", NULL, NULL),
         400);
@@ -1039,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_appraisal),
         cmocka_unit_test(test_sessions),
         cmocka_unit_test_setup_teardown(test_store_sqlite, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_store_counters, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_jws_rfc7515),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_parsers),

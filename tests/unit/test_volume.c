@@ -1401,6 +1401,130 @@ static void test_concurrent(void **state)
 }
 
 /* Parsers reject what the encoder cannot produce. */
+/* An in-memory anchor that can be told to fail, standing in for an unreachable KBS. */
+typedef struct mem_anchor {
+    bool fail;
+    bool has;
+    uint64_t gen;
+    uint8_t root[VOL_ROOT_SIZE];
+    int advances;
+} mem_anchor;
+
+static int ma_read(void *ctx, uint64_t *gen, uint8_t root[VOL_ROOT_SIZE], cista_error **err)
+{
+    mem_anchor *m = ctx;
+    (void)err;
+    if (!m->has)
+        return -ENOENT;
+    *gen = m->gen;
+    memcpy(root, m->root, VOL_ROOT_SIZE);
+    return 0;
+}
+
+static int ma_advance(void *ctx, uint64_t gen, const uint8_t root[VOL_ROOT_SIZE], cista_error **err)
+{
+    mem_anchor *m = ctx;
+    if (m->fail)
+        return err_set(err, -EIO, "KBS unreachable (test)");
+    if (m->has && gen < m->gen)
+        return err_set(err, -ESTALE, "backwards");
+    m->has = true;
+    m->gen = gen;
+    memcpy(m->root, root, VOL_ROOT_SIZE);
+    m->advances++;
+    return 0;
+}
+
+static const char *ma_describe(void *ctx)
+{
+    (void)ctx;
+    return "mem";
+}
+
+static const vol_anchor_ops g_mem_anchor_ops = {
+    .read = ma_read, .advance = ma_advance, .describe = ma_describe};
+
+static void test_anchor_kbs(void **state)
+{
+    (void)state;
+    /* the CLI form kbs:URL/repo/type/tag */
+    char *url = NULL, *path = NULL;
+    assert_int_equal(
+        vol_anchor_kbs_parse(&url, &path, "kbs:https://127.0.0.1:8443/vol/anchor/v1", NULL), 0);
+    assert_string_equal(url, "https://127.0.0.1:8443");
+    assert_string_equal(path, "vol/anchor/v1");
+    free(url);
+    free(path);
+    static const char *const bad[] = {
+        "kbs:https://h:1",
+        "kbs:https://h:1/a/b",
+        "kbs:https://h:1/a/b/c/d",
+        "kbs:ftp://h/a/b/c",
+        "file:/x",
+        "kbs:https:///a/b/c",
+        "kbs:https://h/../b/c",
+        "kbs:https://h/a//c",
+        "kbs:",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(vol_anchor_kbs_parse(&url, &path, bad[i], &e), -EINVAL);
+        assert_null(url);
+        assert_null(path);
+    }
+    /* construction checks its options without talking to the broker */
+    vol_anchor *a = NULL;
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        vol_kbs_anchor_opts o = {.url = "https://127.0.0.1:1", .tee = "snp", .path = "a/b/c"};
+        assert_int_equal(vol_anchor_kbs_new(&a, &o, &e), -EINVAL);
+        o.tee = "sim";
+        o.path = "a/b";
+        assert_int_equal(vol_anchor_kbs_new(&a, &o, &e), -EINVAL);
+    }
+    {
+        vol_kbs_anchor_opts o = {
+            .url = "http://127.0.0.1:1", .tee = "sim", .path = "a/b/c", .timeout = 2};
+        assert_int_equal(vol_anchor_kbs_new(&a, &o, NULL), 0);
+        assert_string_equal(a->ops->describe(a->ctx), "kbs:http://127.0.0.1:1/a/b/c");
+        /* nothing listens there: reading fails (not -ENOENT, which would mean "no anchor") */
+        _cleanup_err_ cista_error *e = NULL;
+        uint64_t g = 0;
+        uint8_t root[VOL_ROOT_SIZE];
+        int r = a->ops->read(a->ctx, &g, root, &e);
+        assert_true(r < 0 && r != -ENOENT);
+        vol_anchor_free(a);
+    }
+    /* a failed advance fails the commit, and the next commit retries it */
+    create_dir_volume("ka", NULL);
+    mem_anchor m = {0};
+    vol_anchor va = {.ops = &g_mem_anchor_ops, .ctx = &m};
+    vol_store *st = NULL;
+    cista_error *e = NULL;
+    assert_int_equal(vol_store_dir_new(&st, tpath("ka"), false, &e), 0);
+    vol_open_opts o = {.rollback = VOL_ROLLBACK_RESET, .anchor = &va};
+    vol_volume *v = NULL;
+    assert_int_equal(vol_open(&v, st, g_key, &o, &e), 0);
+    int base = m.advances;
+    create_file(v, VOL_ROOT_INO, "x");
+    m.fail = true;
+    assert_int_equal(vol_commit(v, &e), -EIO);
+    {
+        _cleanup_free_ char *msg = err_str(e);
+        assert_non_null(strstr(msg, "was not advanced"));
+    }
+    err_clear(&e);
+    assert_true(vol_is_dirty(v));
+    m.fail = false;
+    assert_int_equal(vol_commit(v, &e), 0);
+    assert_int_equal(m.advances, base + 1);
+    vol_info info;
+    vol_get_info(v, &info);
+    assert_int_equal(m.gen, info.generation);
+    assert_false(vol_is_dirty(v));
+    assert_int_equal(vol_close(v, &e), 0);
+}
+
 static void test_parsers(void **state)
 {
     (void)state;
@@ -1440,6 +1564,7 @@ int main(void)
         cmocka_unit_test(test_crash_loop),
         cmocka_unit_test_setup_teardown(test_tamper, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_rollback, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_anchor_kbs, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_big_offsets, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_concurrent, setup_tmp, teardown_tmp),
     };
