@@ -374,6 +374,7 @@ static void verify_usage(FILE *out)
                  "  --collateral DIR     certificates and CRLs (snp: VCEK or VLEK, optionally\n"
                  "                       ASK/ASVK, ARK, CRL; recognised by their contents)\n"
                  "  --aux FILE           auxiliary blob from `evidence get --aux-output`\n"
+                 "                       (nvidia-gpu: the device certificate chain, PEM)\n"
                  "  --report-data HEX    expected report data (zero-padded to 64 bytes)\n"
                  "  --at TIME            verify certificates at TIME (RFC 3339, e.g.\n"
                  "                       2025-06-01T00:00:00Z; default now)\n"

@@ -21,7 +21,7 @@
 
 static const ev_ops *const g_ops[] = {&ev__sim_ops,       &ev__snp_ops,       &ev__tpm_ops,
                                       &ev__azure_snp_ops, &ev__azure_tdx_ops, &ev__tdx_ops,
-                                      &ev__sgx_ops};
+                                      &ev__sgx_ops,       &ev__nvidia_ops};
 
 const ev_ops *ev_find(const char *name)
 {
@@ -66,6 +66,7 @@ struct ev_collateral {
         char *name;
         uint8_t *data;
         size_t size;
+        STACK_OF(X509) * certs; /* parsed once at add time; NULL: not certificates */
     } item[EV_MAX_COLLATERAL];
     size_t count;
 };
@@ -82,6 +83,7 @@ void ev_collateral_free(ev_collateral *c)
     for (size_t i = 0; i < c->count; i++) {
         free(c->item[i].name);
         free(c->item[i].data);
+        sk_X509_pop_free(c->item[i].certs, X509_free);
     }
     free(c);
 }
@@ -104,8 +106,17 @@ int ev_collateral_add(ev_collateral *c, const char *name, const void *data, size
     if (size)
         memcpy(c->item[c->count].data, data, size);
     c->item[c->count].size = size;
+    if (x509_certs_load(&c->item[c->count].certs, data, size, NULL) < 0) {
+        sk_X509_pop_free(c->item[c->count].certs, X509_free);
+        c->item[c->count].certs = NULL;
+    }
     c->count++;
     return 0;
+}
+
+STACK_OF(X509) * ev__collateral_certs(const ev_collateral *c, size_t i)
+{
+    return c && i < c->count ? c->item[i].certs : NULL;
 }
 
 static int cmp_str(const void *a, const void *b)

@@ -125,6 +125,14 @@ typedef struct {
      * chaining to a pinned root (Google vTPM AK CAs).
      */
     EVP_PKEY *tpm_ak_pub;
+    /*
+     * Optional cache of verified certificate chains (borrowed; may be NULL,
+     * may be shared between threads). snp and nvidia-gpu skip the chain
+     * verification for a leaf certificate whose chain verified before to
+     * the same pinned root, while "now" is inside the chain's validity; not
+     * used when CRLs are given.
+     */
+    struct ev_chain_cache *chain_cache;
 } ev_verify_opts;
 
 /* DCAP TCB statuses (Intel PCS names), best first. */
@@ -206,5 +214,15 @@ int ev_sim_load_public(EVP_PKEY **out, const char *state_dir, cista_error **err)
  */
 int ev_tpm_extend(const ev_get_opts *opts, unsigned pcr, const uint8_t digest[32], const char *type,
                   const char *data, cista_error **err) __attribute__((warn_unused_result));
+
+/* ---- verified-chain cache (ev_verify_opts.chain_cache) ---- */
+
+typedef struct ev_chain_cache ev_chain_cache;
+
+/* A cache of at most @max_entries chains (0 means 1); caller frees. Thread-safe. */
+ev_chain_cache *ev_chain_cache_new(size_t max_entries);
+void ev_chain_cache_free(ev_chain_cache *c);
+/* Entries held now. */
+size_t ev_chain_cache_count(ev_chain_cache *c);
 
 #endif

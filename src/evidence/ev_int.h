@@ -116,6 +116,31 @@ int ev__tsm_get(uint8_t **out, size_t *out_size, uint8_t **aux, size_t *aux_size
                 const char *provider, const uint8_t report_data[EV_REPORT_DATA_SIZE],
                 const ev_get_opts *opts, cista_error **err) __attribute__((warn_unused_result));
 
+/*
+ * The chain verified before for @leaf under @scope (verifier and pinned
+ * root, < 64 chars), when "now" (0: the current time) is inside its
+ * validity: true and, with @out, a new stack of new references to the
+ * caller. False on a miss or when @c is NULL.
+ */
+bool ev__chain_cache_get(STACK_OF(X509) * *out, ev_chain_cache *c, const char *scope, X509 *leaf,
+                         time_t now);
+/* Remember that @chain (leaf first, borrowed) verified for @leaf under @scope. */
+void ev__chain_cache_put(ev_chain_cache *c, const char *scope, X509 *leaf, STACK_OF(X509) * chain);
+
+/*
+ * The certificates of collateral entry @i, parsed once when it was added
+ * (so a collateral set reused across verifications is not re-parsed), or
+ * NULL when the entry is not a certificate bundle. Borrowed; take
+ * X509_chain_up_ref() to keep or consume them.
+ */
+STACK_OF(X509) * ev__collateral_certs(const ev_collateral *c, size_t i);
+/*
+ * The compiled-in certificate @pem (a static string) parsed once per
+ * process and shared (read-only); *out is a new reference to the caller.
+ */
+int ev__cert_embedded(X509 **out, const char *pem, cista_error **err)
+    __attribute__((warn_unused_result));
+
 extern const ev_ops ev__sim_ops;
 extern const ev_ops ev__snp_ops;
 extern const ev_ops ev__tpm_ops;
@@ -123,5 +148,6 @@ extern const ev_ops ev__azure_snp_ops;
 extern const ev_ops ev__azure_tdx_ops;
 extern const ev_ops ev__tdx_ops;
 extern const ev_ops ev__sgx_ops;
+extern const ev_ops ev__nvidia_ops;
 
 #endif

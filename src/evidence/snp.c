@@ -380,7 +380,7 @@ static int add_cert_table(cert_set *set, const uint8_t *aux, size_t size, cista_
 
 static int load_embedded(X509 **out, const char *pem, cista_error **err)
 {
-    return x509_cert_load(out, pem, strlen(pem), err);
+    return ev__cert_embedded(out, pem, err);
 }
 
 /* ---- claims ---- */
@@ -543,6 +543,15 @@ static int snp_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
         const uint8_t *data;
         size_t dsize;
         ev_collateral_get(opts->collateral, i, &name, &data, &dsize);
+        STACK_OF(X509) *parsed = ev__collateral_certs(opts->collateral, i);
+        if (parsed) { /* parsed when added: classify new references */
+            STACK_OF(X509) *refs = X509_chain_up_ref(parsed);
+            if (!refs)
+                abort();
+            classify(&set, refs);
+            sk_X509_free(refs);
+            continue;
+        }
         r = add_blob(&set, name, data, dsize, err);
         if (r < 0)
             return r;
@@ -653,10 +662,17 @@ static int snp_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
 
     x509_verify_opts xo = {.at = opts->now, .crls = set.crls, .crl_mode = X509_CRL_AVAILABLE};
     _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
-    r = x509_verify_chain(&chain, leaf, inter, roots, &xo, err);
-    if (r < 0)
-        return err_wrap(err, "SNP %s certificate chain (%s -> %s -> ARK-%s)",
-                        key_name(rep.signing_key), key_name(rep.signing_key), want_ca, pp->name);
+    /* A chain verified before (no CRLs given) is taken from the caller's cache. */
+    ev_chain_cache *cache = set.crls ? NULL : opts->chain_cache;
+    _cleanup_free_ char *scope = xasprintf("snp/%s/%s", pp->name, key_name(rep.signing_key));
+    if (!ev__chain_cache_get(&chain, cache, scope, leaf, opts->now)) {
+        r = x509_verify_chain(&chain, leaf, inter, roots, &xo, err);
+        if (r < 0)
+            return err_wrap(err, "SNP %s certificate chain (%s -> %s -> ARK-%s)",
+                            key_name(rep.signing_key), key_name(rep.signing_key), want_ca,
+                            pp->name);
+        ev__chain_cache_put(cache, scope, leaf, chain);
+    }
     if (sk_X509_num(chain) != 3)
         return err_set(err, EV_E_CHAIN, "SNP %s chain has %d certificates, expected 3",
                        key_name(rep.signing_key), sk_X509_num(chain));
