@@ -311,7 +311,51 @@ typedef struct {
     STACK_OF(X509_CRL) * crls;
     signed_doc tcb[MAX_DOCS], qe[MAX_DOCS];
     size_t ntcb, nqe;
+    /* parsing PEM through opts->chain_cache (see certs_load); all borrowed, cache may be NULL */
+    ev_chain_cache *cache;
+    X509 *root;
+    time_t now;
 } coll_set;
+
+/*
+ * x509_certs_load() of @data into *out (appended), through the cache when
+ * there is one: certificates parsed before from byte-identical text
+ * (scope "dcap/pem/<SHA-256 of the bytes>", under the pinned root) are
+ * taken as new references instead of being parsed again. Parsing is a
+ * function of the bytes alone; nothing here is trusted because it was
+ * cached, every check on the certificates still runs. The entry lives while
+ * "now" is inside the certificates' validity (outside it they fail the
+ * chain checks anyway and are parsed again).
+ */
+static int certs_load(STACK_OF(X509) * *out, const void *data, size_t size, const coll_set *s,
+                      cista_error **err)
+{
+    if (!s->cache || !s->root)
+        return x509_certs_load(out, data, size, err);
+    uint8_t d[32];
+    _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
+    crypto_hash_update(h, data, size);
+    crypto_hash_final(h, d);
+    _cleanup_free_ char *hex = hex_encode(d, sizeof(d));
+    char scope[96];
+    snprintf(scope, sizeof(scope), "dcap/pem/%s", hex);
+    STACK_OF(X509) *got = NULL;
+    if (!ev__chain_cache_get(&got, s->cache, scope, s->root, s->now)) {
+        int r = x509_certs_load(&got, data, size, err);
+        if (r < 0)
+            return r;
+        ev__chain_cache_put(s->cache, scope, s->root, got);
+    }
+    if (!*out) {
+        *out = got;
+        return 0;
+    }
+    while (sk_X509_num(got) > 0)
+        if (!sk_X509_push(*out, sk_X509_shift(got)))
+            abort();
+    sk_X509_free(got);
+    return 0;
+}
 
 static void coll_set_free(coll_set *s)
 {
@@ -359,7 +403,7 @@ static int add_pem_certs(coll_set *s, const char *name, const char *pem, cista_e
 {
     if (!pem)
         return 0;
-    if (x509_certs_load(&s->certs, pem, strlen(pem), err) < 0)
+    if (certs_load(&s->certs, pem, strlen(pem), s, err) < 0)
         return err_wrap(err, "DCAP collateral %s: issuer chain", name);
     return 0;
 }
@@ -872,8 +916,7 @@ static int load_root(X509 **out, X509 *override, cista_error **err)
         return 0;
     }
     _cleanup_x509_ X509 *root = NULL;
-    int r =
-        x509_cert_load(&root, ev__intel_sgx_root_ca_pem, strlen(ev__intel_sgx_root_ca_pem), err);
+    int r = ev__cert_embedded(&root, ev__intel_sgx_root_ca_pem, err);
     if (r < 0)
         return err_wrap(err, "built-in Intel SGX Root CA");
     uint8_t fp[32];
@@ -907,9 +950,12 @@ static int intermediates(STACK_OF(X509) * *out, STACK_OF(X509) * extra, const co
         STACK_OF(X509) *src = pass == 0 ? extra : cs->certs;
         for (int i = 0; i < sk_X509_num(src); i++) {
             X509 *c = sk_X509_value(src, i);
+            /* the pinned root itself (self-signed) is not an intermediate; matching it by
+             * fingerprint first spares a self-signature verification per copy */
+            bool have_fp = x509_cert_sha256(fp, c, NULL) == 0;
+            if (have_fp && memcmp(fp, rfp, 32) == 0)
+                continue;
             if (x509_is_self_signed(c)) {
-                if (x509_cert_sha256(fp, c, NULL) == 0 && memcmp(fp, rfp, 32) == 0)
-                    continue;
                 /* other vendors' roots in a shared collateral directory are not ours */
                 if (pass == 1 && !cn_is(c, "Intel SGX Root CA"))
                     continue;
@@ -945,12 +991,80 @@ static int chain_inputs(STACK_OF(X509) * *out_inter, STACK_OF(X509) * *out_roots
     return 0;
 }
 
+/*
+ * The verified-chain cache (opts->chain_cache) for DCAP. An entry is keyed
+ * by the leaf and a scope "dcap/<what>/<digest>" whose digest covers every
+ * other input of the verification: the pinned root, each untrusted
+ * intermediate offered and each CRL (DER). A different input therefore
+ * never hits. The cache checks "now" against the chain's validity; the CRLs'
+ * own windows are checked here (crls_current), so a CRL outside its window
+ * bypasses the cache and the full verification reports it.
+ */
+#define SCOPE_DIGEST 32 /* SHA-256 in the scope: 64 hex; chain_cache.c allows < 96 chars */
+
+static void hash_cert(crypto_hash *h, X509 *c)
+{
+    uint8_t fp[32];
+    if (x509_cert_sha256(fp, c, NULL) < 0)
+        memset(fp, 0, sizeof(fp)); /* cannot happen for a parsed certificate */
+    crypto_hash_update(h, "C", 1);
+    crypto_hash_update(h, fp, sizeof(fp));
+}
+
+static void cache_scope(char *out, size_t size, const char *what, STACK_OF(X509) * inter,
+                        X509 *root, STACK_OF(X509_CRL) * crls, const uint8_t *extra,
+                        size_t extra_size)
+{
+    _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
+    crypto_hash_update(h, what, strlen(what) + 1);
+    hash_cert(h, root);
+    for (int i = 0; i < sk_X509_num(inter); i++)
+        hash_cert(h, sk_X509_value(inter, i));
+    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+        unsigned char *der = NULL;
+        int n = i2d_X509_CRL(sk_X509_CRL_value(crls, i), &der);
+        if (n <= 0)
+            abort();
+        uint8_t len[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+        crypto_hash_update(h, "R", 1);
+        crypto_hash_update(h, len, sizeof(len));
+        crypto_hash_update(h, der, (size_t)n);
+        OPENSSL_free(der);
+    }
+    if (extra_size) {
+        crypto_hash_update(h, "X", 1);
+        crypto_hash_update(h, extra, extra_size);
+    }
+    uint8_t d[32];
+    crypto_hash_final(h, d);
+    _cleanup_free_ char *hex = hex_encode(d, SCOPE_DIGEST);
+    snprintf(out, size, "dcap/%s/%s", what, hex);
+}
+
+/* Every CRL is inside [thisUpdate, nextUpdate) at @now: only then may a cached chain be used. */
+static bool crls_current(STACK_OF(X509_CRL) * crls, time_t now)
+{
+    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *crl = sk_X509_CRL_value(crls, i);
+        const ASN1_TIME *lu = X509_CRL_get0_lastUpdate(crl), *nu = X509_CRL_get0_nextUpdate(crl);
+        if (!lu || X509_cmp_time(lu, &now) != -1 || (nu && X509_cmp_time(nu, &now) != 1))
+            return false;
+    }
+    return true;
+}
+
+/* The cache to use for a chain verified with @crls at @now (NULL: verify in full). */
+static ev_chain_cache *chain_cache_for(ev_chain_cache *c, STACK_OF(X509_CRL) * crls, time_t now)
+{
+    return c && crls_current(crls, now) ? c : NULL;
+}
+
 static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_set *cs, X509 *root,
-                            time_t now, cista_error **err)
+                            time_t now, ev_chain_cache *cache, cista_error **err)
 {
     _cleanup_x509_stack_ STACK_OF(X509) *certs = NULL;
     _cleanup_err_ cista_error *e = NULL;
-    if (x509_certs_load(&certs, sd->pck_pem, sd->pck_pem_size, &e) < 0)
+    if (certs_load(&certs, sd->pck_pem, sd->pck_pem_size, cs, &e) < 0)
         return err_set(err, EV_E_FORMAT,
                        "DCAP quote: the PCK certificate chain (certification data type 5) does "
                        "not parse: %s",
@@ -971,9 +1085,16 @@ static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_
         return r;
     x509_verify_opts xo = {.at = now, .crls = cs->crls, .crl_mode = X509_CRL_AVAILABLE};
     STACK_OF(X509) *chain = NULL;
-    r = x509_verify_chain(&chain, leaf, inter, roots, &xo, err);
-    if (r < 0)
-        return err_wrap(err, "DCAP PCK certificate chain (PCK -> PCK CA -> Intel SGX Root CA)");
+    cache = chain_cache_for(cache, cs->crls, now);
+    char scope[96] = "";
+    if (cache)
+        cache_scope(scope, sizeof(scope), "pck", inter, root, cs->crls, NULL, 0);
+    if (!ev__chain_cache_get(&chain, cache, scope, leaf, now)) {
+        r = x509_verify_chain(&chain, leaf, inter, roots, &xo, err);
+        if (r < 0)
+            return err_wrap(err, "DCAP PCK certificate chain (PCK -> PCK CA -> Intel SGX Root CA)");
+        ev__chain_cache_put(cache, scope, leaf, chain);
+    }
     q->chain = chain;
     if (sk_X509_num(chain) != 3)
         return err_set(err, EV_E_CHAIN, "DCAP PCK chain has %d certificates, expected 3",
@@ -1008,7 +1129,8 @@ static time_t not_before(X509 *c)
  * the built-in one is used, checked at the later of @now and its notBefore
  * (Intel re-issues it with the same key, so older collateral verifies).
  */
-static int tcb_signer(X509 **out, const coll_set *cs, X509 *root, time_t now, cista_error **err)
+static int tcb_signer(X509 **out, const coll_set *cs, X509 *root, time_t now, ev_chain_cache *cache,
+                      cista_error **err)
 {
     _cleanup_x509_stack_ STACK_OF(X509) *inter = NULL, *roots = NULL;
     int r = chain_inputs(&inter, &roots, NULL, cs, root, err);
@@ -1019,21 +1141,37 @@ static int tcb_signer(X509 **out, const coll_set *cs, X509 *root, time_t now, ci
         X509 *c = sk_X509_value(inter, i);
         if (!cn_is(c, "Intel SGX TCB Signing"))
             continue;
-        r = x509_verify_chain(NULL, c, inter, roots, &xo, err);
-        if (r < 0)
-            return err_wrap(err, "DCAP TCB signing certificate chain (TCB Signing -> Intel SGX "
-                                 "Root CA)");
+        ev_chain_cache *cc = chain_cache_for(cache, cs->crls, now);
+        char scope[96] = "";
+        if (cc)
+            cache_scope(scope, sizeof(scope), "tcb", inter, root, cs->crls, NULL, 0);
+        if (!ev__chain_cache_get(NULL, cc, scope, c, now)) {
+            _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
+            r = x509_verify_chain(&chain, c, inter, roots, &xo, err);
+            if (r < 0)
+                return err_wrap(err, "DCAP TCB signing certificate chain (TCB Signing -> Intel "
+                                     "SGX Root CA)");
+            ev__chain_cache_put(cc, scope, c, chain);
+        }
         X509_up_ref(c);
         *out = c;
         return 0;
     }
     _cleanup_x509_ X509 *builtin = NULL;
-    if ((r = x509_cert_load(&builtin, g_tcb_signing_pem, strlen(g_tcb_signing_pem), err)) < 0)
+    if ((r = ev__cert_embedded(&builtin, g_tcb_signing_pem, err)) < 0)
         return err_wrap(err, "built-in Intel SGX TCB Signing certificate");
     time_t nb = not_before(builtin);
     x509_verify_opts bo = {.at = now > nb ? now : nb};
-    if ((r = x509_verify_chain(NULL, builtin, NULL, roots, &bo, err)) < 0)
-        return err_wrap(err, "built-in Intel SGX TCB Signing certificate");
+    /* no CRLs in this verification (they are applied below, every time) */
+    char scope[96] = "";
+    if (cache)
+        cache_scope(scope, sizeof(scope), "tcbb", NULL, root, NULL, NULL, 0);
+    if (!ev__chain_cache_get(NULL, cache, scope, builtin, bo.at)) {
+        _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
+        if ((r = x509_verify_chain(&chain, builtin, NULL, roots, &bo, err)) < 0)
+            return err_wrap(err, "built-in Intel SGX TCB Signing certificate");
+        ev__chain_cache_put(cache, scope, builtin, chain);
+    }
     /* the root CA CRLs given (their window was checked with the PCK chain) */
     for (int i = 0; i < sk_X509_CRL_num(cs->crls); i++) {
         X509_CRL *crl = sk_X509_CRL_value(cs->crls, i);
@@ -1049,8 +1187,30 @@ static int tcb_signer(X509 **out, const coll_set *cs, X509 *root, time_t now, ci
     return 0;
 }
 
-static int doc_verify(const signed_doc *d, X509 *signer, const char *what, cista_error **err)
+/*
+ * The signature of @d by @signer. With @cache, a signature that verified
+ * before over byte-identical text and signature by the same signing
+ * certificate (its chain is checked by the caller on every call) is not
+ * verified again; the entry lives while "now" is inside the signer's
+ * validity. The document's own window (doc_window) is checked on every call.
+ */
+static int doc_verify(const signed_doc *d, X509 *signer, const char *what, ev_chain_cache *cache,
+                      time_t now, cista_error **err)
 {
+    char scope[96] = "";
+    if (cache) {
+        uint8_t len[8];
+        ev__put_le64(len, (uint64_t)d->size);
+        _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
+        crypto_hash_update(h, len, sizeof(len));
+        crypto_hash_update(h, d->text, d->size);
+        crypto_hash_update(h, d->sig, SIG_SIZE);
+        uint8_t dg[32];
+        crypto_hash_final(h, dg);
+        cache_scope(scope, sizeof(scope), "doc", NULL, signer, NULL, dg, sizeof(dg));
+        if (ev__chain_cache_get(NULL, cache, scope, signer, now))
+            return 0;
+    }
     EVP_PKEY *pub = X509_get0_pubkey(signer);
     int r = x509_ecdsa_verify_raw(pub, "SHA256", d->text, d->size, d->sig, d->sig + 32, 32,
                                   X509_BIG_ENDIAN, err);
@@ -1064,6 +1224,13 @@ static int doc_verify(const signed_doc *d, X509 *signer, const char *what, cista
     }
     if (r < 0)
         return err_wrap(err, "DCAP %s (%s) signature", what, d->name);
+    if (cache) {
+        STACK_OF(X509) *one = sk_X509_new_null();
+        if (!one || !sk_X509_push(one, signer))
+            abort();
+        ev__chain_cache_put(cache, scope, signer, one);
+        sk_X509_free(one);
+    }
     return 0;
 }
 
@@ -1377,7 +1544,7 @@ static int fmspc_of(uint8_t out[6], json_t *info)
 }
 
 static int eval_tcb_info(dcap_result *q, const coll_set *cs, X509 *signer, time_t now,
-                         time_t *win_from, time_t *win_to, cista_error **err)
+                         ev_chain_cache *cache, time_t *win_from, time_t *win_to, cista_error **err)
 {
     const char *want_id = q->tee_type == DCAP_TEE_TDX ? "TDX" : "SGX";
     _cleanup_free_ char *fm = hex_encode(q->fmspc, 6);
@@ -1410,7 +1577,7 @@ static int eval_tcb_info(dcap_result *q, const coll_set *cs, X509 *signer, time_
                        "DCAP: no %s TCB info for the PCK's FMSPC %s among the collateral (given: "
                        "%s); fetch /%s/certification/v4/tcb?fmspc=%s from Intel PCS",
                        want_id, fm, seen, q->tee_type == DCAP_TEE_TDX ? "tdx" : "sgx", fm);
-    int r = doc_verify(d, signer, "TCB info", err);
+    int r = doc_verify(d, signer, "TCB info", cache, now, err);
     if (r < 0)
         return r;
     int64_t version = 0;
@@ -1441,7 +1608,8 @@ static int eval_tcb_info(dcap_result *q, const coll_set *cs, X509 *signer, time_
 /* ---- QE identity ---- */
 
 static int eval_qe_identity(dcap_result *q, const coll_set *cs, X509 *signer, time_t now,
-                            time_t *win_from, time_t *win_to, cista_error **err)
+                            ev_chain_cache *cache, time_t *win_from, time_t *win_to,
+                            cista_error **err)
 {
     const char *want_id = q->tee_type == DCAP_TEE_TDX ? "TD_QE" : "QE";
     const signed_doc *d = NULL;
@@ -1462,7 +1630,7 @@ static int eval_qe_identity(dcap_result *q, const coll_set *cs, X509 *signer, ti
                        "DCAP: no QE identity with id \"%s\" among the collateral; fetch "
                        "/%s/certification/v4/qe/identity from Intel PCS",
                        want_id, q->tee_type == DCAP_TEE_TDX ? "tdx" : "sgx");
-    int r = doc_verify(d, signer, "QE identity", err);
+    int r = doc_verify(d, signer, "QE identity", cache, now, err);
     if (r < 0)
         return r;
     int64_t version = 0, prodid = 0;
@@ -1621,21 +1789,36 @@ int ev__dcap_verify(dcap_result *out, const uint8_t *quote, size_t size, uint32_
     if (r < 0)
         return r;
 
+    _cleanup_x509_ X509 *root = NULL;
+    if ((r = load_root(&root, root_override, err)) < 0)
+        return r;
+    time_t now = now_of(opts);
+    ev_chain_cache *cache = opts->chain_cache;
     __attribute__((cleanup(coll_set_free))) coll_set cs;
     memset(&cs, 0, sizeof(cs));
+    cs.cache = cache;
+    cs.root = root;
+    cs.now = now;
     for (size_t i = 0; i < ev_collateral_count(opts->collateral); i++) {
         const char *name;
         const uint8_t *data;
         size_t dsize;
         ev_collateral_get(opts->collateral, i, &name, &data, &dsize);
+        STACK_OF(X509) *parsed = ev__collateral_certs(opts->collateral, i);
+        if (parsed) { /* certificates, parsed when added: take new references */
+            if (!cs.certs && !(cs.certs = sk_X509_new_null()))
+                abort();
+            for (int k = 0; k < sk_X509_num(parsed); k++) {
+                X509_up_ref(sk_X509_value(parsed, k));
+                if (!sk_X509_push(cs.certs, sk_X509_value(parsed, k)))
+                    abort();
+            }
+            continue;
+        }
         if ((r = coll_add(&cs, name, data, dsize, err)) < 0)
             return r;
     }
-    _cleanup_x509_ X509 *root = NULL;
-    if ((r = load_root(&root, root_override, err)) < 0)
-        return r;
-    time_t now = now_of(opts);
-    if ((r = verify_pck_chain(&q, &sd, &cs, root, now, err)) < 0)
+    if ((r = verify_pck_chain(&q, &sd, &cs, root, now, cache, err)) < 0)
         return r;
     if ((r = pck_parse(&q, sk_X509_value(q.chain, 0), err)) < 0)
         return r;
@@ -1644,12 +1827,12 @@ int ev__dcap_verify(dcap_result *out, const uint8_t *quote, size_t size, uint32_
 
     /* collateral: TCB info and QE identity come together */
     if (cs.ntcb || cs.nqe) {
-        if ((r = tcb_signer(&q.tcb_signer, &cs, root, now, err)) < 0)
+        if ((r = tcb_signer(&q.tcb_signer, &cs, root, now, cache, err)) < 0)
             return r;
         time_t from = 0, to = 0;
-        if ((r = eval_qe_identity(&q, &cs, q.tcb_signer, now, &from, &to, err)) < 0)
+        if ((r = eval_qe_identity(&q, &cs, q.tcb_signer, now, cache, &from, &to, err)) < 0)
             return r;
-        if ((r = eval_tcb_info(&q, &cs, q.tcb_signer, now, &from, &to, err)) < 0)
+        if ((r = eval_tcb_info(&q, &cs, q.tcb_signer, now, cache, &from, &to, err)) < 0)
             return r;
         char a[24], b[24];
         ev__time_str(a, sizeof(a), from);

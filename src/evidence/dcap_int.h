@@ -10,7 +10,14 @@
  * QE identity collateral are given, their signatures, validity windows and
  * the TCB level matching (platform, TDX module, QE) into one TCB status.
  *
- * Thread-safe: no global state. Trust assumption: quotes and collateral are
+ * With opts->chain_cache, verified PCK and TCB signing chains (keyed by
+ * every input including the CRLs), verified TCB info / QE identity
+ * signatures (keyed by the exact bytes and signer) and parsed PEM
+ * certificates (keyed by the bytes) are reused; every other check runs on
+ * every call.
+ *
+ * Thread-safe: no global state but the compiled-in certificates parsed
+ * once (ev__cert_embedded). Trust assumption: quotes and collateral are
  * untrusted; only the compiled-in Intel SGX Root CA (data/intel/) is
  * trusted, pinned by the SHA-256 of its DER encoding.
  */

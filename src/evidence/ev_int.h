@@ -118,7 +118,7 @@ int ev__tsm_get(uint8_t **out, size_t *out_size, uint8_t **aux, size_t *aux_size
 
 /*
  * The chain verified before for @leaf under @scope (verifier and pinned
- * root, < 64 chars), when "now" (0: the current time) is inside its
+ * root, < 96 chars), when "now" (0: the current time) is inside its
  * validity: true and, with @out, a new stack of new references to the
  * caller. False on a miss or when @c is NULL.
  */

@@ -1223,6 +1223,84 @@ static void test_revoked(void **state)
                      EV_E_CHAIN);
 }
 
+/* Verify @q with @c at @now with and without @cache: same result, same claims, same message. */
+static int verify_both(json_t **out, const char *tee, const uint8_t *q, size_t size,
+                       const ev_collateral *c, time_t now, ev_chain_cache *cache)
+{
+    _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL;
+    _cleanup_json_ json_t *c1 = NULL;
+    json_t *c2 = NULL;
+    ev_verify_opts o;
+    ev_verify_opts_init(&o);
+    o.chain_cache = cache;
+    int r1 = verify_bytes_c(&c1, tee, q, size, c, now, NULL, &e1);
+    int r2 = verify_bytes_c(&c2, tee, q, size, c, now, &o, &e2);
+    assert_int_equal(r1, r2);
+    if (r1 < 0)
+        assert_string_equal(e1->msg, e2->msg);
+    else
+        assert_true(json_equal(c1, c2));
+    *out = c2;
+    return r2;
+}
+
+/* ev_verify_opts.chain_cache: hits give the same claims; other bytes or times never hit. */
+static void test_chain_cache(void **state)
+{
+    (void)state;
+    ev_chain_cache *cache = ev_chain_cache_new(16);
+    size_t n = 0;
+    json_t *c = NULL;
+
+    /* bundle with CRLs (PCK and TCB signing chains, both documents): cold then warm */
+    _cleanup_free_ uint8_t *q = read_all(TDX "v4_b0c06f_quote.bin", &n);
+    _cleanup_collateral_ ev_collateral *b = coll(g_b0c06f_coll);
+    assert_int_equal(verify_both(&c, "tdx", q, n, b, T2025_07, cache), 0);
+    json_decref(c);
+    /* PCK chain, TCB signing chain, TCB info, QE identity; parsed PEM: the quote's chain and
+     * the bundle's two distinct issuer chains */
+    assert_int_equal(ev_chain_cache_count(cache), 7);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(verify_both(&c, "tdx", q, n, b, T2025_07, cache), 0);
+        assert_string_equal(str_at(c, "tcb.status"), "UpToDate");
+        json_decref(c);
+    }
+    assert_int_equal(ev_chain_cache_count(cache), 7); /* all hits */
+    /* outside the documents' window: fails as without the cache */
+    assert_true(verify_both(&c, "tdx", q, n, b, T2030, cache) < 0);
+
+    /* PCS documents without issuer chain (built-in TCB signing certificate) */
+    size_t n2 = 0;
+    _cleanup_free_ uint8_t *q2 = read_all(TDX "v4_00a06d_quote.bin", &n2);
+    const char *tcb = TDX "v4_00a06d_pcs_tcbinfo.json", *qe = TDX "pcs_td_qe_identity_2025-10.json";
+    _cleanup_collateral_ ev_collateral *good = coll(g_00a06d_coll);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(verify_both(&c, "tdx", q2, n2, good, T2025_11, cache), 0);
+        json_decref(c);
+    }
+    size_t warm = ev_chain_cache_count(cache);
+    /* a modified TCB info / QE identity misses the cache and fails as before */
+    _cleanup_collateral_ ev_collateral *c1 =
+        edited(tcb, "\"tcbEvaluationDataNumber\":17", "\"tcbEvaluationDataNumber\":18", qe);
+    assert_int_equal(verify_both(&c, "tdx", q2, n2, c1, T2025_11, cache), EV_E_SIGNATURE);
+    _cleanup_collateral_ ev_collateral *c4 = edited(qe, "\"isvprodid\":2", "\"isvprodid\":3", tcb);
+    assert_int_equal(verify_both(&c, "tdx", q2, n2, c4, T2025_11, cache), EV_E_SIGNATURE);
+    assert_int_equal(ev_chain_cache_count(cache), warm); /* failures are not remembered */
+    /* the good set still verifies from the cache */
+    assert_int_equal(verify_both(&c, "tdx", q2, n2, good, T2025_11, cache), 0);
+    json_decref(c);
+
+    /* SGX */
+    size_t n3 = 0;
+    _cleanup_free_ uint8_t *q3 = read_all(SGX "v3_00a067_quote.bin", &n3);
+    _cleanup_collateral_ ev_collateral *s = coll(g_sgx_coll);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(verify_both(&c, "sgx", q3, n3, s, T2025_07, cache), 0);
+        json_decref(c);
+    }
+    ev_chain_cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1247,6 +1325,7 @@ int main(void)
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_td_quote_entry),
         cmocka_unit_test(test_revoked),
+        cmocka_unit_test(test_chain_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
