@@ -440,7 +440,7 @@ int pol_allow_create(pol_decision *out, const pol_policy *p, const char *contain
         if (json_is_string(n))
             container = json_string_value(n);
     }
-    const pol_container *c;
+    const pol_container *c = NULL;
     if ((r = find(&c, out, p, container)) < 0)
         return r;
     json_t *proc = json_object_get(cfg, "process");
@@ -463,7 +463,7 @@ int pol_allow_exec(pol_decision *out, const pol_policy *p, const char *container
     int r = parse_req(&proc, out, process, process_size, "process");
     if (r < 0)
         return r;
-    const pol_container *c;
+    const pol_container *c = NULL;
     if ((r = find(&c, out, p, container)) < 0)
         return r;
     json_t *args = json_object_get(proc, "args");
@@ -495,7 +495,7 @@ int pol_allow_exec(pol_decision *out, const pol_policy *p, const char *container
 int pol_allow_logs(pol_decision *out, const pol_policy *p, const char *container)
 {
     *out = (pol_decision){0};
-    const pol_container *c;
+    const pol_container *c = NULL;
     int r = find(&c, out, p, container);
     if (r < 0)
         return r;
@@ -507,7 +507,7 @@ int pol_allow_logs(pol_decision *out, const pol_policy *p, const char *container
 int pol_allow_signal(pol_decision *out, const pol_policy *p, const char *container, int sig)
 {
     *out = (pol_decision){0};
-    const pol_container *c;
+    const pol_container *c = NULL;
     int r = find(&c, out, p, container);
     if (r < 0)
         return r;
@@ -522,7 +522,7 @@ int pol_allow_signal(pol_decision *out, const pol_policy *p, const char *contain
 int pol_allow_copy(pol_decision *out, const pol_policy *p, const char *container, const char *path)
 {
     *out = (pol_decision){0};
-    const pol_container *c;
+    const pol_container *c = NULL;
     int r = find(&c, out, p, container);
     if (r < 0)
         return r;
@@ -546,7 +546,7 @@ int pol_allow_volume_mount(pol_decision *out, const pol_policy *p, const char *c
                            const char *name, const char *dest)
 {
     *out = (pol_decision){0};
-    const pol_container *c;
+    const pol_container *c = NULL;
     int r = find(&c, out, p, container);
     if (r < 0)
         return r;
@@ -565,7 +565,7 @@ int pol_allow_image(pol_decision *out, const pol_policy *p, const char *containe
                     const char *manifest_digest, const char *const *diff_ids, size_t count)
 {
     *out = (pol_decision){0};
-    const pol_container *c;
+    const pol_container *c = NULL;
     int r = find(&c, out, p, container);
     if (r < 0)
         return r;

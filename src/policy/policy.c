@@ -189,7 +189,7 @@ static int strv_from(pol_strv *out, const json_t *arr, const char *what, cista_e
                        MAX_LIST);
     out->v = xzalloc((n + 1) * sizeof(char *));
     for (size_t i = 0; i < n; i++) {
-        const char *s;
+        const char *s = NULL;
         _cleanup_free_ char *w = xasprintf("%s[%zu]", what, i);
         int r = str_of(&s, json_array_get(arr, i), w, err);
         if (r < 0)
@@ -410,7 +410,7 @@ static int parse_sysctls(pol_container *c, const json_t *obj, const char *what, 
     json_t *v;
     json_object_foreach((json_t *)obj, k, v)
     {
-        const char *s;
+        const char *s = NULL;
         _cleanup_free_ char *w = xasprintf("%s.%s", what, k);
         int r = str_of(&s, v, w, err);
         if (r < 0)

@@ -494,7 +494,7 @@ static bool model_matches(vol_volume *v, model *m)
 {
     static uint8_t buf[M_MAXSIZE];
     for (size_t i = 0; i < m->ents_count; i++) {
-        uint64_t ino;
+        uint64_t ino = 0;
         if (resolve(v, m->ents[i].path, &ino) != 0)
             return false;
         mnode *n = &m->nodes[m->ents[i].node];
@@ -524,7 +524,7 @@ static void verify(vol_volume *v, model *m)
 {
     static uint8_t buf[M_MAXSIZE];
     for (size_t i = 0; i < m->ents_count; i++) {
-        uint64_t ino;
+        uint64_t ino = 0;
         int r = resolve(v, m->ents[i].path, &ino);
         if (r != 0)
             fail_msg("%s: lookup %d", m->ents[i].path, r);
@@ -596,7 +596,7 @@ static void fsx_op(vol_volume *v, model *m)
     if (op < 35) { /* write, creating when needed */
         if (n && n->symlink)
             return;
-        uint64_t ino;
+        uint64_t ino = 0;
         if (!n) {
             ino = create_file(v, dino, name);
             int ni = model_new_node(m);
@@ -624,7 +624,7 @@ static void fsx_op(vol_volume *v, model *m)
     } else if (op < 50) { /* read a range */
         if (!n || n->symlink)
             return;
-        uint64_t ino;
+        uint64_t ino = 0;
         assert_int_equal(resolve(v, path, &ino), 0);
         size_t off = rn(n->size + 5000), len = rn(100000);
         ssize_t got = vol_read(v, ino, off, buf, len);
@@ -635,7 +635,7 @@ static void fsx_op(vol_volume *v, model *m)
     } else if (op < 60) { /* truncate up or down */
         if (!n || n->symlink)
             return;
-        uint64_t ino;
+        uint64_t ino = 0;
         assert_int_equal(resolve(v, path, &ino), 0);
         size_t ns = rn(3) == 0 ? rn(M_MAXSIZE) : rn(n->size + 10000);
         struct stat in = {.st_size = (off_t)ns}, st;
@@ -652,7 +652,7 @@ static void fsx_op(vol_volume *v, model *m)
         char to[32], tdir[32], tname[32];
         random_path(m, to);
         split(to, tdir, tname);
-        uint64_t tdino;
+        uint64_t tdino = 0;
         assert_int_equal(resolve(v, tdir, &tdino), 0);
         assert_int_equal(vol_rename(v, dino, name, tdino, tname, 0), 0);
         int ti = model_find(m, to);
@@ -677,7 +677,7 @@ static void fsx_op(vol_volume *v, model *m)
         if (model_find(m, to) >= 0)
             return;
         split(to, tdir, tname);
-        uint64_t tdino, ino;
+        uint64_t tdino = 0, ino = 0;
         assert_int_equal(resolve(v, tdir, &tdino), 0);
         assert_int_equal(resolve(v, path, &ino), 0);
         struct stat st;
