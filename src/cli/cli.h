@@ -10,8 +10,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 #include "util/err.h"
+#include "util/util.h"
 
 /* Exit codes (documented in docs/cli.md). */
 enum {
@@ -38,6 +42,30 @@ extern cli_globals g_cli;
 /* Print "cista: <error chain>" (or a JSON error object with --json) and
  * return the exit code that fits the error code. Frees nothing. */
 int cli_report(const cista_error *e);
+
+/* Print "cista: <error chain>" as cli_report() does, free @e (owned), return the exit
+ * code. */
+int cli_fail(cista_error *e);
+
+/* The standard outcome of -h/--help or of a bad option in a getopt loop: with @help the
+ * usage goes to stdout and the result is CLI_EXIT_OK, otherwise to stderr with
+ * CLI_EXIT_USAGE. cli_usage() takes a function printing the usage, cli_usage_text() the
+ * text itself. */
+int cli_usage(void (*usage)(FILE *out), bool help);
+int cli_usage_text(const char *text, bool help);
+
+/* Usage errors; all return CLI_EXIT_USAGE except cli_usage_report (see there).
+ * cli_usage_error: "cista: CMD: MSG" and "Try `cista CMD --help`." on stderr.
+ * cli_usage_see:   "cista CMD: MSG; see `cista CMD --help`" on stderr. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) CISTA_PRINTF(2, 3);
+int cli_usage_see(const char *cmd, const char *fmt, ...) CISTA_PRINTF(2, 3);
+/* An error "usage: MSGARG (see --help)" (@arg may be NULL) through cli_report(), so it
+ * also comes out as JSON with --json; returns cli_report()'s exit code. */
+int cli_usage_report(const char *msg, const char *arg);
+
+/* A JSON document on stdout: indented (ends with a newline), or compact on one line. */
+void cli_print_json(const json_t *doc);
+void cli_print_json_line(const json_t *doc);
 
 /* Progress bar on stderr, only when g_cli.progress. @total 0 = unknown. */
 typedef struct cli_progress cli_progress;

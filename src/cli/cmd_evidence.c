@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,18 +29,6 @@ static int report_error(const cista_error *e)
         code == EV_E_VERSION || code == EV_E_SIZE || code == EV_E_MISMATCH)
         return CLI_EXIT_DENIED;
     return rc;
-}
-
-static int usage_error(const char *cmd, const char *fmt, ...) CISTA_PRINTF(2, 3);
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "cista: %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry `cista %s --help`.\n", cmd);
-    return CLI_EXIT_USAGE;
 }
 
 /* Up to 64 bytes of hex, zero-padded to 64. */
@@ -76,7 +63,7 @@ static int parse_vmpl(int *out, const char *cmd, const char *s)
 {
     long v = 0;
     if (parse_range(&v, s, 0, 3) < 0) {
-        usage_error(cmd, "--vmpl must be 0-3, not \"%s\"", s);
+        cli_usage_error(cmd, "--vmpl must be 0-3, not \"%s\"", s);
         return -1;
     }
     *out = (int)v;
@@ -148,12 +135,10 @@ int cli_sim(int argc, char **argv)
     static const struct option opts[] = {{"state-dir", required_argument, NULL, 'd'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        sim_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
-    }
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+        return cli_usage(sim_usage, argc >= 2);
     if (strcmp(argv[1], "init") != 0)
-        return usage_error("sim", "unknown subcommand \"%s\"", argv[1]);
+        return cli_usage_error("sim", "unknown subcommand \"%s\"", argv[1]);
     const char *dir = NULL;
     optind = 0; /* GNU getopt: full re-initialisation */
     int c;
@@ -163,14 +148,13 @@ int cli_sim(int argc, char **argv)
             dir = optarg;
             break;
         case 'h':
-            sim_usage(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(sim_usage, true);
         default:
-            return usage_error("sim", "bad option");
+            return cli_usage_error("sim", "bad option");
         }
     }
     if (optind != argc - 1)
-        return usage_error("sim", "unexpected argument \"%s\"", argv[optind + 1]);
+        return cli_usage_error("sim", "unexpected argument \"%s\"", argv[optind + 1]);
     _cleanup_free_ char *dflt = dir ? NULL : ev_sim_default_dir();
     _cleanup_err_ cista_error *err = NULL;
     bool created = false;
@@ -180,9 +164,8 @@ int cli_sim(int argc, char **argv)
     if (g_cli.json) {
         json_t *o = json_pack("{s:s,s:b,s:s,s:b}", "state_dir", d, "created", created, "public_key",
                               "platform-pub.pem", "insecure", 1);
-        _cleanup_free_ char *t = js_dump_compact(o);
+        cli_print_json_line(o);
         json_decref(o);
-        printf("%s\n", t);
     } else {
         printf("%s sim platform key in %s (public key: %s/platform-pub.pem)\n",
                created ? "created" : "kept the existing", d, d);
@@ -294,7 +277,7 @@ static int evidence_get(int argc, char **argv)
             break;
         case OPT_HOST:
             if (hex_decode_to(host_data, sizeof(host_data), optarg, &err) < 0)
-                return usage_error("evidence get", "--host-data needs 64 hex digits");
+                return cli_usage_error("evidence get", "--host-data needs 64 hex digits");
             have_host = true;
             break;
         case OPT_CONFIG:
@@ -317,21 +300,20 @@ static int evidence_get(int argc, char **argv)
             g.tpm_eventlog = optarg;
             break;
         case 'h':
-            get_usage(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(get_usage, true);
         default:
-            return usage_error("evidence get", "bad option");
+            return cli_usage_error("evidence get", "bad option");
         }
     }
     if (optind != argc)
-        return usage_error("evidence get", "unexpected argument \"%s\"", argv[optind]);
+        return cli_usage_error("evidence get", "unexpected argument \"%s\"", argv[optind]);
     if (!tee)
-        return usage_error("evidence get", "--tee is required (%s)", "sim or snp");
+        return cli_usage_error("evidence get", "--tee is required (%s)", "sim or snp");
     if (!output)
-        return usage_error("evidence get", "-o FILE is required");
+        return cli_usage_error("evidence get", "-o FILE is required");
     const ev_ops *ops = ev_find(tee);
     if (!ops || !ops->get)
-        return usage_error("evidence get", "unknown TEE \"%s\"", tee);
+        return cli_usage_error("evidence get", "unknown TEE \"%s\"", tee);
     uint8_t rd[EV_REPORT_DATA_SIZE] = {0};
     if (rd_hex && parse_report_data(rd, rd_hex, &err) < 0)
         return report_error(err);
@@ -461,9 +443,9 @@ static int evidence_verify(int argc, char **argv)
             break;
         case OPT_AT:
             if (parse_time(&o.now, optarg) < 0)
-                return usage_error("evidence verify",
-                                   "--at \"%s\" is not an RFC 3339 time (2025-06-01T00:00:00Z)",
-                                   optarg);
+                return cli_usage_error("evidence verify",
+                                       "--at \"%s\" is not an RFC 3339 time (2025-06-01T00:00:00Z)",
+                                       optarg);
             break;
         case OPT_SIMKEY:
             sim_key = optarg;
@@ -482,14 +464,13 @@ static int evidence_verify(int argc, char **argv)
             ak_path = optarg;
             break;
         case 'h':
-            verify_usage(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(verify_usage, true);
         default:
-            return usage_error("evidence verify", "bad option");
+            return cli_usage_error("evidence verify", "bad option");
         }
     }
     if (optind != argc - 1)
-        return usage_error("evidence verify", "expected one evidence FILE");
+        return cli_usage_error("evidence verify", "expected one evidence FILE");
     const char *path = argv[optind];
     _cleanup_free_ char *ev = NULL, *aux = NULL;
     size_t ev_size = 0, aux_size = 0;
@@ -499,9 +480,9 @@ static int evidence_verify(int argc, char **argv)
         return report_error(err);
     const ev_ops *ops = tee ? ev_find(tee) : ev_detect((const uint8_t *)ev, ev_size);
     if (!ops)
-        return tee ? usage_error("evidence verify", "unknown TEE \"%s\"", tee)
-                   : usage_error("evidence verify",
-                                 "cannot tell what kind of evidence %s is; pass --tee", path);
+        return tee ? cli_usage_error("evidence verify", "unknown TEE \"%s\"", tee)
+                   : cli_usage_error("evidence verify",
+                                     "cannot tell what kind of evidence %s is; pass --tee", path);
     uint8_t rd[EV_REPORT_DATA_SIZE];
     if (rd_hex) {
         if (parse_report_data(rd, rd_hex, &err) < 0)
@@ -531,8 +512,7 @@ static int evidence_verify(int argc, char **argv)
         return report_error(err);
     }
     if (g_cli.json) {
-        _cleanup_free_ char *t = js_dump_pretty(claims);
-        fputs(t, stdout);
+        cli_print_json(claims);
     } else {
         printf("OK: %s evidence %s verified%s\n", ops->name, path,
                ops->insecure ? " (INSECURE software TEE: proves nothing about the platform)" : "");
@@ -583,7 +563,7 @@ static int evidence_extend(int argc, char **argv)
             break;
         case OPT_PCR:
             if (parse_range(&pcr, optarg, 0, 23) < 0)
-                return usage_error("evidence extend", "--pcr must be 0-23");
+                return cli_usage_error("evidence extend", "--pcr must be 0-23");
             break;
         case OPT_TYPE:
             type = optarg;
@@ -604,20 +584,19 @@ static int evidence_extend(int argc, char **argv)
             g.tpm_eventlog = optarg;
             break;
         case 'h':
-            extend_usage(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(extend_usage, true);
         default:
-            return usage_error("evidence extend", "bad option");
+            return cli_usage_error("evidence extend", "bad option");
         }
     }
     if (optind != argc || !tee || strcmp(tee, "tpm") != 0 || pcr < 0 || !type ||
         !digest_hex == !file)
-        return usage_error("evidence extend",
-                           "needs --tee tpm, --pcr, --type and one of --digest or --file");
+        return cli_usage_error("evidence extend",
+                               "needs --tee tpm, --pcr, --type and one of --digest or --file");
     uint8_t d[32];
     if (digest_hex) {
         if (hex_decode_to(d, sizeof(d), digest_hex, &err) < 0)
-            return usage_error("evidence extend", "--digest needs 64 hex digits");
+            return cli_usage_error("evidence extend", "--digest needs 64 hex digits");
     } else {
         _cleanup_free_ char *buf = NULL;
         size_t n = 0;
@@ -634,19 +613,13 @@ static int evidence_extend(int argc, char **argv)
 
 int cli_evidence(int argc, char **argv)
 {
-    if (argc < 2) {
-        evidence_usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        evidence_usage(stdout);
-        return CLI_EXIT_OK;
-    }
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)
+        return cli_usage(evidence_usage, argc >= 2);
     if (strcmp(argv[1], "get") == 0)
         return evidence_get(argc - 1, argv + 1);
     if (strcmp(argv[1], "verify") == 0)
         return evidence_verify(argc - 1, argv + 1);
     if (strcmp(argv[1], "extend") == 0)
         return evidence_extend(argc - 1, argv + 1);
-    return usage_error("evidence", "unknown subcommand \"%s\"", argv[1]);
+    return cli_usage_error("evidence", "unknown subcommand \"%s\"", argv[1]);
 }

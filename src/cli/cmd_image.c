@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,25 +95,6 @@ static void usage_unpack(FILE *out)
                  "  --no-preserve-owner     do not chown files to the owners in the layers\n"
                  "  --json                  print the result as JSON\n"
                  "  -h, --help              this help\n");
-}
-
-static int usage_error(const char *cmd, const char *fmt, ...) CISTA_PRINTF(2, 3);
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "cista image%s%s: ", cmd ? " " : "", cmd ? cmd : "");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "; see `cista image%s%s --help`\n", cmd ? " " : "", cmd ? cmd : "");
-    return CLI_EXIT_USAGE;
-}
-
-static int fail(cista_error *err)
-{
-    int code = cli_report(err);
-    err_free(err);
-    return code;
 }
 
 /* ---- progress ---- */
@@ -332,27 +312,24 @@ static int cmd_inspect(int argc, char **argv)
             platform = optarg;
             break;
         case 'h':
-            usage_inspect(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(usage_inspect, true);
         default:
-            return usage_error("inspect", "invalid option");
+            return cli_usage_see("image inspect", "invalid option");
         }
     }
     if (argc - optind != 1)
-        return usage_error("inspect", "expected one image reference");
+        return cli_usage_see("image inspect", "expected one image reference");
     cista_error *err = NULL;
     img_image *img = NULL;
     if (img_open_platform(&img, argv[optind], platform, &err) < 0)
-        return fail(err);
+        return cli_fail(err);
     json_t *o = NULL;
     if (img_inspect(&o, img, &err) < 0) {
         img_free(img);
-        return fail(err);
+        return cli_fail(err);
     }
     if (json) {
-        char *s = js_dump_pretty(o);
-        fputs(s, stdout);
-        free(s);
+        cli_print_json(o);
     } else {
         print_inspect_text(o);
     }
@@ -392,11 +369,11 @@ static int cmd_pack(int argc, char **argv)
         case OPT_ENCRYPT:
             if (strncmp(optarg, "jwe:", 4) != 0 || !optarg[4]) {
                 free(enc);
-                return usage_error("pack",
-                                   "--encrypt %s: expected jwe:PUBKEY.pem (cista wraps layer "
-                                   "keys with JWE only; pkcs7, pgp and provider are not "
-                                   "supported)",
-                                   optarg);
+                return cli_usage_see("image pack",
+                                     "--encrypt %s: expected jwe:PUBKEY.pem (cista wraps layer "
+                                     "keys with JWE only; pkcs7, pgp and provider are not "
+                                     "supported)",
+                                     optarg);
             }
             enc = xrealloc(enc, (nenc + 1) * sizeof(char *));
             enc[nenc++] = optarg + 4;
@@ -411,8 +388,8 @@ static int cmd_pack(int argc, char **argv)
             }
             if (!found) {
                 free(enc);
-                return usage_error("pack", "--compress %s: expected keep, gzip, zstd or none",
-                                   optarg);
+                return cli_usage_see("image pack",
+                                     "--compress %s: expected keep, gzip, zstd or none", optarg);
             }
             break;
         }
@@ -421,7 +398,8 @@ static int cmd_pack(int argc, char **argv)
             long v = strtol(optarg, &end, 10);
             if (*end || end == optarg || v < 1 || v > 22) {
                 free(enc);
-                return usage_error("pack", "--level %s: expected a number from 1 to 22", optarg);
+                return cli_usage_see("image pack", "--level %s: expected a number from 1 to 22",
+                                     optarg);
             }
             po.level = (int)v;
             break;
@@ -434,23 +412,22 @@ static int cmd_pack(int argc, char **argv)
             break;
         case 'h':
             free(enc);
-            usage_pack(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(usage_pack, true);
         default:
             free(enc);
-            return usage_error("pack", "invalid option");
+            return cli_usage_see("image pack", "invalid option");
         }
     }
     if (argc - optind != 2) {
         free(enc);
-        return usage_error("pack", "expected SRC and DST image references");
+        return cli_usage_see("image pack", "expected SRC and DST image references");
     }
     const char *src = argv[optind], *dst = argv[optind + 1];
     cista_error *err = NULL;
     key_list keys = {0};
     for (size_t i = 0; i < nenc; i++) {
         if (keys_add(&keys, enc[i], false, &err) < 0) {
-            ret = fail(err);
+            ret = cli_fail(err);
             goto out;
         }
     }
@@ -464,15 +441,13 @@ static int cmd_pack(int argc, char **argv)
     int r = img_pack(src, dst, &po, &err);
     progress_end(&prog);
     if (r < 0) {
-        ret = fail(err);
+        ret = cli_fail(err);
         goto out;
     }
     if (json) {
         json_t *o = json_pack("{s:s,s:s,s:s,s:i}", "source", src, "destination", dst,
                               "manifest_digest", digest, "recipients", (int)keys.len);
-        char *s = js_dump_pretty(o);
-        fputs(s, stdout);
-        free(s);
+        cli_print_json(o);
         json_decref(o);
     } else {
         printf("packed %s into %s: manifest %s%s\n", src, dst, digest,
@@ -522,16 +497,15 @@ static int cmd_unpack(int argc, char **argv)
             break;
         case 'h':
             free(keyfiles);
-            usage_unpack(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(usage_unpack, true);
         default:
             free(keyfiles);
-            return usage_error("unpack", "invalid option");
+            return cli_usage_see("image unpack", "invalid option");
         }
     }
     if (argc - optind != 2) {
         free(keyfiles);
-        return usage_error("unpack", "expected an image reference and a ROOTFS directory");
+        return cli_usage_see("image unpack", "expected an image reference and a ROOTFS directory");
     }
     const char *ref = argv[optind], *rootfs = argv[optind + 1];
     cista_error *err = NULL;
@@ -539,12 +513,12 @@ static int cmd_unpack(int argc, char **argv)
     img_image *img = NULL;
     for (size_t i = 0; i < nkeys; i++) {
         if (keys_add(&keys, keyfiles[i], true, &err) < 0) {
-            ret = fail(err);
+            ret = cli_fail(err);
             goto out;
         }
     }
     if (img_open_platform(&img, ref, platform, &err) < 0) {
-        ret = fail(err);
+        ret = cli_fail(err);
         goto out;
     }
     note_platform(img);
@@ -554,16 +528,14 @@ static int cmd_unpack(int argc, char **argv)
     int r = img_unpack(img, rootfs, keys.v, keys.len, &uo, &err);
     progress_end(&prog);
     if (r < 0) {
-        ret = fail(err);
+        ret = cli_fail(err);
         goto out;
     }
     if (json) {
         json_t *o =
             json_pack("{s:s,s:s,s:s,s:i}", "reference", ref, "rootfs", rootfs, "manifest_digest",
                       img_manifest_digest(img), "layers", (int)img_layer_count(img));
-        char *s = js_dump_pretty(o);
-        fputs(s, stdout);
-        free(s);
+        cli_print_json(o);
         json_decref(o);
     } else {
         printf("unpacked %zu layer%s of %s (manifest %s) into %s\n", img_layer_count(img),
@@ -586,17 +558,13 @@ int cli_image(int argc, char **argv)
         {"pack", cmd_pack},
         {"unpack", cmd_unpack},
     };
-    if (argc < 2) {
-        usage_image(stderr);
-        return CLI_EXIT_USAGE;
-    }
+    if (argc < 2)
+        return cli_usage(usage_image, false);
     const char *sub = argv[1];
-    if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
-        usage_image(stdout);
-        return CLI_EXIT_OK;
-    }
+    if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
+        return cli_usage(usage_image, true);
     for (size_t i = 0; i < ARRAY_LEN(cmds); i++)
         if (!strcmp(sub, cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);
-    return usage_error(NULL, "unknown command '%s' (inspect, pack, unpack)", sub);
+    return cli_usage_see("image", "unknown command '%s' (inspect, pack, unpack)", sub);
 }

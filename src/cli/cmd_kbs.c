@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +22,6 @@
 #include "util/json.h"
 #include "util/log.h"
 #include "util/util.h"
-
-static int usage_error(const char *cmd, const char *fmt, ...) CISTA_PRINTF(2, 3);
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "cista: %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry `cista %s --help`.\n", cmd);
-    return CLI_EXIT_USAGE;
-}
-
-static int report(cista_error *e)
-{
-    int rc = cli_report(e);
-    err_free(e);
-    return rc;
-}
 
 static const char *default_dir(void)
 {
@@ -73,18 +53,17 @@ static int cmd_init(int argc, char **argv)
                    "(AES-256 key for resources at rest, 0600), kbs.db (SQLite) and kbs.json.\n");
             return CLI_EXIT_OK;
         default:
-            return usage_error("kbs init", "bad option");
+            return cli_usage_error("kbs init", "bad option");
         }
     }
     if (optind != argc)
-        return usage_error("kbs init", "unexpected argument %s", argv[optind]);
+        return cli_usage_error("kbs init", "unexpected argument %s", argv[optind]);
     cista_error *err = NULL;
     if (kbs_init_dir(dir, &err) < 0)
-        return report(err);
+        return cli_fail(err);
     if (g_cli.json) {
         _cleanup_json_ json_t *o = json_pack("{s:s,s:s}", "dir", dir, "config", "kbs.json");
-        _cleanup_free_ char *t = js_dump_compact(o);
-        printf("%s\n", t);
+        cli_print_json_line(o);
     } else if (!g_cli.quiet) {
         printf("KBS initialised in %s (config %s/kbs.json)\n", dir, dir);
     }
@@ -129,7 +108,7 @@ static int cmd_serve(int argc, char **argv)
         case OPT_WORKERS:
             workers = strtol(optarg, NULL, 10);
             if (workers < 0 || workers > 256)
-                return usage_error("kbs serve", "--workers must be 0-256");
+                return cli_usage_error("kbs serve", "--workers must be 0-256");
             break;
         case 'h':
             printf("Usage: cista kbs serve [--config FILE] [--listen ADDR:PORT] "
@@ -146,16 +125,16 @@ static int cmd_serve(int argc, char **argv)
                    "  --workers N         worker threads (default: one per CPU)\n");
             return CLI_EXIT_OK;
         default:
-            return usage_error("kbs serve", "bad option");
+            return cli_usage_error("kbs serve", "bad option");
         }
     }
     if (optind != argc)
-        return usage_error("kbs serve", "unexpected argument %s", argv[optind]);
+        return cli_usage_error("kbs serve", "unexpected argument %s", argv[optind]);
     _cleanup_free_ char *defcfg = config ? NULL : xasprintf("%s/kbs.json", default_dir());
     cista_error *err = NULL;
     _cleanup_kbs_config_ kbs_config *cfg = NULL;
     if (kbs_config_load(&cfg, config ? config : defcfg, &err) < 0)
-        return report(err);
+        return cli_fail(err);
     if (listen_addr) {
         free(cfg->listen);
         cfg->listen = xstrdup(listen_addr);
@@ -165,7 +144,7 @@ static int cmd_serve(int argc, char **argv)
     if (workers >= 0)
         cfg->workers = (unsigned)workers;
     if (kbs_server_new(&g_server, cfg, &err) < 0)
-        return report(err);
+        return cli_fail(err);
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -181,7 +160,7 @@ static int cmd_serve(int argc, char **argv)
     int r = kbs_server_run(g_server, &err);
     kbs_server_free(g_server);
     g_server = NULL;
-    return r < 0 ? report(err) : CLI_EXIT_OK;
+    return r < 0 ? cli_fail(err) : CLI_EXIT_OK;
 }
 
 /* ---- admin ---- */
@@ -332,11 +311,11 @@ static int cmd_admin(int argc, char **argv)
             admin_help();
             return CLI_EXIT_OK;
         default:
-            return usage_error("kbs admin", "bad option");
+            return cli_usage_error("kbs admin", "bad option");
         }
     }
     if (optind >= argc)
-        return usage_error("kbs admin", "missing command");
+        return cli_usage_error("kbs admin", "missing command");
     const char *cmd = argv[optind];
     char **args = argv + optind + 1;
     int nargs = argc - optind - 1;
@@ -347,12 +326,12 @@ static int cmd_admin(int argc, char **argv)
     int r = 0;
     if (!strcmp(cmd, "token")) {
         if (!o.key)
-            return usage_error("kbs admin", "--admin-key FILE is required");
+            return cli_usage_error("kbs admin", "--admin-key FILE is required");
         _cleanup_pkey_ EVP_PKEY *k = NULL;
         _cleanup_free_ char *tok = NULL;
         if (crypto_key_load_file(&k, o.key, true, &err) < 0 ||
             kbs_admin_token_make(&tok, k, 120, time(NULL), &err) < 0)
-            return report(err);
+            return cli_fail(err);
         printf("%s\n", tok);
         return CLI_EXIT_OK;
     }
@@ -360,19 +339,19 @@ static int cmd_admin(int argc, char **argv)
         !strcmp(cmd, "counter-delete")) {
         bool reset = !strcmp(cmd, "counter-reset");
         if (nargs < 1 || nargs > (reset ? 3 : 1))
-            return usage_error("kbs admin", "%s needs PATH (repo/type/tag)%s", cmd,
-                               reset ? " [GENERATION [ROOT-HEX]]" : "");
+            return cli_usage_error("kbs admin", "%s needs PATH (repo/type/tag)%s", cmd,
+                                   reset ? " [GENERATION [ROOT-HEX]]" : "");
         const char *path = args[0];
         if (kbs_check_resource_path(path, &err) < 0) {
             err_free(err);
-            return usage_error("kbs admin", "PATH must be repo/type/tag");
+            return cli_usage_error("kbs admin", "PATH must be repo/type/tag");
         }
         _cleanup_free_ char *url = xasprintf("/kbs/v0/admin/counter/%s", path);
         if (reset) {
             char *end = NULL;
             long long gen = nargs > 1 ? strtoll(args[1], &end, 10) : 0;
             if (nargs > 1 && (*end || gen < 0))
-                return usage_error("kbs admin", "GENERATION must be a number >= 0");
+                return cli_usage_error("kbs admin", "GENERATION must be a number >= 0");
             _cleanup_json_ json_t *j = json_pack("{s:I,s:s}", "generation", (json_int_t)gen, "root",
                                                  nargs > 2 ? args[2] : "");
             _cleanup_free_ char *text = js_dump_compact(j);
@@ -384,7 +363,7 @@ static int cmd_admin(int argc, char **argv)
                               &err);
         }
         if (r < 0 || admin_status(st, body, bsize, cmd, &err) < 0)
-            return report(err);
+            return cli_fail(err);
         if (!strcmp(cmd, "counter-get")) {
             fwrite(body, 1, bsize, stdout);
             printf("\n");
@@ -396,21 +375,21 @@ static int cmd_admin(int argc, char **argv)
     if (!strcmp(cmd, "put-resource") || !strcmp(cmd, "get-resource") ||
         !strcmp(cmd, "delete-resource")) {
         if (nargs != 1)
-            return usage_error("kbs admin", "%s needs one PATH (repo/type/tag)", cmd);
+            return cli_usage_error("kbs admin", "%s needs one PATH (repo/type/tag)", cmd);
         const char *path = args[0];
         if (kbs_check_resource_path(path, &err) < 0) {
             err_free(err);
-            return usage_error("kbs admin", "PATH must be repo/type/tag");
+            return cli_usage_error("kbs admin", "PATH must be repo/type/tag");
         }
         _cleanup_free_ char *url = NULL;
         if (!strcmp(cmd, "put-resource")) {
             if (!!o.file == !!o.value)
-                return usage_error("kbs admin", "put-resource needs --file F or --value S");
+                return cli_usage_error("kbs admin", "put-resource needs --file F or --value S");
             char *data = NULL;
             size_t dsize = 0;
             if (o.file) {
                 if (util_read_file(&data, &dsize, o.file, 1u << 20, &err) < 0)
-                    return report(err);
+                    return cli_fail(err);
             } else {
                 data = xstrdup(o.value);
                 dsize = strlen(data);
@@ -429,13 +408,13 @@ static int cmd_admin(int argc, char **argv)
         if (r < 0 || admin_status(st, body, bsize, cmd, &err) < 0) {
             if (body)
                 crypto_cleanse(body, bsize);
-            return report(err);
+            return cli_fail(err);
         }
         if (!strcmp(cmd, "get-resource")) {
             if (o.out) {
                 r = util_write_file_atomic(AT_FDCWD, o.out, body, bsize, 0600, &err);
                 crypto_cleanse(body, bsize);
-                return r < 0 ? report(err) : CLI_EXIT_OK;
+                return r < 0 ? cli_fail(err) : CLI_EXIT_OK;
             }
             fwrite(body, 1, bsize, stdout);
             crypto_cleanse(body, bsize);
@@ -447,11 +426,11 @@ static int cmd_admin(int argc, char **argv)
     }
     if (!strcmp(cmd, "set-reference-values") || !strcmp(cmd, "set-policy")) {
         if (nargs != 1)
-            return usage_error("kbs admin", "%s needs one FILE", cmd);
+            return cli_usage_error("kbs admin", "%s needs one FILE", cmd);
         _cleanup_free_ char *data = NULL;
         size_t dsize = 0;
         if (util_read_file(&data, &dsize, args[0], 1u << 20, &err) < 0)
-            return report(err);
+            return cli_fail(err);
         _cleanup_free_ char *url =
             !strcmp(cmd, "set-policy")
                 ? xasprintf("/kbs/v0/resource-policy/%s", o.key_name ? o.key_name : "default")
@@ -463,7 +442,7 @@ static int cmd_admin(int argc, char **argv)
     } else if (!strcmp(cmd, "get-policy") || !strcmp(cmd, "delete-policy")) {
         const char *k = nargs == 1 ? args[0] : o.key_name ? o.key_name : "default";
         if (nargs > 1)
-            return usage_error("kbs admin", "%s takes at most one KEY", cmd);
+            return cli_usage_error("kbs admin", "%s takes at most one KEY", cmd);
         _cleanup_free_ char *url = xasprintf("/kbs/v0/resource-policy/%s", k);
         r = admin_request(&st, &body, &bsize, &o, !strcmp(cmd, "get-policy") ? "GET" : "DELETE",
                           url, NULL, 0, NULL, &err);
@@ -505,10 +484,10 @@ static int cmd_admin(int argc, char **argv)
             return chain && !strcmp(chain, "ok") ? CLI_EXIT_OK : CLI_EXIT_DENIED;
         }
     } else {
-        return usage_error("kbs admin", "unknown command \"%s\"", cmd);
+        return cli_usage_error("kbs admin", "unknown command \"%s\"", cmd);
     }
     if (r < 0 || admin_status(st, body, bsize, cmd, &err) < 0)
-        return report(err);
+        return cli_fail(err);
     if (!strncmp(cmd, "set-", 4) || !strcmp(cmd, "delete-policy")) {
         if (!g_cli.quiet)
             printf(g_cli.json ? "{\"status\":\"ok\"}\n" : "ok\n");
@@ -616,38 +595,38 @@ static int cmd_get_resource(int argc, char **argv)
                    "  -o, --output FILE    write the (single) resource to FILE (0600)\n");
             return CLI_EXIT_OK;
         default:
-            return usage_error("kbs get-resource", "bad option");
+            return cli_usage_error("kbs get-resource", "bad option");
         }
     }
     if (!url || !tee || optind >= argc)
-        return usage_error("kbs get-resource", "--url, --tee and at least one PATH are needed");
+        return cli_usage_error("kbs get-resource", "--url, --tee and at least one PATH are needed");
     if (out && argc - optind != 1)
-        return usage_error("kbs get-resource", "-o works with one PATH");
+        return cli_usage_error("kbs get-resource", "-o works with one PATH");
     cista_error *err = NULL;
     if (host_hex) {
         if (hex_decode_to(host, sizeof(host), host_hex, &err) < 0)
-            return report(err);
+            return cli_fail(err);
         g.host_data = host;
     }
     const ev_ops *ops = ev_find(tee);
     if (!ops)
-        return usage_error("kbs get-resource", "unknown TEE \"%s\"", tee);
+        return cli_usage_error("kbs get-resource", "unknown TEE \"%s\"", tee);
     kbs_client_opts co = {.url = url, .ca_file = ca, .system_trust = sys, .version = proto};
     _cleanup_kbs_client_ kbs_client *cl = NULL;
     _cleanup_pkey_ EVP_PKEY *key = NULL;
     _cleanup_free_ char *token = NULL;
     if (kbs_client_new(&cl, &co, &err) < 0 || crypto_key_generate_ec(&key, "P-256", &err) < 0 ||
         kbs_client_attest(cl, ops, &g, key, &token, &err) < 0)
-        return report(err);
+        return cli_fail(err);
     if (token_out &&
         util_write_file_atomic(AT_FDCWD, token_out, token, strlen(token), 0600, &err) < 0)
-        return report(err);
+        return cli_fail(err);
     crypto_cleanse(token, strlen(token));
     for (int i = optind; i < argc; i++) {
         uint8_t *v = NULL;
         size_t n = 0;
         if (kbs_client_get_resource(cl, &v, &n, argv[i], &err) < 0)
-            return report(err);
+            return cli_fail(err);
         int r = 0;
         if (out)
             r = util_write_file_atomic(AT_FDCWD, out, v, n, 0600, &err);
@@ -655,7 +634,7 @@ static int cmd_get_resource(int argc, char **argv)
             fwrite(v, 1, n, stdout);
         kbs_secret_free(v, n);
         if (r < 0)
-            return report(err);
+            return cli_fail(err);
     }
     return CLI_EXIT_OK;
 }
@@ -685,5 +664,5 @@ int cli_kbs(int argc, char **argv)
         return cmd_admin(argc - 1, argv + 1);
     if (!strcmp(cmd, "get-resource"))
         return cmd_get_resource(argc - 1, argv + 1);
-    return usage_error("kbs", "unknown command \"%s\"", cmd);
+    return cli_usage_error("kbs", "unknown command \"%s\"", cmd);
 }

@@ -69,22 +69,6 @@ static void usage_check(FILE *out)
                  "rule and the offending field), 1 on errors.\n");
 }
 
-static int usage_error(const char *fmt, const char *arg)
-{
-    cista_error *e = NULL;
-    err_set(&e, -EINVAL, "usage: %s%s (see --help)", fmt, arg ? arg : "");
-    int rc = cli_report(e);
-    err_free(e);
-    return rc;
-}
-
-static int report(cista_error *e)
-{
-    int rc = cli_report(e);
-    err_free(e);
-    return rc;
-}
-
 static int write_out(const char *path, const char *data, size_t size, cista_error **err)
 {
     if (strcmp(path, "-") == 0)
@@ -181,7 +165,7 @@ static int cmd_gen(int argc, char **argv)
             break;
         case 'e':
             if (parse_cmd(&exec[g.exec_count], optarg, &e) < 0) {
-                rc = report(steal_ptr(&e));
+                rc = cli_fail(steal_ptr(&e));
                 goto out;
             }
             g.exec_count++;
@@ -192,14 +176,14 @@ static int cmd_gen(int argc, char **argv)
         case 's':
         case 'v': {
             if (parse_target(&ctr, &rest, optarg, c == 's' ? "--secret" : "--volume", &e) < 0) {
-                rc = report(steal_ptr(&e));
+                rc = cli_fail(steal_ptr(&e));
                 goto out;
             }
             owned[owned_len++] = ctr;
             owned[owned_len++] = rest;
             char *eq = strrchr(rest, '=');
             if (!eq || eq == rest || !eq[1]) {
-                rc = usage_error("expected =TARGET in ", optarg);
+                rc = cli_usage_report("expected =TARGET in ", optarg);
                 goto out;
             }
             *eq++ = '\0';
@@ -220,28 +204,25 @@ static int cmd_gen(int argc, char **argv)
             output = optarg;
             break;
         case 'h':
-            usage_gen(stdout);
-            goto out;
         default:
-            rc = CLI_EXIT_USAGE;
-            usage_gen(stderr);
+            rc = cli_usage(usage_gen, c == 'h');
             goto out;
         }
     }
     if (optind != argc) {
-        rc = usage_error("unexpected argument ", argv[optind]);
+        rc = cli_usage_report("unexpected argument ", argv[optind]);
         goto out;
     }
     if (!output) {
-        rc = usage_error("-o FILE is required", NULL);
+        rc = cli_usage_report("-o FILE is required", NULL);
         goto out;
     }
     if (pod_out && !pod) {
-        rc = usage_error("--pod-out needs --pod", NULL);
+        rc = cli_usage_report("--pod-out needs --pod", NULL);
         goto out;
     }
     if (!pod && g.image_count == 0) {
-        rc = usage_error("give at least one --image or --pod", NULL);
+        rc = cli_usage_report("give at least one --image or --pod", NULL);
         goto out;
     }
     g.images = images;
@@ -252,7 +233,7 @@ static int cmd_gen(int argc, char **argv)
         size_t size;
         if (util_read_file(&yaml, &size, pod, POL_MAX_YAML, &e) < 0) {
             err_wrap(&e, "--pod");
-            rc = report(steal_ptr(&e));
+            rc = cli_fail(steal_ptr(&e));
             goto out;
         }
         g.pod_yaml = yaml;
@@ -260,13 +241,13 @@ static int cmd_gen(int argc, char **argv)
     }
     if (pol_gen(&doc, pod_out ? &yaml_out : NULL, &g, &e) < 0) {
         err_wrap(&e, "policy gen");
-        rc = report(steal_ptr(&e));
+        rc = cli_fail(steal_ptr(&e));
         goto out;
     }
     canon = pol_canonical(doc, &canon_size);
     if (write_out(output, canon, canon_size, &e) < 0 ||
         (pod_out && write_out(pod_out, yaml_out, strlen(yaml_out), &e) < 0)) {
-        rc = report(steal_ptr(&e));
+        rc = cli_fail(steal_ptr(&e));
         goto out;
     }
     if (strcmp(output, "-") != 0 && !g_cli.quiet) {
@@ -310,34 +291,29 @@ static int cmd_hash(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'j') {
             json = true;
-        } else if (c == 'h') {
-            usage_hash(stdout);
-            return CLI_EXIT_OK;
         } else {
-            usage_hash(stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage(usage_hash, c == 'h');
         }
     }
     if (optind + 1 != argc)
-        return usage_error("cista policy hash FILE", NULL);
+        return cli_usage_report("cista policy hash FILE", NULL);
     cista_error *e = NULL;
     _cleanup_free_ char *data = NULL;
     size_t size;
     if (util_read_file(&data, &size, argv[optind], POL_MAX_POLICY, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     /* Hash only what would be accepted: a file that does not parse is a mistake. */
     pol_policy *p = NULL;
     if (pol_parse(&p, data, size, &e) < 0) {
         err_wrap(&e, "%s", argv[optind]);
-        return report(e);
+        return cli_fail(e);
     }
     pol_free(p);
     uint8_t h[POL_HASH_SIZE];
     pol_hash(h, data, size);
     _cleanup_json_ json_t *enc = pol_hash_encodings(h);
     if (json) {
-        _cleanup_free_ char *s = js_dump_compact(enc);
-        printf("%s\n", s);
+        cli_print_json_line(enc);
         return CLI_EXIT_OK;
     }
     printf("sha256          %s\n", json_string_value(json_object_get(enc, "sha256")));
@@ -354,9 +330,8 @@ static void print_decision(const char *what, const pol_decision *d)
     if (g_cli.json) {
         json_t *o = json_pack("{s:s,s:b,s:s,s:s,s:s}", "request", what, "allowed", d->allowed,
                               "rule", d->rule, "field", d->field, "reason", d->reason);
-        _cleanup_free_ char *s = js_dump_compact(o);
+        cli_print_json_line(o);
         json_decref(o);
-        printf("%s\n", s);
         return;
     }
     if (d->allowed)
@@ -373,7 +348,7 @@ static int check_one(const pol_policy *p, const char *container, const char *pat
     _cleanup_free_ char *data = NULL;
     size_t size;
     if (util_read_file(&data, &size, path, POL_MAX_CONFIG, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     _cleanup_decision_ pol_decision d = {0};
     if (exec)
         pol_allow_exec(&d, p, container, data, size);
@@ -407,21 +382,18 @@ static int cmd_check(int argc, char **argv)
             container = optarg;
             break;
         case 'h':
-            usage_check(stdout);
-            return CLI_EXIT_OK;
         default:
-            usage_check(stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage(usage_check, c == 'h');
         }
     }
     if (optind + 1 != argc)
-        return usage_error("cista policy check FILE --config config.json", NULL);
+        return cli_usage_report("cista policy check FILE --config config.json", NULL);
     if (!config && !exec)
-        return usage_error("give --config and/or --exec", NULL);
+        return cli_usage_report("give --config and/or --exec", NULL);
     cista_error *e = NULL;
     _cleanup_pol_ pol_policy *p = NULL;
     if (pol_load_file(&p, argv[optind], &e) < 0)
-        return report(e);
+        return cli_fail(e);
     bool denied = false;
     int rc;
     if (config && (rc = check_one(p, container, config, false, &denied)) != CLI_EXIT_OK)
@@ -433,10 +405,8 @@ static int cmd_check(int argc, char **argv)
 
 int cli_policy(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage_main(stderr);
-        return CLI_EXIT_USAGE;
-    }
+    if (argc < 2)
+        return cli_usage(usage_main, false);
     const char *sub = argv[1];
     optind = 0; /* 0 re-initialises glibc getopt, permutation state included */
     if (!strcmp(sub, "gen"))
@@ -445,9 +415,7 @@ int cli_policy(int argc, char **argv)
         return cmd_hash(argc - 1, argv + 1);
     if (!strcmp(sub, "check"))
         return cmd_check(argc - 1, argv + 1);
-    if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
-        usage_main(stdout);
-        return CLI_EXIT_OK;
-    }
-    return usage_error("unknown policy command ", sub);
+    if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help"))
+        return cli_usage(usage_main, true);
+    return cli_usage_report("unknown policy command ", sub);
 }

@@ -34,15 +34,7 @@ static int fail(cista_error *e)
         _cleanup_free_ char *s = err_str(e);
         log_error("%s", s);
     }
-    int rc = cli_report(e);
-    err_free(e);
-    return rc;
-}
-
-static int usage_err(const char *verb, const char *msg)
-{
-    fprintf(stderr, "cista %s: %s; see `cista %s --help`\n", verb, msg, verb);
-    return CLI_EXIT_USAGE;
+    return cli_fail(e);
 }
 
 static int load_config(rt_config **out, const char *path)
@@ -61,12 +53,6 @@ static int load_config(rt_config **out, const char *path)
     c->systemd_cgroup = g_cli.systemd_cgroup;
     c->debug = g_cli.debug;
     return 0;
-}
-
-static void print_json(const json_t *j)
-{
-    _cleanup_free_ char *s = js_dump_pretty(j);
-    fputs(s, stdout);
 }
 
 /* ---- cista run ---- */
@@ -177,7 +163,7 @@ static int run_foreground(const rt_config *c, const char *id, pid_t pid, bool lo
         cista_error *e2 = NULL;
         if (rt_inspect(&info, c, id, &e2) == 0) {
             json_object_set_new(info, "exit_code", json_integer(code));
-            print_json(info);
+            cli_print_json(info);
             json_decref(info);
         } else {
             err_free(e2);
@@ -246,12 +232,12 @@ static int cmd_run(int argc, char **argv)
             break;
         case O_HASH:
             if (strlen(optarg) != 64) {
-                return usage_err("run", "--policy-hash wants 64 hex digits");
+                return cli_usage_see("run", "--policy-hash wants 64 hex digits");
             } else {
                 cista_error *e = NULL;
                 if (hex_decode_to(conf.policy_hash, 32, optarg, &e) < 0) {
                     err_free(e);
-                    return usage_err("run", "--policy-hash wants 64 hex digits");
+                    return cli_usage_see("run", "--policy-hash wants 64 hex digits");
                 }
                 conf.has_hash = true;
             }
@@ -264,12 +250,12 @@ static int cmd_run(int argc, char **argv)
             break;
         case O_KEY:
             if (nkeys == MAX_LIST)
-                return usage_err("run", "too many --key-file");
+                return cli_usage_see("run", "too many --key-file");
             keys[nkeys++] = optarg;
             break;
         case O_SECRET:
             if (nsecrets == MAX_LIST)
-                return usage_err("run", "too many --secret-file");
+                return cli_usage_see("run", "too many --secret-file");
             secrets[nsecrets++] = optarg;
             break;
         case O_NAME:
@@ -283,14 +269,14 @@ static int cmd_run(int argc, char **argv)
             break;
         case 'e':
             if (nenv == MAX_LIST)
-                return usage_err("run", "too many --env");
+                return cli_usage_see("run", "too many --env");
             env[nenv++] = optarg;
             break;
         case O_NETWORK:
             if (!strcmp(optarg, "host"))
                 host_net = true;
             else if (strcmp(optarg, "none"))
-                return usage_err("run", "--network is none or host");
+                return cli_usage_see("run", "--network is none or host");
             break;
         case O_CONFIG:
             config = optarg;
@@ -299,19 +285,18 @@ static int cmd_run(int argc, char **argv)
             json = true;
             break;
         case 'h':
-            run_usage(stdout);
-            return CLI_EXIT_OK;
+            return cli_usage(run_usage, true);
         default:
-            return usage_err("run", "bad option");
+            return cli_usage_see("run", "bad option");
         }
     }
     env[nenv] = NULL;
     if (optind >= argc)
-        return usage_err("run", "IMAGE-REF is missing");
+        return cli_usage_see("run", "IMAGE-REF is missing");
     if (!policy)
-        return usage_err("run", "--policy is required");
+        return cli_usage_see("run", "--policy is required");
     if (detach && rm)
-        return usage_err("run", "--rm needs the foreground (no --detach)");
+        return cli_usage_see("run", "--rm needs the foreground (no --detach)");
     conf.image = argv[optind++];
     if (optind < argc && !strcmp(argv[optind], "--"))
         optind++;
@@ -376,7 +361,7 @@ static int cmd_run(int argc, char **argv)
     logs = json_is_true(json_object_get(info, "logs"));
     if (detach) {
         if (json)
-            print_json(info);
+            cli_print_json(info);
         else
             printf("%s\n", name);
         json_decref(info);
@@ -401,12 +386,8 @@ static int simple_opts(int argc, char **argv, const char *usage, bool *json)
     while ((ch = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
         if (ch == 'j') {
             *json = true;
-        } else if (ch == 'h') {
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
         } else {
-            fputs(usage, stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage_text(usage, ch == 'h');
         }
     }
     return -1;
@@ -430,12 +411,8 @@ static int cmd_ps(int argc, char **argv)
             json = true;
         } else if (ch == 'f') {
             json = !strcmp(optarg, "json");
-        } else if (ch == 'h') {
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
         } else {
-            fputs(usage, stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage_text(usage, ch == 'h');
         }
     }
     _cleanup_rt_config_ rt_config *c = NULL;
@@ -448,8 +425,7 @@ static int cmd_ps(int argc, char **argv)
         if (rt_ps(&out, c, argv[optind], &e) < 0)
             return fail(e);
         if (json) {
-            _cleanup_free_ char *s = js_dump_compact(out);
-            printf("%s\n", s);
+            cli_print_json_line(out);
         } else {
             printf("PID\n");
             size_t i;
@@ -462,7 +438,7 @@ static int cmd_ps(int argc, char **argv)
     if (rt_list(&out, c, &e) < 0)
         return fail(e);
     if (json) {
-        print_json(out);
+        cli_print_json(out);
     } else {
         printf("%-16s %-12s %-5s %-8s %-8s %s\n", "ID", "MODE", "TEE", "STATUS", "PID", "IMAGE");
         size_t i;
@@ -491,7 +467,7 @@ static int cmd_inspect(int argc, char **argv)
     if (r >= 0)
         return r;
     if (optind >= argc)
-        return usage_err("inspect", "ID is missing");
+        return cli_usage_see("inspect", "ID is missing");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -500,7 +476,7 @@ static int cmd_inspect(int argc, char **argv)
     json_t *out = NULL;
     if (rt_inspect(&out, c, argv[optind], &e) < 0)
         return fail(e);
-    print_json(out);
+    cli_print_json(out);
     json_decref(out);
     return CLI_EXIT_OK;
 }
@@ -515,7 +491,7 @@ static int cmd_logs(int argc, char **argv)
     if (r >= 0)
         return r;
     if (optind >= argc)
-        return usage_err("logs", "ID is missing");
+        return cli_usage_see("logs", "ID is missing");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -581,30 +557,27 @@ static int cmd_exec(int argc, char **argv)
             break;
         case 'e':
             if (nenv == MAX_LIST)
-                return usage_err("exec", "too many --env");
+                return cli_usage_see("exec", "too many --env");
             env[nenv++] = optarg;
             break;
         case O_CWD:
             o.cwd = optarg;
             break;
         case 'h':
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
         default:
-            fputs(usage, stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage_text(usage, ch == 'h');
         }
     }
     env[nenv] = NULL;
     o.env = env;
     if (optind >= argc)
-        return usage_err("exec", "ID is missing");
+        return cli_usage_see("exec", "ID is missing");
     const char *id = argv[optind++];
     if (optind < argc && !strcmp(argv[optind], "--"))
         optind++;
     o.args = optind < argc ? (const char *const *)argv + optind : NULL;
     if (!o.process_file && !o.args)
-        return usage_err("exec", "CMD or --process is missing");
+        return cli_usage_see("exec", "CMD or --process is missing");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -651,6 +624,31 @@ static int stop_one(const rt_config *c, const char *id, int timeout, cista_error
     return 0;
 }
 
+static int rm_one(const rt_config *c, const char *id, int force, cista_error **err)
+{
+    return rt_delete(c, id, force, err);
+}
+
+/* stop and rm: @one(c, ID, @arg) for each ID from argv[optind], printing the ID once done. */
+static int each_id(const char *verb, int argc, char **argv,
+                   int (*one)(const rt_config *c, const char *id, int arg, cista_error **err),
+                   int arg)
+{
+    if (optind >= argc)
+        return cli_usage_see(verb, "ID is missing");
+    _cleanup_rt_config_ rt_config *c = NULL;
+    int rc = load_config(&c, NULL);
+    if (rc)
+        return rc;
+    for (int i = optind; i < argc; i++) {
+        cista_error *e = NULL;
+        if (one(c, argv[i], arg, &e) < 0)
+            return fail(e);
+        printf("%s\n", argv[i]);
+    }
+    return CLI_EXIT_OK;
+}
+
 static int cmd_stop(int argc, char **argv)
 {
     static const char usage[] = "Usage: cista stop [-t SECONDS] ID...\n\nSIGTERM, then SIGKILL "
@@ -665,27 +663,11 @@ static int cmd_stop(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "+t:h", opts, NULL)) != -1) {
         if (ch == 't') {
             timeout = atoi(optarg);
-        } else if (ch == 'h') {
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
         } else {
-            fputs(usage, stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage_text(usage, ch == 'h');
         }
     }
-    if (optind >= argc)
-        return usage_err("stop", "ID is missing");
-    _cleanup_rt_config_ rt_config *c = NULL;
-    int rc = load_config(&c, NULL);
-    if (rc)
-        return rc;
-    for (int i = optind; i < argc; i++) {
-        cista_error *e = NULL;
-        if (stop_one(c, argv[i], timeout, &e) < 0)
-            return fail(e);
-        printf("%s\n", argv[i]);
-    }
-    return CLI_EXIT_OK;
+    return each_id("stop", argc, argv, stop_one, timeout);
 }
 
 static int cmd_rm(int argc, char **argv)
@@ -703,27 +685,11 @@ static int cmd_rm(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "+fh", opts, NULL)) != -1) {
         if (ch == 'f') {
             force = true;
-        } else if (ch == 'h') {
-            fputs(usage, stdout);
-            return CLI_EXIT_OK;
         } else {
-            fputs(usage, stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage_text(usage, ch == 'h');
         }
     }
-    if (optind >= argc)
-        return usage_err("rm", "ID is missing");
-    _cleanup_rt_config_ rt_config *c = NULL;
-    int rc = load_config(&c, NULL);
-    if (rc)
-        return rc;
-    for (int i = optind; i < argc; i++) {
-        cista_error *e = NULL;
-        if (rt_delete(c, argv[i], force, &e) < 0)
-            return fail(e);
-        printf("%s\n", argv[i]);
-    }
-    return CLI_EXIT_OK;
+    return each_id("rm", argc, argv, rm_one, force);
 }
 
 /* ---- OCI runtime verbs ---- */
@@ -781,11 +747,11 @@ static int cmd_create(int argc, char **argv)
         case O_PRESERVE:
             break;
         default:
-            return usage_err("create", "bad option");
+            return cli_usage_see("create", "bad option");
         }
     }
     if (optind + 1 != argc)
-        return usage_err("create", "exactly one container ID is expected");
+        return cli_usage_see("create", "exactly one container ID is expected");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -804,7 +770,7 @@ static int cmd_id_verb(int argc, char **argv)
     if (r >= 0)
         return r;
     if (argc != 2)
-        return usage_err(verb, "exactly one container ID is expected");
+        return cli_usage_see(verb, "exactly one container ID is expected");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -820,7 +786,7 @@ static int cmd_id_verb(int argc, char **argv)
         json_t *s = NULL;
         rc = rt_state(&s, c, argv[1], &e);
         if (rc == 0) {
-            print_json(s);
+            cli_print_json(s);
             json_decref(s);
         }
     }
@@ -847,13 +813,13 @@ static int cmd_kill(int argc, char **argv)
         if (ch == 'a')
             all = true;
         else
-            return usage_err("kill", "bad option");
+            return cli_usage_see("kill", "bad option");
     }
     if (optind >= argc || argc - optind > 2)
-        return usage_err("kill", "expected ID [SIGNAL]");
+        return cli_usage_see("kill", "expected ID [SIGNAL]");
     int sig = SIGTERM;
     if (argc - optind == 2 && (sig = agent_parse_signal(argv[optind + 1])) < 0)
-        return usage_err("kill", "unknown signal");
+        return cli_usage_see("kill", "unknown signal");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -881,10 +847,10 @@ static int cmd_delete(int argc, char **argv)
         if (ch == 'f')
             force = true;
         else
-            return usage_err("delete", "bad option");
+            return cli_usage_see("delete", "bad option");
     }
     if (optind + 1 != argc)
-        return usage_err("delete", "exactly one container ID is expected");
+        return cli_usage_see("delete", "exactly one container ID is expected");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);
     if (rc)
@@ -906,7 +872,7 @@ static int cmd_features(int argc, char **argv)
     if (rc)
         return rc;
     json_t *f = rt_features(c);
-    print_json(f);
+    cli_print_json(f);
     json_decref(f);
     return CLI_EXIT_OK;
 }
@@ -928,7 +894,7 @@ static int cmd_spec(int argc, char **argv)
         if (ch == 'b')
             bundle = optarg;
         else if (ch != 'r')
-            return usage_err("spec", "bad option");
+            return cli_usage_see("spec", "bad option");
     }
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);

@@ -100,20 +100,15 @@ static void usage_info(FILE *out)
                  "also whether it matches, the authenticated root and inode counts.\n");
 }
 
-static int usage_error(const char *msg, const char *arg)
+/* create and fsck take a file anchor: the KBS counter is reset by an admin. */
+static int file_anchor_only(const char *anchor)
 {
-    cista_error *e = NULL;
-    err_set(&e, -EINVAL, "usage: %s%s (see --help)", msg, arg ? arg : "");
-    int rc = cli_report(e);
-    err_free(e);
-    return rc;
-}
-
-static int report(cista_error *e)
-{
-    int rc = cli_report(e);
-    err_free(e);
-    return rc;
+    if (anchor && !strncmp(anchor, "kbs:", 4))
+        return cli_usage_report(
+            "a KBS anchor is used by `cista volume mount` only (an admin creates "
+            "the counter: `cista kbs admin counter-reset`); not ",
+            anchor);
+    return 0;
 }
 
 enum {
@@ -199,7 +194,7 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
             char *end;
             unsigned long v = strtoul(optarg, &end, 10);
             if (*end || v == 0 || v > 3600000)
-                return usage_error("--commit-interval wants milliseconds, got ", optarg);
+                return cli_usage_report("--commit-interval wants milliseconds, got ", optarg);
             o->interval_ms = (unsigned)v;
             break;
         }
@@ -227,16 +222,16 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
             o->help = true;
             return 0;
         default:
-            return usage_error("unknown option ", argv[optind - 1]);
+            return cli_usage_report("unknown option ", argv[optind - 1]);
         }
     }
     for (int i = optind; i < argc; i++) {
         if (o->npos >= max_pos)
-            return usage_error("unexpected argument ", argv[i]);
+            return cli_usage_report("unexpected argument ", argv[i]);
         o->pos[o->npos++] = argv[i];
     }
     if (o->npos < max_pos)
-        return usage_error("missing argument", NULL);
+        return cli_usage_report("missing argument", NULL);
     return 0;
 }
 
@@ -276,17 +271,13 @@ static int cmd_create(int argc, char **argv)
 {
     vopts o;
     int rc = parse(&o, argc, argv, 1, usage_create);
-    if (rc || o.help)
+    if (rc || o.help || (rc = file_anchor_only(o.anchor)))
         return rc;
-    if (o.anchor && !strncmp(o.anchor, "kbs:", 4))
-        return usage_error("a KBS anchor is used by `cista volume mount` only (an admin creates "
-                           "the counter: `cista kbs admin counter-reset`); not ",
-                           o.anchor);
     cista_error *e = NULL;
     uint8_t key[VOL_KEY_SIZE];
     int r;
     if (!o.key_file)
-        return usage_error("--key-file is required", NULL);
+        return cli_usage_report("--key-file is required", NULL);
     if (access(o.key_file, F_OK) == 0) {
         r = vol_key_load(key, o.key_file, &e);
     } else {
@@ -295,13 +286,13 @@ static int cmd_create(int argc, char **argv)
             fprintf(stderr, "cista: generated a new volume key in %s; keep it safe\n", o.key_file);
     }
     if (r < 0)
-        return report(e);
+        return cli_fail(e);
     _cleanup_vol_store_ vol_store *st = NULL;
     vol_info info;
     if ((r = vol_store_dir_new(&st, o.pos[0], true, &e)) < 0 ||
         (r = vol_create(st, key, NULL, &info, &e)) < 0) {
         OPENSSL_cleanse(key, sizeof(key));
-        return report(e);
+        return cli_fail(e);
     }
     if (o.anchor) {
         vol_anchor *a = vol_anchor_file_new(o.anchor, key, info.volume_id);
@@ -309,7 +300,7 @@ static int cmd_create(int argc, char **argv)
         vol_anchor_free(a);
         if (r < 0) {
             OPENSSL_cleanse(key, sizeof(key));
-            return report(e);
+            return cli_fail(e);
         }
     }
     OPENSSL_cleanse(key, sizeof(key));
@@ -329,33 +320,33 @@ static int cmd_mount(int argc, char **argv)
         return rc;
     vol_rollback_mode mode = o.anchor ? VOL_ROLLBACK_STRICT : VOL_ROLLBACK_OFF;
     if (o.rollback && vol_rollback_parse(&mode, o.rollback) < 0)
-        return usage_error("--rollback must be strict, reset or off, not ", o.rollback);
+        return cli_usage_report("--rollback must be strict, reset or off, not ", o.rollback);
     if (!o.anchor && mode != VOL_ROLLBACK_OFF)
-        return usage_error("--rollback strict/reset needs --anchor FILE", NULL);
+        return cli_usage_report("--rollback strict/reset needs --anchor FILE", NULL);
     bool kbs_anchor = o.anchor && !strncmp(o.anchor, "kbs:", 4);
     if (kbs_anchor && !o.tee)
-        return usage_error("--anchor kbs:... needs --tee sim|tpm", NULL);
+        return cli_usage_report("--anchor kbs:... needs --tee sim|tpm", NULL);
     if (!kbs_anchor && (o.tee || o.kbs_ca || o.sim_state || o.tpm_tcti))
-        return usage_error("--tee, --kbs-ca, --sim-state, --tpm-tcti go with --anchor kbs:...",
-                           NULL);
+        return cli_usage_report("--tee, --kbs-ca, --sim-state, --tpm-tcti go with --anchor kbs:...",
+                                NULL);
     cista_error *e = NULL;
     _cleanup_free_ char *kbs_url = NULL, *kbs_path = NULL;
     if (kbs_anchor && vol_anchor_kbs_parse(&kbs_url, &kbs_path, o.anchor, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     uint8_t key[VOL_KEY_SIZE];
     if (load_key(key, o.key_file, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     char dir[PATH_MAX], mnt[PATH_MAX];
     if (!realpath(o.pos[0], dir) || !realpath(o.pos[1], mnt)) {
         OPENSSL_cleanse(key, sizeof(key));
         err_set_sys(&e, -errno, "resolve %s / %s", o.pos[0], o.pos[1]);
-        return report(e);
+        return cli_fail(e);
     }
     vol_store *st = NULL;
     int lockfd = -1;
     if (open_store_locked(&st, &lockfd, dir, false, &e) < 0) {
         OPENSSL_cleanse(key, sizeof(key));
-        return report(e);
+        return cli_fail(e);
     }
     vol_anchor *anchor = NULL;
     if (kbs_anchor) {
@@ -369,14 +360,14 @@ static int cmd_mount(int argc, char **argv)
             OPENSSL_cleanse(key, sizeof(key));
             vol_store_free(st);
             close(lockfd);
-            return report(e);
+            return cli_fail(e);
         }
     } else if (o.anchor) {
         vol_info info;
         if (vol_read_info(&info, st, NULL, &e) < 0) {
             OPENSSL_cleanse(key, sizeof(key));
             vol_store_free(st);
-            return report(e);
+            return cli_fail(e);
         }
         anchor = vol_anchor_file_new(o.anchor, key, info.volume_id);
     }
@@ -387,7 +378,7 @@ static int cmd_mount(int argc, char **argv)
     if (r < 0) {
         vol_anchor_free(anchor);
         close(lockfd);
-        return report(e);
+        return cli_fail(e);
     }
     _cleanup_free_ char *fsname = xasprintf("cista:%s", dir);
     vol_fuse_opts fo = {
@@ -402,7 +393,7 @@ static int cmd_mount(int argc, char **argv)
     vol_anchor_free(anchor);
     close(lockfd);
     if (r < 0)
-        return report(e);
+        return cli_fail(e);
     return CLI_EXIT_OK;
 }
 
@@ -447,12 +438,12 @@ static int cmd_unmount(int argc, char **argv)
     char mnt[PATH_MAX];
     if (!realpath(o.pos[0], mnt)) {
         err_set_sys(&e, -errno, "mountpoint %s", o.pos[0]);
-        return report(e);
+        return cli_fail(e);
     }
     _cleanup_free_ char *dir = backing_of(mnt);
     if (!dir) {
         err_set(&e, -EINVAL, "%s is not a cista volume mount", mnt);
-        return report(e);
+        return cli_fail(e);
     }
     if (umount2(mnt, 0) < 0) {
         int saved = errno;
@@ -465,7 +456,7 @@ static int cmd_unmount(int argc, char **argv)
         if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) ||
             WEXITSTATUS(status) != 0) {
             err_set_sys(&e, -saved, "unmount %s", mnt);
-            return report(e);
+            return cli_fail(e);
         }
     }
     /* the daemon holds the lock until its final commit is durable */
@@ -482,7 +473,7 @@ static int cmd_unmount(int argc, char **argv)
         }
         err_set(&e, -ETIMEDOUT, "unmounted %s, but the daemon did not release %s within %d s", mnt,
                 dir, o.timeout_s);
-        return report(e);
+        return cli_fail(e);
     }
     return CLI_EXIT_OK;
 }
@@ -491,21 +482,17 @@ static int cmd_fsck(int argc, char **argv)
 {
     vopts o;
     int rc = parse(&o, argc, argv, 1, usage_fsck);
-    if (rc || o.help)
+    if (rc || o.help || (rc = file_anchor_only(o.anchor)))
         return rc;
-    if (o.anchor && !strncmp(o.anchor, "kbs:", 4))
-        return usage_error("a KBS anchor is used by `cista volume mount` only (an admin creates "
-                           "the counter: `cista kbs admin counter-reset`); not ",
-                           o.anchor);
     cista_error *e = NULL;
     uint8_t key[VOL_KEY_SIZE];
     if (load_key(key, o.key_file, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     vol_store *st = NULL;
     int lockfd = -1;
     if (open_store_locked(&st, &lockfd, o.pos[0], false, &e) < 0) {
         OPENSSL_cleanse(key, sizeof(key));
-        return report(e);
+        return cli_fail(e);
     }
     vol_anchor *anchor = NULL;
     if (o.anchor) {
@@ -522,7 +509,7 @@ static int cmd_fsck(int argc, char **argv)
     if (r < 0) {
         vol_anchor_free(anchor);
         close(lockfd);
-        return report(e);
+        return cli_fail(e);
     }
     uint64_t objects = 0, orphans = 0;
     r = vol_fsck(v, o.repair, &objects, &orphans, &e);
@@ -538,7 +525,7 @@ static int cmd_fsck(int argc, char **argv)
     vol_anchor_free(anchor);
     close(lockfd);
     if (r < 0)
-        return report(e);
+        return cli_fail(e);
     if (g_cli.json)
         printf("{\"clean\":%s,\"generation\":%" PRIu64 ",\"objects\":%" PRIu64
                ",\"orphans\":%" PRIu64 "}\n",
@@ -561,15 +548,15 @@ static int cmd_info(int argc, char **argv)
     uint8_t key[VOL_KEY_SIZE];
     bool have_key = o.key_file != NULL;
     if (have_key && vol_key_load(key, o.key_file, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     _cleanup_vol_store_ vol_store *st = NULL;
     if (vol_store_dir_new(&st, o.pos[0], false, &e) < 0)
-        return report(e);
+        return cli_fail(e);
     vol_info info;
     int r = vol_read_info(&info, st, have_key ? key : NULL, &e);
     OPENSSL_cleanse(key, sizeof(key));
     if (r < 0)
-        return report(e);
+        return cli_fail(e);
     _cleanup_free_ char *id = hex_encode(info.volume_id, VOL_ID_SIZE);
     _cleanup_free_ char *root = hex_encode(info.root, VOL_ROOT_SIZE);
     if (g_cli.json) {
@@ -584,8 +571,7 @@ static int cmd_info(int argc, char **argv)
             json_object_set_new(j, "mount_epoch", json_integer(info.mount_epoch));
             json_object_set_new(j, "created", json_integer(info.created));
         }
-        _cleanup_free_ char *s = js_dump_pretty(j);
-        fputs(s, stdout);
+        cli_print_json(j);
     } else {
         printf("volume id:      %s\nformat version: %u\ngeneration:     %" PRIu64
                "\nroot:           %s\n",
@@ -599,15 +585,11 @@ static int cmd_info(int argc, char **argv)
 
 int cli_volume(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage_main(stderr);
-        return CLI_EXIT_USAGE;
-    }
+    if (argc < 2)
+        return cli_usage(usage_main, false);
     const char *c = argv[1];
-    if (strcmp(c, "--help") == 0 || strcmp(c, "-h") == 0 || strcmp(c, "help") == 0) {
-        usage_main(stdout);
-        return CLI_EXIT_OK;
-    }
+    if (strcmp(c, "--help") == 0 || strcmp(c, "-h") == 0 || strcmp(c, "help") == 0)
+        return cli_usage(usage_main, true);
     if (strcmp(c, "create") == 0)
         return cmd_create(argc - 1, argv + 1);
     if (strcmp(c, "mount") == 0)
@@ -618,5 +600,5 @@ int cli_volume(int argc, char **argv)
         return cmd_fsck(argc - 1, argv + 1);
     if (strcmp(c, "info") == 0)
         return cmd_info(argc - 1, argv + 1);
-    return usage_error("unknown volume command ", c);
+    return cli_usage_report("unknown volume command ", c);
 }

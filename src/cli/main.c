@@ -88,9 +88,8 @@ int cli_report(const cista_error *e)
     if (g_cli.json) {
         json_t *o = json_pack("{s:{s:s,s:i,s:s}}", "error", "message", s, "code", code, "errno",
                               strerror(code < 0 ? -code : EIO));
-        _cleanup_free_ char *t = js_dump_compact(o);
+        cli_print_json_line(o);
         json_decref(o);
-        printf("%s\n", t);
     }
     fprintf(stderr, "cista: error: %s\n", s);
     return exit_code;
@@ -243,21 +242,16 @@ int main(int argc, char **argv)
         case 'q':
             g_cli.quiet = true;
             break;
-        case 'h':
-            usage(stdout);
-            return CLI_EXIT_OK;
         case OPT_VERSION:
             printf("cista %s\n", CISTA_VERSION);
             return CLI_EXIT_OK;
+        case 'h':
         default:
-            usage(stderr);
-            return CLI_EXIT_USAGE;
+            return cli_usage(usage, c == 'h');
         }
     }
-    if (optind >= argc) {
-        usage(stderr);
-        return CLI_EXIT_USAGE;
-    }
+    if (optind >= argc)
+        return cli_usage(usage, false);
     g_cli.progress = !g_cli.quiet && isatty(STDERR_FILENO);
     const char *cmd = argv[optind];
     for (size_t i = 0; i < ARRAY_LEN(commands); i++) {
@@ -269,10 +263,8 @@ int main(int argc, char **argv)
             return commands[i].fn(sub_argc, sub_argv);
         }
     }
-    if (!strcmp(cmd, "help")) {
-        usage(stdout);
-        return CLI_EXIT_OK;
-    }
+    if (!strcmp(cmd, "help"))
+        return cli_usage(usage, true);
     fprintf(stderr, "cista: unknown command '%s'; see `cista --help`\n", cmd);
     return CLI_EXIT_USAGE;
 }
