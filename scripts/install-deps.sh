@@ -8,7 +8,7 @@ PKGS=(
   # build
   make meson ninja-build gcc clang pkg-config clang-format
   libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev libyaml-dev libtss2-dev
-  libevent-dev libsqlite3-dev libpq-dev libfuse3-dev libcurl4-openssl-dev
+  libevent-dev libsqlite3-dev libpq-dev libfuse3-dev libcurl4-openssl-dev libisal-dev
   # tests: unit, sanitizers, fuzz replay
   libcmocka-dev libclang-rt-14-dev
   # integration peers and test images

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <isa-l/igzip_lib.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -326,8 +327,12 @@ img_rd *img__rd_ctr(img_rd *src, bool encrypt, const uint8_t key[32], const uint
 typedef struct {
     img_rd base;
     img_compression comp;
-    z_stream z;
-    bool z_init;
+    struct inflate_state *gz; /* ISA-L igzip: 85 KiB, one per reader */
+    int gzh;                  /* gzip: where in the member header we are (GZH_*) */
+    uint8_t gzh_buf[10];      /* the fixed header part, then the two FHCRC bytes */
+    size_t gzh_have;
+    size_t gzh_left;       /* FEXTRA bytes still to skip */
+    unsigned long gzh_crc; /* CRC32 of the header so far, for FHCRC */
     ZSTD_DCtx *zd;
     const uint8_t *in;
     size_t in_size;
@@ -359,17 +364,193 @@ static ssize_t decomp_fill(rd_decomp *d, cista_error **err)
     return n;
 }
 
+static const char *isal_strerror(int r)
+{
+    switch (r) {
+    case ISAL_INVALID_BLOCK:
+        return "invalid deflate block";
+    case ISAL_INVALID_SYMBOL:
+        return "invalid deflate symbol";
+    case ISAL_INVALID_LOOKBACK:
+        return "back-reference before the start of the data";
+    case ISAL_INVALID_WRAPPER:
+        return "not a gzip header";
+    case ISAL_UNSUPPORTED_METHOD:
+        return "compression method is not deflate";
+    case ISAL_INCORRECT_CHECKSUM:
+        return "CRC32 or length check of the member failed";
+    case ISAL_NEED_DICT:
+        return "the stream asks for a preset dictionary";
+    default:
+        return "unknown inflate error";
+    }
+}
+
+/* Where the gzip member header parser is (RFC 1952 2.3). */
+enum { GZH_FIXED, GZH_XLEN, GZH_EXTRA, GZH_NAME, GZH_COMMENT, GZH_HCRC, GZH_DONE };
+
+#define GZ_FHCRC 0x02
+#define GZ_FEXTRA 0x04
+#define GZ_FNAME 0x08
+#define GZ_FCOMMENT 0x10
+#define GZ_FRESERVED 0xe0
+
+/* The next header part present after part st, given the header flags. */
+static int gzh_next(uint8_t flg, int st)
+{
+    if (st < GZH_XLEN && (flg & GZ_FEXTRA))
+        return GZH_XLEN;
+    if (st < GZH_NAME && (flg & GZ_FNAME))
+        return GZH_NAME;
+    if (st < GZH_COMMENT && (flg & GZ_FCOMMENT))
+        return GZH_COMMENT;
+    if (st < GZH_HCRC && (flg & GZ_FHCRC))
+        return GZH_HCRC;
+    return GZH_DONE;
+}
+
+/*
+ * Parse and skip a gzip member header from the input window, a piece at a time as
+ * input arrives; nothing of it is kept but a few counters. We do this rather than let
+ * ISA-L (ISAL_GZIP) do it because ISA-L 2.30 gets the FHCRC wrong when the header
+ * spans two input windows, rejecting valid streams. Once the header is complete the
+ * decoder is reset for a raw deflate body followed by the CRC32/ISIZE trailer.
+ */
+static int gzip_header(rd_decomp *d, cista_error **err)
+{
+    unsigned long long m = (unsigned long long)d->members + 1;
+    while (d->in_size > 0 && d->gzh != GZH_DONE) {
+        int st = d->gzh;
+        uint8_t c = d->in[0];
+        uint8_t flg = d->gzh_buf[3];
+        size_t n = 1;
+        switch (st) {
+        case GZH_FIXED:
+            d->gzh_buf[d->gzh_have++] = c;
+            if ((d->gzh_have == 1 && c != 0x1f) || (d->gzh_have == 2 && c != 0x8b)) {
+                if (m == 1)
+                    return err_set(err, -EBADMSG,
+                                   "the gzip stream does not start with a gzip header "
+                                   "(magic 1f 8b)");
+                return err_set(err, -EBADMSG,
+                               "the gzip stream has trailing data after member %llu that is "
+                               "not a gzip member",
+                               m - 1);
+            }
+            if (d->gzh_have == 3 && c != 8)
+                return err_set(err, -EBADMSG,
+                               "the gzip stream is corrupt in member %llu: compression method "
+                               "%u is not deflate (8)",
+                               m, c);
+            if (d->gzh_have == 4 && (c & GZ_FRESERVED))
+                return err_set(err, -EBADMSG,
+                               "the gzip stream is corrupt in member %llu: reserved header "
+                               "flags set (0x%02x)",
+                               m, c);
+            if (d->gzh_have == 10) {
+                d->gzh_have = 0;
+                d->gzh = gzh_next(d->gzh_buf[3], GZH_FIXED);
+            }
+            break;
+        case GZH_XLEN:
+            d->gzh_left |= (size_t)c << (8 * d->gzh_have++);
+            if (d->gzh_have == 2) {
+                d->gzh_have = 0;
+                d->gzh = d->gzh_left ? GZH_EXTRA : gzh_next(flg, GZH_EXTRA);
+            }
+            break;
+        case GZH_EXTRA:
+            n = d->in_size < d->gzh_left ? d->in_size : d->gzh_left;
+            d->gzh_left -= n;
+            if (d->gzh_left == 0)
+                d->gzh = gzh_next(flg, GZH_EXTRA);
+            break;
+        case GZH_NAME:
+        case GZH_COMMENT: {
+            const uint8_t *nul = memchr(d->in, 0, d->in_size);
+            n = nul ? (size_t)(nul - d->in) + 1 : d->in_size;
+            if (nul)
+                d->gzh = gzh_next(flg, st);
+            break;
+        }
+        case GZH_HCRC:
+            d->gzh_buf[d->gzh_have++] = c;
+            if (d->gzh_have == 2) {
+                unsigned want = d->gzh_buf[0] | (unsigned)d->gzh_buf[1] << 8;
+                if (want != (d->gzh_crc & 0xffff))
+                    return err_set(err, -EBADMSG,
+                                   "the gzip stream is corrupt in member %llu: header CRC16 "
+                                   "%04x, the header hashes to %04lx",
+                                   m, want, d->gzh_crc & 0xffff);
+                d->gzh = GZH_DONE;
+            }
+            break;
+        default:
+            abort();
+        }
+        if (st != GZH_HCRC)
+            d->gzh_crc = crc32(d->gzh_crc, d->in, (uInt)n);
+        d->in += n;
+        d->in_size -= n;
+    }
+    if (d->gzh == GZH_DONE) {
+        isal_inflate_reset(d->gz);
+        d->gz->crc_flag = ISAL_GZIP_NO_HDR_VER; /* raw deflate, then CRC32 + ISIZE */
+    }
+    return 0;
+}
+
+static void gzip_member_start(rd_decomp *d)
+{
+    d->gzh = GZH_FIXED;
+    d->gzh_have = 0;
+    d->gzh_left = 0;
+    d->gzh_crc = crc32(0, NULL, 0);
+    d->member_end = false;
+}
+
+/* Run the decoder over the current input window (possibly empty, to flush what it
+ * still holds); notes a member's clean end. */
+static int gzip_step(rd_decomp *d, cista_error **err)
+{
+    struct inflate_state *s = d->gz;
+    s->next_in = (uint8_t *)d->in;
+    s->avail_in = (uint32_t)d->in_size; /* at most one source chunk */
+    int ir = isal_inflate(s);
+    size_t used = d->in_size - s->avail_in;
+    d->in += used;
+    d->in_size -= used;
+    /* ISAL_END_INPUT and ISAL_OUT_OVERFLOW just mean "call again"; negative codes
+     * are corrupt data. */
+    if (ir < 0 || ir == ISAL_NEED_DICT)
+        return err_set(err, -EBADMSG, "the gzip stream is corrupt in member %llu: %s",
+                       (unsigned long long)d->members + 1, isal_strerror(ir));
+    if (s->block_state == ISAL_BLOCK_FINISH) {
+        d->member_end = true;
+        d->members++;
+    }
+    return 0;
+}
+
 static ssize_t gzip_read(rd_decomp *d, cista_error **err)
 {
-    z_stream *z = &d->z;
-    z->next_out = d->out;
-    z->avail_out = IMG_CHUNK;
-    while (z->avail_out > 0) {
+    struct inflate_state *s = d->gz;
+    s->next_out = d->out;
+    s->avail_out = IMG_CHUNK;
+    while (s->avail_out > 0) {
         ssize_t f = decomp_fill(d, err);
         if (f < 0)
             return f;
         if (f == 0) {
-            if (z->avail_out < IMG_CHUNK)
+            if (d->gzh == GZH_DONE && !d->member_end) {
+                /* The decoder may hold decoded bytes it has not handed out yet. */
+                uint32_t before = s->avail_out;
+                if (gzip_step(d, err) < 0)
+                    return -EBADMSG;
+                if (s->avail_out < before)
+                    continue;
+            }
+            if (s->avail_out < IMG_CHUNK)
                 break; /* hand out what we have; the end is checked on the next call */
             if (!d->started)
                 return err_set(err, -EBADMSG, "the gzip stream is empty");
@@ -379,29 +560,21 @@ static ssize_t gzip_read(rd_decomp *d, cista_error **err)
                                (unsigned long long)d->members + 1);
             return 0;
         }
-        if (d->member_end) {
-            /* Another member follows (pigz, concatenated gzip): start it afresh. */
-            inflateReset(z);
-            d->member_end = false;
+        if (d->member_end)
+            gzip_member_start(d); /* another member follows (pigz, concatenated gzip) */
+        if (d->gzh != GZH_DONE) {
+            if (gzip_header(d, err) < 0)
+                return -EBADMSG;
+            continue;
         }
-        z->next_in = (Bytef *)d->in;
-        z->avail_in = (uInt)d->in_size;
-        int zr = inflate(z, Z_NO_FLUSH);
-        size_t used = d->in_size - z->avail_in;
-        d->in += used;
-        d->in_size -= used;
-        if (zr == Z_STREAM_END) {
-            d->member_end = true;
-            d->members++;
-        } else if (zr == Z_BUF_ERROR) {
-            if (used == 0 && z->avail_out > 0 && d->in_size > 0)
-                return err_set(err, -EBADMSG, "gzip: inflate made no progress");
-        } else if (zr != Z_OK) {
-            return err_set(err, -EBADMSG, "the gzip stream is corrupt in member %llu: %s",
-                           (unsigned long long)d->members + 1, z->msg ? z->msg : zError(zr));
-        }
+        uint32_t before_out = s->avail_out;
+        size_t before_in = d->in_size;
+        if (gzip_step(d, err) < 0)
+            return -EBADMSG;
+        if (d->in_size == before_in && s->avail_out == before_out && !d->member_end)
+            return err_set(err, -EBADMSG, "gzip: inflate made no progress");
     }
-    return (ssize_t)(IMG_CHUNK - z->avail_out);
+    return (ssize_t)(IMG_CHUNK - s->avail_out);
 }
 
 static ssize_t zstd_read(rd_decomp *d, cista_error **err)
@@ -457,8 +630,7 @@ static ssize_t decomp_read(img_rd *r, uint8_t **buf, cista_error **err)
 static void decomp_destroy(img_rd *r)
 {
     rd_decomp *d = (rd_decomp *)r;
-    if (d->z_init)
-        inflateEnd(&d->z);
+    free(d->gz);
     ZSTD_freeDCtx(d->zd);
     free(d->out);
     free(d);
@@ -475,10 +647,12 @@ img_rd *img__rd_decompress(img_rd *src, img_compression comp)
     d->comp = comp;
     d->out = xmalloc(IMG_CHUNK);
     if (comp == IMG_COMP_GZIP) {
-        /* 15 + 16: a gzip wrapper only; zlib or raw deflate are not gzip layers. */
-        if (inflateInit2(&d->z, 15 + 16) != Z_OK)
-            abort();
-        d->z_init = true;
+        /* ISA-L igzip inflates ~1.8x as fast as zlib. Only a gzip wrapper is accepted
+         * (zlib or raw deflate are not gzip layers): gzip_header() parses it, ISA-L
+         * inflates the body and checks each member's CRC32 and ISIZE. */
+        d->gz = xmalloc(sizeof(*d->gz));
+        isal_inflate_init(d->gz);
+        gzip_member_start(d);
     } else {
         d->zd = ZSTD_createDCtx();
         if (!d->zd)

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmocka.h>
 
@@ -820,6 +821,124 @@ static void test_stream_gzip_multimember(void **state)
     free(collect(rd, &out_size, &e, &r));
     img__rd_free(rd);
     assert_int_equal(r, -EBADMSG);
+}
+
+/* One gzip member made by zlib; with hdr, the optional header fields (FEXTRA, FNAME,
+ * FCOMMENT, FHCRC) are present, as some producers write them. */
+static uint8_t *gzip_member(const uint8_t *data, size_t size, int level, bool hdr, size_t *out)
+{
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    gz_header h = {0};
+    if (hdr) {
+        h.extra = (Bytef *)"XY\x02\x00hi";
+        h.extra_len = 6;
+        h.name = (Bytef *)"layer.tar";
+        h.comment = (Bytef *)"a comment";
+        h.hcrc = 1;
+        assert_int_equal(deflateSetHeader(&z, &h), Z_OK);
+    }
+    size_t cap = deflateBound(&z, (uLong)size) + 64;
+    uint8_t *buf = xmalloc(cap);
+    z.next_in = (Bytef *)data;
+    z.avail_in = (uInt)size;
+    z.next_out = buf;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    *out = cap - z.avail_out;
+    deflateEnd(&z);
+    return buf;
+}
+
+static int gunzip(const uint8_t *z, size_t zsize, size_t chunk, uint8_t **out, size_t *out_size,
+                  cista_error **e)
+{
+    int r;
+    img_rd *rd = img__rd_decompress(img__rd_mem(z, zsize, chunk), IMG_COMP_GZIP);
+    *out = collect(rd, out_size, e, &r);
+    img__rd_free(rd);
+    return r;
+}
+
+/* Members larger than a chunk, header fields, odd read sizes, and the ways a gzip layer
+ * can be bad: each a clean -EBADMSG naming the member. */
+static void test_stream_gzip_edges(void **state)
+{
+    (void)state;
+    size_t size = 2 * IMG_CHUNK + 4321, split = IMG_CHUNK + IMG_CHUNK / 2;
+    _cleanup_free_ uint8_t *data = pattern(size);
+    size_t n1, n2;
+    _cleanup_free_ uint8_t *m1 = gzip_member(data, split, 1, false, &n1);
+    _cleanup_free_ uint8_t *m2 = gzip_member(data + split, size - split, 9, true, &n2);
+    size_t zsize = n1 + n2;
+    _cleanup_free_ uint8_t *z = xmalloc(zsize + 8);
+    memcpy(z, m1, n1);
+    memcpy(z + n1, m2, n2);
+    static const size_t chunks[] = {0, 7, 777, 65536};
+    for (size_t i = 0; i < ARRAY_LEN(chunks); i++) {
+        _cleanup_err_ cista_error *e = NULL;
+        _cleanup_free_ uint8_t *out = NULL;
+        size_t out_size;
+        int r = gunzip(z, zsize, chunks[i], &out, &out_size, &e);
+        if (r != 0) {
+            _cleanup_free_ char *m = err_str(e);
+            fail_msg("chunk %zu: %s", chunks[i], m);
+        }
+        assert_int_equal(out_size, size);
+        assert_memory_equal(out, data, size);
+    }
+    /* Member 2's header: 10 fixed bytes, FEXTRA (2 + 6), "layer.tar\0", "a comment\0",
+     * then the FHCRC. */
+    size_t hcrc_at = n1 + 10 + 8 + 10 + 10;
+    const struct {
+        const char *name;
+        size_t at; /* offset to flip bits at; SIZE_MAX: append tail instead */
+        uint8_t mask;
+        const char *tail;
+        size_t tail_size;
+        const char *msg;
+    } bad[] = {
+        {"garbage after the last member", SIZE_MAX, 0, "garbage!", 8, "trailing data"},
+        {"half a magic after the last member", SIZE_MAX, 0, "\x1f", 1, "truncated"},
+        {"a second magic but no header", SIZE_MAX, 0, "\x1f\x8b\x08", 3, "member 3"},
+        {"corrupt deflate data in member 1", 1000, 0xff, NULL, 0, "corrupt in member 1"},
+        {"CRC32 of member 2", zsize - 8, 0x01, NULL, 0, "corrupt in member 2"},
+        {"ISIZE of member 2", zsize - 4, 0x01, NULL, 0, "corrupt in member 2"},
+        {"header magic of member 2", n1, 0x01, NULL, 0, "trailing data"},
+        {"header magic of member 1", 0, 0x01, NULL, 0, "does not start with a gzip header"},
+        {"compression method of member 1", 2, 0x01, NULL, 0, "not deflate"},
+        {"reserved flag in member 1", 3, 0x20, NULL, 0, "reserved header flags"},
+        {"header CRC16 of member 2", hcrc_at, 0x01, NULL, 0, "header CRC16"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        _cleanup_err_ cista_error *e = NULL;
+        _cleanup_free_ uint8_t *b = xmalloc(zsize + 8);
+        memcpy(b, z, zsize);
+        size_t bsize = zsize;
+        if (bad[i].tail) {
+            memcpy(b + zsize, bad[i].tail, bad[i].tail_size);
+            bsize += bad[i].tail_size;
+        } else {
+            b[bad[i].at] ^= bad[i].mask;
+        }
+        for (size_t c = 0; c < ARRAY_LEN(chunks); c++) {
+            _cleanup_free_ uint8_t *out = NULL;
+            size_t out_size;
+            int r = gunzip(b, bsize, chunks[c], &out, &out_size, &e);
+            if (r != -EBADMSG || !e)
+                fail_msg("%s (chunk %zu): got %d", bad[i].name, chunks[c], r);
+            assert_err_has(e, bad[i].msg);
+            err_clear(&e);
+        }
+    }
+    /* zlib-wrapped and raw deflate are not gzip layers. */
+    _cleanup_err_ cista_error *e = NULL;
+    uint8_t zl[64];
+    uLongf zl_size = sizeof(zl);
+    assert_int_equal(compress(zl, &zl_size, (const Bytef *)"hello", 5), Z_OK);
+    _cleanup_free_ uint8_t *out = NULL;
+    size_t out_size;
+    assert_int_equal(gunzip(zl, zl_size, 0, &out, &out_size, &e), -EBADMSG);
 }
 
 static void test_stream_ctr_hmac(void **state)
@@ -1806,6 +1925,7 @@ int main(void)
         cmocka_unit_test(test_jwe_split),
         cmocka_unit_test(test_stream_compress),
         cmocka_unit_test(test_stream_gzip_multimember),
+        cmocka_unit_test(test_stream_gzip_edges),
         cmocka_unit_test(test_stream_ctr_hmac),
         cmocka_unit_test_setup_teardown(test_stream_fd_sizes, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_unpack_samples, setup_tmp, teardown_tmp),
