@@ -110,14 +110,23 @@ static int check_path(const char *path, cista_error **err)
     return kbs_check_resource_path(path, err);
 }
 
-int kbs_store_put_resource(kbs_store *s, const char *path, const void *data, size_t size,
-                           cista_error **err)
+/* A resource path that is valid, in a store that can seal and unseal it. */
+static int check_sealed(const kbs_store *s, const char *path, cista_error **err)
 {
     int r = check_path(path, err);
     if (r < 0)
         return r;
     if (!s->has_key)
         return err_set(err, -ENOKEY, "store: no master key configured");
+    return 0;
+}
+
+int kbs_store_put_resource(kbs_store *s, const char *path, const void *data, size_t size,
+                           cista_error **err)
+{
+    int r = check_sealed(s, path, err);
+    if (r < 0)
+        return r;
     if (size > KBS_MAX_RESOURCE)
         return err_set(err, -EMSGSIZE, "resource %s: %zu bytes, more than the limit of %u", path,
                        size, KBS_MAX_RESOURCE);
@@ -137,11 +146,9 @@ int kbs_store_put_resource(kbs_store *s, const char *path, const void *data, siz
 int kbs_store_get_resource(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
                            cista_error **err)
 {
-    int r = check_path(path, err);
+    int r = check_sealed(s, path, err);
     if (r < 0)
         return r;
-    if (!s->has_key)
-        return err_set(err, -ENOKEY, "store: no master key configured");
     _cleanup_free_ uint8_t *sealed = NULL;
     size_t sealed_size = 0;
     if ((r = s->ops->kv_get(s->b, &sealed, &sealed_size, "resource", path, err)) < 0)

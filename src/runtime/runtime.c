@@ -183,6 +183,16 @@ static int st_droot(const char **out, const json_t *st, const char *id, cista_er
     return 0;
 }
 
+/* The state of container @id and its delegate root, which points into *@out. */
+static int load_created(json_t **out, const char **out_droot, const rt_config *c, const char *id,
+                        cista_error **err)
+{
+    int rc;
+    if ((rc = load_state(out, c, id, err)) < 0)
+        return rc;
+    return st_droot(out_droot, *out, id, err);
+}
+
 static bool st_confidential(const json_t *st)
 {
     const char *m = st_str(st, "mode");
@@ -503,10 +513,8 @@ static int simple(const rt_config *c, const char *id, const char *verb, const ch
 {
     int rc;
     _cleanup_json_ json_t *st = NULL;
-    if ((rc = load_state(&st, c, id, err)) < 0)
-        return rc;
     const char *droot;
-    if ((rc = st_droot(&droot, st, id, err)) < 0)
+    if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
     const char *av[12];
     size_t k = 0;
@@ -533,10 +541,8 @@ int rt_state(json_t **out, const rt_config *c, const char *id, cista_error **err
 {
     int rc;
     _cleanup_json_ json_t *st = NULL;
-    if ((rc = load_state(&st, c, id, err)) < 0)
-        return rc;
     const char *droot;
-    if ((rc = st_droot(&droot, st, id, err)) < 0)
+    if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
     const char *av[] = {"", "state", id, NULL};
     _cleanup_free_ char *text = NULL;
@@ -600,10 +606,8 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
 {
     int rc;
     _cleanup_json_ json_t *st = NULL;
-    if ((rc = load_state(&st, c, id, err)) < 0)
-        return rc;
     const char *droot;
-    if ((rc = st_droot(&droot, st, id, err)) < 0)
+    if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
     if (st_confidential(st)) {
         _cleanup_sandbox_ agent_sandbox *sb = NULL;
@@ -659,10 +663,8 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
 {
     int rc;
     _cleanup_json_ json_t *st = NULL;
-    if ((rc = load_state(&st, c, id, err)) < 0)
-        return rc;
     const char *droot;
-    if ((rc = st_droot(&droot, st, id, err)) < 0)
+    if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
     _cleanup_free_ char *proc = NULL;
     size_t proc_size = 0;
@@ -746,10 +748,8 @@ int rt_ps(json_t **out, const rt_config *c, const char *id, cista_error **err)
 {
     int rc;
     _cleanup_json_ json_t *st = NULL;
-    if ((rc = load_state(&st, c, id, err)) < 0)
-        return rc;
     const char *droot;
-    if ((rc = st_droot(&droot, st, id, err)) < 0)
+    if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
     const char *av[] = {"", "ps", "--format", "json", id, NULL};
     _cleanup_free_ char *text = NULL;
