@@ -7,6 +7,7 @@
 #     works on this host); also the tpm TEE (swtpm) when installed, and a ~5 MB image;
 #   - 16 confidential starts in parallel vs one;
 #   - redis-benchmark -P 1 and -P 16 against redis in a confidential container vs native;
+#   - nginx under wrk (static page, keep-alive) in a confidential container vs native;
 #   - extra memory per running container (resident cista/runc processes, sandbox tmpfs).
 # Prints a markdown section on stdout (bench/README: append it to docs/performance.md).
 # Usage: bench/bench_runtime.sh [path/to/cista]   (root; RUNS=N, default 11)
@@ -17,12 +18,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RUNS=${RUNS:-11}
 TMP=$(mktemp -d /tmp/cista-bench-rt.XXXXXX)
 ROOT=$TMP/state
-SWTPM_PID= KBS_PID= NATIVE_PID=
+SWTPM_PID= KBS_PID= NATIVE_PID= NNGINX_PID=
 cleanup() {
   local id
   for id in "$ROOT"/*; do [ -d "$id" ] && "$CISTA" -q --root "$ROOT" rm -f "${id##*/}" >/dev/null 2>&1; done
   runc --root "$TMP/runc" delete -f bench-runc >/dev/null 2>&1
   [ -n "$NATIVE_PID" ] && { kill "$NATIVE_PID" 2>/dev/null; wait "$NATIVE_PID" 2>/dev/null; }
+  [ -n "$NNGINX_PID" ] && { kill "$NNGINX_PID" 2>/dev/null; wait "$NNGINX_PID" 2>/dev/null; }
   [ -n "$KBS_PID" ] && { kill "$KBS_PID" 2>/dev/null; wait "$KBS_PID" 2>/dev/null; }
   [ -n "$SWTPM_PID" ] && { kill "$SWTPM_PID" 2>/dev/null; wait "$SWTPM_PID" 2>/dev/null; }
   grep -o " ${TMP}[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
@@ -46,7 +48,7 @@ now_ms() { date +%s%N | awk '{printf "%.3f", $1 / 1e6}'; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 log "setup: images, sim, KBS"
-rt_setup redis >"$TMP/setup.log" 2>&1 || { cat "$TMP/setup.log" >&2; exit 1; }
+rt_setup redis nginx >"$TMP/setup.log" 2>&1 || { cat "$TMP/setup.log" >&2; exit 1; }
 build_bb "$TMP/img/bbt" 1 /bin/true
 mkdir -p "$TMP/enc/bbt"
 "$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/bbt:1" "oci:$TMP/enc/bbt:1" >/dev/null
@@ -164,6 +166,42 @@ declare -A RB
 for p in 1 16; do
   RB[native$p]=$(rps "$NPORT" $p); RB[cista$p]=$(rps "$REDIS_PORT" $p)
 done
+log "nginx under wrk inside vs native"
+# native: the same nginx binary and configuration, its paths moved under $TMP
+NNPORT=$(free_port)
+mkdir -p "$TMP/nginx-native/www"
+echo "hello from nginx in a TEE" >"$TMP/nginx-native/www/index.html"
+N=$TMP/nginx-native
+cat >"$N/nginx.conf" <<EOF
+daemon off;
+user root;
+worker_processes 1;
+pid $N/nginx.pid;
+error_log stderr;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path $N/cb; proxy_temp_path $N/px; fastcgi_temp_path $N/fc;
+  uwsgi_temp_path $N/uw; scgi_temp_path $N/sc;
+  server { listen 127.0.0.1:$NNPORT; location / { root $N/www; } }
+}
+EOF
+nginx -e stderr -c "$TMP/nginx-native/nginx.conf" >/dev/null 2>&1 &
+NNGINX_PID=$!
+"$CISTA" -q --root "$ROOT" run -d --name ng --network host --tee sim --kbs "$KBS_URL" \
+  --policy "$TMP/nginx.policy.json" "oci:$TMP/enc/nginx:1" >/dev/null 2>&1
+wait_port "$NNPORT" 100; wait_port "$NGINX_PORT" 100
+wrk_rps() { # PORT -> requests/s (median of 3; 1 thread, 16 keep-alive connections, 5 s)
+  local i
+  for i in 1 2 3; do
+    wrk -t1 -c16 -d5s "http://127.0.0.1:$1/" 2>/dev/null | awk '/^Requests\/sec:/ {print $2}'
+  done | median
+}
+wait_idle
+WRK_NAT=$(wrk_rps "$NNPORT"); WRK_CISTA=$(wrk_rps "$NGINX_PORT")
+WRK_NAT2=$(wrk_rps "$NNPORT"); WRK_CISTA2=$(wrk_rps "$NGINX_PORT")
+NG_TMPFS_KB=$(df -k "$ROOT/ng/tee" | awk 'NR==2 {print $3}')
+
 # memory: what stays resident per running confidential container besides the app itself
 CPID=$("$CISTA" --root "$ROOT" state rb 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 APP_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$CPID/status")
@@ -223,5 +261,13 @@ the decrypted rootfs: $((TMPFS_KB / 1024)) MB for the redis image ($TMPFS_KB kB)
 runc container would instead take from the page cache of its on-disk rootfs. Target: ≤ 5 MB extra
 per running container.
 
-Not measured here: nginx under wrk (wrk is not installed on this machine kind).
+**nginx under wrk** (\`wrk -t1 -c16 -d5s\`, one static page, keep-alive, requests/s, median of 3,
+measured twice, alternating; nginx with 1 worker, the host's binary in the image, host network):
+
+| round | native | cista | ratio |
+| --- | --- | --- | --- |
+| 1 | $WRK_NAT | $WRK_CISTA | $(awk -v a="$WRK_CISTA" -v b="$WRK_NAT" 'BEGIN {printf "%.3f", a/b}') |
+| 2 | $WRK_NAT2 | $WRK_CISTA2 | $(awk -v a="$WRK_CISTA2" -v b="$WRK_NAT2" 'BEGIN {printf "%.3f", a/b}') |
+
+The nginx image's sandbox tmpfs holds $((NG_TMPFS_KB / 1024)) MB ($NG_TMPFS_KB kB).
 EOF

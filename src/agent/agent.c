@@ -276,6 +276,7 @@ int agent_sandbox_destroy(const char *dir, cista_error **err)
             umount2(tee, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
             return err_set_sys(err, -errno, "unmount the sandbox tmpfs %s", tee);
     }
+    agent__rootfs_release(dir);
     return 0;
 }
 
@@ -407,9 +408,18 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
     if (rc == 0)
         rc = mount_tee(sb->tee_dir, o->tmpfs_size, o->no_tmpfs, err);
     if (rc == 0) {
-        _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
-        img_unpack_opts uo = {0};
-        rc = img_unpack(sb->img, rootfs, keys, key_count, &uo, err);
+        bool shared = false;
+        if (o->no_tmpfs) {
+            _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
+            img_unpack_opts uo = {0};
+            rc = img_unpack(sb->img, rootfs, keys, key_count, &uo, err);
+        } else {
+            rc = agent__rootfs_prepare(o->dir, sb->tee_dir, sb->img, keys, key_count, &shared, err);
+        }
+        if (rc == 0 && shared)
+            log_info("sandbox %s: the verified tree of %s is shared with other sandboxes "
+                     "(the released keys open every layer)",
+                     o->dir, img_manifest_digest(sb->img));
         if (rc < 0) {
             err_wrap(err, "unpack %s", o->image_ref);
             cista_error *e2 = NULL;

@@ -34,6 +34,20 @@ int agent__inject_secret_file(int rootfd, const char *path, const void *data, si
                               int64_t uid, int64_t gid, cista_error **err)
     __attribute__((warn_unused_result));
 
+/*
+ * Mount @tee_dir/rootfs for the sandbox in @sandbox_dir (R/ID): an overlay of
+ * the image's shared tree in the image store R/.images (unpacked by
+ * img_unpack() on first use; on later use only after @keys proved they open
+ * every encrypted layer) and a private upper layer in @tee_dir. *shared is
+ * set when the tree already existed. A reference keeps the tree until
+ * agent__rootfs_release(). Nothing is left behind on failure (rootfs.c).
+ */
+int agent__rootfs_prepare(const char *sandbox_dir, const char *tee_dir, const img_image *img,
+                          EVP_PKEY *const *keys, size_t key_count, bool *shared, cista_error **err)
+    __attribute__((warn_unused_result));
+/* Drop the sandbox's reference; the last one removes the tree. After unmounting. */
+void agent__rootfs_release(const char *sandbox_dir);
+
 /* The standard (trusted) parts of every generated config. */
 json_t *agent__default_mounts(void);
 bool agent__is_default_mount(const char *destination);

@@ -161,6 +161,16 @@ typedef struct {
 int img_unpack(const img_image *img, const char *rootfs, EVP_PKEY *const *keys, size_t key_count,
                const img_unpack_opts *opts, cista_error **err) __attribute__((warn_unused_result));
 
+/*
+ * Check that @keys open every encrypted layer of @img: each layer's wrapped
+ * private options unwrap (an authenticated JWE) with one of them. Nothing is
+ * decrypted or written; for a caller that reuses a tree img_unpack() made
+ * from the same manifest and must still prove it holds the keys. 0, or the
+ * error img_unpack() would give for that layer (-ENOKEY: no key fits).
+ */
+int img_keys_check(const img_image *img, EVP_PKEY *const *keys, size_t key_count, cista_error **err)
+    __attribute__((warn_unused_result));
+
 typedef enum {
     IMG_COMPRESS_KEEP, /* layer bytes as they are (default) */
     IMG_COMPRESS_NONE, /* decompress to plain tar */

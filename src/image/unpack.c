@@ -370,3 +370,23 @@ out:
         return err_wrap(err, "unpack %s into %s", img->ref_str, rootfs);
     return 0;
 }
+
+int img_keys_check(const img_image *img, EVP_PKEY *const *keys, size_t key_count, cista_error **err)
+{
+    for (size_t i = 0; i < img->manifest.layer_count; i++) {
+        const img_layer *l = &img->manifest.layers[i];
+        if (!l->encrypted)
+            continue;
+        uint8_t hmac[32];
+        img_privopts po = {0};
+        int r = img__pubopts_parse(hmac, l->enc_pubopts, err);
+        if (r == 0)
+            r = img__privopts_unwrap(&po, l, keys, key_count, err);
+        OPENSSL_cleanse(&po, sizeof(po));
+        if (r < 0) {
+            _cleanup_free_ char *name = img__layer_name(img, i);
+            return err_wrap(err, "%s", name);
+        }
+    }
+    return 0;
+}

@@ -116,6 +116,37 @@ expect_refused "signal not in the policy (SIGHUP) is refused (rule signals)" "ru
   "${C[@]}" kill s1 HUP
 "${C[@]}" -q rm -f s1 >/dev/null 2>&1
 
+# ---- sandboxes of one image share one verified tree; what each writes stays its own ----
+policy "oci:$TMP/enc/bbs:1" "$TMP/share.policy.json" --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]' \
+  --allow-exec '["/bin/cat","/etc/passwd"]'
+kbs_refvals
+for s in sh1 sh2; do
+  "${C[@]}" -q run -d --name $s --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/$s.err"
+done
+check "two sandboxes of one image: one tree in the image store tmpfs, referenced twice" bash -c \
+  "[ \"\$(stat -f -c %T '$ROOT/.images')\" = tmpfs ] && [ \$(ls -d '$ROOT'/.images/*/ | wc -l) = 1 ] &&
+   [ \"\$(ls '$ROOT'/.images/*/refs | tr '\n' ' ')\" = 'sh1 sh2 ' ]"
+check "each sandbox tmpfs holds only its own upper layer (< 256 kB; the tree is shared)" bash -c \
+  "for s in sh1 sh2; do [ \$(df -k --output=used '$ROOT/'\$s/tee | tail -1) -lt 256 ] || exit 1; done"
+"${C[@]}" -q exec sh1 /bin/sh -c 'echo mine >/etc/passwd' >/dev/null 2>&1
+check "a write in one container is not seen by the other, nor in the shared tree" bash -c \
+  "'$CISTA' -q --root '$ROOT' exec sh1 /bin/cat /etc/passwd | grep -qx mine &&
+   '$CISTA' -q --root '$ROOT' exec sh2 /bin/cat /etc/passwd | grep -q '^root:' &&
+   grep -q '^root:' '$ROOT'/.images/*/rootfs/etc/passwd"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/wrong-share.pem" 2>/dev/null
+expect_refused "a shared tree does not stand in for the key: the wrong image key is refused" "no key matches" \
+  "${C[@]}" run --rm --tee sim --key-file "$TMP/wrong-share.pem" --policy "$TMP/share.policy.json" "oci:$TMP/enc/bbs:1"
+echo '{"version":"1.0.0","allOf":[{"claim":"tee","equals":"none"}]}' >"$TMP/deny-share.json"
+kbs_policy default/image-key/bbs "$TMP/deny-share.json"
+expect_refused "a shared tree does not stand in for the KBS: a denied image key is refused" "403|denied|not allowed|policy" \
+  "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" "oci:$TMP/enc/bbs:1"
+kbs_policy default/image-key/bbs "$TMP/release.json"
+"${C[@]}" -q rm -f sh1 >/dev/null 2>&1
+check "the tree stays while a sandbox uses it" bash -c "[ \"\$(ls '$ROOT'/.images/*/refs)\" = sh2 ]"
+"${C[@]}" -q rm -f sh2 >/dev/null 2>&1
+check "the last removal removes the tree and unmounts the store" bash -c \
+  "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
+
 # CVE-2019-5736: the container hunts for the runtime's /proc/PID/exe while we exec into it
 policy "oci:$TMP/enc/bbs:1" "$TMP/cve.policy.json" --allow-exec '["/bin/true"]'
 build_bb "$TMP/img/cve" 1 /bin/sh -c \

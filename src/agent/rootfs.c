@@ -1,0 +1,359 @@
+/*
+ * rootfs.c - a sandbox's root file system: an overlay of one shared, verified
+ * copy of its image and a private upper layer on the sandbox's own tmpfs.
+ *
+ * Why share: without it every confidential container decrypts and unpacks its
+ * own copy of the image into its own tmpfs, so N containers of one image cost
+ * N times the image in TEE memory and N times the decrypt+unpack work, where
+ * N native containers share one copy through the page cache. Here the first
+ * sandbox of a manifest unpacks it once into the image store, a tmpfs (TEE
+ * memory) under the runtime root; every sandbox of that manifest mounts an
+ * overlay with the shared tree as its read-only lower layer. Writes, injected
+ * secrets and copied files go to the sandbox's upper layer on its own tmpfs,
+ * so nothing one container does is visible to another.
+ *
+ * Layout under the runtime root R (sandbox directories are R/ID; ids never
+ * start with a dot, so none of this is mistaken for a container):
+ *   R/.images-lock          flock: mounting the store
+ *   R/.images/              the store: tmpfs, mode 0700, nodev, nosuid
+ *   R/.images/HEX.lock      flock per manifest: one unpack at a time, refs
+ *   R/.images/HEX/rootfs    the tree img_unpack() made (renamed in when whole)
+ *   R/.images/HEX/refs/ID   one empty file per sandbox that uses it
+ * HEX is the hex of the manifest digest. The last release removes the tree.
+ *
+ * Trust: a tree is only ever made by img_unpack() of the manifest its name
+ * gives, which checks every blob digest, HMAC and diff_id. A sandbox may use
+ * an existing tree only after the policy allowed exactly that manifest digest
+ * and diff_ids (the caller checks it before asking the key source for keys)
+ * and after the keys released to *this* sandbox unwrap every encrypted
+ * layer's key (img_keys_check()): a cached tree never stands in for a key
+ * release. The lower layer is never written: overlayfs copies up.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "agent/agent_int.h"
+#include "util/log.h"
+#include "util/util.h"
+
+#define STORE_DIR ".images"
+#define STORE_LOCK ".images-lock"
+
+/* R and ID of a sandbox directory R/ID. */
+static int split_sandbox_dir(char **root, const char **id, const char *dir, cista_error **err)
+{
+    const char *slash = strrchr(dir, '/');
+    if (!slash || !slash[1])
+        return err_set(err, -EINVAL, "sandbox directory \"%s\" has no parent", dir);
+    *root = slash == dir ? xstrdup("/") : xstrndup(dir, (size_t)(slash - dir));
+    *id = slash + 1;
+    return 0;
+}
+
+/* "sha256:abc…" -> "abc…": digests are validated when the image is opened. */
+static const char *digest_hex(const char *digest)
+{
+    const char *colon = strchr(digest, ':');
+    return colon ? colon + 1 : digest;
+}
+
+static int lock_file(int dirfd, const char *name, const char *what, cista_error **err)
+{
+    int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open the lock of %s", what);
+    if (flock(fd, LOCK_EX) < 0) {
+        int e = -errno;
+        close(fd);
+        return err_set_sys(err, e, "lock %s", what);
+    }
+    return fd;
+}
+
+static bool is_own_tmpfs(const char *path, const char *parent)
+{
+    struct statfs sf;
+    struct stat a, b;
+    return statfs(path, &sf) == 0 && sf.f_type == TMPFS_MAGIC && stat(path, &a) == 0 &&
+           stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+/*
+ * Enter the store of @root: its lock held shared (nobody unmounts the store
+ * while it is held), mounting the tmpfs first when it is not there. With
+ * @mount false a missing store is -ENOENT. The lock fd and a store fd to the
+ * caller.
+ */
+static int store_enter(int *out_lock, int *out_fd, const char *root, bool mount_it,
+                       cista_error **err)
+{
+    _cleanup_close_ int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return err_set_sys(err, -errno, "open %s", root);
+    _cleanup_close_ int lk =
+        openat(rootfd, STORE_LOCK, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lk < 0)
+        return err_set_sys(err, -errno, "open the lock of the image store in %s", root);
+    _cleanup_free_ char *store = xasprintf("%s/%s", root, STORE_DIR);
+    for (int tries = 0; tries < 16; tries++) {
+        if (flock(lk, LOCK_SH) < 0)
+            return err_set_sys(err, -errno, "lock the image store");
+        if (is_own_tmpfs(store, root)) {
+            int fd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd < 0)
+                return err_set_sys(err, -errno, "open %s", store);
+            *out_fd = fd;
+            *out_lock = steal_fd(&lk);
+            return 0;
+        }
+        if (!mount_it)
+            return -ENOENT;
+        /* flock cannot upgrade atomically: re-check under the exclusive lock */
+        if (flock(lk, LOCK_EX) < 0)
+            return err_set_sys(err, -errno, "lock the image store");
+        if (!is_own_tmpfs(store, root)) {
+            if (mkdirat(rootfd, STORE_DIR, 0700) < 0 && errno != EEXIST)
+                return err_set_sys(err, -errno, "mkdir %s", store);
+            if (mount("tmpfs", store, "tmpfs", MS_NODEV | MS_NOSUID, "mode=0700") < 0)
+                return err_set_sys(err, -errno, "mount the image store tmpfs on %s", store);
+            if (mount(NULL, store, NULL, MS_PRIVATE, NULL) < 0) {
+                int e = -errno;
+                umount2(store, MNT_DETACH);
+                return err_set_sys(err, e, "make %s a private mount", store);
+            }
+            log_debug("image store: tmpfs mounted on %s", store);
+        }
+        flock(lk, LOCK_UN);
+    }
+    return err_set(err, -EAGAIN, "the image store %s keeps disappearing", store);
+}
+
+/* Whether the store holds any tree (entries are directories; lock files are not). */
+static bool store_in_use(int storefd)
+{
+    int dfd = dup(storefd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return true;
+    }
+    bool used = false;
+    struct dirent *e;
+    while (!used && (e = readdir(d)))
+        used = e->d_name[0] != '.' && e->d_type != DT_REG;
+    closedir(d);
+    return used;
+}
+
+/* Unmount the store when its last tree is gone, so a runtime root is left as it was. */
+static void store_leave(int lk, int storefd, const char *root)
+{
+    bool used = store_in_use(storefd);
+    close(storefd);
+    if (!used && flock(lk, LOCK_EX) == 0) {
+        _cleanup_free_ char *store = xasprintf("%s/%s", root, STORE_DIR);
+        _cleanup_close_ int fd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0 && is_own_tmpfs(store, root) && !store_in_use(fd)) {
+            close(steal_fd(&fd));
+            if (umount2(store, MNT_DETACH) == 0)
+                rmdir(store);
+            else
+                log_warn("image store: unmount %s: %s", store, strerror(errno));
+        }
+    }
+    close(lk);
+}
+
+/* The shared tree of @img in @storefd/HEX/rootfs: verified with @keys, made when missing. */
+static int get_tree(int storefd, const char *store, const img_image *img, EVP_PKEY *const *keys,
+                    size_t key_count, bool *hit, cista_error **err)
+{
+    const char *hex = digest_hex(img_manifest_digest(img));
+    _cleanup_free_ char *rootfs_rel = xasprintf("%s/rootfs", hex);
+    struct stat st;
+    if (fstatat(storefd, rootfs_rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+        *hit = true;
+        return img_keys_check(img, keys, key_count, err);
+    }
+    *hit = false;
+    if (mkdirat(storefd, hex, 0700) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s/%s", store, hex);
+    _cleanup_free_ char *rootfs = xasprintf("%s/%s", store, rootfs_rel);
+    img_unpack_opts uo = {0};
+    return img_unpack(img, rootfs, keys, key_count, &uo, err);
+}
+
+/* Drop @id's reference to HEX (locked by the caller) and remove the tree when unused. */
+static void unref_locked(int storefd, const char *root, const char *hex, const char *id)
+{
+    _cleanup_free_ char *refs = xasprintf("%s/refs", hex);
+    _cleanup_free_ char *ref = xasprintf("%s/%s", refs, id);
+    if (unlinkat(storefd, ref, 0) < 0 && errno != ENOENT)
+        log_warn("image store: remove reference %s: %s", ref, strerror(errno));
+    int rfd = openat(storefd, refs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = rfd >= 0 ? fdopendir(rfd) : NULL;
+    if (rfd >= 0 && !d)
+        close(rfd);
+    bool used = false;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        /* a sandbox removed without agent_sandbox_destroy() (its directory is gone) */
+        _cleanup_free_ char *owner = xasprintf("%s/%s", root, e->d_name);
+        if (access(owner, F_OK) < 0 && errno == ENOENT) {
+            unlinkat(dirfd(d), e->d_name, 0);
+            continue;
+        }
+        used = true;
+    }
+    if (d)
+        closedir(d);
+    if (used)
+        return;
+    cista_error *er = NULL;
+    if (util_rm_rf_at(storefd, hex, &er) < 0) {
+        log_warn("image store: remove %s: %s", hex, er->msg);
+        err_free(er);
+        return;
+    }
+    log_debug("image store: %s removed (no sandbox uses it)", hex);
+}
+
+static int mount_overlay(const char *tee_dir, const char *lower, cista_error **err)
+{
+    struct stat st;
+    if (stat(lower, &st) < 0)
+        return err_set_sys(err, -errno, "stat %s", lower);
+    _cleanup_free_ char *upper = xasprintf("%s/upper", tee_dir);
+    _cleanup_free_ char *work = xasprintf("%s/work", tee_dir);
+    _cleanup_free_ char *merged = xasprintf("%s/%s", tee_dir, AGENT_ROOTFS);
+    /* the option string cannot quote these */
+    if (strpbrk(lower, ",:\\") || strpbrk(upper, ",:\\"))
+        return err_set(err, -EINVAL,
+                       "the runtime root %s contains ',', ':' or '\\', which overlayfs options "
+                       "cannot carry; choose another --root",
+                       tee_dir);
+    /* the root directory of the merged tree takes its owner and mode from the upper one */
+    if (mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0 || mkdir(merged, 0700) < 0 ||
+        chown(upper, st.st_uid, st.st_gid) < 0 || chmod(upper, st.st_mode & 07777) < 0)
+        return err_set_sys(err, -errno, "prepare the overlay directories in %s", tee_dir);
+    /*
+     * Only features that read nothing special from the lower tree: no redirects, no
+     * metacopy, no user.* overlay xattrs (userxattr is off by default). The image
+     * tree holds no device nodes (unpacked without allow_devices), so no whiteouts.
+     */
+    _cleanup_free_ char *opts =
+        xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,metacopy=off,index=off",
+                  lower, upper, work);
+    if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
+        return err_set_sys(err, -errno, "mount the container rootfs overlay on %s", merged);
+    return 0;
+}
+
+static int prepare_in_store(int storefd, const char *root, const char *id, const char *tee_dir,
+                            const img_image *img, EVP_PKEY *const *keys, size_t key_count,
+                            bool *shared, cista_error **err)
+{
+    int rc;
+    _cleanup_free_ char *store = xasprintf("%s/%s", root, STORE_DIR);
+    const char *hex = digest_hex(img_manifest_digest(img));
+    _cleanup_free_ char *lockname = xasprintf("%s.lock", hex);
+    _cleanup_close_ int lk = lock_file(storefd, lockname, "the image store entry", err);
+    if (lk < 0)
+        return lk;
+
+    bool hit = false;
+    if ((rc = get_tree(storefd, store, img, keys, key_count, &hit, err)) < 0) {
+        if (!hit)
+            unref_locked(storefd, root, hex, id); /* removes a half-made entry */
+        return rc;
+    }
+    _cleanup_free_ char *refs = xasprintf("%s/refs", hex);
+    _cleanup_free_ char *ref = xasprintf("%s/%s", refs, id);
+    int fd = -1;
+    if ((mkdirat(storefd, refs, 0700) < 0 && errno != EEXIST) ||
+        (fd = openat(storefd, ref, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+        rc = err_set_sys(err, -errno, "image store: reference %s/%s", store, ref);
+        unref_locked(storefd, root, hex, id);
+        return rc;
+    }
+    close(fd);
+    _cleanup_free_ char *lower = xasprintf("%s/%s/rootfs", store, hex);
+    if ((rc = mount_overlay(tee_dir, lower, err)) < 0) {
+        unref_locked(storefd, root, hex, id);
+        return rc;
+    }
+    *shared = hit;
+    return 0;
+}
+
+int agent__rootfs_prepare(const char *sandbox_dir, const char *tee_dir, const img_image *img,
+                          EVP_PKEY *const *keys, size_t key_count, bool *shared, cista_error **err)
+{
+    int rc;
+    _cleanup_free_ char *root = NULL;
+    const char *id;
+    if ((rc = split_sandbox_dir(&root, &id, sandbox_dir, err)) < 0)
+        return rc;
+    int storefd = -1, slk = -1;
+    if ((rc = store_enter(&slk, &storefd, root, true, err)) < 0)
+        return rc;
+    rc = prepare_in_store(storefd, root, id, tee_dir, img, keys, key_count, shared, err);
+    store_leave(slk, storefd, root);
+    return rc;
+}
+
+/* Drop @id's reference from whichever entry holds it (a handful of images at most). */
+static void release_in_store(int storefd, const char *root, const char *id)
+{
+    int dfd = dup(storefd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || de->d_type == DT_REG)
+            continue;
+        _cleanup_free_ char *ref = xasprintf("%s/refs/%s", de->d_name, id);
+        if (faccessat(storefd, ref, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        cista_error *e = NULL;
+        _cleanup_free_ char *lockname = xasprintf("%s.lock", de->d_name);
+        _cleanup_close_ int lk = lock_file(storefd, lockname, "the image store entry", &e);
+        if (lk < 0) {
+            log_warn("image store: %s", e->msg);
+            err_free(e);
+            continue;
+        }
+        unref_locked(storefd, root, de->d_name, id);
+    }
+    closedir(d);
+}
+
+void agent__rootfs_release(const char *sandbox_dir)
+{
+    _cleanup_free_ char *root = NULL;
+    const char *id;
+    cista_error *e = NULL;
+    int storefd = -1, slk = -1;
+    if (split_sandbox_dir(&root, &id, sandbox_dir, &e) < 0 ||
+        store_enter(&slk, &storefd, root, false, &e) < 0) {
+        err_free(e);
+        return;
+    }
+    release_in_store(storefd, root, id);
+    store_leave(slk, storefd, root);
+}
