@@ -56,7 +56,12 @@ policy "oci:$TMP/enc/bbt:1" "$TMP/bbt.policy.json"
 kbs_put default/image-key/bbt "$TMP/image-key.pem"
 # a ~5 MB image: busybox plus 4 MB of incompressible data
 r=$TMP/rootfs-big; base_rootfs "$r"; head -c 4000000 /dev/urandom >"$r/blob"
-make_image "$TMP/img/big" 1 "$r" "PATH=/bin" /bin/true; rm -rf "$r"
+make_image "$TMP/img/big" 1 "$r" "PATH=/bin" /bin/true
+make_image "$TMP/img/bigs" 1 "$r" "PATH=/bin" /bin/sleep 600; rm -rf "$r"
+mkdir -p "$TMP/enc/bigs"
+"$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/bigs:1" "oci:$TMP/enc/bigs:1" >/dev/null
+policy "oci:$TMP/enc/bigs:1" "$TMP/bigs.policy.json"
+kbs_put default/image-key/bigs "$TMP/image-key.pem"
 mkdir -p "$TMP/enc/big"
 "$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/big:1" "oci:$TMP/enc/big:1" >/dev/null
 policy "oci:$TMP/enc/big:1" "$TMP/big.policy.json"
@@ -208,6 +213,31 @@ APP_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$CPID/status")
 NAT_RSS=$(awk '/VmRSS/ {print $2}' "/proc/$NATIVE_PID/status")
 EXTRA_PROCS=$(pgrep -fc -- "--root $ROOT")  # cista or runc processes working on this root
 TMPFS_KB=$(df -k "$ROOT/rb/tee" | awk 'NR==2 {print $3}')
+STORE_KB=$(df -k "$ROOT/.images" | awk 'NR==2 {print $3}')
+# N running containers of the ~5 MB image (cmd: sleep): TEE memory (tmpfs pages are Shmem) and
+# resident processes added per container, beyond the app's own RSS
+NMEM=8
+shmem() { awk '/^Shmem:/ {print $2}' /proc/meminfo; }
+apps_rss() { # total RSS (kB) of the containers' processes m1..mN
+  local i p t=0
+  for i in $(seq $NMEM); do
+    p=$("$CISTA" --root "$ROOT" state "m$i" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+    [ -n "$p" ] && t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo $t
+}
+sync; wait_idle
+SH0=$(shmem); RSS0=0
+for i in $(seq $NMEM); do
+  "$CISTA" -q --root "$ROOT" run -d --name "m$i" --tee sim --kbs "$KBS_URL" --policy "$TMP/bigs.policy.json" \
+    "oci:$TMP/enc/bigs:1" >/dev/null 2>&1
+done
+sleep 1
+SH1=$(shmem); RSS1=$(apps_rss)
+MEM_PROCS=$(pgrep -fc -- "--root $ROOT")
+MEM_TREE_KB=$(du -sk "$ROOT"/.images/*/rootfs 2>/dev/null | awk '{t += $1} END {print t + 0}')
+MEM_TEE_KB=$(for i in $(seq $NMEM); do df -k "$ROOT/m$i/tee" | awk 'NR==2 {print $3}'; done | median)
+for i in $(seq $NMEM); do "$CISTA" -q --root "$ROOT" rm -f "m$i" >/dev/null 2>&1; done
 
 # ---- report ----
 row() { # label file
@@ -254,12 +284,19 @@ host, same binary in the image, host network):
 | --- | --- | --- | --- | --- | --- | --- |
 $(for p in 1 16; do set -- ${RB[native$p]} ${RB[cista$p]}; printf '| -P %s | %s | %s | %s | %s | %s | %s |\n' "$p" "$1" "$2" "$3" "$4" "$(awk -v a="$3" -v b="$1" 'BEGIN {printf "%.3f", a/b}')" "$(awk -v a="$4" -v b="$2" 'BEGIN {printf "%.3f", a/b}')"; done)
 
-**Memory per running container**: resident cista/runc processes after start: $EXTRA_PROCS (cista
-and runc exit once a detached container runs; its init is then a child of the host's init).
-redis RSS inside $((APP_RSS / 1024)) MB vs native $((NAT_RSS / 1024)) MB. The sandbox tmpfs holds
-the decrypted rootfs: $((TMPFS_KB / 1024)) MB for the redis image ($TMPFS_KB kB) — memory a plain
-runc container would instead take from the page cache of its on-disk rootfs. Target: ≤ 5 MB extra
-per running container.
+**Memory per running container** (target: ≤ 5 MB extra per running container): resident
+cista/runc processes after start: $EXTRA_PROCS with redis running, $MEM_PROCS with $NMEM containers
+running (cista and runc exit once a detached container runs; its init is then a child of the host's
+init). redis RSS inside $((APP_RSS / 1024)) MB vs native $((NAT_RSS / 1024)) MB. The decrypted image
+is in TEE memory once per image, shared by every container of it (the image store,
+docs/runtime.md): the redis tree takes $((STORE_KB / 1024)) MB ($STORE_KB kB) in the store, the redis
+sandbox's own tmpfs $TMPFS_KB kB (its writes and secrets).
+$NMEM containers of the ${BIG_MB} MB image (cmd \`sleep\`) added $(( (SH1 - SH0) / 1024 )) MB of TEE memory
+(Shmem: tmpfs pages) in all: the shared tree (${MEM_TREE_KB} kB) once, plus
+$(( (SH1 - SH0 - MEM_TREE_KB) / NMEM )) kB per container (each sandbox tmpfs: median ${MEM_TEE_KB} kB); the apps
+themselves $(( (RSS1 - RSS0) / NMEM )) kB RSS each. Per container beyond the first:
+**$(( (SH1 - SH0 - MEM_TREE_KB) / NMEM )) kB**; the first also holds the image (${MEM_TREE_KB} kB) — memory a plain
+runc container takes from the page cache of its on-disk rootfs instead.
 
 **nginx under wrk** (\`wrk -t1 -c16 -d5s\`, one static page, keep-alive, requests/s, median of 3,
 measured twice, alternating; nginx with 1 worker, the host's binary in the image, host network):

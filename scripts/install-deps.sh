@@ -14,6 +14,8 @@ PKGS=(
   # integration peers and test images
   postgresql fuse3 gocryptfs runc crun containerd podman redis-server nginx-light redis-tools
   swtpm swtpm-tools tpm2-tools skopeo umoci busybox-static python3 jq openssl zstd gzip tar time bc
+  # benchmarks (bench/, on demand)
+  wrk
 )
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
