@@ -55,7 +55,11 @@ struct agent_sandbox {
     bool logs_allowed;
     agent_secret *secrets;
     size_t secret_count;
-    json_t *secret_envs; /* names of env vars that hold secrets (not in exec checks) */
+    json_t *secret_envs;         /* names of env vars that hold secrets (not in exec checks) */
+    agent__volume_key *vol_keys; /* released at launch, used by create_config */
+    size_t vol_key_count;
+    /* what the volume daemons need (launch only) */
+    char *kbs_url, *kbs_ca, *volume_exe, *tee_name, *sim_state_dir, *tpm_tcti;
 };
 
 static double ms_since(const struct timespec *a)
@@ -89,6 +93,13 @@ void agent_sandbox_free(agent_sandbox *sb)
     }
     free(sb->secrets);
     json_decref(sb->secret_envs);
+    agent__volume_keys_free(sb->vol_keys, sb->vol_key_count);
+    free(sb->kbs_url);
+    free(sb->kbs_ca);
+    free(sb->volume_exe);
+    free(sb->tee_name);
+    free(sb->sim_state_dir);
+    free(sb->tpm_tcti);
     img_free(sb->img);
     pol_free(sb->pol);
     json_decref(sb->policy_doc);
@@ -269,6 +280,8 @@ static int mount_tee(const char *tee, const char *size, bool no_tmpfs, cista_err
 int agent_sandbox_destroy(const char *dir, cista_error **err)
 {
     _cleanup_free_ char *tee = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
+    /* the volumes first: each gets its final commit, and none stays reachable below the tmpfs */
+    int vrc = agent__volumes_unmount(tee, err);
     struct statfs sf;
     if (statfs(tee, &sf) == 0 && sf.f_type == TMPFS_MAGIC) {
         struct stat a, b;
@@ -277,7 +290,7 @@ int agent_sandbox_destroy(const char *dir, cista_error **err)
             return err_set_sys(err, -errno, "unmount the sandbox tmpfs %s", tee);
     }
     agent__rootfs_release(dir);
-    return 0;
+    return vrc;
 }
 
 /* ---- launch ---- */
@@ -286,6 +299,10 @@ int agent_sandbox_destroy(const char *dir, cista_error **err)
 static int check_request(agent_sandbox *sb, const agent_host_request *req, cista_error **err)
 {
     int rc;
+    /* volumes first: which ones and from where, so a refused one gets no key released */
+    _cleanup_json_ json_t *plan = NULL;
+    if ((rc = agent_volume_plan(&plan, sb->pol, sb->container, req, err)) < 0)
+        return rc;
     _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
     _cleanup_json_ json_t *cfg = NULL;
     if ((rc = agent_build_config(&cfg, img_get_config(sb->img), sb->rules, req, rootfs, err)) < 0)
@@ -339,6 +356,12 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
     sb->dir = xstrdup(o->dir);
     sb->tee_dir = xasprintf("%s/%s", o->dir, AGENT_TEE_DIR);
     sb->dev_keys = o->keys->ops->insecure;
+    sb->kbs_url = o->kbs_url ? xstrdup(o->kbs_url) : NULL;
+    sb->kbs_ca = o->kbs_ca ? xstrdup(o->kbs_ca) : NULL;
+    sb->volume_exe = o->volume_exe ? xstrdup(o->volume_exe) : NULL;
+    sb->tee_name = xstrdup(o->tee.tee);
+    sb->sim_state_dir = o->tee.sim_state_dir ? xstrdup(o->tee.sim_state_dir) : NULL;
+    sb->tpm_tcti = o->tee.tpm_tcti ? xstrdup(o->tee.tpm_tcti) : NULL;
 
     /* 1. the policy and its launch binding: nothing else runs before this */
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -399,6 +422,10 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
             return err_wrap(err, "image key %s", res);
     }
     rc = fetch_secrets(sb, o->keys, err);
+    /* the volumes' master keys, through the same attested session */
+    if (rc == 0)
+        rc = agent__volume_keys_fetch(&sb->vol_keys, &sb->vol_key_count, sb->pol, sb->container,
+                                      o->keys, err);
     sb->t.keys = ms_since(&t0);
 
     /* 3. decrypt, verify and unpack into the sandbox's TEE memory */
@@ -585,6 +612,26 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
                                                    err)) < 0) {
             return rc;
         }
+    }
+
+    /* the volumes: mounted (key and rollback checked) before anything of the image runs */
+    _cleanup_json_ json_t *plan = NULL;
+    if ((rc = agent_volume_plan(&plan, sb->pol, sb->container, req, err)) < 0)
+        return rc;
+    agent__volume_env venv = {
+        .exe = sb->volume_exe,
+        .kbs_url = sb->kbs_url,
+        .kbs_ca = sb->kbs_ca,
+        .tee = sb->tee_name,
+        .sim_state_dir = sb->sim_state_dir,
+        .tpm_tcti = sb->tpm_tcti,
+    };
+    if ((rc = agent__volumes_mount(sb->tee_dir, plan, sb->pol, sb->container, sb->vol_keys,
+                                   sb->vol_key_count, &venv, uid, gid, err)) < 0) {
+        cista_error *e2 = NULL;
+        if (agent__volumes_unmount(sb->tee_dir, &e2) < 0)
+            err_free(e2);
+        return rc;
     }
     _cleanup_free_ char *final = js_dump_pretty(cfg);
     _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

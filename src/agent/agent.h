@@ -63,6 +63,11 @@
 #define AGENT_POLICY "policy.json"
 #define AGENT_LOG "container.log"
 #define AGENT_RUNC_ROOT "runc"
+/* DIR/tee/volumes/NAME: the decrypted volume NAME (FUSE); NAME.log: its daemon's log */
+#define AGENT_VOLUMES "volumes"
+/* DIR/tee/volumes.json: the volumes mounted for this sandbox (what delete unmounts) */
+#define AGENT_VOLUMES_STATE "volumes.json"
+#define AGENT_VOLUME_KEY_SIZE 32
 
 /* ---- key sources: where image keys and secrets come from ---- */
 
@@ -162,6 +167,14 @@ typedef struct {
     const struct agent_host_request *request;
     const char *tmpfs_size; /* tmpfs "size=" value, NULL = kernel default */
     bool no_tmpfs;          /* unit tests only: a plain directory instead of a tmpfs */
+    /*
+     * Encrypted volumes: the KBS of this launch and the CA its certificate chains to (the
+     * rollback anchors are counters there; NULL: no KBS, and a volume with an anchor is
+     * refused), and the cista binary whose `volume mount` serves them (NULL: /proc/self/exe).
+     */
+    const char *kbs_url;
+    const char *kbs_ca;
+    const char *volume_exe;
 } agent_launch_opts;
 
 /*
@@ -185,6 +198,17 @@ void agent_sandbox_free(agent_sandbox *sb);
 void agent__sandbox_freep(agent_sandbox **sb);
 #define _cleanup_sandbox_ __attribute__((cleanup(agent__sandbox_freep)))
 
+/*
+ * A volume the host asks for by name (`cista run --volume NAME=DIR[:MOUNTPOINT]`): where its
+ * ciphertext lives on the host and, optionally, where the host wants it (it must be the
+ * policy's mount point). Untrusted; borrowed.
+ */
+typedef struct {
+    const char *name;
+    const char *backing;     /* absolute host directory (created when missing) */
+    const char *mount_point; /* NULL: the policy's */
+} agent_volume_request;
+
 /* The host's request for the container (everything untrusted). Borrowed. */
 typedef struct agent_host_request {
     const char *config; /* OCI config.json from the host, or NULL (`cista run`) */
@@ -194,6 +218,13 @@ typedef struct agent_host_request {
     const char *hostname;    /* or NULL */
     bool host_network;       /* no network namespace (only when config is NULL) */
     bool terminal;           /* only when config is NULL */
+    /*
+     * Volumes asked for by name. A bind mount of @config whose destination is a policy
+     * volume's mount point asks for that volume too (its source is the backing directory, as a
+     * Kubernetes PVC or hostPath appears in a bundle). Every policy volume needs one.
+     */
+    const agent_volume_request *volumes;
+    size_t volume_count;
 } agent_host_request;
 
 /*
@@ -224,7 +255,12 @@ int agent_allow_signal(agent_sandbox *sb, int sig, cista_error **err)
 int agent_copy_in(agent_sandbox *sb, const char *path, const void *data, size_t size,
                   cista_error **err) __attribute__((warn_unused_result));
 
-/* Tear down: unmount the tmpfs (the plaintext rootfs and secrets go with it). */
+/*
+ * Tear down: unmount the sandbox's volumes (each with a final durable commit: this waits until
+ * its daemon let go of the backing directory; one that does not within a minute is detached
+ * lazily and commits when its last user goes), then the tmpfs (the plaintext rootfs and
+ * secrets go with it).
+ */
 int agent_sandbox_destroy(const char *dir, cista_error **err) __attribute__((warn_unused_result));
 
 /* ---- accessors (borrowed from the sandbox) ---- */
@@ -260,5 +296,35 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
 int agent_clamp_rlimits(json_t *config);
 /* Parse a signal "9", "KILL", "SIGKILL"; -EINVAL when unknown. */
 int agent_parse_signal(const char *s);
+
+/* ---- encrypted volumes (volumes.c; docs/runtime.md "Volumes") ---- */
+
+/*
+ * Parse "NAME=DIR[:MOUNTPOINT]" (`cista run --volume`) in place: @spec is modified and *out
+ * points into it. DIR must not be empty; MOUNTPOINT, when given, starts with "/" (the last
+ * ":/" splits, so DIR may hold ':' but not ":/"). -EINVAL (usage) otherwise.
+ */
+int agent_volume_request_parse(agent_volume_request *out, char *spec, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * A volume master key from the bytes of KBS resource @resource (named in errors): exactly 32
+ * raw bytes, or 64 hex digits with an optional trailing newline. -EINVAL otherwise. @data is
+ * borrowed; no copy of the key is left behind but @out.
+ */
+int agent_volume_key_parse(uint8_t out[AGENT_VOLUME_KEY_SIZE], const void *data, size_t size,
+                           const char *resource, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * Which volumes container @container of @p gets, from the host's request @req: its explicit
+ * volumes and the bind mounts of its config.json at a volume's mount point. *out is a JSON
+ * array of {"name", "mount_point", "backing", "read_only"} (new reference) in the policy's
+ * order. Refused (-EACCES, logged with rule "volumes"): a volume the policy does not declare,
+ * one at another mount point, one asked for twice, a mount at a volume's mount point that is
+ * not a bind, a policy volume without a backing directory, a backing directory that is not an
+ * absolute path. Malformed host input is -EINVAL.
+ */
+int agent_volume_plan(json_t **out, const pol_policy *p, const char *container,
+                      const agent_host_request *req, cista_error **err)
+    __attribute__((warn_unused_result));
 
 #endif

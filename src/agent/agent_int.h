@@ -34,6 +34,54 @@ int agent__inject_secret_file(int rootfd, const char *path, const void *data, si
                               int64_t uid, int64_t gid, cista_error **err)
     __attribute__((warn_unused_result));
 
+/* ---- volumes.c ---- */
+
+/* The master key of policy volume @name (cleansed by agent__volume_keys_free()). */
+typedef struct {
+    char *name;
+    uint8_t key[AGENT_VOLUME_KEY_SIZE];
+} agent__volume_key;
+
+/* What the volume daemons need besides the key. Strings borrowed. */
+typedef struct {
+    const char *exe;     /* the cista binary; NULL: /proc/self/exe */
+    const char *kbs_url; /* the KBS holding the rollback anchors, or NULL */
+    const char *kbs_ca;  /* its CA, or NULL */
+    const char *tee;     /* evidence for the anchor's attestation: "sim" or "tpm" */
+    const char *sim_state_dir;
+    const char *tpm_tcti;
+} agent__volume_env;
+
+/*
+ * After attestation: the master key of every volume of @container from key source @ks (the
+ * KBS session that released the image keys). A refusal keeps the source's code (-EACCES for a
+ * KBS denial) and is logged with the rule. New array to the caller.
+ */
+int agent__volume_keys_fetch(agent__volume_key **out, size_t *out_count, const pol_policy *p,
+                             const char *container, agent_keysource *ks, cista_error **err)
+    __attribute__((warn_unused_result));
+void agent__volume_keys_free(agent__volume_key *keys, size_t count);
+
+/*
+ * Mount every volume of @plan (agent_volume_plan()) under @tee_dir/volumes/NAME: an empty
+ * backing directory gets a new volume, the key is checked against an existing one, then
+ * `cista volume mount` is started with the key on a pipe and the policy's rollback anchor and
+ * mode; it daemonises once the anchor check passed and the FUSE mount is up. A fresh volume's
+ * root is given to @uid:@gid. What was mounted is recorded in @tee_dir/volumes.json, before each
+ * daemon starts, so agent__volumes_unmount() (and delete) can undo a partial mount. Refusals
+ * (wrong key, rollback detected) are -EACCES/-EKEYREJECTED, logged with rule "volumes".
+ */
+int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_policy *p,
+                         const char *container, const agent__volume_key *keys, size_t key_count,
+                         const agent__volume_env *env, int64_t uid, int64_t gid, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * Unmount the volumes recorded in @tee_dir/volumes.json, newest first, and wait for each
+ * daemon's final commit (it releases the backing directory's lock). Never leaves a volume
+ * reachable: one that stays busy is detached lazily. Returns the first error, after trying all.
+ */
+int agent__volumes_unmount(const char *tee_dir, cista_error **err);
+
 /*
  * Mount @tee_dir/rootfs for the sandbox in @sandbox_dir (R/ID): an overlay of
  * the image's shared tree in the image store R/.images (unpacked by

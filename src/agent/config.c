@@ -438,6 +438,75 @@ static int build_namespaces(json_t **out, const json_t *hlinux, const agent_host
     return 0;
 }
 
+/* ---- volumes (the policy container's "volumes": name, mount_point) ---- */
+
+static const char *volume_mount_point(const json_t *rules, const char *name)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(rules, "volumes"), i, v)
+    {
+        const char *n = json_string_value(json_object_get(v, "name"));
+        if (n && name && !strcmp(n, name))
+            return json_string_value(json_object_get(v, "mount_point"));
+    }
+    return NULL;
+}
+
+/* The volume whose mount point @dest is (normalised first), or NULL. */
+static const char *volume_at(const json_t *rules, const char *dest)
+{
+    _cleanup_free_ char *nd = pol_path_normalize(dest);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(rules, "volumes"), i, v)
+    {
+        const char *mp = json_string_value(json_object_get(v, "mount_point"));
+        if (nd && mp && !strcmp(mp, nd))
+            return json_string_value(json_object_get(v, "name"));
+    }
+    return NULL;
+}
+
+static bool has_opt(const json_t *m, const char *o)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(m, "options"), i, v)
+    {
+        const char *s = json_string_value(v);
+        if (s && !strcmp(s, o))
+            return true;
+    }
+    return false;
+}
+
+static bool is_bind(const json_t *m)
+{
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (type && !strcmp(type, "bind"))
+        return true;
+    if (type && *type && strcmp(type, "none"))
+        return false;
+    return has_opt(m, "bind") || has_opt(m, "rbind");
+}
+
+/*
+ * The bind of the decrypted volume @name (mounted by the agent at ROOTFS/../volumes/NAME, on the
+ * sandbox tmpfs) to @mount_point in the container.
+ */
+static json_t *volume_bind(const char *rootfs, const char *name, const char *mount_point, bool ro)
+{
+    const char *slash = strrchr(rootfs, '/');
+    size_t base = slash ? (size_t)(slash - rootfs) : 0;
+    _cleanup_free_ char *src = xasprintf("%.*s/%s/%s", (int)base, rootfs, AGENT_VOLUMES, name);
+    json_t *opts = json_pack("[sss]", "rbind", "nosuid", "nodev");
+    if (ro)
+        json_array_append_new(opts, json_string("ro"));
+    return json_pack("{s:s,s:s,s:s,s:o}", "destination", mount_point, "type", "bind", "source", src,
+                     "options", opts);
+}
+
 int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
                        const agent_host_request *req, const char *rootfs, cista_error **err)
 {
@@ -493,7 +562,19 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
             log_info("dropping the host's tmpfs on /run: the rootfs is in TEE memory already");
             continue;
         }
+        /* a bind at a volume's mount point names the volume's ciphertext: the volume goes there */
+        const char *vname = volume_at(rules, dest);
+        if (vname && is_bind(m)) {
+            json_array_append_new(mounts, volume_bind(rootfs, vname, dest, has_opt(m, "ro")));
+            continue;
+        }
         json_array_append_new(mounts, json_deep_copy(m));
+    }
+    /* volumes asked for by name (`cista run --volume`), at the policy's mount point */
+    for (size_t k = 0; req->volumes && k < req->volume_count; k++) {
+        const char *mp = volume_mount_point(rules, req->volumes[k].name);
+        if (mp)
+            json_array_append_new(mounts, volume_bind(rootfs, req->volumes[k].name, mp, false));
     }
 
     json_t *lx = json_object();

@@ -47,7 +47,12 @@ static void usage_gen(FILE *out)
             "                     array '[\"sh\",\"-c\",\"date\"]' or words split on spaces\n"
             "  --deny-logs        do not allow the host to read container output\n"
             "  --secret SPEC      CONTAINER:kbs:///REPO/TYPE/TAG=/FILE or =env:NAME\n"
-            "  --volume SPEC      CONTAINER:VOLUME=/MOUNT/POINT (an encrypted volume)\n"
+            "  --volume SPEC      an encrypted volume the runtime mounts:\n"
+            "                     CONTAINER:VOLUME=/MOUNT/POINT,key=kbs:///REPO/TYPE/TAG\n"
+            "                     [,anchor=kbs:///REPO/TYPE/TAG][,rollback=strict|reset|off]\n"
+            "                     key: the KBS resource of the volume key; anchor: the KBS\n"
+            "                     counter against rollback (rollback default strict with an\n"
+            "                     anchor; without one only off)\n"
             "  -o, --output FILE  the policy (canonical JSON; '-' for stdout)\n");
 }
 
@@ -127,6 +132,34 @@ static int parse_target(char **container, char **rest, const char *s, const char
     return 0;
 }
 
+/*
+ * "VOLUME=/MOUNT/POINT,key=RES[,anchor=RES][,rollback=MODE]" (@rest, split in place) into @out;
+ * the values are checked by pol_gen(). -1 when malformed.
+ */
+static int parse_volume(pol_gen_volume *out, const char *container, char *rest)
+{
+    *out = (pol_gen_volume){.container = container};
+    char *save = NULL;
+    char *head = strtok_r(rest, ",", &save);
+    char *eq = head ? strchr(head, '=') : NULL;
+    if (!eq || eq == head || !eq[1])
+        return -1;
+    *eq = '\0';
+    out->name = head;
+    out->mount_point = eq + 1;
+    for (char *t = strtok_r(NULL, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strncmp(t, "key=", 4) && !out->key)
+            out->key = t + 4;
+        else if (!strncmp(t, "anchor=", 7) && !out->anchor)
+            out->anchor = t + 7;
+        else if (!strncmp(t, "rollback=", 9) && !out->rollback)
+            out->rollback = t + 9;
+        else
+            return -1;
+    }
+    return 0;
+}
+
 static int cmd_gen(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -181,6 +214,17 @@ static int cmd_gen(int argc, char **argv)
             }
             owned[owned_len++] = ctr;
             owned[owned_len++] = rest;
+            if (c == 'v') {
+                if (parse_volume(&volumes[g.volume_count], ctr, rest) < 0) {
+                    rc = cli_usage_report("--volume wants CONTAINER:VOLUME=/MOUNT/POINT,key=kbs:///"
+                                          "REPO/TYPE/TAG[,anchor=kbs:///REPO/TYPE/TAG]"
+                                          "[,rollback=strict|reset|off], not ",
+                                          optarg);
+                    goto out;
+                }
+                g.volume_count++;
+                break;
+            }
             char *eq = strrchr(rest, '=');
             if (!eq || eq == rest || !eq[1]) {
                 rc = cli_usage_report("expected =TARGET in ", optarg);
@@ -195,8 +239,6 @@ static int cmd_gen(int argc, char **argv)
                     s->env = eq + 4;
                 else
                     s->path = eq;
-            } else {
-                volumes[g.volume_count++] = (pol_gen_volume){ctr, rest, eq};
             }
             break;
         }

@@ -87,6 +87,13 @@ static void run_usage(FILE *out)
         "  --rm                 remove it when it exits (foreground)\n"
         "  -e, --env NAME=VAL   add an env variable (the policy must allow it)\n"
         "  --network none|host  network namespace: own (default) or the host's\n"
+        "  -v, --volume NAME=DIR[:MOUNTPOINT]\n"
+        "                       encrypted volume NAME of the policy, its ciphertext kept in\n"
+        "                       host directory DIR (an empty or missing DIR gets a new\n"
+        "                       volume); mounted at the policy's mount point (MOUNTPOINT, if\n"
+        "                       given, must be that). Its key comes from the KBS (the policy's\n"
+        "                       \"key\"), its rollback anchor is the policy's KBS counter.\n"
+        "                       Every volume of the policy needs one. Repeatable.\n"
         "  --config FILE        runtime configuration (default $CISTA_RUNTIME_CONFIG or\n"
         "                       /etc/cista/runtime.json)\n"
         "  --json               print the result (id, exit code, timings, claims) as JSON\n"
@@ -194,6 +201,9 @@ static int cmd_run(int argc, char **argv)
         O_CONFIG,
         O_JSON,
     };
+    /* volumes: the specs are split in place, in argv */
+    agent_volume_request vols[MAX_LIST];
+    size_t nvols = 0;
     static const struct option opts[] = {
         {"policy", required_argument, NULL, O_POLICY},
         {"kbs", required_argument, NULL, O_KBS},
@@ -208,6 +218,7 @@ static int cmd_run(int argc, char **argv)
         {"rm", no_argument, NULL, O_RM},
         {"env", required_argument, NULL, 'e'},
         {"network", required_argument, NULL, O_NETWORK},
+        {"volume", required_argument, NULL, 'v'},
         {"config", required_argument, NULL, O_CONFIG},
         {"json", no_argument, NULL, O_JSON},
         {"help", no_argument, NULL, 'h'},
@@ -219,7 +230,7 @@ static int cmd_run(int argc, char **argv)
     bool detach = false, rm = false, host_net = false, json = g_cli.json;
     rt_confidential conf = {0};
     int ch;
-    while ((ch = getopt_long(argc, argv, "+de:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+de:v:h", opts, NULL)) != -1) {
         switch (ch) {
         case O_POLICY:
             policy = optarg;
@@ -278,6 +289,15 @@ static int cmd_run(int argc, char **argv)
             else if (strcmp(optarg, "none"))
                 return cli_usage_see("run", "--network is none or host");
             break;
+        case 'v': {
+            if (nvols == MAX_LIST)
+                return cli_usage_see("run", "too many --volume");
+            cista_error *ve = NULL;
+            if (agent_volume_request_parse(&vols[nvols], optarg, &ve) < 0)
+                return cli_fail(ve);
+            nvols++;
+            break;
+        }
         case O_CONFIG:
             config = optarg;
             break;
@@ -327,11 +347,32 @@ static int cmd_run(int argc, char **argv)
         snprintf(idbuf, sizeof(idbuf), "%s", h);
         name = idbuf;
     }
+    /* a relative DIR is relative to here; the sandbox resolves and checks it */
+    char cwd[4096];
+    size_t absize = 1;
+    for (size_t i = 0; i < nvols; i++)
+        absize += strlen(vols[i].backing) + sizeof(cwd) + 2;
+    _cleanup_free_ char *absblk = xzalloc(absize);
+    char *at = absblk;
+    for (size_t i = 0; i < nvols; i++) {
+        if (vols[i].backing[0] == '/')
+            continue;
+        if (!getcwd(cwd, sizeof(cwd))) {
+            free(conf.policy);
+            err_set_sys(&e, -errno, "--volume %s: the current directory", vols[i].name);
+            return fail(e);
+        }
+        int w = sprintf(at, "%s/%s", cwd, vols[i].backing);
+        vols[i].backing = at;
+        at += w + 1;
+    }
     rt_create_opts co = {
         .confidential = &conf,
         .args = args,
         .env = env,
         .host_network = host_net,
+        .volumes = vols,
+        .volume_count = nvols,
         .key_files = keys,
         .key_count = nkeys,
         .secret_specs = secrets,

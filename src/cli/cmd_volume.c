@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
 #include "cli/cli.h"
 #include "util/codec.h"
 #include "util/json.h"
@@ -55,10 +56,14 @@ static void usage_create(FILE *out)
 static void usage_mount(FILE *out)
 {
     fprintf(out,
-            "Usage: cista volume mount DIR MNT --key-file K [--anchor FILE|kbs:URL/repo/type/tag]\n"
+            "Usage: cista volume mount DIR MNT (--key-file K | --key-fd N)\n"
+            "                          [--anchor FILE|kbs:URL/repo/type/tag]\n"
             "                          [--kbs-ca CA.pem --tee sim|tpm [--sim-state DIR]]\n"
             "                          [--rollback strict|reset|off] [-f] [--commit-interval MS]\n"
             "\n"
+            "  --key-fd N         read the key (32 raw bytes or 64 hex digits) from fd N\n"
+            "                     until EOF instead of a file (a pipe: the runtime passes keys\n"
+            "                     released by the KBS this way, never through a disk)\n"
             "  --anchor FILE      rollback anchor; mount refuses a volume older than it\n"
             "  --anchor kbs:https://HOST:PORT/repo/type/tag\n"
             "                     the anchor is a KBS counter only this attested workload\n"
@@ -125,6 +130,7 @@ enum {
     OPT_TEE,
     OPT_SIM_STATE,
     OPT_TPM_TCTI,
+    OPT_KEY_FD,
 };
 
 static const struct option g_long[] = {
@@ -141,6 +147,7 @@ static const struct option g_long[] = {
     {"tee", required_argument, NULL, OPT_TEE},
     {"sim-state", required_argument, NULL, OPT_SIM_STATE},
     {"tpm-tcti", required_argument, NULL, OPT_TPM_TCTI},
+    {"key-fd", required_argument, NULL, OPT_KEY_FD},
     {"foreground", no_argument, NULL, 'f'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -155,6 +162,7 @@ typedef struct vopts {
     bool foreground, debug, repair, json, help;
     int timeout_s;
     int ready_fd;
+    int key_fd;
     char *pos[2];
     int npos;
 } vopts;
@@ -164,6 +172,7 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
     memset(o, 0, sizeof(*o));
     o->timeout_s = 60;
     o->ready_fd = -1;
+    o->key_fd = -1;
     optind = 0;
     opterr = 0;
     int c;
@@ -204,6 +213,14 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
         case OPT_READY_FD:
             o->ready_fd = atoi(optarg);
             break;
+        case OPT_KEY_FD: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 0 || v > 1024)
+                return cli_usage_report("--key-fd wants a file descriptor number, got ", optarg);
+            o->key_fd = (int)v;
+            break;
+        }
         case OPT_DEBUG:
             o->debug = true;
             break;
@@ -239,9 +256,38 @@ static int load_key(uint8_t key[VOL_KEY_SIZE], const char *path, cista_error **e
 {
     if (!path)
         return err_set(err, -EINVAL,
-                       "--key-file is required (the KBS key source is not wired "
-                       "into the CLI yet)");
+                       "usage: --key-file is required (or, for mount, --key-fd: a confidential "
+                       "container's runtime hands over the key released by the KBS that way)");
     return vol_key_load(key, path, err);
+}
+
+/* The key from @fd (read to EOF, then closed): 32 raw bytes or 64 hex digits. */
+static int read_key_fd(uint8_t key[VOL_KEY_SIZE], int fd, cista_error **err)
+{
+    uint8_t buf[2 * VOL_KEY_SIZE + 2];
+    size_t n = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof(buf) - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = err_set_sys(err, -errno, "--key-fd %d", fd);
+            break;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n == sizeof(buf)) {
+            rc = err_set(err, -EINVAL, "--key-fd %d: more than a volume key", fd);
+            break;
+        }
+    }
+    close(fd);
+    if (rc == 0)
+        rc = agent_volume_key_parse(key, buf, n, "--key-fd", err);
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rc;
 }
 
 static int open_store_locked(vol_store **st, int *lockfd, const char *dir, bool wait,
@@ -334,7 +380,9 @@ static int cmd_mount(int argc, char **argv)
     if (kbs_anchor && vol_anchor_kbs_parse(&kbs_url, &kbs_path, o.anchor, &e) < 0)
         return cli_fail(e);
     uint8_t key[VOL_KEY_SIZE];
-    if (load_key(key, o.key_file, &e) < 0)
+    if (o.key_fd >= 0 && o.key_file)
+        return cli_usage_report("give --key-file or --key-fd, not both", NULL);
+    if (o.key_fd >= 0 ? read_key_fd(key, o.key_fd, &e) < 0 : load_key(key, o.key_file, &e) < 0)
         return cli_fail(e);
     char dir[PATH_MAX], mnt[PATH_MAX];
     if (!realpath(o.pos[0], dir) || !realpath(o.pos[1], mnt)) {

@@ -313,6 +313,58 @@ static const char *mount_mismatch(const pol_mount *rule, const char *dest, const
     return NULL;
 }
 
+/* A bind mount: type "bind", or no type/"none" with a bind option (as runc reads it). */
+static bool is_bind(const char *type, const json_t *opts)
+{
+    if (strcmp(type, "bind") == 0)
+        return true;
+    if (*type && strcmp(type, "none") != 0)
+        return false;
+    size_t i;
+    json_t *o;
+    json_array_foreach(opts, i, o)
+    {
+        const char *s = json_string_value(o);
+        if (s && (strcmp(s, "bind") == 0 || strcmp(s, "rbind") == 0))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A mount at a volume's mount point is that volume: the runtime puts the decrypted volume
+ * there, whatever the host's source was (it names where the ciphertext lives). So it is
+ * checked by the volumes rule: a bind, once, with options that only bind or take power away.
+ */
+static int check_volume_mount(pol_decision *d, const pol_container *c, const pol_volume *vol,
+                              const json_t *mounts, size_t index, const char *type,
+                              const json_t *opts, const char *f)
+{
+    if (!is_bind(type, opts))
+        return DENY(d, "volumes", f,
+                    "%s (type \"%s\") is at \"%s\", the mount point of volume \"%s\" of "
+                    "container \"%s\": only the volume (a bind mount) may be mounted there",
+                    f, type, vol->mount_point, vol->name, c->name);
+    for (size_t j = 0; j < index; j++) {
+        const char *od =
+            json_string_value(json_object_get(json_array_get(mounts, j), "destination"));
+        _cleanup_free_ char *on = od ? pol_path_normalize(od) : NULL;
+        if (on && strcmp(on, vol->mount_point) == 0)
+            return DENY(d, "volumes", f, "%s mounts volume \"%s\" at \"%s\" a second time", f,
+                        vol->name, vol->mount_point);
+    }
+    size_t i;
+    json_t *o;
+    json_array_foreach(opts, i, o)
+    {
+        const char *s = json_string_value(o);
+        if (strcmp(s, "bind") && strcmp(s, "rbind") && strcmp(s, "rw") && !restrictive_option(s))
+            return DENY(d, "volumes", f, "%s of volume \"%s\": option \"%s\" is not allowed", f,
+                        vol->name, s);
+    }
+    return 0;
+}
+
 static int check_mounts(pol_decision *d, const pol_container *c, const json_t *cfg)
 {
     json_t *mounts = json_object_get(cfg, "mounts");
@@ -347,6 +399,16 @@ static int check_mounts(pol_decision *d, const pol_container *c, const json_t *c
         if (!nd)
             return DENY(d, "mounts", f,
                         "%s destination \"%s\" is not an absolute path without \"..\"", f, dest);
+        const pol_volume *vol = NULL;
+        for (size_t k = 0; k < c->volumes_len && !vol; k++)
+            if (strcmp(c->volumes[k].mount_point, nd) == 0)
+                vol = &c->volumes[k];
+        if (vol) {
+            int vr = check_volume_mount(d, c, vol, mounts, i, type, jo, f);
+            if (vr < 0)
+                return vr;
+            continue;
+        }
         json_t *empty = json_array();
         const char *why = "destination";
         for (size_t r = 0; r < c->mounts_len && why; r++) {
@@ -554,11 +616,19 @@ int pol_allow_volume_mount(pol_decision *out, const pol_policy *p, const char *c
     if (!name || !n)
         return DENY(out, "volumes", "mount_point",
                     "volume name missing or mount point not an absolute path without \"..\"");
-    for (size_t i = 0; i < c->volumes_len; i++)
-        if (strcmp(c->volumes[i].name, name) == 0 && strcmp(c->volumes[i].mount_point, n) == 0)
+    for (size_t i = 0; i < c->volumes_len; i++) {
+        if (strcmp(c->volumes[i].name, name) != 0)
+            continue;
+        if (strcmp(c->volumes[i].mount_point, n) == 0)
             return decide(out, true, "volumes", "", "volume \"%s\" at \"%s\" is allowed", name, n);
+        return DENY(out, "volumes", "mount_point",
+                    "volume \"%s\" of container \"%s\" is mounted at \"%s\" by its policy, "
+                    "not at \"%s\"",
+                    name, c->name, c->volumes[i].mount_point, dest);
+    }
     return DENY(out, "volumes", "name",
-                "volume \"%s\" at \"%s\" is not allowed for container \"%s\"", name, dest, c->name);
+                "volume \"%s\" (at \"%s\") is not declared by the policy of container \"%s\"", name,
+                dest, c->name);
 }
 
 int pol_allow_image(pol_decision *out, const pol_policy *p, const char *container,

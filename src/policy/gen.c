@@ -1042,9 +1042,15 @@ static int build_container(gen *g, const ctr_in *in)
     }
     for (size_t k = 0; k < g->opts->volume_count; k++) {
         const pol_gen_volume *v = &g->opts->volumes[k];
-        if (strcmp(v->container, in->name) == 0)
-            json_array_append_new(
-                volumes, json_pack("{s:s,s:s}", "name", v->name, "mount_point", v->mount_point));
+        if (strcmp(v->container, in->name) != 0)
+            continue;
+        /* the rollback mode is written out even when it is the default: the policy says it */
+        const char *rollback = v->rollback ? v->rollback : v->anchor ? "strict" : "off";
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "name", v->name, "mount_point", v->mount_point,
+                              "key", v->key ? v->key : "", "rollback", rollback);
+        if (v->anchor)
+            json_object_set_new(o, "anchor", json_string(v->anchor));
+        json_array_append_new(volumes, o);
     }
 
     json_t *c =
@@ -1220,10 +1226,23 @@ static int check_targets(gen *g)
         if (!name_taken(g, g->opts->secrets[i].container))
             return err_set(g->err, -EINVAL, "secret %s: no container \"%s\" in the policy",
                            g->opts->secrets[i].resource, g->opts->secrets[i].container);
-    for (size_t i = 0; i < g->opts->volume_count; i++)
-        if (!name_taken(g, g->opts->volumes[i].container))
-            return err_set(g->err, -EINVAL, "volume %s: no container \"%s\" in the policy",
-                           g->opts->volumes[i].name, g->opts->volumes[i].container);
+    for (size_t i = 0; i < g->opts->volume_count; i++) {
+        const pol_gen_volume *v = &g->opts->volumes[i];
+        if (!name_taken(g, v->container))
+            return err_set(g->err, -EINVAL, "volume %s: no container \"%s\" in the policy", v->name,
+                           v->container);
+        /* the user's mistakes get the user's words, not "generated policy does not validate" */
+        _cleanup_free_ char *what = xasprintf("volume %s of container %s", v->name, v->container);
+        const char *rollback = v->rollback;
+        int r = pol__volume_check(what, v->name, v->key, v->anchor, &rollback, g->err);
+        if (r < 0)
+            return r;
+        _cleanup_free_ char *n = pol_path_normalize(v->mount_point);
+        if (!n || strcmp(n, v->mount_point) || !strcmp(n, "/"))
+            return err_set(g->err, -EINVAL,
+                           "%s: mount point \"%s\" is not a normalised absolute path below /", what,
+                           v->mount_point);
+    }
     return 0;
 }
 

@@ -32,11 +32,6 @@ typedef struct {
     bool read_only;
 } pol_mount;
 
-typedef struct {
-    char *name;
-    char *mount_point;
-} pol_volume;
-
 enum {
     POL_CAP_BOUNDING,
     POL_CAP_EFFECTIVE,
@@ -92,6 +87,18 @@ extern const char *const pol__cap_set_names[POL_CAP_SETS];
 int pol__regex_compile(regex_t *re, const char *pattern, const char *what, cista_error **err)
     __attribute__((warn_unused_result));
 bool pol__match(const pol_match *m, const char *s);
+
+/* "kbs:///repo/type/tag" with three non-empty segments, as the KBS expects. */
+bool pol__kbs_resource_ok(const char *res);
+/* A volume name: [A-Za-z0-9][A-Za-z0-9_.-]*, at most POL_MAX_VOLUME_NAME (a directory name). */
+bool pol__volume_name_ok(const char *name);
+/*
+ * Check a volume's name, key, anchor and rollback mode (@what names it in errors). *@rollback
+ * NULL gets the default: "strict" with an anchor, "off" without; without an anchor only "off"
+ * is accepted. The strings are borrowed; *@rollback then points to a static string or stays.
+ */
+int pol__volume_check(const char *what, const char *name, const char *key, const char *anchor,
+                      const char **rollback, cista_error **err) __attribute__((warn_unused_result));
 
 /*
  * Kubernetes YAML stream -> array of JSON documents (k8s.c). Scalars follow

@@ -98,8 +98,11 @@ static void container_clear(pol_container *c)
     }
     free(c->secrets);
     for (size_t i = 0; i < c->volumes_len; i++) {
-        free(c->volumes[i].name);
-        free(c->volumes[i].mount_point);
+        free((char *)c->volumes[i].name);
+        free((char *)c->volumes[i].mount_point);
+        free((char *)c->volumes[i].key);
+        free((char *)c->volumes[i].anchor);
+        free((char *)c->volumes[i].rollback);
     }
     free(c->volumes);
     for (size_t i = 0; i < c->exec_len; i++)
@@ -421,6 +424,72 @@ static int parse_sysctls(pol_container *c, const json_t *obj, const char *what, 
     return 0;
 }
 
+bool pol__kbs_resource_ok(const char *res)
+{
+    /* kbs:///repo/type/tag: three non-empty segments, as the KBS expects. */
+    if (!res || strncmp(res, "kbs:///", 7) != 0)
+        return false;
+    const char *p = res + 7;
+    int slashes = 0;
+    if (!*p || p[strlen(p) - 1] == '/' || strstr(p, "//"))
+        return false;
+    for (; *p; p++)
+        slashes += *p == '/';
+    return slashes == 2;
+}
+
+bool pol__volume_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > POL_MAX_VOLUME_NAME)
+        return false;
+    /* the name becomes a directory name in the sandbox: no "/", no "..", no leading "." */
+    for (size_t i = 0; i < n; i++) {
+        char ch = name[i];
+        bool alnum =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+        if (!alnum && (i == 0 || !strchr("_.-", ch)))
+            return false;
+    }
+    return true;
+}
+
+int pol__volume_check(const char *what, const char *name, const char *key, const char *anchor,
+                      const char **rollback, cista_error **err)
+{
+    if (!pol__volume_name_ok(name))
+        return err_set(err, -EINVAL,
+                       "%s.name: \"%s\" is not a volume name (1 to %d of A-Z a-z 0-9 _ . -, "
+                       "starting with a letter or digit)",
+                       what, name ? name : "", POL_MAX_VOLUME_NAME);
+    if (!key)
+        return err_set(err, -EINVAL,
+                       "%s: member \"key\" is missing (the KBS resource kbs:///repo/type/tag "
+                       "holding the volume's master key)",
+                       what);
+    if (!pol__kbs_resource_ok(key))
+        return err_set(err, -EINVAL, "%s.key: \"%s\" is not kbs:///repo/type/tag", what, key);
+    if (anchor && !pol__kbs_resource_ok(anchor))
+        return err_set(err, -EINVAL,
+                       "%s.anchor: \"%s\" is not kbs:///repo/type/tag (the KBS counter that "
+                       "keeps the volume's newest generation)",
+                       what, anchor);
+    if (!*rollback) {
+        *rollback = anchor ? "strict" : "off";
+        return 0;
+    }
+    if (strcmp(*rollback, "strict") && strcmp(*rollback, "reset") && strcmp(*rollback, "off"))
+        return err_set(err, -EINVAL, "%s.rollback: \"%s\" is not strict, reset or off", what,
+                       *rollback);
+    if (!anchor && strcmp(*rollback, "off"))
+        return err_set(err, -EINVAL,
+                       "%s.rollback: \"%s\" needs an \"anchor\" (a KBS counter that remembers "
+                       "the volume's newest generation); without an anchor only \"off\" is "
+                       "possible",
+                       what, *rollback);
+    return 0;
+}
+
 static int parse_secrets(pol_container *c, const json_t *arr, const char *what, cista_error **err)
 {
     static const char *const keys[] = {"resource", "path", "env", NULL};
@@ -445,13 +514,7 @@ static int parse_secrets(pol_container *c, const json_t *arr, const char *what, 
         c->secrets_len = i + 1;
         if (r < 0)
             return r;
-        /* kbs:///repo/type/tag: three non-empty segments, as the KBS expects. */
-        const char *p = res + (strncmp(res, "kbs:///", 7) == 0 ? 7 : 0);
-        int slashes = 0;
-        bool ok = p != res && *p && p[strlen(p) - 1] != '/' && !strstr(p, "//");
-        for (; ok && *p; p++)
-            slashes += *p == '/';
-        if (!ok || slashes != 2)
+        if (!pol__kbs_resource_ok(res))
             return err_set(err, -EINVAL, "%s.resource: \"%s\" is not kbs:///repo/type/tag", w, res);
         if (!!path == !!env)
             return err_set(err, -EINVAL, "%s: needs exactly one of \"path\" and \"env\"", w);
@@ -466,7 +529,7 @@ static int parse_secrets(pol_container *c, const json_t *arr, const char *what, 
 
 static int parse_volumes(pol_container *c, const json_t *arr, const char *what, cista_error **err)
 {
-    static const char *const keys[] = {"name", "mount_point", NULL};
+    static const char *const keys[] = {"name", "mount_point", "key", "anchor", "rollback", NULL};
     size_t n = json_array_size(arr);
     if (n > MAX_LIST)
         return err_set(err, -EINVAL, "%s: too many volumes", what);
@@ -474,16 +537,44 @@ static int parse_volumes(pol_container *c, const json_t *arr, const char *what, 
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, i);
         _cleanup_free_ char *w = xasprintf("%s[%zu]", what, i);
+        pol_volume *pv = &c->volumes[i];
         c->volumes_len = i + 1;
         if (!json_is_object(v))
             return err_set(err, -EINVAL, "%s: must be an object", w);
+        char *name = NULL, *mp = NULL, *key = NULL, *anchor = NULL, *rollback = NULL;
         int r = check_members(v, keys, w, err);
-        if (r < 0 || (r = get_str(&c->volumes[i].name, v, "name", true, w, err)) < 0 ||
-            (r = get_str(&c->volumes[i].mount_point, v, "mount_point", true, w, err)) < 0)
+        if (r == 0)
+            r = get_str(&name, v, "name", true, w, err);
+        if (r == 0)
+            r = get_str(&mp, v, "mount_point", true, w, err);
+        if (r == 0)
+            r = get_str(&key, v, "key", false, w, err);
+        if (r == 0)
+            r = get_str(&anchor, v, "anchor", false, w, err);
+        if (r == 0)
+            r = get_str(&rollback, v, "rollback", false, w, err);
+        *pv = (pol_volume){name, mp, key, anchor, rollback};
+        if (r < 0)
             return r;
         _cleanup_free_ char *wm = xasprintf("%s.mount_point", w);
-        if ((r = abs_path(c->volumes[i].mount_point, wm, err)) < 0)
+        if ((r = abs_path(mp, wm, err)) < 0)
             return r;
+        if (!strcmp(mp, "/"))
+            return err_set(err, -EINVAL, "%s: a volume cannot replace the root file system", wm);
+        const char *rb = rollback;
+        if ((r = pol__volume_check(w, name, key, anchor, &rb, err)) < 0)
+            return r;
+        if (!rollback)
+            pv->rollback = xstrdup(rb);
+        for (size_t j = 0; j < i; j++) {
+            if (!strcmp(c->volumes[j].name, name))
+                return err_set(err, -EINVAL, "%s.name: volume \"%s\" appears twice", w, name);
+            if (!strcmp(c->volumes[j].mount_point, mp))
+                return err_set(err, -EINVAL,
+                               "%s.mount_point: \"%s\" is already the mount point of volume "
+                               "\"%s\"",
+                               w, mp, c->volumes[j].name);
+        }
     }
     return 0;
 }
@@ -727,6 +818,19 @@ int pol_get_secrets(const pol_secret **out, size_t *out_count, const pol_policy 
         if (strcmp(p->containers[i].name, container) == 0) {
             *out = p->containers[i].secrets;
             *out_count = p->containers[i].secrets_len;
+            return 0;
+        }
+    }
+    return err_set(err, -ENOENT, "policy has no container \"%s\"", container);
+}
+
+int pol_get_volumes(const pol_volume **out, size_t *out_count, const pol_policy *p,
+                    const char *container, cista_error **err)
+{
+    for (size_t i = 0; i < p->containers_len; i++) {
+        if (strcmp(p->containers[i].name, container) == 0) {
+            *out = p->containers[i].volumes;
+            *out_count = p->containers[i].volumes_len;
             return 0;
         }
     }

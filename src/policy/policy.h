@@ -101,11 +101,14 @@ typedef struct {
     const char *env;       /* env var name, or NULL (exactly one of path/env) */
 } pol_gen_secret;
 
-/* An encrypted volume and where it is mounted. */
+/* An encrypted volume and where it is mounted (see pol_volume for the fields). */
 typedef struct {
     const char *container;
     const char *name;
     const char *mount_point;
+    const char *key;      /* kbs:///repo/type/tag (required) */
+    const char *anchor;   /* kbs:///repo/type/tag or NULL */
+    const char *rollback; /* "strict" | "reset" | "off" or NULL: the default */
 } pol_gen_volume;
 
 typedef struct {
@@ -196,6 +199,26 @@ typedef struct {
 
 /* *out borrows from @p; -ENOENT when there is no such container. */
 int pol_get_secrets(const pol_secret **out, size_t *out_count, const pol_policy *p,
+                    const char *container, cista_error **err) __attribute__((warn_unused_result));
+
+/*
+ * An encrypted volume of a container: the runtime mounts it at @mount_point
+ * with the master key from KBS resource @key (32 raw bytes or 64 hex digits)
+ * and, when @anchor is set, keeps its newest {generation, root} in that KBS
+ * counter; @rollback says what an older copy of the volume gets.
+ */
+typedef struct {
+    const char *name;        /* [A-Za-z0-9][A-Za-z0-9_.-]*, at most POL_MAX_VOLUME_NAME */
+    const char *mount_point; /* normalised absolute path */
+    const char *key;         /* kbs:///repo/type/tag */
+    const char *anchor;      /* kbs:///repo/type/tag, or NULL: no rollback anchor */
+    const char *rollback;    /* "strict" | "reset" | "off"; the default filled in */
+} pol_volume;
+
+#define POL_MAX_VOLUME_NAME 64
+
+/* The volumes of a container. *out borrows from @p; -ENOENT when there is no such container. */
+int pol_get_volumes(const pol_volume **out, size_t *out_count, const pol_policy *p,
                     const char *container, cista_error **err) __attribute__((warn_unused_result));
 
 /*

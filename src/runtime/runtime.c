@@ -333,6 +333,8 @@ static int create_confidential(json_t *st, char **out_bundle, char **out_root, i
         .args = o ? o->args : NULL,
         .env = o ? o->env : NULL,
         .host_network = o && o->host_network,
+        .volumes = o ? o->volumes : NULL,
+        .volume_count = o ? o->volume_count : 0,
     };
     agent_launch_opts lo = {
         .dir = dir,
@@ -352,6 +354,8 @@ static int create_confidential(json_t *st, char **out_bundle, char **out_root, i
         .keys = ks,
         .request = &req,
         .tmpfs_size = c->tmpfs_size,
+        .kbs_url = conf->kbs,
+        .kbs_ca = c->kbs_cert,
     };
     json_object_set_new(st, "mode", json_string("confidential"));
     json_object_set_new(st, "tee", json_string(tee));

@@ -35,6 +35,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "agent/agent.h"
 #include "util/err.h"
 
 #define RT_DEFAULT_ROOT "/run/cista"
@@ -126,6 +127,12 @@ typedef struct {
     size_t key_count;
     const char *const *secret_specs;
     size_t secret_count;
+    /*
+     * `cista run --volume NAME=DIR[:MOUNTPOINT]`: encrypted volumes by name (a bundle's bind
+     * mounts at a policy volume's mount point ask for volumes too). Borrowed.
+     */
+    const agent_volume_request *volumes;
+    size_t volume_count;
     int stdio_fd;        /* >= 0: the container's stdout/stderr go there */
     bool to_sandbox_log; /* confidential: stdout/stderr to the log in the sandbox */
     /*

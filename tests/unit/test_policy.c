@@ -40,7 +40,8 @@ static const char *const POLICY =
     " \"read_only_rootfs\":true,"
     " \"secrets\":[{\"resource\":\"kbs:///default/key/db\",\"path\":\"/run/secrets/db\"},"
     "  {\"resource\":\"kbs:///default/token/api\",\"env\":\"API_TOKEN\"}],"
-    " \"volumes\":[{\"name\":\"vol1\",\"mount_point\":\"/data/enc\"}],"
+    " \"volumes\":[{\"name\":\"vol1\",\"mount_point\":\"/data/enc\","
+    "  \"key\":\"kbs:///default/volume-key/vol1\"}],"
     " \"exec\":[[\"/bin/ls\",\"-l\"],[\"/bin/sh\",\"-c\",\"echo hi\"]],"
     " \"logs\":false,\"signals\":[15],"
     " \"copy\":[\"/etc/app/config.yaml\",\"/srv/upload/\"]},"
@@ -385,11 +386,38 @@ static const policy_case cases[] = {
     {"copy none allowed", OP_COPY, "side", "/x", NULL, 0, false, "copy", "path"},
     /* volumes */
     {"volume allowed", OP_VOLUME, "app", "vol1", "/data/enc", 0, true, NULL, NULL},
-    {"volume wrong place", OP_VOLUME, "app", "vol1", "/etc", 0, false, "volumes", "name"},
+    {"volume wrong place", OP_VOLUME, "app", "vol1", "/etc", 0, false, "volumes", "mount_point"},
     {"volume trailing slash", OP_VOLUME, "app", "vol1", "/data/enc/", 0, true, NULL, NULL},
     {"volume climbing", OP_VOLUME, "app", "vol1", "/data/enc/../../etc", 0, false, "volumes",
      "mount_point"},
     {"volume unknown", OP_VOLUME, "app", "vol2", "/data/enc", 0, false, "volumes", "name"},
+    {"volume of another container", OP_VOLUME, "side", "vol1", "/data/enc", 0, false, "volumes",
+     "name"},
+    /* create: a mount at a volume's mount point is the volume (rule volumes, not mounts) */
+    {"create: bind at the volume's mount point, any source", OP_CREATE, "app",
+     "{\"mounts\":[{\"destination\":\"/data/enc\",\"type\":\"bind\","
+     "\"source\":\"/anything/the/host/chose\",\"options\":[\"rbind\",\"nosuid\",\"nodev\"]}]}",
+     NULL, 0, true, NULL, NULL},
+    {"create: untyped bind (options) at the volume's mount point", OP_CREATE, "app",
+     "{\"mounts\":[{\"destination\":\"/data/enc/\",\"source\":\"/x\","
+     "\"options\":[\"bind\",\"ro\"]}]}",
+     NULL, 0, true, NULL, NULL},
+    {"create: tmpfs at the volume's mount point", OP_CREATE, "app",
+     "{\"mounts\":[{\"destination\":\"/data/enc\",\"type\":\"tmpfs\",\"source\":\"tmpfs\"}]}", NULL,
+     0, false, "volumes", "mounts[0]"},
+    {"create: volume bind with a power-adding option", OP_CREATE, "app",
+     "{\"mounts\":[{\"destination\":\"/data/enc\",\"type\":\"bind\",\"source\":\"/x\","
+     "\"options\":[\"rbind\",\"suid\"]}]}",
+     NULL, 0, false, "volumes", "mounts[0]"},
+    {"create: the volume mounted twice", OP_CREATE, "app",
+     "{\"mounts\":[{\"destination\":\"/data/enc\",\"type\":\"bind\",\"source\":\"/x\"},"
+     "{\"destination\":\"//data/enc\",\"type\":\"bind\",\"source\":\"/y\"}]}",
+     NULL, 0, false, "volumes", "mounts[1]"},
+    {"create: a volume's mount point in another container is a plain mount", OP_CREATE, "side",
+     "!{\"process\":{\"args\":[\"/side\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0}},"
+     "\"root\":{\"path\":\"r\"},\"mounts\":[{\"destination\":\"/data/enc\",\"type\":\"bind\","
+     "\"source\":\"/x\"}]}",
+     NULL, 0, false, "mounts", "mounts[0]"},
     /* image */
     {"image matches", OP_IMAGE, "app", DIGEST_L, DIGEST_M, 0, true, NULL, NULL},
     {"image manifest differs", OP_IMAGE, "app", DIGEST_L, DIGEST_L, 0, false, "image",
@@ -835,7 +863,8 @@ static void test_gen_image(void **state)
     const char *ls[] = {"/bin/ls", NULL};
     const char *const *exec[] = {ls};
     pol_gen_secret secrets[] = {{"plain", "kbs:///default/key/db", NULL, "DB_KEY"}};
-    pol_gen_volume vols[] = {{"plain", "data", "/data"}};
+    pol_gen_volume vols[] = {
+        {"plain", "data", "/data", "kbs:///default/volume-key/data", NULL, NULL}};
     pol_gen_opts o = {.images = images,
                       .image_count = 1,
                       .exec = exec,
@@ -866,6 +895,15 @@ static void test_gen_image(void **state)
     pol_decision_clear(&d);
     assert_int_equal(pol_allow_volume_mount(&d, p, "plain", "data", "/data"), 0);
     pol_decision_clear(&d);
+    const pol_volume *v;
+    size_t nv;
+    assert_int_equal(pol_get_volumes(&v, &nv, p, "plain", &err), 0);
+    assert_int_equal(nv, 1);
+    assert_string_equal(v[0].key, "kbs:///default/volume-key/data");
+    assert_null(v[0].anchor);
+    /* written out explicitly, so the policy says what happens to an older copy */
+    assert_string_equal(v[0].rollback, "off");
+    assert_non_null(strstr(canon, "\"rollback\":\"off\""));
     const pol_secret *s;
     size_t n;
     assert_int_equal(pol_get_secrets(&s, &n, p, "plain", &err), 0);
@@ -883,6 +921,146 @@ static void test_gen_image(void **state)
         "\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"ro\"]}]}";
     if (pol_allow_create(&d, p, "plain", cfg, strlen(cfg)) < 0)
         fail_msg("denied: %s", d.reason);
+}
+
+static pol_policy *parse_ok(const char *doc)
+{
+    pol_policy *p = NULL;
+    cista_error *err = NULL;
+    if (pol_parse(&p, doc, strlen(doc), &err) < 0)
+        fail_msg("policy: %s", err->msg);
+    return p;
+}
+
+static void test_volume_rules(void **state)
+{
+    (void)state;
+#define V(vols)                                                                                    \
+    "{\"version\":\"1\",\"containers\":[{\"name\":\"a\",\"process\":{\"args\":[\"/x\"],"           \
+    "\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0}},\"volumes\":[" vols "]}]}"
+#define KEY "\"key\":\"kbs:///default/volume-key/d\""
+#define ANCHOR "\"anchor\":\"kbs:///vol/anchor/d\""
+    /* defaults: strict with an anchor, off without */
+    pol_policy *p = parse_ok(V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY "," ANCHOR "},"
+                               "{\"name\":\"e.2_x-y\",\"mount_point\":\"/srv/e\"," KEY "}"));
+    const pol_volume *v = NULL;
+    size_t n = 0;
+    cista_error *err = NULL;
+    assert_int_equal(pol_get_volumes(&v, &n, p, "a", &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].name, "d");
+    assert_string_equal(v[0].mount_point, "/data");
+    assert_string_equal(v[0].key, "kbs:///default/volume-key/d");
+    assert_string_equal(v[0].anchor, "kbs:///vol/anchor/d");
+    assert_string_equal(v[0].rollback, "strict");
+    assert_null(v[1].anchor);
+    assert_string_equal(v[1].rollback, "off");
+    assert_int_equal(pol_get_volumes(&v, &n, p, "nope", &err), -ENOENT);
+    err_clear(&err);
+    pol_free(p);
+    static const char *const modes[] = {"strict", "reset", "off"};
+    for (size_t i = 0; i < ARRAY_LEN(modes); i++) {
+        _cleanup_free_ char *doc = xasprintf(
+            V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY "," ANCHOR ",\"rollback\":\"%s\"}"),
+            modes[i]);
+        p = parse_ok(doc);
+        assert_int_equal(pol_get_volumes(&v, &n, p, "a", &err), 0);
+        assert_string_equal(v[0].rollback, modes[i]);
+        pol_free(p);
+    }
+    p = parse_ok(V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY ",\"rollback\":\"off\"}"));
+    pol_free(p);
+    /* refusals, each naming what is wrong */
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/data\"}"), "\"key\" is missing");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/data\",\"key\":\"kbs:///a/b\"}"),
+                       "key: \"kbs:///a/b\" is not kbs:///repo/type/tag");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/data\",\"key\":\"/etc/k\"}"),
+                       "is not kbs:///repo/type/tag");
+    expect_parse_error(
+        V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY ",\"anchor\":\"kbs://h/a/b/c\"}"),
+        "anchor: \"kbs://h/a/b/c\" is not kbs:///repo/type/tag");
+    expect_parse_error(
+        V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY ",\"rollback\":\"strict\"}"),
+        "without an anchor only \"off\"");
+    expect_parse_error(
+        V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY ",\"rollback\":\"reset\"}"),
+        "needs an \"anchor\"");
+    expect_parse_error(
+        V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY "," ANCHOR ",\"rollback\":\"lax\"}"),
+        "not strict, reset or off");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY ",\"rollback\":1}"),
+                       "rollback");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/data\"," KEY ",\"size\":1}"),
+                       "unknown member \"size\"");
+    expect_parse_error(V("{\"name\":\"../etc\",\"mount_point\":\"/data\"," KEY "}"),
+                       "is not a volume name");
+    expect_parse_error(V("{\"name\":\".d\",\"mount_point\":\"/data\"," KEY "}"),
+                       "is not a volume name");
+    expect_parse_error(V("{\"name\":\"\",\"mount_point\":\"/data\"," KEY "}"),
+                       "is not a volume name");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/\"," KEY "}"),
+                       "cannot replace the root");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"data\"," KEY "}"),
+                       "not an absolute path");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/a\"," KEY "},"
+                         "{\"name\":\"d\",\"mount_point\":\"/b\"," KEY "}"),
+                       "volume \"d\" appears twice");
+    expect_parse_error(V("{\"name\":\"d\",\"mount_point\":\"/a\"," KEY "},"
+                         "{\"name\":\"e\",\"mount_point\":\"/a\"," KEY "}"),
+                       "already the mount point of volume \"d\"");
+#undef V
+#undef KEY
+#undef ANCHOR
+}
+
+static void test_gen_volumes(void **state)
+{
+    (void)state;
+    const char *images[] = {SAMPLE_IMAGE};
+    pol_gen_volume vols[] = {{"plain", "data", "/data", "kbs:///default/volume-key/data",
+                              "kbs:///vol/anchor/data", NULL},
+                             {"plain", "cache", "/var/cache/app", "kbs:///default/volume-key/cache",
+                              "kbs:///vol/anchor/cache", "reset"}};
+    pol_gen_opts o = {.images = images, .image_count = 1, .volumes = vols, .volume_count = 2};
+    json_t *doc = NULL;
+    cista_error *err = NULL;
+    if (pol_gen(&doc, NULL, &o, &err) < 0)
+        fail_msg("gen: %s", err->msg);
+    size_t size;
+    _cleanup_free_ char *canon = pol_canonical(doc, &size);
+    json_decref(doc);
+    _cleanup_pol_ pol_policy *p = parse_ok(canon);
+    const pol_volume *v;
+    size_t n;
+    assert_int_equal(pol_get_volumes(&v, &n, p, "plain", &err), 0);
+    assert_int_equal(n, 2);
+    /* sorted (canonical): cache, then data */
+    assert_string_equal(v[0].name, "cache");
+    assert_string_equal(v[0].rollback, "reset");
+    assert_string_equal(v[1].name, "data");
+    assert_string_equal(v[1].rollback, "strict");
+    assert_string_equal(v[1].anchor, "kbs:///vol/anchor/data");
+    /* the user's mistakes are reported in the user's terms */
+    static const struct {
+        pol_gen_volume v;
+        const char *needle;
+    } bad[] = {
+        {{"plain", "data", "/data", NULL, NULL, NULL}, "\"key\" is missing"},
+        {{"plain", "data", "/data", "kbs:///k/k/k", NULL, "strict"}, "needs an \"anchor\""},
+        {{"plain", "data", "/data/", "kbs:///k/k/k", NULL, NULL}, "not a normalised"},
+        {{"plain", "a/b", "/data", "kbs:///k/k/k", NULL, NULL}, "not a volume name"},
+        {{"nope", "data", "/data", "kbs:///k/k/k", NULL, NULL}, "no container \"nope\""},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        pol_gen_opts ob = {
+            .images = images, .image_count = 1, .volumes = &bad[i].v, .volume_count = 1};
+        json_t *d2 = NULL;
+        cista_error *e2 = NULL;
+        assert_true(pol_gen(&d2, NULL, &ob, &e2) < 0);
+        if (!strstr(e2->msg, bad[i].needle) || strstr(e2->msg, "does not validate"))
+            fail_msg("case %zu: error \"%s\" lacks \"%s\"", i, e2->msg, bad[i].needle);
+        err_free(e2);
+    }
 }
 
 static void test_yaml_limits(void **state)
@@ -929,7 +1107,8 @@ int main(void)
         cmocka_unit_test(test_hash_encodings),    cmocka_unit_test(test_gen_deployment),
         cmocka_unit_test(test_gen_shapes),        cmocka_unit_test(test_gen_refusals),
         cmocka_unit_test(test_gen_deterministic), cmocka_unit_test(test_gen_image),
-        cmocka_unit_test(test_yaml_limits),
+        cmocka_unit_test(test_yaml_limits),       cmocka_unit_test(test_volume_rules),
+        cmocka_unit_test(test_gen_volumes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
