@@ -302,7 +302,7 @@ int agent__rootfs_prepare(const char *sandbox_dir, const char *tee_dir, const im
 {
     int rc;
     _cleanup_free_ char *root = NULL;
-    const char *id;
+    const char *id = NULL;
     if ((rc = split_sandbox_dir(&root, &id, sandbox_dir, err)) < 0)
         return rc;
     int storefd = -1, slk = -1;
@@ -346,7 +346,7 @@ static void release_in_store(int storefd, const char *root, const char *id)
 void agent__rootfs_release(const char *sandbox_dir)
 {
     _cleanup_free_ char *root = NULL;
-    const char *id;
+    const char *id = NULL;
     cista_error *e = NULL;
     int storefd = -1, slk = -1;
     if (split_sandbox_dir(&root, &id, sandbox_dir, &e) < 0 ||

@@ -9,16 +9,27 @@
  * chain, validity window) and the TCB level matching into one status.
  * Layouts: Intel sgx_quote_3.h/4.h/5.h as summarised in
  * shared/reference/evidence-layouts.md sections 2 and 3.
+ *
+ * A warm verification (the same platform and collateral again, with
+ * opts->chain_cache) parses nothing it parsed before: collateral entries
+ * are read once per ev_collateral (coll_entry_parse), and the chain
+ * outcomes, document signatures and the attestation key's context come
+ * from the cache; what remains per call is the quote layout, the windows,
+ * the QE identity and TCB level checks, two P-256 verifications and the
+ * claims (docs/performance.md, "DCAP").
  */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <openssl/asn1.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,118 +308,624 @@ static int member_span(size_t *out_off, size_t *out_len, const char *s, size_t n
     return -EINVAL;
 }
 
-/* ---- collateral ---- */
-
-typedef struct {
-    char *name; /* where it came from, for messages */
-    char *text; /* the signed JSON text, NUL-terminated copy */
-    size_t size;
-    uint8_t sig[SIG_SIZE]; /* r || s, big-endian */
-} signed_doc;
-
-typedef struct {
-    STACK_OF(X509) * certs;
-    STACK_OF(X509_CRL) * crls;
-    signed_doc tcb[MAX_DOCS], qe[MAX_DOCS];
-    size_t ntcb, nqe;
-    /* parsing PEM through opts->chain_cache (see certs_load); all borrowed, cache may be NULL */
-    ev_chain_cache *cache;
-    X509 *root;
-    time_t now;
-} coll_set;
+/* ---- TCB info and QE identity: parsed once, checked on every call ---- */
 
 /*
- * x509_certs_load() of @data into *out (appended), through the cache when
- * there is one: certificates parsed before from byte-identical text
- * (scope "dcap/pem/<SHA-256 of the bytes>", under the pinned root) are
- * taken as new references instead of being parsed again. Parsing is a
- * function of the bytes alone; nothing here is trusted because it was
- * cached, every check on the certificates still runs. The entry lives while
- * "now" is inside the certificates' validity (outside it they fail the
- * chain checks anyway and are parsed again).
+ * A field of a signed document as read when the collateral was parsed: on
+ * failure the code and error a verification reports when it reaches the
+ * field (the checks run in the same order as reading the JSON there would,
+ * so the outcome and message are the same).
  */
-static int certs_load(STACK_OF(X509) * *out, const void *data, size_t size, const coll_set *s,
-                      cista_error **err)
+typedef struct {
+    int rc; /* < 0 with @err when reading failed */
+    cista_error *err;
+} perr;
+
+static void perr_take(perr *p, int rc, cista_error **e)
 {
-    if (!s->cache || !s->root)
-        return x509_certs_load(out, data, size, err);
-    uint8_t d[32];
-    _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
-    crypto_hash_update(h, data, size);
-    crypto_hash_final(h, d);
-    _cleanup_free_ char *hex = hex_encode(d, sizeof(d));
-    char scope[96];
-    snprintf(scope, sizeof(scope), "dcap/pem/%s", hex);
-    STACK_OF(X509) *got = NULL;
-    if (!ev__chain_cache_get(&got, s->cache, scope, s->root, s->now)) {
-        int r = x509_certs_load(&got, data, size, err);
-        if (r < 0)
-            return r;
-        ev__chain_cache_put(s->cache, scope, s->root, got);
+    if (rc < 0) {
+        p->rc = rc;
+        p->err = steal_ptr(e);
+        if (!p->err)
+            (void)err_set(&p->err, rc, "DCAP collateral: unreadable field");
     }
-    if (!*out) {
-        *out = got;
-        return 0;
-    }
-    while (sk_X509_num(got) > 0)
-        if (!sk_X509_push(*out, sk_X509_shift(got)))
-            abort();
-    sk_X509_free(got);
+}
+
+static void perr_free(perr *p)
+{
+    err_free(p->err);
+}
+
+/* An error kept by perr_take() (or elsewhere at parse time), set into @err; returns its code. */
+static int err_replay(cista_error **err, int rc, const cista_error *src)
+{
+    (void)err_set(err, src->code, "%s", src->msg);
+    for (size_t i = 0; i < src->context_len; i++)
+        (void)err_wrap(err, "%s", src->context[i]);
+    return rc;
+}
+
+#define PERR_CHECK(p, err)                                                                         \
+    do {                                                                                           \
+        if ((p).err)                                                                               \
+            return err_replay((err), (p).rc, (p).err);                                             \
+    } while (0)
+
+static int hex_field(uint8_t *out, size_t size, json_t *obj, const char *key, const char *what,
+                     cista_error **err)
+{
+    const char *s = NULL;
+    if (js_get_string(&s, obj, key, true, what, err) < 0)
+        return EV_E_FORMAT;
+    _cleanup_err_ cista_error *e = NULL;
+    if (strlen(s) != 2 * size || hex_decode_to(out, size, s, &e) < 0)
+        return err_set(err, EV_E_FORMAT, "DCAP %s: \"%s\" must be %zu hex digits, got \"%.40s\"",
+                       what, key, 2 * size, s);
     return 0;
 }
 
-static void coll_set_free(coll_set *s)
+static int level_status(int *out, json_t *level, const char *what, cista_error **err)
 {
-    sk_X509_pop_free(s->certs, X509_free);
-    sk_X509_CRL_pop_free(s->crls, X509_CRL_free);
-    for (size_t i = 0; i < s->ntcb; i++) {
-        free(s->tcb[i].name);
-        free(s->tcb[i].text);
+    const char *st = NULL;
+    if (js_get_string(&st, level, "tcbStatus", true, what, err) < 0)
+        return EV_E_FORMAT;
+    if (status_parse(out, st) < 0)
+        return err_set(err, EV_E_FORMAT, "DCAP %s: unknown tcbStatus \"%s\"", what, st);
+    return 0;
+}
+
+/* A level's outcome: tcbStatus and advisoryIDs, read when the level is the one that matches. */
+typedef struct {
+    perr e;
+    int status;
+    const char **adv; /* borrowed from the document's JSON */
+    size_t nadv;
+} level_outcome;
+
+static void outcome_read(level_outcome *o, json_t *level, const char *what)
+{
+    _cleanup_err_ cista_error *e = NULL;
+    int r = level_status(&o->status, level, what, &e);
+    json_t *adv = NULL;
+    if (r == 0 && js_get_array(&adv, level, "advisoryIDs", false, what, &e) < 0)
+        r = EV_E_FORMAT;
+    o->adv = xzalloc((json_array_size(adv) + 1) * sizeof(*o->adv));
+    for (size_t i = 0; r == 0 && i < json_array_size(adv); i++) {
+        json_t *v = json_array_get(adv, i);
+        if (!json_is_string(v))
+            r = err_set(&e, EV_E_FORMAT, "DCAP %s: advisoryIDs must be strings", what);
+        else
+            o->adv[o->nadv++] = json_string_value(v);
     }
-    for (size_t i = 0; i < s->nqe; i++) {
-        free(s->qe[i].name);
-        free(s->qe[i].text);
+    perr_take(&o->e, r, &e);
+}
+
+static void outcome_free(level_outcome *o)
+{
+    perr_free(&o->e);
+    free(o->adv);
+}
+
+/* The JSON "issueDate" / "nextUpdate" of a document. */
+typedef struct {
+    perr e;
+    const char *issue, *next; /* borrowed from the document's JSON */
+    time_t from, to;
+    char from_s[24], to_s[24]; /* @from, @to as ev__time_str() writes them */
+} doc_dates;
+
+static void dates_read(doc_dates *d, json_t *doc, const char *what, const char *name)
+{
+    _cleanup_err_ cista_error *e = NULL;
+    int r = 0;
+    if (js_get_string(&d->issue, doc, "issueDate", true, what, &e) < 0 ||
+        js_get_string(&d->next, doc, "nextUpdate", true, what, &e) < 0)
+        r = EV_E_FORMAT;
+    else if (time_parse(&d->from, d->issue) < 0 || time_parse(&d->to, d->next) < 0)
+        r = err_set(&e, EV_E_FORMAT,
+                    "DCAP %s (%s): issueDate \"%s\" / nextUpdate \"%s\" are "
+                    "not RFC 3339 UTC times",
+                    what, name, d->issue, d->next);
+    perr_take(&d->e, r, &e);
+    if (r == 0) {
+        ev__time_str(d->from_s, sizeof(d->from_s), d->from);
+        ev__time_str(d->to_s, sizeof(d->to_s), d->to);
     }
 }
 
-static int add_doc(coll_set *s, bool tcb, const char *name, const char *text, size_t size,
+/* The intersection of the documents' windows, reported in the claims. */
+typedef struct {
+    time_t from, to;           /* 0: not narrowed yet */
+    const char *from_s, *to_s; /* their text (doc_dates), NULL when not narrowed */
+} doc_span;
+
+/* issueDate <= now <= nextUpdate; also narrows the reported window. */
+static int doc_window(const doc_dates *d, const char *what, const char *name, time_t now,
+                      doc_span *w, cista_error **err)
+{
+    PERR_CHECK(d->e, err);
+    if (now < d->from || now > d->to) {
+        char at[32];
+        ev__time_str(at, sizeof(at), now);
+        return err_set(err, EV_E_EXPIRED,
+                       "DCAP %s (%s) is outside its validity window at %s: issueDate %s, "
+                       "nextUpdate %s; fetch current collateral from Intel PCS or verify at a "
+                       "time inside the window",
+                       what, name, at, d->issue, d->next);
+    }
+    if (d->from > w->from) {
+        w->from = d->from;
+        w->from_s = d->from_s;
+    }
+    if (!w->to || d->to < w->to) {
+        w->to = d->to;
+        w->to_s = d->to_s;
+    }
+    return 0;
+}
+
+/* A level selected by ISV SVN (QE identity, TDX module identity): tcb.isvsvn. */
+typedef struct {
+    perr e;
+    int64_t isvsvn;
+    level_outcome out;
+} isv_level;
+
+typedef struct {
+    perr e; /* the "tcbLevels" array */
+    isv_level *v;
+    size_t n;
+} isv_levels;
+
+static void isv_levels_read(isv_levels *l, json_t *obj, const char *what)
+{
+    _cleanup_err_ cista_error *e = NULL;
+    json_t *levels = NULL;
+    if (js_get_array(&levels, obj, "tcbLevels", true, what, &e) < 0) {
+        perr_take(&l->e, EV_E_FORMAT, &e);
+        return;
+    }
+    l->n = json_array_size(levels);
+    l->v = xzalloc((l->n ? l->n : 1) * sizeof(*l->v));
+    for (size_t i = 0; i < l->n; i++) {
+        json_t *lv = json_array_get(levels, i), *tcb = NULL;
+        isv_level *x = &l->v[i];
+        if (js_get_object(&tcb, lv, "tcb", true, what, &e) < 0 ||
+            js_get_int(&x->isvsvn, tcb, "isvsvn", true, what, &e) < 0) {
+            perr_take(&x->e, EV_E_FORMAT, &e);
+            continue;
+        }
+        outcome_read(&x->out, lv, what);
+    }
+}
+
+static void isv_levels_free(isv_levels *l)
+{
+    perr_free(&l->e);
+    for (size_t i = 0; i < l->n; i++) {
+        perr_free(&l->v[i].e);
+        outcome_free(&l->v[i].out);
+    }
+    free(l->v);
+}
+
+/* First level (newest first) whose tcb.isvsvn <= @isvsvn, or NULL. */
+static int isvsvn_level(const isv_level **out, const isv_levels *l, unsigned isvsvn,
+                        cista_error **err)
+{
+    PERR_CHECK(l->e, err);
+    for (size_t i = 0; i < l->n; i++) {
+        PERR_CHECK(l->v[i].e, err);
+        if (l->v[i].isvsvn <= (int64_t)isvsvn) {
+            *out = &l->v[i];
+            return 0;
+        }
+    }
+    *out = NULL;
+    return 0;
+}
+
+/* Read the 16 SGX component SVNs and pcesvn of a level (TCB info v2 or v3). */
+static int level_sgx(uint8_t comp[16], int64_t *pcesvn, json_t *tcb, int version, const char *what,
+                     cista_error **err)
+{
+    if (version >= 3) {
+        json_t *arr = NULL;
+        if (js_get_array(&arr, tcb, "sgxtcbcomponents", true, what, err) < 0)
+            return EV_E_FORMAT;
+        if (json_array_size(arr) != 16)
+            return err_set(err, EV_E_FORMAT, "DCAP %s: sgxtcbcomponents has %zu entries, not 16",
+                           what, json_array_size(arr));
+        for (size_t i = 0; i < 16; i++) {
+            int64_t v = 0;
+            if (js_get_int(&v, json_array_get(arr, i), "svn", true, what, err) < 0)
+                return EV_E_FORMAT;
+            comp[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+        }
+    } else {
+        for (int i = 0; i < 16; i++) {
+            char key[24];
+            snprintf(key, sizeof(key), "sgxtcbcomp%02dsvn", i + 1);
+            int64_t v = 0;
+            if (js_get_int(&v, tcb, key, true, what, err) < 0)
+                return EV_E_FORMAT;
+            comp[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+        }
+    }
+    if (js_get_int(pcesvn, tcb, "pcesvn", true, what, err) < 0)
+        return EV_E_FORMAT;
+    return 0;
+}
+
+static int level_tdx(uint8_t comp[16], json_t *tcb, const char *what, cista_error **err)
+{
+    json_t *arr = NULL;
+    if (js_get_array(&arr, tcb, "tdxtcbcomponents", true, what, err) < 0)
+        return EV_E_FORMAT;
+    if (json_array_size(arr) != 16)
+        return err_set(err, EV_E_FORMAT, "DCAP %s: tdxtcbcomponents has %zu entries, not 16", what,
+                       json_array_size(arr));
+    for (size_t i = 0; i < 16; i++) {
+        int64_t v = 0;
+        if (js_get_int(&v, json_array_get(arr, i), "svn", true, what, err) < 0)
+            return EV_E_FORMAT;
+        comp[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+    }
+    return 0;
+}
+
+/* A platform level of a TCB info. */
+typedef struct {
+    perr e; /* reading tcb, its components or tcbDate failed */
+    uint8_t sgx[16], tdx[16];
+    int64_t pcesvn;
+    const char *date; /* borrowed; NULL when absent */
+    level_outcome out;
+} tcb_level;
+
+/* A TDX module of a TCB info: "tdxModule", or one of "tdxModuleIdentities". */
+typedef struct {
+    perr id_e;      /* identities: reading "id" failed */
+    const char *id; /* borrowed */
+    perr hex_e;     /* reading mrsigner, attributes, attributesMask failed */
+    uint8_t signer[48], attr[8], mask[8];
+    isv_levels levels; /* identities only */
+} tdx_module;
+
+/*
+ * A TCB info as the checks use it. A TCB info is only ever matched against
+ * quotes of its own kind ("id" TDX: TD quotes; SGX or none: SGX quotes), so
+ * its levels are read for that kind.
+ */
+typedef struct {
+    perr version_e;
+    int64_t version;
+    doc_dates dates;
+    perr pce_e;
+    uint8_t pceid[2];
+    bool tdx;            /* "id" is TDX */
+    bool has_module_ids; /* a "tdxModuleIdentities" member exists (any value) */
+    perr levels_e;       /* the "tcbLevels" array */
+    tcb_level *levels;
+    size_t nlevels;
+    perr modules_e;  /* "tdxModuleIdentities" / "tdxModule" of the wrong type */
+    tdx_module *ids; /* NULL when there is no identity array */
+    size_t nids;
+    tdx_module *module; /* "tdxModule", or NULL */
+} tcb_info;
+
+static void module_hex_read(tdx_module *m, json_t *mod, const char *what)
+{
+    _cleanup_err_ cista_error *e = NULL;
+    int r;
+    if ((r = hex_field(m->signer, 48, mod, "mrsigner", what, &e)) < 0 ||
+        (r = hex_field(m->attr, 8, mod, "attributes", what, &e)) < 0 ||
+        (r = hex_field(m->mask, 8, mod, "attributesMask", what, &e)) < 0)
+        perr_take(&m->hex_e, r, &e);
+}
+
+static void module_free(tdx_module *m)
+{
+    if (!m)
+        return;
+    perr_free(&m->id_e);
+    perr_free(&m->hex_e);
+    isv_levels_free(&m->levels);
+}
+
+static void tcb_info_read(tcb_info *t, json_t *info, const char *name)
+{
+    static const char what[] = "TCB info";
+    _cleanup_err_ cista_error *e = NULL;
+    if (js_get_int(&t->version, info, "version", true, what, &e) < 0)
+        perr_take(&t->version_e, EV_E_FORMAT, &e);
+    dates_read(&t->dates, info, what, name);
+    perr_take(&t->pce_e, hex_field(t->pceid, 2, info, "pceId", what, &e), &e);
+    const char *id = json_string_value(json_object_get(info, "id"));
+    t->tdx = id && strcmp(id, "TDX") == 0;
+    t->has_module_ids = json_object_get(info, "tdxModuleIdentities") != NULL;
+
+    json_t *levels = NULL;
+    if (js_get_array(&levels, info, "tcbLevels", true, what, &e) < 0) {
+        perr_take(&t->levels_e, EV_E_FORMAT, &e);
+    } else {
+        t->nlevels = json_array_size(levels);
+        t->levels = xzalloc((t->nlevels ? t->nlevels : 1) * sizeof(*t->levels));
+        for (size_t i = 0; i < t->nlevels; i++) {
+            json_t *lv = json_array_get(levels, i), *tcb = NULL;
+            tcb_level *l = &t->levels[i];
+            int r = 0;
+            if (js_get_object(&tcb, lv, "tcb", true, what, &e) < 0)
+                r = EV_E_FORMAT;
+            else if ((r = level_sgx(l->sgx, &l->pcesvn, tcb, (int)t->version, what, &e)) < 0)
+                ;
+            else if (t->tdx && (r = level_tdx(l->tdx, tcb, what, &e)) < 0)
+                ;
+            else if (js_get_string(&l->date, lv, "tcbDate", false, what, &e) < 0)
+                r = EV_E_FORMAT;
+            perr_take(&l->e, r, &e);
+            if (r == 0)
+                outcome_read(&l->out, lv, what);
+        }
+    }
+
+    json_t *ids = NULL, *mod = NULL;
+    if (js_get_array(&ids, info, "tdxModuleIdentities", false, what, &e) < 0 ||
+        js_get_object(&mod, info, "tdxModule", false, what, &e) < 0) {
+        perr_take(&t->modules_e, EV_E_FORMAT, &e);
+        return;
+    }
+    if (ids) {
+        t->nids = json_array_size(ids);
+        t->ids = xzalloc((t->nids ? t->nids : 1) * sizeof(*t->ids));
+        for (size_t i = 0; i < t->nids; i++) {
+            json_t *m = json_array_get(ids, i);
+            tdx_module *x = &t->ids[i];
+            if (js_get_string(&x->id, m, "id", true, what, &e) < 0) {
+                perr_take(&x->id_e, EV_E_FORMAT, &e);
+                continue;
+            }
+            module_hex_read(x, m, what);
+            isv_levels_read(&x->levels, m, what);
+        }
+    }
+    if (mod) {
+        t->module = xzalloc(sizeof(*t->module));
+        module_hex_read(t->module, mod, what);
+    }
+}
+
+static void tcb_info_free(tcb_info *t)
+{
+    if (!t)
+        return;
+    perr_free(&t->version_e);
+    perr_free(&t->dates.e);
+    perr_free(&t->pce_e);
+    perr_free(&t->levels_e);
+    for (size_t i = 0; i < t->nlevels; i++) {
+        perr_free(&t->levels[i].e);
+        outcome_free(&t->levels[i].out);
+    }
+    free(t->levels);
+    perr_free(&t->modules_e);
+    for (size_t i = 0; i < t->nids; i++)
+        module_free(&t->ids[i]);
+    free(t->ids);
+    module_free(t->module);
+    free(t->module);
+    free(t);
+}
+
+/* A QE identity as the checks use it. */
+typedef struct {
+    perr version_e;
+    int64_t version;
+    doc_dates dates;
+    perr fields_e; /* mrsigner, miscselect(Mask), attributes(Mask), isvprodid */
+    uint8_t mrsigner[32], misc[4], misc_mask[4], attr[16], attr_mask[16];
+    int64_t isvprodid;
+    isv_levels levels;
+} qe_identity;
+
+static void qe_identity_read(qe_identity *q, json_t *qe, const char *name)
+{
+    static const char what[] = "QE identity";
+    _cleanup_err_ cista_error *e = NULL;
+    if (js_get_int(&q->version, qe, "version", true, what, &e) < 0)
+        perr_take(&q->version_e, EV_E_FORMAT, &e);
+    dates_read(&q->dates, qe, what, name);
+    int r;
+    if ((r = hex_field(q->mrsigner, 32, qe, "mrsigner", what, &e)) < 0 ||
+        (r = hex_field(q->misc, 4, qe, "miscselect", what, &e)) < 0 ||
+        (r = hex_field(q->misc_mask, 4, qe, "miscselectMask", what, &e)) < 0 ||
+        (r = hex_field(q->attr, 16, qe, "attributes", what, &e)) < 0 ||
+        (r = hex_field(q->attr_mask, 16, qe, "attributesMask", what, &e)) < 0)
+        perr_take(&q->fields_e, r, &e);
+    else if (js_get_int(&q->isvprodid, qe, "isvprodid", true, what, &e) < 0)
+        perr_take(&q->fields_e, EV_E_FORMAT, &e);
+    isv_levels_read(&q->levels, qe, what);
+}
+
+static void qe_identity_free(qe_identity *q)
+{
+    if (!q)
+        return;
+    perr_free(&q->version_e);
+    perr_free(&q->dates.e);
+    perr_free(&q->fields_e);
+    isv_levels_free(&q->levels);
+    free(q);
+}
+
+/* ---- collateral: each entry parsed once, kept with the ev_collateral ---- */
+
+/*
+ * A TCB info or QE identity document: the exact signed text, its
+ * signature, and the text parsed once. A text that does not parse is kept
+ * with the reason, reported when a verification reaches the document (as
+ * parsing it there would).
+ */
+typedef struct {
+    char *name; /* the collateral entry it came from, for messages */
+    char *text; /* the signed JSON text, NUL-terminated copy */
+    size_t size;
+    uint8_t sig[SIG_SIZE]; /* r || s, big-endian */
+    uint8_t digest[32];    /* SHA-256 over size, text and sig: the signature's cache identity */
+    json_t *json;          /* @text parsed; NULL when it does not parse (@bad says why) */
+    cista_error *bad;
+    tcb_info *tcb;   /* a TCB info's fields (with @json) */
+    qe_identity *qe; /* a QE identity's fields (with @json) */
+    /* what selects a TCB info: its "id" (borrowed from @json) and "fmspc" */
+    const char *id;
+    bool fmspc_ok;
+    uint8_t fmspc[6];
+} signed_doc;
+
+/* A collateral certificate and the facts the chain checks ask of it, computed once. */
+typedef struct {
+    X509 *x; /* borrowed from the entry's stack */
+    uint8_t fp[32];
+    bool fp_ok, self_signed, cn_root, cn_tcb;
+} coll_cert;
+
+/* One collateral entry as DCAP reads it (ev__collateral_parsed with g_coll_parser). */
+typedef struct {
+    uint8_t digest[32];     /* SHA-256 of the entry's bytes: its identity in cache keys */
+    STACK_OF(X509) * certs; /* a certificate file, or a bundle's issuer chains */
+    coll_cert *cinfo;       /* one per certificate */
+    STACK_OF(X509_CRL) * crls;
+    time_t crl_from, crl_to; /* intersection of the CRLs' windows (see crl_window) */
+    signed_doc *docs[2];     /* in the order they were read */
+    bool doc_tcb[2];         /* TCB info (else QE identity) */
+    size_t ndocs;
+    /*
+     * Reading the entry failed after @docs (rc < 0, @err says why). When the
+     * failure is in a document (err_doc: 1 TCB info, 0 QE identity, else -1),
+     * the set's MAX_DOCS limit is checked before it, as reading did.
+     */
+    int rc, err_doc;
+    cista_error *err;
+} coll_entry;
+
+static void doc_free(signed_doc *d)
+{
+    if (!d)
+        return;
+    free(d->name);
+    free(d->text);
+    tcb_info_free(d->tcb);
+    qe_identity_free(d->qe);
+    json_decref(d->json);
+    err_free(d->bad);
+    free(d);
+}
+
+static void coll_entry_free(void *p)
+{
+    coll_entry *e = p;
+    if (!e)
+        return;
+    sk_X509_pop_free(e->certs, X509_free);
+    free(e->cinfo);
+    sk_X509_CRL_pop_free(e->crls, X509_CRL_free);
+    for (size_t i = 0; i < e->ndocs; i++)
+        doc_free(e->docs[i]);
+    err_free(e->err);
+    free(e);
+}
+
+/* SHA-256 fetched once: an implicit fetch by name costs locks and a lookup on every use. */
+static pthread_once_t g_md_once = PTHREAD_ONCE_INIT;
+static EVP_MD *g_sha256;
+
+static void md_init(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); /* kept for the process */
+}
+
+static const EVP_MD *sha256_md(void)
+{
+    pthread_once(&g_md_once, md_init);
+    return g_sha256 ? g_sha256 : EVP_sha256();
+}
+
+static void sha256_of(uint8_t out[32], const void *a, size_t na, const void *b, size_t nb,
+                      const void *c, size_t nc)
+{
+    EVP_MD_CTX *h = EVP_MD_CTX_new();
+    unsigned n = 0;
+    if (!h || EVP_DigestInit_ex(h, sha256_md(), NULL) != 1 || EVP_DigestUpdate(h, a, na) != 1 ||
+        (nb && EVP_DigestUpdate(h, b, nb) != 1) || (nc && EVP_DigestUpdate(h, c, nc) != 1) ||
+        EVP_DigestFinal_ex(h, out, &n) != 1 || n != 32)
+        abort(); /* SHA-256 is always available; only allocation can fail */
+    EVP_MD_CTX_free(h);
+}
+
+static int fmspc_of(uint8_t out[6], json_t *info)
+{
+    const char *s = json_string_value(json_object_get(info, "fmspc"));
+    _cleanup_err_ cista_error *e = NULL;
+    if (!s || strlen(s) != 12 || hex_decode_to(out, 6, s, &e) < 0)
+        return -1;
+    return 0;
+}
+
+static int add_doc(coll_entry *s, bool tcb, const char *name, const char *text, size_t size,
                    const char *sig_hex, cista_error **err)
 {
-    signed_doc *d = tcb ? &s->tcb[s->ntcb] : &s->qe[s->nqe];
     const char *what = tcb ? "TCB info" : "QE identity";
-    if ((tcb ? s->ntcb : s->nqe) >= MAX_DOCS)
-        return err_set(err, EV_E_FORMAT, "DCAP collateral: more than %d %s documents", MAX_DOCS,
-                       what);
+    s->err_doc = tcb; /* a failure from here on is this document's */
     if (!sig_hex || strlen(sig_hex) != 2 * SIG_SIZE)
         return err_set(err, EV_E_FORMAT,
                        "DCAP collateral %s: the %s signature must be %d hex digits (r || s), got "
                        "%zu",
                        name, what, 2 * SIG_SIZE, sig_hex ? strlen(sig_hex) : 0);
+    uint8_t sig[SIG_SIZE];
     _cleanup_err_ cista_error *e = NULL;
-    if (hex_decode_to(d->sig, SIG_SIZE, sig_hex, &e) < 0)
+    if (hex_decode_to(sig, SIG_SIZE, sig_hex, &e) < 0)
         return err_set(err, EV_E_FORMAT, "DCAP collateral %s: %s signature is not hex", name, what);
+    signed_doc *d = xzalloc(sizeof(*d));
     d->name = xstrdup(name);
     d->text = xmalloc(size + 1);
     memcpy(d->text, text, size);
     d->text[size] = 0;
     d->size = size;
-    if (tcb)
-        s->ntcb++;
-    else
-        s->nqe++;
+    memcpy(d->sig, sig, SIG_SIZE);
+    uint8_t len[8];
+    ev__put_le64(len, (uint64_t)size);
+    sha256_of(d->digest, len, sizeof(len), d->text, size, d->sig, SIG_SIZE);
+    _cleanup_err_ cista_error *pe = NULL;
+    if (js_parse_object(&d->json, d->text, d->size, EV_MAX_EVIDENCE, what, &pe) < 0) {
+        (void)err_set(&d->bad, EV_E_FORMAT, "DCAP %s (%s): %s", what, d->name, pe->msg);
+    } else {
+        d->id = json_string_value(json_object_get(d->json, "id"));
+        d->fmspc_ok = fmspc_of(d->fmspc, d->json) == 0;
+        if (tcb) {
+            d->tcb = xzalloc(sizeof(*d->tcb));
+            tcb_info_read(d->tcb, d->json, d->name);
+        } else {
+            d->qe = xzalloc(sizeof(*d->qe));
+            qe_identity_read(d->qe, d->json, d->name);
+        }
+    }
+    s->docs[s->ndocs] = d;
+    s->doc_tcb[s->ndocs] = tcb;
+    s->ndocs++;
+    s->err_doc = -1;
     return 0;
 }
 
-static int add_pem_certs(coll_set *s, const char *name, const char *pem, cista_error **err)
+static int add_pem_certs(coll_entry *s, const char *name, const char *pem, cista_error **err)
 {
     if (!pem)
         return 0;
-    if (certs_load(&s->certs, pem, strlen(pem), s, err) < 0)
+    if (x509_certs_load(&s->certs, pem, strlen(pem), err) < 0)
         return err_wrap(err, "DCAP collateral %s: issuer chain", name);
     return 0;
 }
 
-static int add_hex_crl(coll_set *s, const char *name, const char *hex, cista_error **err)
+static int add_hex_crl(coll_entry *s, const char *name, const char *hex, cista_error **err)
 {
     if (!hex || !*hex)
         return 0;
@@ -423,8 +940,8 @@ static int add_hex_crl(coll_set *s, const char *name, const char *hex, cista_err
 }
 
 /* A PCS response body {"tcbInfo"|"enclaveIdentity": {...}, "signature": "..."}. */
-static int add_pcs_json(coll_set *s, const char *name, const char *text, size_t size, json_t *root,
-                        bool tcb, cista_error **err)
+static int add_pcs_json(coll_entry *s, const char *name, const char *text, size_t size,
+                        json_t *root, bool tcb, cista_error **err)
 {
     const char *key = tcb ? "tcbInfo" : "enclaveIdentity";
     size_t off = 0, len = 0;
@@ -440,7 +957,7 @@ static int add_pcs_json(coll_set *s, const char *name, const char *text, size_t 
 }
 
 /* dcap-qvl's QuoteCollateralV3: PEM chains, hex CRLs, signed JSON as strings. */
-static int add_bundle(coll_set *s, const char *name, json_t *root, cista_error **err)
+static int add_bundle(coll_entry *s, const char *name, json_t *root, cista_error **err)
 {
     static const char *const chains[] = {"pck_crl_issuer_chain", "tcb_info_issuer_chain",
                                          "qe_identity_issuer_chain"};
@@ -476,8 +993,9 @@ static int add_bundle(coll_set *s, const char *name, json_t *root, cista_error *
     return 0;
 }
 
-static int coll_add(coll_set *s, const char *name, const uint8_t *data, size_t size,
-                    cista_error **err)
+/* Read an entry that ev_collateral_add() did not parse as certificates. */
+static int coll_read(coll_entry *s, const char *name, const uint8_t *data, size_t size,
+                     cista_error **err)
 {
     size_t i = 0;
     while (i < size && isspace(data[i]))
@@ -498,13 +1016,243 @@ static int coll_add(coll_set *s, const char *name, const uint8_t *data, size_t s
                   name);
         return 0;
     }
-    _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL;
-    if (x509_certs_load(&s->certs, data, size, &e1) == 0)
-        return 0;
+    /* not certificates (ev_collateral_add tried); CRLs read before a malformed one are kept */
+    _cleanup_err_ cista_error *e2 = NULL;
     if (x509_crls_load(&s->crls, data, size, &e2) == 0)
         return 0;
     log_debug("DCAP collateral: ignoring %s (not JSON, a certificate or a CRL)", name);
     return 0;
+}
+
+static bool cn_is(X509 *c, const char *want)
+{
+    _cleanup_free_ char *cn = x509_subject_cn(c);
+    return cn && strcmp(cn, want) == 0;
+}
+
+static bool asn1_to_time(time_t *out, const ASN1_TIME *t)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+        return false;
+    *out = timegm(&tm);
+    return true;
+}
+
+/*
+ * Narrow [*from, *to] to the times at which @crl is current: lastUpdate <=
+ * now < nextUpdate, as X509_cmp_time() decides it. A CRL without lastUpdate
+ * or with a time that does not convert is never current.
+ */
+static void crl_window(time_t *from, time_t *to, X509_CRL *crl)
+{
+    time_t lu = 0, nu = 0;
+    const ASN1_TIME *nut = X509_CRL_get0_nextUpdate(crl);
+    if (!asn1_to_time(&lu, X509_CRL_get0_lastUpdate(crl)) || (nut && !asn1_to_time(&nu, nut))) {
+        *from = INT64_MAX;
+        *to = INT64_MIN;
+        return;
+    }
+    if (lu > *from)
+        *from = lu;
+    if (nut && nu - 1 < *to)
+        *to = nu - 1;
+}
+
+/* The trust anchor of a verification: the pinned Intel root (or a test's override). */
+typedef struct {
+    X509 *x; /* borrowed: the process-wide parsed root, or the caller's override */
+    uint8_t fp[32];
+} dcap_root;
+
+static pthread_once_t g_root_once = PTHREAD_ONCE_INIT;
+static dcap_root g_root;
+static int g_root_rc;
+static cista_error *g_root_err; /* why the built-in root is unusable (never expected) */
+
+/* Parse the compiled-in root and check it against its pin, once per process. */
+static void root_init(void)
+{
+    X509 *root = NULL;
+    int r = ev__cert_embedded(&root, ev__intel_sgx_root_ca_pem, &g_root_err);
+    if (r < 0) {
+        g_root_rc = err_wrap(&g_root_err, "built-in Intel SGX Root CA");
+        return;
+    }
+    uint8_t pin[32];
+    if ((r = x509_cert_sha256(g_root.fp, root, &g_root_err)) < 0 ||
+        (r = hex_decode_to(pin, sizeof(pin), DCAP_ROOT_SHA256_HEX, &g_root_err)) < 0) {
+        X509_free(root);
+        memset(g_root.fp, 0, sizeof(g_root.fp));
+        g_root_rc = r;
+        return;
+    }
+    if (memcmp(pin, g_root.fp, 32) != 0) {
+        X509_free(root);
+        memset(g_root.fp, 0, sizeof(g_root.fp));
+        g_root_rc =
+            err_set(&g_root_err, EV_E_CHAIN, "built-in Intel SGX Root CA does not match its pin");
+        return;
+    }
+    g_root.x = root; /* kept for the process, like every ev__cert_embedded() certificate */
+}
+
+/* SHA-256 of the pinned root (zeros if it is unusable, which load_root() reports). */
+static const uint8_t *intel_root_fp(void)
+{
+    pthread_once(&g_root_once, root_init);
+    return g_root.fp;
+}
+
+static int load_root(dcap_root *out, X509 *override, cista_error **err)
+{
+    if (override) {
+        out->x = override;
+        return x509_cert_sha256(out->fp, override, err);
+    }
+    pthread_once(&g_root_once, root_init);
+    if (g_root_rc < 0)
+        return err_replay(err, g_root_rc, g_root_err);
+    *out = g_root;
+    return 0;
+}
+
+/*
+ * A certificate as intermediates() sees it. Its self-signature is only
+ * checked when it is not the root (by fingerprint): copies of the root come
+ * with most chains and checking them would cost a verification each.
+ */
+static void cert_facts(coll_cert *out, X509 *c, const uint8_t root_fp[32])
+{
+    memset(out, 0, sizeof(*out));
+    out->x = c;
+    out->fp_ok = x509_cert_sha256(out->fp, c, NULL) == 0;
+    if (out->fp_ok && memcmp(out->fp, root_fp, 32) == 0)
+        out->self_signed = true; /* the pinned root */
+    else
+        out->self_signed = x509_is_self_signed(c);
+    out->cn_root = cn_is(c, "Intel SGX Root CA");
+    out->cn_tcb = cn_is(c, "Intel SGX TCB Signing");
+}
+
+static void *coll_entry_parse(const char *name, const uint8_t *data, size_t size,
+                              STACK_OF(X509) * certs)
+{
+    coll_entry *e = xzalloc(sizeof(*e));
+    e->err_doc = -1;
+    sha256_of(e->digest, data, size, NULL, 0, NULL, 0);
+    if (certs) {
+        if (!(e->certs = X509_chain_up_ref(certs)))
+            abort();
+    } else {
+        e->rc = coll_read(e, name, data, size, &e->err);
+        if (e->rc < 0 && !e->err)
+            (void)err_set(&e->err, e->rc, "DCAP collateral %s: unreadable", name);
+    }
+    int n = sk_X509_num(e->certs);
+    e->cinfo = xzalloc((size_t)(n > 0 ? n : 1) * sizeof(*e->cinfo));
+    const uint8_t *intel = intel_root_fp();
+    for (int i = 0; i < n; i++)
+        cert_facts(&e->cinfo[i], sk_X509_value(e->certs, i), intel);
+    e->crl_from = INT64_MIN;
+    e->crl_to = INT64_MAX;
+    for (int i = 0; i < sk_X509_CRL_num(e->crls); i++)
+        crl_window(&e->crl_from, &e->crl_to, sk_X509_CRL_value(e->crls, i));
+    return e;
+}
+
+static const ev__coll_parser g_coll_parser = {.parse = coll_entry_parse, .free = coll_entry_free};
+
+/*
+ * The collateral of one verification: the parsed entries (borrowed from
+ * opts->collateral, which outlives the call), their documents in order,
+ * and what the full chain verifications take (stacks of borrowed pointers).
+ */
+typedef struct {
+    const coll_entry *e[EV_MAX_COLLATERAL];
+    size_t n;
+    const signed_doc *tcb[MAX_DOCS], *qe[MAX_DOCS];
+    size_t ntcb, nqe;
+    STACK_OF(X509) * certs;    /* every collateral certificate, in order (coll_set_stacks) */
+    STACK_OF(X509_CRL) * crls; /* every CRL (coll_set_stacks) */
+    time_t crl_from, crl_to;   /* the times at which every CRL is current */
+} coll_set;
+
+static void coll_set_free(coll_set *s)
+{
+    sk_X509_free(s->certs);
+    sk_X509_CRL_free(s->crls);
+}
+
+static int coll_set_doc(coll_set *s, bool tcb, const signed_doc *d, cista_error **err)
+{
+    if ((tcb ? s->ntcb : s->nqe) >= MAX_DOCS)
+        return err_set(err, EV_E_FORMAT, "DCAP collateral: more than %d %s documents", MAX_DOCS,
+                       tcb ? "TCB info" : "QE identity");
+    if (d) {
+        if (tcb)
+            s->tcb[s->ntcb++] = d;
+        else
+            s->qe[s->nqe++] = d;
+    }
+    return 0;
+}
+
+/* The collateral set of @c (may be NULL), each entry parsed on first use. */
+static int coll_set_load(coll_set *s, const ev_collateral *c, cista_error **err)
+{
+    memset(s, 0, sizeof(*s));
+    s->crl_from = INT64_MIN;
+    s->crl_to = INT64_MAX;
+    for (size_t i = 0; i < ev_collateral_count(c); i++) {
+        const coll_entry *e = ev__collateral_parsed(c, i, &g_coll_parser);
+        s->e[s->n++] = e;
+        if (e->crl_from > s->crl_from)
+            s->crl_from = e->crl_from;
+        if (e->crl_to < s->crl_to)
+            s->crl_to = e->crl_to;
+        int r;
+        for (size_t k = 0; k < e->ndocs; k++)
+            if ((r = coll_set_doc(s, e->doc_tcb[k], e->docs[k], err)) < 0)
+                return r;
+        if (e->rc < 0) {
+            if (e->err_doc >= 0 && (r = coll_set_doc(s, e->err_doc == 1, NULL, err)) < 0)
+                return r;
+            return err_replay(err, e->rc, e->err);
+        }
+    }
+    return 0;
+}
+
+/* The stacks the full chain verifications take, made on first use (a warm call needs none). */
+static void coll_set_stacks(coll_set *s)
+{
+    if (s->certs)
+        return;
+    if (!(s->certs = sk_X509_new_null()) || !(s->crls = sk_X509_CRL_new_null()))
+        abort();
+    for (size_t i = 0; i < s->n; i++) {
+        const coll_entry *e = s->e[i];
+        for (int k = 0; k < sk_X509_num(e->certs); k++)
+            if (!sk_X509_push(s->certs, sk_X509_value(e->certs, k)))
+                abort();
+        for (int k = 0; k < sk_X509_CRL_num(e->crls); k++)
+            if (!sk_X509_CRL_push(s->crls, sk_X509_CRL_value(e->crls, k)))
+                abort();
+    }
+}
+
+/* Every CRL of the set is current at @now: only then may a cached outcome be used. */
+static bool crls_current(const coll_set *s, time_t now)
+{
+    return now >= s->crl_from && now <= s->crl_to;
+}
+
+/* The cache to use with @s at @now (NULL: verify in full). */
+static ev_chain_cache *cache_for(ev_chain_cache *c, const coll_set *s, time_t now)
+{
+    return c && crls_current(s, now) ? c : NULL;
 }
 
 /* ---- the quote ---- */
@@ -743,6 +1491,65 @@ static int ak_pkey(EVP_PKEY **out, const uint8_t xy[AK_SIZE], cista_error **err)
     return 0;
 }
 
+/* ---- ECDSA P-256 over SHA-256 with r || s from the quote ---- */
+
+/*
+ * A context that verifies ECDSA signatures over SHA-256 digests with @key
+ * (borrowed; the context holds its own reference), or NULL. Making one
+ * costs a few microseconds in OpenSSL 3.0 (algorithm fetches by name), so
+ * the context of a cached key is kept with it and duplicated per use.
+ */
+static EVP_PKEY_CTX *verify_ctx_new(EVP_PKEY *key)
+{
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+    if (c && EVP_PKEY_verify_init(c) == 1)
+        return c;
+    EVP_PKEY_CTX_free(c);
+    return NULL;
+}
+
+static void vctx_freep(EVP_PKEY_CTX **c)
+{
+    EVP_PKEY_CTX_free(*c);
+}
+
+/* DER INTEGER of the 32-byte big-endian unsigned @v (minimal, with a sign byte if needed). */
+static size_t der_uint(uint8_t *out, const uint8_t v[32])
+{
+    size_t i = 0;
+    while (i < 31 && v[i] == 0)
+        i++;
+    size_t n = 32 - i, pad = v[i] & 0x80 ? 1 : 0;
+    out[0] = 0x02;
+    out[1] = (uint8_t)(n + pad);
+    out[2] = 0;
+    memcpy(out + 2 + pad, v + i, n);
+    return 2 + pad + n;
+}
+
+/*
+ * Verify the signature @sig (r || s, 32 bytes each, big-endian) over
+ * SHA-256(@msg) with @ctx (from verify_ctx_new). 0, or -EBADMSG when it
+ * does not verify (as x509_ecdsa_verify_raw(): the same DER encoding of r
+ * and s, the same check).
+ */
+static int p256_verify(EVP_PKEY_CTX *ctx, const void *msg, size_t size, const uint8_t sig[SIG_SIZE],
+                       cista_error **err)
+{
+    uint8_t dg[32], der[2 + 2 * 35];
+    unsigned dn = 0;
+    if (EVP_Digest(msg, size, dg, &dn, sha256_md(), NULL) != 1 || dn != 32)
+        return err_set_ssl(err, -EIO, "SHA-256 failed");
+    size_t n = der_uint(der + 2, sig);
+    n += der_uint(der + 2 + n, sig + 32);
+    der[0] = 0x30; /* SEQUENCE, at most 70 bytes: short-form length */
+    der[1] = (uint8_t)n;
+    if (EVP_PKEY_verify(ctx, der, n + 2, dg, sizeof(dg)) == 1)
+        return 0;
+    ERR_clear_error();
+    return err_set(err, -EBADMSG, "ECDSA signature does not verify");
+}
+
 /* ---- the PCK certificate's SGX extension (1.2.840.113741.1.13.1) ---- */
 
 static void seq_freep(ASN1_SEQUENCE_ANY **s)
@@ -908,77 +1715,73 @@ static int pck_parse(dcap_result *q, X509 *leaf, cista_error **err)
 
 /* ---- certificate chains ---- */
 
-static int load_root(X509 **out, X509 *override, cista_error **err)
+static time_t not_before(X509 *c)
 {
-    if (override) {
-        X509_up_ref(override);
-        *out = override;
-        return 0;
-    }
-    _cleanup_x509_ X509 *root = NULL;
-    int r = ev__cert_embedded(&root, ev__intel_sgx_root_ca_pem, err);
-    if (r < 0)
-        return err_wrap(err, "built-in Intel SGX Root CA");
-    uint8_t fp[32];
-    if ((r = x509_cert_sha256(fp, root, err)) < 0)
-        return r;
-    _cleanup_free_ char *hex = hex_encode(fp, 32);
-    if (strcmp(hex, DCAP_ROOT_SHA256_HEX) != 0)
-        return err_set(err, EV_E_CHAIN, "built-in Intel SGX Root CA does not match its pin");
-    *out = steal_ptr(&root);
-    return 0;
+    time_t t = 0;
+    return asn1_to_time(&t, X509_get0_notBefore(c)) ? t : 0;
 }
 
-static bool cn_is(X509 *c, const char *want)
-{
-    _cleanup_free_ char *cn = x509_subject_cn(c);
-    return cn && strcmp(cn, want) == 0;
-}
-
-/* Untrusted intermediates: @extra (may be NULL) plus the collateral's, minus roots. */
+/*
+ * Untrusted intermediates: @extra (the quote's certificates, may be NULL)
+ * plus the collateral's, minus roots. New stack of new references.
+ */
 static int intermediates(STACK_OF(X509) * *out, STACK_OF(X509) * extra, const coll_set *cs,
-                         X509 *root, cista_error **err)
+                         const dcap_root *root, cista_error **err)
 {
-    uint8_t rfp[32], fp[32];
-    int r = x509_cert_sha256(rfp, root, err);
-    if (r < 0)
-        return r;
     STACK_OF(X509) *inter = sk_X509_new_null();
     if (!inter)
         abort();
+    size_t ei = 0;
+    int k = 0;
     for (int pass = 0; pass < 2; pass++) {
-        STACK_OF(X509) *src = pass == 0 ? extra : cs->certs;
-        for (int i = 0; i < sk_X509_num(src); i++) {
-            X509 *c = sk_X509_value(src, i);
+        for (;;) {
+            coll_cert tmp;
+            const coll_cert *ci;
+            if (pass == 0) {
+                if (k >= sk_X509_num(extra))
+                    break;
+                cert_facts(&tmp, sk_X509_value(extra, k++), root->fp);
+                ci = &tmp;
+            } else {
+                /* the next collateral certificate, facts computed when the entry was parsed */
+                while (ei < cs->n && k >= sk_X509_num(cs->e[ei]->certs)) {
+                    ei++;
+                    k = 0;
+                }
+                if (ei >= cs->n)
+                    break;
+                ci = &cs->e[ei]->cinfo[k++];
+            }
             /* the pinned root itself (self-signed) is not an intermediate; matching it by
              * fingerprint first spares a self-signature verification per copy */
-            bool have_fp = x509_cert_sha256(fp, c, NULL) == 0;
-            if (have_fp && memcmp(fp, rfp, 32) == 0)
+            if (ci->fp_ok && memcmp(ci->fp, root->fp, 32) == 0)
                 continue;
-            if (x509_is_self_signed(c)) {
+            if (ci->self_signed) {
                 /* other vendors' roots in a shared collateral directory are not ours */
-                if (pass == 1 && !cn_is(c, "Intel SGX Root CA"))
+                if (pass == 1 && !ci->cn_root)
                     continue;
-                _cleanup_free_ char *subj = x509_subject_str(c);
-                _cleanup_free_ char *got = hex_encode(fp, 32);
-                _cleanup_free_ char *want = hex_encode(rfp, 32);
+                _cleanup_free_ char *subj = x509_subject_str(ci->x);
+                _cleanup_free_ char *got = hex_encode(ci->fp, 32);
+                _cleanup_free_ char *want = hex_encode(root->fp, 32);
                 sk_X509_pop_free(inter, X509_free);
                 return err_set(err, EV_E_CHAIN,
                                "DCAP: the root certificate '%s' given %s is not the pinned "
                                "Intel SGX Root CA: SHA-256 %s, expected %s",
                                subj, pass == 0 ? "in the quote" : "in the collateral", got, want);
             }
-            X509_up_ref(c);
-            sk_X509_push(inter, c);
+            X509_up_ref(ci->x);
+            sk_X509_push(inter, ci->x);
         }
+        k = 0;
     }
     *out = inter;
     return 0;
 }
 
-/* The intermediates() of @extra and @cs, and a stack holding just @root: a chain's inputs. */
+/* The intermediates() of @extra and @cs, and a stack holding just the root: a chain's inputs. */
 static int chain_inputs(STACK_OF(X509) * *out_inter, STACK_OF(X509) * *out_roots,
-                        STACK_OF(X509) * extra, const coll_set *cs, X509 *root, cista_error **err)
+                        STACK_OF(X509) * extra, const coll_set *cs, const dcap_root *root,
+                        cista_error **err)
 {
     int r = intermediates(out_inter, extra, cs, root, err);
     if (r < 0)
@@ -986,85 +1789,89 @@ static int chain_inputs(STACK_OF(X509) * *out_inter, STACK_OF(X509) * *out_roots
     *out_roots = sk_X509_new_null();
     if (!*out_roots)
         abort();
-    X509_up_ref(root);
-    sk_X509_push(*out_roots, root);
+    X509_up_ref(root->x);
+    sk_X509_push(*out_roots, root->x);
     return 0;
 }
 
 /*
- * The verified-chain cache (opts->chain_cache) for DCAP. An entry is keyed
- * by the leaf and a scope "dcap/<what>/<digest>" whose digest covers every
- * other input of the verification: the pinned root, each untrusted
- * intermediate offered and each CRL (DER). A different input therefore
- * never hits. The cache checks "now" against the chain's validity; the CRLs'
- * own windows are checked here (crls_current), so a CRL outside its window
- * bypasses the cache and the full verification reports it.
+ * Cache keys (opts->chain_cache). A key names every input of the outcome it
+ * keeps: what is verified, the root (SHA-256 of its DER), each collateral
+ * entry (SHA-256 of its bytes, computed when it was parsed: the CRLs,
+ * intermediates and documents offered) and the evidence's own bytes. The
+ * outcome's window is that of its certificates and of the CRLs, so
+ * validity and CRL currency are checked on every call; only successes are
+ * kept.
  */
-#define SCOPE_DIGEST 32 /* SHA-256 in the scope: 64 hex; chain_cache.c allows < 96 chars */
+#define KEY_MAX (3 + EV_MAX_COLLATERAL)
 
-static void hash_cert(crypto_hash *h, X509 *c)
+static size_t set_key(ev__key_part *k, const char *what, const dcap_root *root, const coll_set *cs)
 {
-    uint8_t fp[32];
-    if (x509_cert_sha256(fp, c, NULL) < 0)
-        memset(fp, 0, sizeof(fp)); /* cannot happen for a parsed certificate */
-    crypto_hash_update(h, "C", 1);
-    crypto_hash_update(h, fp, sizeof(fp));
+    size_t n = 0;
+    k[n++] = (ev__key_part){what, strlen(what) + 1};
+    k[n++] = (ev__key_part){root->fp, 32};
+    for (size_t i = 0; i < cs->n; i++)
+        k[n++] = (ev__key_part){cs->e[i]->digest, 32};
+    return n;
 }
 
-static void cache_scope(char *out, size_t size, const char *what, STACK_OF(X509) * inter,
-                        X509 *root, STACK_OF(X509_CRL) * crls, const uint8_t *extra,
-                        size_t extra_size)
+/* What verify_pck() establishes beside the chain (a cache blob: plain bytes). */
+typedef struct {
+    uint8_t fmspc[6], pceid[2], cpusvn[16], pck_comp[16];
+    uint16_t pcesvn;
+    int16_t sgx_type;
+    uint8_t processor_ca; /* PCK CA: 1 Processor, 0 Platform */
+} pck_facts;
+
+static void pck_facts_of(pck_facts *f, const dcap_result *q)
 {
-    _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
-    crypto_hash_update(h, what, strlen(what) + 1);
-    hash_cert(h, root);
-    for (int i = 0; i < sk_X509_num(inter); i++)
-        hash_cert(h, sk_X509_value(inter, i));
-    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
-        unsigned char *der = NULL;
-        int n = i2d_X509_CRL(sk_X509_CRL_value(crls, i), &der);
-        if (n <= 0)
-            abort();
-        uint8_t len[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
-        crypto_hash_update(h, "R", 1);
-        crypto_hash_update(h, len, sizeof(len));
-        crypto_hash_update(h, der, (size_t)n);
-        OPENSSL_free(der);
+    memset(f, 0, sizeof(*f));
+    memcpy(f->fmspc, q->fmspc, 6);
+    memcpy(f->pceid, q->pceid, 2);
+    memcpy(f->cpusvn, q->cpusvn, 16);
+    memcpy(f->pck_comp, q->pck_comp, 16);
+    f->pcesvn = q->pcesvn;
+    f->sgx_type = (int16_t)q->sgx_type;
+    f->processor_ca = strcmp(q->pck_ca, "processor") == 0;
+}
+
+static void pck_facts_to(dcap_result *q, const pck_facts *f)
+{
+    memcpy(q->fmspc, f->fmspc, 6);
+    memcpy(q->pceid, f->pceid, 2);
+    memcpy(q->cpusvn, f->cpusvn, 16);
+    memcpy(q->pck_comp, f->pck_comp, 16);
+    q->pcesvn = f->pcesvn;
+    q->sgx_type = f->sgx_type;
+    q->pck_ca = f->processor_ca ? "processor" : "platform";
+}
+
+/*
+ * The PCK chain of the quote to the root with the collateral's CRLs, its
+ * SGX extension and key type: *q's chain, pck_* fields. With a cache, the
+ * outcome for the same quote PEM bytes, root and collateral is reused while
+ * "now" is inside the chain's and the CRLs' windows.
+ */
+static int verify_pck(dcap_result *q, EVP_PKEY_CTX **out_vctx, const quote_sigdata *sd,
+                      coll_set *cs, const dcap_root *root, time_t now, ev_chain_cache *cache,
+                      cista_error **err)
+{
+    cache = cache_for(cache, cs, now);
+    ev__key_part key[KEY_MAX];
+    size_t nkey = 0;
+    pck_facts f;
+    if (cache) {
+        nkey = set_key(key, "dcap/pck", root, cs);
+        key[nkey++] = (ev__key_part){sd->pck_pem, sd->pck_pem_size};
+        if (ev__cache_get(cache, key, nkey, now, &q->chain, out_vctx, &f, sizeof(f))) {
+            pck_facts_to(q, &f);
+            return 0;
+        }
     }
-    if (extra_size) {
-        crypto_hash_update(h, "X", 1);
-        crypto_hash_update(h, extra, extra_size);
-    }
-    uint8_t d[32];
-    crypto_hash_final(h, d);
-    _cleanup_free_ char *hex = hex_encode(d, SCOPE_DIGEST);
-    snprintf(out, size, "dcap/%s/%s", what, hex);
-}
-
-/* Every CRL is inside [thisUpdate, nextUpdate) at @now: only then may a cached chain be used. */
-static bool crls_current(STACK_OF(X509_CRL) * crls, time_t now)
-{
-    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
-        X509_CRL *crl = sk_X509_CRL_value(crls, i);
-        const ASN1_TIME *lu = X509_CRL_get0_lastUpdate(crl), *nu = X509_CRL_get0_nextUpdate(crl);
-        if (!lu || X509_cmp_time(lu, &now) != -1 || (nu && X509_cmp_time(nu, &now) != 1))
-            return false;
-    }
-    return true;
-}
-
-/* The cache to use for a chain verified with @crls at @now (NULL: verify in full). */
-static ev_chain_cache *chain_cache_for(ev_chain_cache *c, STACK_OF(X509_CRL) * crls, time_t now)
-{
-    return c && crls_current(crls, now) ? c : NULL;
-}
-
-static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_set *cs, X509 *root,
-                            time_t now, ev_chain_cache *cache, cista_error **err)
-{
+    coll_set_stacks(cs);
     _cleanup_x509_stack_ STACK_OF(X509) *certs = NULL;
     _cleanup_err_ cista_error *e = NULL;
-    if (certs_load(&certs, sd->pck_pem, sd->pck_pem_size, cs, &e) < 0)
+    if (x509_certs_load(&certs, sd->pck_pem, sd->pck_pem_size, &e) < 0)
         return err_set(err, EV_E_FORMAT,
                        "DCAP quote: the PCK certificate chain (certification data type 5) does "
                        "not parse: %s",
@@ -1084,22 +1891,13 @@ static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_
     if (r < 0)
         return r;
     x509_verify_opts xo = {.at = now, .crls = cs->crls, .crl_mode = X509_CRL_AVAILABLE};
-    STACK_OF(X509) *chain = NULL;
-    cache = chain_cache_for(cache, cs->crls, now);
-    char scope[96] = "";
-    if (cache)
-        cache_scope(scope, sizeof(scope), "pck", inter, root, cs->crls, NULL, 0);
-    if (!ev__chain_cache_get(&chain, cache, scope, leaf, now)) {
-        r = x509_verify_chain(&chain, leaf, inter, roots, &xo, err);
-        if (r < 0)
-            return err_wrap(err, "DCAP PCK certificate chain (PCK -> PCK CA -> Intel SGX Root CA)");
-        ev__chain_cache_put(cache, scope, leaf, chain);
-    }
-    q->chain = chain;
-    if (sk_X509_num(chain) != 3)
+    r = x509_verify_chain(&q->chain, leaf, inter, roots, &xo, err);
+    if (r < 0)
+        return err_wrap(err, "DCAP PCK certificate chain (PCK -> PCK CA -> Intel SGX Root CA)");
+    if (sk_X509_num(q->chain) != 3)
         return err_set(err, EV_E_CHAIN, "DCAP PCK chain has %d certificates, expected 3",
-                       sk_X509_num(chain));
-    X509 *ca = sk_X509_value(chain, 1);
+                       sk_X509_num(q->chain));
+    X509 *ca = sk_X509_value(q->chain, 1);
     if (cn_is(ca, "Intel SGX PCK Platform CA"))
         q->pck_ca = "platform";
     else if (cn_is(ca, "Intel SGX PCK Processor CA"))
@@ -1111,16 +1909,28 @@ static int verify_pck_chain(dcap_result *q, const quote_sigdata *sd, const coll_
                        "Processor CA",
                        s);
     }
+    if ((r = pck_parse(q, sk_X509_value(q->chain, 0), err)) < 0)
+        return r;
+    EVP_PKEY *pck = X509_get0_pubkey(sk_X509_value(q->chain, 0));
+    const char *crv = pck ? crypto_key_ec_crv(pck) : NULL;
+    if (!crv || strcmp(crv, "P-256") != 0)
+        return err_set(err, EV_E_NOKEY, "DCAP PCK certificate key is not an ECDSA P-256 key");
+    if (!(*out_vctx = verify_ctx_new(pck))) {
+        (void)err_set_ssl(err, -EINVAL, "ECDSA: cannot initialise verification");
+        return err_wrap(err, "DCAP QE report signature");
+    }
+    if (cache) {
+        ev__cache_val v = {.not_before = cs->crl_from,
+                           .not_after = cs->crl_to,
+                           .chain = q->chain,
+                           .vctx = *out_vctx,
+                           .blob = &f,
+                           .blob_size = sizeof(f)};
+        pck_facts_of(&f, q);
+        if (ev__chain_window(&v.not_before, &v.not_after, q->chain))
+            ev__cache_put(cache, key, nkey, &v);
+    }
     return 0;
-}
-
-static time_t not_before(X509 *c)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    if (ASN1_TIME_to_tm(X509_get0_notBefore(c), &tm) != 1)
-        return 0;
-    return timegm(&tm);
 }
 
 /*
@@ -1128,89 +1938,113 @@ static time_t not_before(X509 *c)
  * applied). Certificates given in the collateral come first; without any,
  * the built-in one is used, checked at the later of @now and its notBefore
  * (Intel re-issues it with the same key, so older collateral verifies).
+ * *out is a new reference, @out_fp its SHA-256 (when *fp_ok). With a cache, the outcome
+ * for the same root and collateral is reused inside its window.
  */
-static int tcb_signer(X509 **out, const coll_set *cs, X509 *root, time_t now, ev_chain_cache *cache,
-                      cista_error **err)
+static int tcb_signer(X509 **out, uint8_t out_fp[32], bool *fp_ok, coll_set *cs,
+                      const dcap_root *root, time_t now, ev_chain_cache *cache, cista_error **err)
 {
+    cache = cache_for(cache, cs, now);
+    ev__key_part key[KEY_MAX];
+    size_t nkey = 0;
+    if (cache) {
+        nkey = set_key(key, "dcap/tcb", root, cs);
+        STACK_OF(X509) *got = NULL;
+        if (ev__cache_get(cache, key, nkey, now, &got, NULL, out_fp, 32)) {
+            *fp_ok = true;
+            *out = sk_X509_shift(got);
+            sk_X509_pop_free(got, X509_free);
+            return 0;
+        }
+    }
+    coll_set_stacks(cs);
     _cleanup_x509_stack_ STACK_OF(X509) *inter = NULL, *roots = NULL;
     int r = chain_inputs(&inter, &roots, NULL, cs, root, err);
     if (r < 0)
         return r;
     x509_verify_opts xo = {.at = now, .crls = cs->crls, .crl_mode = X509_CRL_AVAILABLE};
-    for (int i = 0; i < sk_X509_num(inter); i++) {
-        X509 *c = sk_X509_value(inter, i);
-        if (!cn_is(c, "Intel SGX TCB Signing"))
-            continue;
-        ev_chain_cache *cc = chain_cache_for(cache, cs->crls, now);
-        char scope[96] = "";
-        if (cc)
-            cache_scope(scope, sizeof(scope), "tcb", inter, root, cs->crls, NULL, 0);
-        if (!ev__chain_cache_get(NULL, cc, scope, c, now)) {
-            _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
-            r = x509_verify_chain(&chain, c, inter, roots, &xo, err);
+    ev__cache_val v = {.not_before = cs->crl_from, .not_after = cs->crl_to};
+    _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
+    _cleanup_x509_ X509 *signer = NULL;
+    for (size_t i = 0; i < cs->n && !signer; i++) {
+        for (int k = 0; k < sk_X509_num(cs->e[i]->certs) && !signer; k++) {
+            const coll_cert *ci = &cs->e[i]->cinfo[k];
+            /* the intermediates() of the collateral: neither the root nor self-signed */
+            if (!ci->cn_tcb || (ci->fp_ok && memcmp(ci->fp, root->fp, 32) == 0) || ci->self_signed)
+                continue;
+            r = x509_verify_chain(&chain, ci->x, inter, roots, &xo, err);
             if (r < 0)
                 return err_wrap(err, "DCAP TCB signing certificate chain (TCB Signing -> Intel "
                                      "SGX Root CA)");
-            ev__chain_cache_put(cc, scope, c, chain);
+            if (!ev__chain_window(&v.not_before, &v.not_after, chain))
+                cache = NULL;
+            X509_up_ref(ci->x);
+            signer = ci->x;
+            memcpy(out_fp, ci->fp, 32);
+            if (!(*fp_ok = ci->fp_ok))
+                cache = NULL;
         }
-        X509_up_ref(c);
-        *out = c;
-        return 0;
     }
-    _cleanup_x509_ X509 *builtin = NULL;
-    if ((r = ev__cert_embedded(&builtin, g_tcb_signing_pem, err)) < 0)
-        return err_wrap(err, "built-in Intel SGX TCB Signing certificate");
-    time_t nb = not_before(builtin);
-    x509_verify_opts bo = {.at = now > nb ? now : nb};
-    /* no CRLs in this verification (they are applied below, every time) */
-    char scope[96] = "";
-    if (cache)
-        cache_scope(scope, sizeof(scope), "tcbb", NULL, root, NULL, NULL, 0);
-    if (!ev__chain_cache_get(NULL, cache, scope, builtin, bo.at)) {
-        _cleanup_x509_stack_ STACK_OF(X509) *chain = NULL;
-        if ((r = x509_verify_chain(&chain, builtin, NULL, roots, &bo, err)) < 0)
+    if (!signer) {
+        if ((r = ev__cert_embedded(&signer, g_tcb_signing_pem, err)) < 0)
             return err_wrap(err, "built-in Intel SGX TCB Signing certificate");
-        ev__chain_cache_put(cache, scope, builtin, chain);
+        time_t nb = not_before(signer);
+        x509_verify_opts bo = {.at = now > nb ? now : nb};
+        /* no CRLs in this verification (they are applied below) */
+        if ((r = x509_verify_chain(&chain, signer, NULL, roots, &bo, err)) < 0)
+            return err_wrap(err, "built-in Intel SGX TCB Signing certificate");
+        /* the root CA CRLs given (their window was checked with the PCK chain) */
+        for (int i = 0; i < sk_X509_CRL_num(cs->crls); i++) {
+            X509_CRL *crl = sk_X509_CRL_value(cs->crls, i);
+            X509_REVOKED *rev = NULL;
+            if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(root->x)) == 0 &&
+                X509_CRL_verify(crl, X509_get0_pubkey(root->x)) == 1 &&
+                X509_CRL_get0_by_cert(crl, &rev, signer) == 1)
+                return err_set(err, EV_E_REVOKED,
+                               "the built-in Intel SGX TCB Signing certificate is revoked by the "
+                               "given Intel SGX Root CA CRL");
+        }
+        /* checked at max(now, nb): in terms of "now", the chain's window without its start
+         * when that start is nb itself */
+        time_t from = INT64_MIN, to = INT64_MAX;
+        *fp_ok = x509_cert_sha256(out_fp, signer, NULL) == 0;
+        if (!ev__chain_window(&from, &to, chain) || !*fp_ok)
+            cache = NULL;
+        if (from > nb && from > v.not_before)
+            v.not_before = from;
+        if (to < v.not_after)
+            v.not_after = to;
     }
-    /* the root CA CRLs given (their window was checked with the PCK chain) */
-    for (int i = 0; i < sk_X509_CRL_num(cs->crls); i++) {
-        X509_CRL *crl = sk_X509_CRL_value(cs->crls, i);
-        X509_REVOKED *rev = NULL;
-        if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(root)) == 0 &&
-            X509_CRL_verify(crl, X509_get0_pubkey(root)) == 1 &&
-            X509_CRL_get0_by_cert(crl, &rev, builtin) == 1)
-            return err_set(err, EV_E_REVOKED,
-                           "the built-in Intel SGX TCB Signing certificate is revoked by the "
-                           "given Intel SGX Root CA CRL");
+    if (cache) {
+        STACK_OF(X509) *one = sk_X509_new_null();
+        if (!one || !sk_X509_push(one, signer))
+            abort();
+        v.chain = one;
+        v.blob = out_fp;
+        v.blob_size = 32;
+        ev__cache_put(cache, key, nkey, &v);
+        sk_X509_free(one);
     }
-    *out = steal_ptr(&builtin);
+    *out = steal_ptr(&signer);
     return 0;
 }
 
 /*
- * The signature of @d by @signer. With @cache, a signature that verified
- * before over byte-identical text and signature by the same signing
+ * The signature of @d by @signer (SHA-256 @signer_fp, NULL if unknown). With @cache, a
+ * signature that verified before over byte-identical text and signature
+ * (the document's digest, computed when it was parsed) by the same signing
  * certificate (its chain is checked by the caller on every call) is not
  * verified again; the entry lives while "now" is inside the signer's
  * validity. The document's own window (doc_window) is checked on every call.
  */
-static int doc_verify(const signed_doc *d, X509 *signer, const char *what, ev_chain_cache *cache,
-                      time_t now, cista_error **err)
+static int doc_verify(const signed_doc *d, X509 *signer, const uint8_t signer_fp[32],
+                      const char *what, ev_chain_cache *cache, time_t now, cista_error **err)
 {
-    char scope[96] = "";
-    if (cache) {
-        uint8_t len[8];
-        ev__put_le64(len, (uint64_t)d->size);
-        _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
-        crypto_hash_update(h, len, sizeof(len));
-        crypto_hash_update(h, d->text, d->size);
-        crypto_hash_update(h, d->sig, SIG_SIZE);
-        uint8_t dg[32];
-        crypto_hash_final(h, dg);
-        cache_scope(scope, sizeof(scope), "doc", NULL, signer, NULL, dg, sizeof(dg));
-        if (ev__chain_cache_get(NULL, cache, scope, signer, now))
-            return 0;
-    }
+    ev__key_part key[] = {{"dcap/doc", 9}, {signer_fp, 32}, {d->digest, 32}};
+    if (!signer_fp)
+        cache = NULL;
+    if (ev__cache_get(cache, key, ARRAY_LEN(key), now, NULL, NULL, NULL, 0))
+        return 0;
     EVP_PKEY *pub = X509_get0_pubkey(signer);
     int r = x509_ecdsa_verify_raw(pub, "SHA256", d->text, d->size, d->sig, d->sig + 32, 32,
                                   X509_BIG_ENDIAN, err);
@@ -1224,156 +2058,29 @@ static int doc_verify(const signed_doc *d, X509 *signer, const char *what, ev_ch
     }
     if (r < 0)
         return err_wrap(err, "DCAP %s (%s) signature", what, d->name);
-    if (cache) {
-        STACK_OF(X509) *one = sk_X509_new_null();
-        if (!one || !sk_X509_push(one, signer))
-            abort();
-        ev__chain_cache_put(cache, scope, signer, one);
-        sk_X509_free(one);
-    }
+    ev__cache_val v = {.not_before = INT64_MIN, .not_after = INT64_MAX};
+    if (cache && ev__time_window(&v.not_before, &v.not_after, X509_get0_notBefore(signer),
+                                 X509_get0_notAfter(signer)))
+        ev__cache_put(cache, key, ARRAY_LEN(key), &v);
     return 0;
 }
 
-/* issueDate <= now <= nextUpdate; also narrows the reported window. */
-static int doc_window(json_t *doc, const char *what, const char *name, time_t now, time_t *win_from,
-                      time_t *win_to, cista_error **err)
+static void add_advisories(json_t *dst, const level_outcome *o)
 {
-    const char *is = NULL, *nu = NULL;
-    time_t ti = 0, tn = 0;
-    if (js_get_string(&is, doc, "issueDate", true, what, err) < 0 ||
-        js_get_string(&nu, doc, "nextUpdate", true, what, err) < 0)
-        return EV_E_FORMAT;
-    if (time_parse(&ti, is) < 0 || time_parse(&tn, nu) < 0)
-        return err_set(err, EV_E_FORMAT,
-                       "DCAP %s (%s): issueDate \"%s\" / nextUpdate \"%s\" are "
-                       "not RFC 3339 UTC times",
-                       what, name, is, nu);
-    char at[32];
-    ev__time_str(at, sizeof(at), now);
-    if (now < ti || now > tn)
-        return err_set(err, EV_E_EXPIRED,
-                       "DCAP %s (%s) is outside its validity window at %s: issueDate %s, "
-                       "nextUpdate %s; fetch current collateral from Intel PCS or verify at a "
-                       "time inside the window",
-                       what, name, at, is, nu);
-    if (ti > *win_from)
-        *win_from = ti;
-    if (!*win_to || tn < *win_to)
-        *win_to = tn;
-    return 0;
+    for (size_t i = 0; i < o->nadv; i++)
+        json_add_unique(dst, o->adv[i]);
 }
 
-static int hex_field(uint8_t *out, size_t size, json_t *obj, const char *key, const char *what,
-                     cista_error **err)
+/* The matched level's status and advisories. */
+static int take_outcome(int *status, json_t *advisories, const level_outcome *o, cista_error **err)
 {
-    const char *s = NULL;
-    if (js_get_string(&s, obj, key, true, what, err) < 0)
-        return EV_E_FORMAT;
-    _cleanup_err_ cista_error *e = NULL;
-    if (strlen(s) != 2 * size || hex_decode_to(out, size, s, &e) < 0)
-        return err_set(err, EV_E_FORMAT, "DCAP %s: \"%s\" must be %zu hex digits, got \"%.40s\"",
-                       what, key, 2 * size, s);
-    return 0;
-}
-
-static int level_status(int *out, json_t *level, const char *what, cista_error **err)
-{
-    const char *st = NULL;
-    if (js_get_string(&st, level, "tcbStatus", true, what, err) < 0)
-        return EV_E_FORMAT;
-    if (status_parse(out, st) < 0)
-        return err_set(err, EV_E_FORMAT, "DCAP %s: unknown tcbStatus \"%s\"", what, st);
-    return 0;
-}
-
-static int add_advisories(json_t *dst, json_t *level, const char *what, cista_error **err)
-{
-    json_t *adv = NULL;
-    if (js_get_array(&adv, level, "advisoryIDs", false, what, err) < 0)
-        return EV_E_FORMAT;
-    size_t i;
-    json_t *v;
-    json_array_foreach(adv, i, v)
-    {
-        if (!json_is_string(v))
-            return err_set(err, EV_E_FORMAT, "DCAP %s: advisoryIDs must be strings", what);
-        json_add_unique(dst, json_string_value(v));
-    }
-    return 0;
-}
-
-/* First level of @levels (newest first) whose tcb.isvsvn <= @isvsvn. */
-static int isvsvn_level(json_t **out, json_t *levels, unsigned isvsvn, const char *what,
-                        cista_error **err)
-{
-    size_t i;
-    json_t *lv;
-    json_array_foreach(levels, i, lv)
-    {
-        json_t *tcb = NULL;
-        int64_t s = 0;
-        if (js_get_object(&tcb, lv, "tcb", true, what, err) < 0 ||
-            js_get_int(&s, tcb, "isvsvn", true, what, err) < 0)
-            return EV_E_FORMAT;
-        if (s <= (int64_t)isvsvn) {
-            *out = lv;
-            return 0;
-        }
-    }
-    *out = NULL;
+    PERR_CHECK(o->e, err);
+    *status = o->status;
+    add_advisories(advisories, o);
     return 0;
 }
 
 /* ---- TCB info ---- */
-
-/* Read the 16 SGX component SVNs and pcesvn of a level (TCB info v2 or v3). */
-static int level_sgx(uint8_t comp[16], int64_t *pcesvn, json_t *tcb, int version, const char *what,
-                     cista_error **err)
-{
-    if (version >= 3) {
-        json_t *arr = NULL;
-        if (js_get_array(&arr, tcb, "sgxtcbcomponents", true, what, err) < 0)
-            return EV_E_FORMAT;
-        if (json_array_size(arr) != 16)
-            return err_set(err, EV_E_FORMAT, "DCAP %s: sgxtcbcomponents has %zu entries, not 16",
-                           what, json_array_size(arr));
-        for (size_t i = 0; i < 16; i++) {
-            int64_t v = 0;
-            if (js_get_int(&v, json_array_get(arr, i), "svn", true, what, err) < 0)
-                return EV_E_FORMAT;
-            comp[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
-        }
-    } else {
-        for (int i = 0; i < 16; i++) {
-            char key[24];
-            snprintf(key, sizeof(key), "sgxtcbcomp%02dsvn", i + 1);
-            int64_t v = 0;
-            if (js_get_int(&v, tcb, key, true, what, err) < 0)
-                return EV_E_FORMAT;
-            comp[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
-        }
-    }
-    if (js_get_int(pcesvn, tcb, "pcesvn", true, what, err) < 0)
-        return EV_E_FORMAT;
-    return 0;
-}
-
-static int level_tdx(uint8_t comp[16], json_t *tcb, const char *what, cista_error **err)
-{
-    json_t *arr = NULL;
-    if (js_get_array(&arr, tcb, "tdxtcbcomponents", true, what, err) < 0)
-        return EV_E_FORMAT;
-    if (json_array_size(arr) != 16)
-        return err_set(err, EV_E_FORMAT, "DCAP %s: tdxtcbcomponents has %zu entries, not 16", what,
-                       json_array_size(arr));
-    for (size_t i = 0; i < 16; i++) {
-        int64_t v = 0;
-        if (js_get_int(&v, json_array_get(arr, i), "svn", true, what, err) < 0)
-            return EV_E_FORMAT;
-        comp[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
-    }
-    return 0;
-}
 
 static char *svn_list(const uint8_t *v, size_t n)
 {
@@ -1384,69 +2091,65 @@ static char *svn_list(const uint8_t *v, size_t n)
     return xstrdup(buf);
 }
 
-static int eval_platform(dcap_result *q, json_t *info, int version, const char *what,
-                         cista_error **err)
+/* How many of level @l's components exceed the platform's; with @list, which (for messages). */
+static size_t level_misses(const dcap_result *q, const tcb_level *l, size_t skip, char *list,
+                           size_t list_size)
 {
     bool tdx = q->tee_type == DCAP_TEE_TDX;
     const uint8_t *tee_svn = tdx ? q->body + TDB_TEE_TCB_SVN : NULL;
-    bool modules = tdx && json_object_get(info, "tdxModuleIdentities") != NULL;
-    size_t skip = tdx && modules && tee_svn[1] > 0 ? 2 : 0;
-    json_t *levels = NULL;
-    if (js_get_array(&levels, info, "tcbLevels", true, what, err) < 0)
-        return EV_E_FORMAT;
-    char why[512] = "the TCB info has no levels";
-    size_t best_miss = SIZE_MAX;
-    size_t i;
-    json_t *lv;
-    json_array_foreach(levels, i, lv)
-    {
-        json_t *tcb = NULL;
-        uint8_t sgx[16], tdxc[16];
-        int64_t pcesvn = 0;
-        int r;
-        if (js_get_object(&tcb, lv, "tcb", true, what, err) < 0)
-            return EV_E_FORMAT;
-        if ((r = level_sgx(sgx, &pcesvn, tcb, version, what, err)) < 0)
-            return r;
-        if (tdx && (r = level_tdx(tdxc, tcb, what, err)) < 0)
-            return r;
-        const char *date = NULL;
-        if (js_get_string(&date, lv, "tcbDate", false, what, err) < 0)
-            return EV_E_FORMAT;
-        /* count the misses; the reasons shown are those of the closest level */
-        size_t miss = 0, o = 0;
-        char list[400] = "";
+    size_t miss = 0, o = 0;
 #define MISS(...)                                                                                  \
     do {                                                                                           \
-        if (o < sizeof(list))                                                                      \
-            o += (size_t)snprintf(list + o, sizeof(list) - o, __VA_ARGS__);                        \
+        if (list && o < list_size)                                                                 \
+            o += (size_t)snprintf(list + o, list_size - o, __VA_ARGS__);                           \
         miss++;                                                                                    \
     } while (0)
-        for (size_t c = 0; c < 16; c++)
-            if (sgx[c] > q->pck_comp[c])
-                MISS("%ssgxtcbcomponents[%zu] >= %u (PCK has %u)", miss ? ", " : "", c, sgx[c],
-                     q->pck_comp[c]);
-        if (pcesvn > q->pcesvn)
-            MISS("%spcesvn >= %lld (PCK has %u)", miss ? ", " : "", (long long)pcesvn, q->pcesvn);
-        for (size_t c = skip; tdx && c < 16; c++)
-            if (tdxc[c] > tee_svn[c])
-                MISS("%stdxtcbcomponents[%zu] >= %u (TEE_TCB_SVN has %u)", miss ? ", " : "", c,
-                     tdxc[c], tee_svn[c]);
+    for (size_t c = 0; c < 16; c++)
+        if (l->sgx[c] > q->pck_comp[c])
+            MISS("%ssgxtcbcomponents[%zu] >= %u (PCK has %u)", miss ? ", " : "", c, l->sgx[c],
+                 q->pck_comp[c]);
+    if (l->pcesvn > q->pcesvn)
+        MISS("%spcesvn >= %lld (PCK has %u)", miss ? ", " : "", (long long)l->pcesvn, q->pcesvn);
+    for (size_t c = skip; tdx && c < 16; c++)
+        if (l->tdx[c] > tee_svn[c])
+            MISS("%stdxtcbcomponents[%zu] >= %u (TEE_TCB_SVN has %u)", miss ? ", " : "", c,
+                 l->tdx[c], tee_svn[c]);
 #undef MISS
-        bool ok = miss == 0;
-        if (!ok && miss < best_miss) {
+    return miss;
+}
+
+static int eval_platform(dcap_result *q, const tcb_info *t, const char *what, cista_error **err)
+{
+    bool tdx = q->tee_type == DCAP_TEE_TDX;
+    const uint8_t *tee_svn = tdx ? q->body + TDB_TEE_TCB_SVN : NULL;
+    bool modules = tdx && t->has_module_ids;
+    size_t skip = tdx && modules && tee_svn[1] > 0 ? 2 : 0;
+    PERR_CHECK(t->levels_e, err);
+    size_t best_miss = SIZE_MAX, best = SIZE_MAX;
+    for (size_t i = 0; i < t->nlevels; i++) {
+        const tcb_level *l = &t->levels[i];
+        PERR_CHECK(l->e, err);
+        /* count the misses; the reasons shown are those of the closest level */
+        size_t miss = level_misses(q, l, skip, NULL, 0);
+        if (miss && miss < best_miss) {
             best_miss = miss;
-            snprintf(why, sizeof(why), "the closest level %zu (tcbDate %s) needs %s", i,
-                     date ? date : "?", list);
+            best = i;
         }
-        if (!ok)
+        if (miss)
             continue;
-        if ((r = level_status(&q->platform_status, lv, what, err)) < 0)
+        int r = take_outcome(&q->platform_status, q->advisories, &l->out, err);
+        if (r < 0)
             return r;
-        if ((r = add_advisories(q->advisories, lv, what, err)) < 0)
-            return r;
-        snprintf(q->tcb_date, sizeof(q->tcb_date), "%s", date ? date : "");
+        snprintf(q->tcb_date, sizeof(q->tcb_date), "%s", l->date ? l->date : "");
         return 0;
+    }
+    char why[512] = "the TCB info has no levels";
+    if (best != SIZE_MAX) {
+        char list[400] = "";
+        const tcb_level *l = &t->levels[best];
+        (void)level_misses(q, l, skip, list, sizeof(list));
+        snprintf(why, sizeof(why), "the closest level %zu (tcbDate %s) needs %s", best,
+                 l->date ? l->date : "?", list);
     }
     _cleanup_free_ char *pc = svn_list(q->pck_comp, 16);
     _cleanup_free_ char *ts = tdx ? svn_list(tee_svn, 16) : xstrdup("-");
@@ -1457,27 +2160,20 @@ static int eval_platform(dcap_result *q, json_t *info, int version, const char *
                    tdx ? " or the TDX module" : "");
 }
 
-static int eval_module(dcap_result *q, json_t *info, const char *what, cista_error **err)
+static int eval_module(dcap_result *q, const tcb_info *t, const char *what, cista_error **err)
 {
     const uint8_t *tee_svn = q->body + TDB_TEE_TCB_SVN;
-    json_t *ids = NULL, *mod = NULL;
-    if (js_get_array(&ids, info, "tdxModuleIdentities", false, what, err) < 0 ||
-        js_get_object(&mod, info, "tdxModule", false, what, err) < 0)
-        return EV_E_FORMAT;
+    PERR_CHECK(t->modules_e, err);
     char id[16];
     snprintf(id, sizeof(id), "TDX_%02X", tee_svn[1]);
-    bool by_identity = ids && tee_svn[1] > 0;
+    bool by_identity = t->ids && tee_svn[1] > 0;
+    const tdx_module *mod = t->module;
     if (by_identity) {
         mod = NULL;
-        size_t i;
-        json_t *m;
-        json_array_foreach(ids, i, m)
-        {
-            const char *mid = NULL;
-            if (js_get_string(&mid, m, "id", true, what, err) < 0)
-                return EV_E_FORMAT;
-            if (strcasecmp(mid, id) == 0)
-                mod = m;
+        for (size_t i = 0; i < t->nids; i++) {
+            PERR_CHECK(t->ids[i].id_e, err);
+            if (strcasecmp(t->ids[i].id, id) == 0)
+                mod = &t->ids[i];
         }
         if (!mod)
             return err_set(err, EV_E_TCB,
@@ -1487,22 +2183,17 @@ static int eval_module(dcap_result *q, json_t *info, const char *what, cista_err
     }
     if (!mod)
         return 0; /* TCB info v2-style without module data */
-    uint8_t signer[48], attr[8], mask[8];
-    int r;
-    if ((r = hex_field(signer, 48, mod, "mrsigner", what, err)) < 0 ||
-        (r = hex_field(attr, 8, mod, "attributes", what, err)) < 0 ||
-        (r = hex_field(mask, 8, mod, "attributesMask", what, err)) < 0)
-        return r;
-    if (memcmp(signer, q->body + TDB_MRSIGNERSEAM, 48) != 0) {
+    PERR_CHECK(mod->hex_e, err);
+    if (memcmp(mod->signer, q->body + TDB_MRSIGNERSEAM, 48) != 0) {
         _cleanup_free_ char *got = hex_encode(q->body + TDB_MRSIGNERSEAM, 48);
-        _cleanup_free_ char *want = hex_encode(signer, 48);
+        _cleanup_free_ char *want = hex_encode(mod->signer, 48);
         return err_set(err, EV_E_CHAIN,
                        "DCAP TDX module: MRSIGNERSEAM %s differs from the TCB info's mrsigner %s "
                        "(%s); the TDX module is not the one Intel lists",
                        got, want, by_identity ? id : "tdxModule");
     }
     for (int b = 0; b < 8; b++)
-        if ((q->body[TDB_SEAMATTRIBUTES + b] & mask[b]) != attr[b]) {
+        if ((q->body[TDB_SEAMATTRIBUTES + b] & mod->mask[b]) != mod->attr[b]) {
             _cleanup_free_ char *got = hex_encode(q->body + TDB_SEAMATTRIBUTES, 8);
             return err_set(err, EV_E_CHAIN,
                            "DCAP TDX module: SEAMATTRIBUTES %s do not match the TCB info's "
@@ -1511,95 +2202,78 @@ static int eval_module(dcap_result *q, json_t *info, const char *what, cista_err
         }
     if (!by_identity)
         return 0;
-    json_t *levels = NULL, *lv = NULL;
-    if (js_get_array(&levels, mod, "tcbLevels", true, what, err) < 0)
-        return EV_E_FORMAT;
-    if ((r = isvsvn_level(&lv, levels, tee_svn[0], what, err)) < 0)
+    const isv_level *lv = NULL;
+    int r = isvsvn_level(&lv, &mod->levels, tee_svn[0], err);
+    if (r < 0)
         return r;
     if (!lv)
         return err_set(err, EV_E_TCB,
                        "DCAP %s: TDX module %s SVN %u (TEE_TCB_SVN[0]) is below every level of "
                        "its identity; the module is not supported",
                        what, id, tee_svn[0]);
-    if ((r = level_status(&q->module_status, lv, what, err)) < 0)
-        return r;
-    return add_advisories(q->advisories, lv, what, err);
+    return take_outcome(&q->module_status, q->advisories, &lv->out, err);
 }
 
-static int parse_doc(json_t **out, const signed_doc *d, const char *what, cista_error **err)
+/* @d's parsed text, or the reason it does not parse (borrowed). */
+static int doc_json(const signed_doc *d, cista_error **err)
 {
-    _cleanup_err_ cista_error *e = NULL;
-    if (js_parse_object(out, d->text, d->size, EV_MAX_EVIDENCE, what, &e) < 0)
-        return err_set(err, EV_E_FORMAT, "DCAP %s (%s): %s", what, d->name, e->msg);
+    if (!d->json)
+        return err_replay(err, d->bad->code, d->bad);
     return 0;
 }
 
-static int fmspc_of(uint8_t out[6], json_t *info)
-{
-    const char *s = json_string_value(json_object_get(info, "fmspc"));
-    _cleanup_err_ cista_error *e = NULL;
-    if (!s || strlen(s) != 12 || hex_decode_to(out, 6, s, &e) < 0)
-        return -1;
-    return 0;
-}
-
-static int eval_tcb_info(dcap_result *q, const coll_set *cs, X509 *signer, time_t now,
-                         ev_chain_cache *cache, time_t *win_from, time_t *win_to, cista_error **err)
+static int eval_tcb_info(dcap_result *q, const coll_set *cs, X509 *signer,
+                         const uint8_t signer_fp[32], time_t now, ev_chain_cache *cache,
+                         doc_span *win, cista_error **err)
 {
     const char *want_id = q->tee_type == DCAP_TEE_TDX ? "TDX" : "SGX";
-    _cleanup_free_ char *fm = hex_encode(q->fmspc, 6);
     const signed_doc *d = NULL;
-    _cleanup_json_ json_t *info = NULL;
-    _cleanup_free_ char *seen = xstrdup("");
     for (size_t i = 0; i < cs->ntcb && !d; i++) {
-        _cleanup_json_ json_t *doc = NULL;
-        int r = parse_doc(&doc, &cs->tcb[i], "TCB info", err);
+        const signed_doc *c = cs->tcb[i];
+        int r = doc_json(c, err);
         if (r < 0)
             return r;
-        uint8_t f[6];
-        const char *id = json_string_value(json_object_get(doc, "id"));
-        bool f_ok = fmspc_of(f, doc) == 0;
         /* TDX TCB info always has "id"; SGX v2 has none */
-        bool id_ok = id ? strcmp(id, want_id) == 0 : q->tee_type == DCAP_TEE_SGX;
-        if (f_ok && memcmp(f, q->fmspc, 6) == 0 && id_ok) {
-            d = &cs->tcb[i];
-            info = steal_ptr(&doc);
-        } else {
-            _cleanup_free_ char *fh = f_ok ? hex_encode(f, 6) : xstrdup("?");
-            char *n = xasprintf("%s%s%s %s (%s)", seen, *seen ? ", " : "", id ? id : "?", fh,
-                                cs->tcb[i].name);
+        bool id_ok = c->id ? strcmp(c->id, want_id) == 0 : q->tee_type == DCAP_TEE_SGX;
+        if (c->fmspc_ok && memcmp(c->fmspc, q->fmspc, 6) == 0 && id_ok)
+            d = c;
+    }
+    if (!d) {
+        _cleanup_free_ char *fm = hex_encode(q->fmspc, 6);
+        _cleanup_free_ char *seen = xstrdup("");
+        for (size_t i = 0; i < cs->ntcb; i++) {
+            const signed_doc *c = cs->tcb[i];
+            _cleanup_free_ char *fh = c->fmspc_ok ? hex_encode(c->fmspc, 6) : xstrdup("?");
+            char *n = xasprintf("%s%s%s %s (%s)", seen, *seen ? ", " : "", c->id ? c->id : "?", fh,
+                                c->name);
             free(seen);
             seen = n;
         }
-    }
-    if (!d)
         return err_set(err, EV_E_PLATFORM,
                        "DCAP: no %s TCB info for the PCK's FMSPC %s among the collateral (given: "
                        "%s); fetch /%s/certification/v4/tcb?fmspc=%s from Intel PCS",
                        want_id, fm, seen, q->tee_type == DCAP_TEE_TDX ? "tdx" : "sgx", fm);
-    int r = doc_verify(d, signer, "TCB info", cache, now, err);
+    }
+    int r = doc_verify(d, signer, signer_fp, "TCB info", cache, now, err);
     if (r < 0)
         return r;
-    int64_t version = 0;
-    if (js_get_int(&version, info, "version", true, "TCB info", err) < 0)
-        return EV_E_FORMAT;
-    if (q->tee_type == DCAP_TEE_TDX ? version != 3 : (version != 2 && version != 3))
-        return err_set(err, EV_E_VERSION,
-                       "DCAP TCB info (%s): version %lld is not supported for %s (%s)", d->name,
-                       (long long)version, want_id, q->tee_type == DCAP_TEE_TDX ? "3" : "2 or 3");
-    if ((r = doc_window(info, "TCB info", d->name, now, win_from, win_to, err)) < 0)
+    const tcb_info *t = d->tcb;
+    PERR_CHECK(t->version_e, err);
+    if (q->tee_type == DCAP_TEE_TDX ? t->version != 3 : (t->version != 2 && t->version != 3))
+        return err_set(
+            err, EV_E_VERSION, "DCAP TCB info (%s): version %lld is not supported for %s (%s)",
+            d->name, (long long)t->version, want_id, q->tee_type == DCAP_TEE_TDX ? "3" : "2 or 3");
+    if ((r = doc_window(&t->dates, "TCB info", d->name, now, win, err)) < 0)
         return r;
-    uint8_t pceid[2];
-    if ((r = hex_field(pceid, 2, info, "pceId", "TCB info", err)) < 0)
-        return r;
-    if (memcmp(pceid, q->pceid, 2) != 0)
+    PERR_CHECK(t->pce_e, err);
+    if (memcmp(t->pceid, q->pceid, 2) != 0)
         return err_set(err, EV_E_PLATFORM,
                        "DCAP TCB info (%s): pceId %02x%02x differs from the PCK's PCE-ID "
                        "%02x%02x",
-                       d->name, pceid[0], pceid[1], q->pceid[0], q->pceid[1]);
-    if ((r = eval_platform(q, info, (int)version, "TCB info", err)) < 0)
+                       d->name, t->pceid[0], t->pceid[1], q->pceid[0], q->pceid[1]);
+    if ((r = eval_platform(q, t, "TCB info", err)) < 0)
         return r;
-    if (q->tee_type == DCAP_TEE_TDX && (r = eval_module(q, info, "TCB info", err)) < 0)
+    if (q->tee_type == DCAP_TEE_TDX && (r = eval_module(q, t, "TCB info", err)) < 0)
         return r;
     q->have_tcb_info = true;
     return 0;
@@ -1607,94 +2281,75 @@ static int eval_tcb_info(dcap_result *q, const coll_set *cs, X509 *signer, time_
 
 /* ---- QE identity ---- */
 
-static int eval_qe_identity(dcap_result *q, const coll_set *cs, X509 *signer, time_t now,
-                            ev_chain_cache *cache, time_t *win_from, time_t *win_to,
-                            cista_error **err)
+static int eval_qe_identity(dcap_result *q, const coll_set *cs, X509 *signer,
+                            const uint8_t signer_fp[32], time_t now, ev_chain_cache *cache,
+                            doc_span *win, cista_error **err)
 {
     const char *want_id = q->tee_type == DCAP_TEE_TDX ? "TD_QE" : "QE";
     const signed_doc *d = NULL;
-    _cleanup_json_ json_t *qe = NULL;
     for (size_t i = 0; i < cs->nqe && !d; i++) {
-        _cleanup_json_ json_t *doc = NULL;
-        int r = parse_doc(&doc, &cs->qe[i], "QE identity", err);
+        int r = doc_json(cs->qe[i], err);
         if (r < 0)
             return r;
-        const char *id = json_string_value(json_object_get(doc, "id"));
-        if (id && strcmp(id, want_id) == 0) {
-            d = &cs->qe[i];
-            qe = steal_ptr(&doc);
-        }
+        if (cs->qe[i]->id && strcmp(cs->qe[i]->id, want_id) == 0)
+            d = cs->qe[i];
     }
     if (!d)
         return err_set(err, EV_E_PLATFORM,
                        "DCAP: no QE identity with id \"%s\" among the collateral; fetch "
                        "/%s/certification/v4/qe/identity from Intel PCS",
                        want_id, q->tee_type == DCAP_TEE_TDX ? "tdx" : "sgx");
-    int r = doc_verify(d, signer, "QE identity", cache, now, err);
+    int r = doc_verify(d, signer, signer_fp, "QE identity", cache, now, err);
     if (r < 0)
         return r;
-    int64_t version = 0, prodid = 0;
-    if (js_get_int(&version, qe, "version", true, "QE identity", err) < 0)
-        return EV_E_FORMAT;
-    if (version != 2 && version != 3)
+    const qe_identity *qi = d->qe;
+    PERR_CHECK(qi->version_e, err);
+    if (qi->version != 2 && qi->version != 3)
         return err_set(err, EV_E_VERSION, "DCAP QE identity (%s): version %lld is not supported",
-                       d->name, (long long)version);
-    if ((r = doc_window(qe, "QE identity", d->name, now, win_from, win_to, err)) < 0)
+                       d->name, (long long)qi->version);
+    if ((r = doc_window(&qi->dates, "QE identity", d->name, now, win, err)) < 0)
         return r;
-    uint8_t mrsigner[32], misc[4], misc_mask[4], attr[16], attr_mask[16];
-    if ((r = hex_field(mrsigner, 32, qe, "mrsigner", "QE identity", err)) < 0 ||
-        (r = hex_field(misc, 4, qe, "miscselect", "QE identity", err)) < 0 ||
-        (r = hex_field(misc_mask, 4, qe, "miscselectMask", "QE identity", err)) < 0 ||
-        (r = hex_field(attr, 16, qe, "attributes", "QE identity", err)) < 0 ||
-        (r = hex_field(attr_mask, 16, qe, "attributesMask", "QE identity", err)) < 0)
-        return r;
-    if (js_get_int(&prodid, qe, "isvprodid", true, "QE identity", err) < 0)
-        return EV_E_FORMAT;
+    PERR_CHECK(qi->fields_e, err);
     const uint8_t *rep = q->qe_report;
-    if (memcmp(mrsigner, rep + SGXR_MRSIGNER, 32) != 0) {
+    if (memcmp(qi->mrsigner, rep + SGXR_MRSIGNER, 32) != 0) {
         _cleanup_free_ char *got = hex_encode(rep + SGXR_MRSIGNER, 32);
-        _cleanup_free_ char *want = hex_encode(mrsigner, 32);
+        _cleanup_free_ char *want = hex_encode(qi->mrsigner, 32);
         return err_set(err, EV_E_CHAIN,
                        "DCAP QE report: MRSIGNER %s differs from the QE identity's %s; the "
                        "quoting enclave is not Intel's",
                        got, want);
     }
     unsigned got_prod = le16(rep + SGXR_ISVPRODID);
-    if ((int64_t)got_prod != prodid)
+    if ((int64_t)got_prod != qi->isvprodid)
         return err_set(err, EV_E_CHAIN,
                        "DCAP QE report: ISVPRODID %u differs from the QE identity's %lld", got_prod,
-                       (long long)prodid);
+                       (long long)qi->isvprodid);
     uint32_t ms = ev__le32(rep + SGXR_MISCSELECT);
-    uint32_t want_ms =
-        (uint32_t)misc[0] << 24 | (uint32_t)misc[1] << 16 | (uint32_t)misc[2] << 8 | misc[3];
-    uint32_t ms_mask = (uint32_t)misc_mask[0] << 24 | (uint32_t)misc_mask[1] << 16 |
-                       (uint32_t)misc_mask[2] << 8 | misc_mask[3];
+    const uint8_t *m = qi->misc, *mm = qi->misc_mask;
+    uint32_t want_ms = (uint32_t)m[0] << 24 | (uint32_t)m[1] << 16 | (uint32_t)m[2] << 8 | m[3];
+    uint32_t ms_mask = (uint32_t)mm[0] << 24 | (uint32_t)mm[1] << 16 | (uint32_t)mm[2] << 8 | mm[3];
     if ((ms & ms_mask) != want_ms)
         return err_set(err, EV_E_CHAIN,
                        "DCAP QE report: MISCSELECT 0x%08x under mask 0x%08x is not 0x%08x", ms,
                        ms_mask, want_ms);
     for (int b = 0; b < 16; b++)
-        if ((rep[SGXR_ATTRIBUTES + b] & attr_mask[b]) != attr[b]) {
+        if ((rep[SGXR_ATTRIBUTES + b] & qi->attr_mask[b]) != qi->attr[b]) {
             _cleanup_free_ char *got = hex_encode(rep + SGXR_ATTRIBUTES, 16);
             return err_set(err, EV_E_CHAIN,
                            "DCAP QE report: ATTRIBUTES %s do not match the QE identity under "
                            "its mask (a debug or non-production QE?)",
                            got);
         }
-    json_t *levels = NULL, *lv = NULL;
-    if (js_get_array(&levels, qe, "tcbLevels", true, "QE identity", err) < 0)
-        return EV_E_FORMAT;
     unsigned isvsvn = le16(rep + SGXR_ISVSVN);
-    if ((r = isvsvn_level(&lv, levels, isvsvn, "QE identity", err)) < 0)
+    const isv_level *lv = NULL;
+    if ((r = isvsvn_level(&lv, &qi->levels, isvsvn, err)) < 0)
         return r;
     if (!lv)
         return err_set(err, EV_E_TCB,
                        "DCAP QE identity (%s): QE ISVSVN %u is below every level; the quoting "
                        "enclave is not supported",
                        d->name, isvsvn);
-    if ((r = level_status(&q->qe_status, lv, "QE identity", err)) < 0)
-        return r;
-    if ((r = add_advisories(q->advisories, lv, "QE identity", err)) < 0)
+    if ((r = take_outcome(&q->qe_status, q->advisories, &lv->out, err)) < 0)
         return r;
     q->have_qe_identity = true;
     return 0;
@@ -1712,21 +2367,40 @@ void ev__dcap_result_free(dcap_result *r)
     memset(r, 0, sizeof(*r));
 }
 
-static int check_signatures(dcap_result *q, const quote_sigdata *sd, const uint8_t *quote,
-                            cista_error **err)
+/*
+ * A verification context for the attestation key of the quote. Building an
+ * EC key from its point costs a third of a signature verification (OpenSSL
+ * sets up the group for every key); with a cache, the context made before
+ * for the same 64 bytes is reused. New, owned by the caller.
+ */
+static int att_key(EVP_PKEY_CTX **out, const uint8_t xy[AK_SIZE], ev_chain_cache *cache, time_t now,
+                   cista_error **err)
 {
-    X509 *leaf = sk_X509_value(q->chain, 0);
-    EVP_PKEY *pck = X509_get0_pubkey(leaf);
-    const char *crv = pck ? crypto_key_ec_crv(pck) : NULL;
-    if (!crv || strcmp(crv, "P-256") != 0)
-        return err_set(err, EV_E_NOKEY, "DCAP PCK certificate key is not an ECDSA P-256 key");
-    _cleanup_free_ char *fm = hex_encode(q->fmspc, 6);
+    ev__key_part key[] = {{"dcap/ak", 8}, {xy, AK_SIZE}};
+    if (ev__cache_get(cache, key, ARRAY_LEN(key), now, NULL, out, NULL, 0))
+        return 0;
+    _cleanup_pkey_ EVP_PKEY *ak = NULL;
+    int r = ak_pkey(&ak, xy, err);
+    if (r < 0)
+        return r;
+    if (!(*out = verify_ctx_new(ak))) {
+        (void)err_set_ssl(err, -EINVAL, "ECDSA: cannot initialise verification");
+        return err_wrap(err, "DCAP quote signature");
+    }
+    ev__cache_val v = {.not_before = INT64_MIN, .not_after = INT64_MAX, .vctx = *out};
+    ev__cache_put(cache, key, ARRAY_LEN(key), &v);
+    return 0;
+}
 
+/* @pck: the verify_pck() context of the PCK's key (P-256). */
+static int check_signatures(const dcap_result *q, const quote_sigdata *sd, const uint8_t *quote,
+                            EVP_PKEY_CTX *pck, ev_chain_cache *cache, time_t now, cista_error **err)
+{
     /* 1. the QE report, signed by the PCK */
-    int r = x509_ecdsa_verify_raw(pck, "SHA256", sd->qe_report, DCAP_SGX_REPORT_SIZE, sd->qe_sig,
-                                  sd->qe_sig + 32, 32, X509_BIG_ENDIAN, err);
+    int r = p256_verify(pck, sd->qe_report, DCAP_SGX_REPORT_SIZE, sd->qe_sig, err);
     if (r == -EBADMSG) {
         err_clear(err);
+        _cleanup_free_ char *fm = hex_encode(q->fmspc, 6);
         return err_set(err, EV_E_SIGNATURE,
                        "DCAP QE report signature by the PCK (FMSPC %s) does not verify over the "
                        "384-byte QE report; the QE report was modified or the PCK certificate "
@@ -1738,10 +2412,7 @@ static int check_signatures(dcap_result *q, const quote_sigdata *sd, const uint8
 
     /* 2. QE report data = SHA-256(attestation key || QE auth data) || 32 zero bytes */
     uint8_t h[32];
-    _cleanup_hash_ crypto_hash *hs = crypto_hash_new(CRYPTO_SHA256);
-    crypto_hash_update(hs, sd->ak, AK_SIZE);
-    crypto_hash_update(hs, sd->qe_auth, sd->qe_auth_size);
-    crypto_hash_final(hs, h);
+    sha256_of(h, sd->ak, AK_SIZE, sd->qe_auth, sd->qe_auth_size, NULL, 0);
     const uint8_t *rd = sd->qe_report + SGXR_REPORTDATA;
     if (!crypto_memeq(h, rd, 32) || !ev__all_zero(rd + 32, 32)) {
         _cleanup_free_ char *want = hex_encode(h, 32);
@@ -1754,11 +2425,10 @@ static int check_signatures(dcap_result *q, const quote_sigdata *sd, const uint8
     }
 
     /* 3. the quote (header + body), signed by the attestation key */
-    _cleanup_pkey_ EVP_PKEY *ak = NULL;
-    if ((r = ak_pkey(&ak, sd->ak, err)) < 0)
+    __attribute__((cleanup(vctx_freep))) EVP_PKEY_CTX *ak = NULL;
+    if ((r = att_key(&ak, sd->ak, cache, now, err)) < 0)
         return r;
-    r = x509_ecdsa_verify_raw(ak, "SHA256", quote, sd->signed_size, sd->sig, sd->sig + 32, 32,
-                              X509_BIG_ENDIAN, err);
+    r = p256_verify(ak, quote, sd->signed_size, sd->sig, err);
     if (r == -EBADMSG) {
         err_clear(err);
         return err_set(err, EV_E_SIGNATURE,
@@ -1789,66 +2459,51 @@ int ev__dcap_verify(dcap_result *out, const uint8_t *quote, size_t size, uint32_
     if (r < 0)
         return r;
 
-    _cleanup_x509_ X509 *root = NULL;
+    dcap_root root;
     if ((r = load_root(&root, root_override, err)) < 0)
         return r;
     time_t now = now_of(opts);
     ev_chain_cache *cache = opts->chain_cache;
     __attribute__((cleanup(coll_set_free))) coll_set cs;
-    memset(&cs, 0, sizeof(cs));
-    cs.cache = cache;
-    cs.root = root;
-    cs.now = now;
-    for (size_t i = 0; i < ev_collateral_count(opts->collateral); i++) {
-        const char *name;
-        const uint8_t *data;
-        size_t dsize;
-        ev_collateral_get(opts->collateral, i, &name, &data, &dsize);
-        STACK_OF(X509) *parsed = ev__collateral_certs(opts->collateral, i);
-        if (parsed) { /* certificates, parsed when added: take new references */
-            if (!cs.certs && !(cs.certs = sk_X509_new_null()))
-                abort();
-            for (int k = 0; k < sk_X509_num(parsed); k++) {
-                X509_up_ref(sk_X509_value(parsed, k));
-                if (!sk_X509_push(cs.certs, sk_X509_value(parsed, k)))
-                    abort();
-            }
-            continue;
-        }
-        if ((r = coll_add(&cs, name, data, dsize, err)) < 0)
-            return r;
-    }
-    if ((r = verify_pck_chain(&q, &sd, &cs, root, now, cache, err)) < 0)
+    if ((r = coll_set_load(&cs, opts->collateral, err)) < 0)
         return r;
-    if ((r = pck_parse(&q, sk_X509_value(q.chain, 0), err)) < 0)
+    __attribute__((cleanup(vctx_freep))) EVP_PKEY_CTX *pck = NULL;
+    if ((r = verify_pck(&q, &pck, &sd, &cs, &root, now, cache, err)) < 0)
         return r;
-    if ((r = check_signatures(&q, &sd, quote, err)) < 0)
+    if ((r = check_signatures(&q, &sd, quote, pck, cache, now, err)) < 0)
         return r;
 
     /* collateral: TCB info and QE identity come together */
     if (cs.ntcb || cs.nqe) {
-        if ((r = tcb_signer(&q.tcb_signer, &cs, root, now, cache, err)) < 0)
+        uint8_t fp[32];
+        bool fp_ok = false;
+        if ((r = tcb_signer(&q.tcb_signer, fp, &fp_ok, &cs, &root, now, cache, err)) < 0)
             return r;
-        time_t from = 0, to = 0;
-        if ((r = eval_qe_identity(&q, &cs, q.tcb_signer, now, cache, &from, &to, err)) < 0)
+        const uint8_t *signer_fp = fp_ok ? fp : NULL;
+        doc_span w = {0};
+        if ((r = eval_qe_identity(&q, &cs, q.tcb_signer, signer_fp, now, cache, &w, err)) < 0)
             return r;
-        if ((r = eval_tcb_info(&q, &cs, q.tcb_signer, now, cache, &from, &to, err)) < 0)
+        if ((r = eval_tcb_info(&q, &cs, q.tcb_signer, signer_fp, now, cache, &w, err)) < 0)
             return r;
         char a[24], b[24];
-        ev__time_str(a, sizeof(a), from);
-        ev__time_str(b, sizeof(b), to);
-        snprintf(q.collateral_window, sizeof(q.collateral_window), "%s..%s", a, b);
+        if (!w.from_s)
+            ev__time_str(a, sizeof(a), w.from);
+        if (!w.to_s)
+            ev__time_str(b, sizeof(b), w.to);
+        snprintf(q.collateral_window, sizeof(q.collateral_window), "%s..%s",
+                 w.from_s ? w.from_s : a, w.to_s ? w.to_s : b);
         q.tcb_status = status_merge(status_merge(q.platform_status, q.module_status), q.qe_status);
     }
 
-    _cleanup_free_ char *fm = hex_encode(q.fmspc, 6);
-    if (q.tcb_status == EV_TCB_REVOKED)
+    if (q.tcb_status == EV_TCB_REVOKED) {
+        _cleanup_free_ char *fm = hex_encode(q.fmspc, 6);
         return err_set(err, EV_E_REVOKED,
                        "DCAP TCB status is Revoked (platform %s, QE %s%s%s) for FMSPC %s: Intel "
                        "revoked this TCB",
                        ev__dcap_status_name(q.platform_status), ev__dcap_status_name(q.qe_status),
                        q.tee_type == DCAP_TEE_TDX ? ", TDX module " : "",
                        q.tee_type == DCAP_TEE_TDX ? ev__dcap_status_name(q.module_status) : "", fm);
+    }
     if (opts->tcb_max_status > 0) {
         if (q.tcb_status == EV_TCB_UNKNOWN)
             return err_set(err, EV_E_POLICY,
@@ -1877,6 +2532,13 @@ int ev__dcap_verify(dcap_result *out, const uint8_t *quote, size_t size, uint32_
 
 /* ---- claims pieces ---- */
 
+/*
+ * The claims are built with the _nocheck jansson calls: keys are literals,
+ * values are hex, numbers or fixed ASCII names (UTF-8 checks and json_pack's
+ * format parsing were a tenth of a warm verification).
+ */
+#define SET(o, k, v) json_object_set_new_nocheck((o), (k), (v))
+
 json_t *ev__dcap_signers_json(const dcap_result *r)
 {
     json_t *a = json_array();
@@ -1893,52 +2555,59 @@ json_t *ev__dcap_signers_json(const dcap_result *r)
     return a;
 }
 
+static json_t *status_json(int status)
+{
+    return json_string_nocheck(ev__dcap_status_name(status));
+}
+
 json_t *ev__dcap_tcb_json(const dcap_result *r)
 {
     json_t *sgx = json_array();
     for (int i = 0; i < 16; i++)
         json_array_append_new(sgx, json_integer(r->pck_comp[i]));
-    json_t *comp = json_pack("{s:o,s:i,s:o}", "sgx", sgx, "pcesvn", (json_int_t)r->pcesvn, "cpusvn",
-                             ev__json_hex(r->cpusvn, 16));
+    json_t *comp = json_object();
+    SET(comp, "sgx", sgx);
+    SET(comp, "pcesvn", json_integer((json_int_t)r->pcesvn));
+    SET(comp, "cpusvn", ev__json_hex(r->cpusvn, 16));
     json_t *t = json_object();
-    json_object_set_new(t, "status", json_string(ev__dcap_status_name(r->tcb_status)));
-    json_object_set_new(t, "components", comp);
-    json_object_set_new(t, "advisories", json_deep_copy(r->advisories));
-    json_object_set_new(t, "fmspc", ev__json_hex(r->fmspc, 6));
-    json_object_set_new(t, "pce_id", ev__json_hex(r->pceid, 2));
-    json_object_set_new(t, "collateral", json_boolean(r->have_tcb_info && r->have_qe_identity));
+    SET(t, "status", status_json(r->tcb_status));
+    SET(t, "components", comp);
+    SET(t, "advisories", json_deep_copy(r->advisories));
+    SET(t, "fmspc", ev__json_hex(r->fmspc, 6));
+    SET(t, "pce_id", ev__json_hex(r->pceid, 2));
+    SET(t, "collateral", json_boolean(r->have_tcb_info && r->have_qe_identity));
     if (r->have_tcb_info) {
-        json_object_set_new(t, "platform_status",
-                            json_string(ev__dcap_status_name(r->platform_status)));
+        SET(t, "platform_status", status_json(r->platform_status));
         if (r->tcb_date[0])
-            json_object_set_new(t, "date", json_string(r->tcb_date));
+            SET(t, "date", json_string(r->tcb_date));
     }
     if (r->module_status)
-        json_object_set_new(t, "module_status",
-                            json_string(ev__dcap_status_name(r->module_status)));
+        SET(t, "module_status", status_json(r->module_status));
     if (r->have_qe_identity)
-        json_object_set_new(t, "qe_status", json_string(ev__dcap_status_name(r->qe_status)));
+        SET(t, "qe_status", status_json(r->qe_status));
     if (r->collateral_window[0])
-        json_object_set_new(t, "collateral_window", json_string(r->collateral_window));
+        SET(t, "collateral_window", json_string(r->collateral_window));
     return t;
 }
 
 void ev__dcap_common_json(json_t *obj, const dcap_result *r)
 {
     const uint8_t *qe = r->qe_report;
-    json_object_set_new(obj, "version", json_integer(r->version));
-    json_object_set_new(obj, "qe_vendor_id", ev__json_hex(r->qe_vendor_id, 16));
-    json_object_set_new(obj, "user_data", ev__json_hex(r->user_data, 20));
-    json_object_set_new(obj, "qe",
-                        json_pack("{s:o,s:o,s:i,s:i}", "mrenclave",
-                                  ev__json_hex(qe + SGXR_MRENCLAVE, 32), "mrsigner",
-                                  ev__json_hex(qe + SGXR_MRSIGNER, 32), "isv_prod_id",
-                                  (json_int_t)le16(qe + SGXR_ISVPRODID), "isv_svn",
-                                  (json_int_t)le16(qe + SGXR_ISVSVN)));
-    json_t *pck = json_pack("{s:o,s:o,s:s}", "fmspc", ev__json_hex(r->fmspc, 6), "pce_id",
-                            ev__json_hex(r->pceid, 2), "ca", r->pck_ca ? r->pck_ca : "?");
+    SET(obj, "version", json_integer(r->version));
+    SET(obj, "qe_vendor_id", ev__json_hex(r->qe_vendor_id, 16));
+    SET(obj, "user_data", ev__json_hex(r->user_data, 20));
+    json_t *q = json_object();
+    SET(q, "mrenclave", ev__json_hex(qe + SGXR_MRENCLAVE, 32));
+    SET(q, "mrsigner", ev__json_hex(qe + SGXR_MRSIGNER, 32));
+    SET(q, "isv_prod_id", json_integer((json_int_t)le16(qe + SGXR_ISVPRODID)));
+    SET(q, "isv_svn", json_integer((json_int_t)le16(qe + SGXR_ISVSVN)));
+    SET(obj, "qe", q);
+    json_t *pck = json_object();
+    SET(pck, "fmspc", ev__json_hex(r->fmspc, 6));
+    SET(pck, "pce_id", ev__json_hex(r->pceid, 2));
+    SET(pck, "ca", json_string_nocheck(r->pck_ca ? r->pck_ca : "?"));
     if (r->sgx_type >= 0)
-        json_object_set_new(pck, "sgx_type", json_integer(r->sgx_type));
-    json_object_set_new(obj, "pck", pck);
-    json_object_set_new(obj, "trailing_bytes", json_integer((json_int_t)r->trailing_bytes));
+        SET(pck, "sgx_type", json_integer(r->sgx_type));
+    SET(obj, "pck", pck);
+    SET(obj, "trailing_bytes", json_integer((json_int_t)r->trailing_bytes));
 }

@@ -10,16 +10,21 @@
  * QE identity collateral are given, their signatures, validity windows and
  * the TCB level matching (platform, TDX module, QE) into one TCB status.
  *
- * With opts->chain_cache, verified PCK and TCB signing chains (keyed by
- * every input including the CRLs), verified TCB info / QE identity
- * signatures (keyed by the exact bytes and signer) and parsed PEM
- * certificates (keyed by the bytes) are reused; every other check runs on
- * every call.
+ * Collateral entries are parsed once per ev_collateral (issuer chains,
+ * CRLs, TCB info and QE identity levels and fields; read errors are kept
+ * and reported on use). With opts->chain_cache, the PCK chain outcome
+ * (chain, SGX extension, key; keyed by the quote's PEM bytes, the root and
+ * every collateral entry), the TCB signing chain outcome, TCB info / QE
+ * identity signatures (keyed by signer and the exact text and signature)
+ * and the attestation key's parsed form are reused while "now" is inside
+ * their certificates' and CRLs' windows; windows, TCB matching, the QE
+ * report and quote signatures run on every call.
  *
  * Thread-safe: no global state but the compiled-in certificates parsed
- * once (ev__cert_embedded). Trust assumption: quotes and collateral are
- * untrusted; only the compiled-in Intel SGX Root CA (data/intel/) is
- * trusted, pinned by the SHA-256 of its DER encoding.
+ * once (ev__cert_embedded, the pinned root) and SHA-256 fetched once.
+ * Trust assumption: quotes and collateral are untrusted; only the
+ * compiled-in Intel SGX Root CA (data/intel/) is trusted, pinned by the
+ * SHA-256 of its DER encoding.
  */
 #ifndef CISTA_DCAP_INT_H
 #define CISTA_DCAP_INT_H

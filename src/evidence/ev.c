@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,19 +62,28 @@ void ev_verify_opts_init(ev_verify_opts *o)
 
 /* ---- collateral ---- */
 
+#define COLL_PARSERS 2 /* verifiers with their own parsed form of an entry (today: dcap) */
+
 struct ev_collateral {
     struct {
         char *name;
         uint8_t *data;
         size_t size;
         STACK_OF(X509) * certs; /* parsed once at add time; NULL: not certificates */
+        struct {
+            const ev__coll_parser *by;
+            void *v;
+        } parsed[COLL_PARSERS]; /* made on first use (ev__collateral_parsed) */
     } item[EV_MAX_COLLATERAL];
     size_t count;
+    pthread_mutex_t lock; /* guards parsed[] */
 };
 
 ev_collateral *ev_collateral_new(void)
 {
-    return xzalloc(sizeof(ev_collateral));
+    ev_collateral *c = xzalloc(sizeof(ev_collateral));
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
 }
 
 void ev_collateral_free(ev_collateral *c)
@@ -81,11 +91,39 @@ void ev_collateral_free(ev_collateral *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->count; i++) {
+        for (size_t k = 0; k < COLL_PARSERS && c->item[i].parsed[k].by; k++)
+            c->item[i].parsed[k].by->free(c->item[i].parsed[k].v);
         free(c->item[i].name);
         free(c->item[i].data);
         sk_X509_pop_free(c->item[i].certs, X509_free);
     }
+    pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+const void *ev__collateral_parsed(const ev_collateral *cc, size_t i, const ev__coll_parser *p)
+{
+    /* the entry's bytes never change once added, so its parsed form is made once; the
+     * lock is the collateral's own (a shared set is read by concurrent verifications) */
+    ev_collateral *c = (ev_collateral *)cc;
+    pthread_mutex_lock(&c->lock);
+    void *v = NULL;
+    for (size_t k = 0; k < COLL_PARSERS; k++) {
+        if (c->item[i].parsed[k].by == p) {
+            v = c->item[i].parsed[k].v;
+            break;
+        }
+        if (!c->item[i].parsed[k].by) {
+            v = p->parse(c->item[i].name, c->item[i].data, c->item[i].size, c->item[i].certs);
+            c->item[i].parsed[k].by = p;
+            c->item[i].parsed[k].v = v;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (!v)
+        abort(); /* more parsers than COLL_PARSERS: a build error, not an input error */
+    return v;
 }
 
 void ev__collateral_freep(ev_collateral **c)
@@ -196,8 +234,19 @@ bool ev__all_zero(const uint8_t *p, size_t size)
 
 json_t *ev__json_hex(const void *p, size_t size)
 {
-    _cleanup_free_ char *h = hex_encode(p, size);
-    return json_string(h);
+    /* claims carry dozens of these per verification: encode on the stack when it fits */
+    static const char digits[] = "0123456789abcdef";
+    char buf[256];
+    if (size > sizeof(buf) / 2) {
+        _cleanup_free_ char *h = hex_encode(p, size);
+        return json_string(h);
+    }
+    const uint8_t *b = p;
+    for (size_t i = 0; i < size; i++) {
+        buf[2 * i] = digits[b[i] >> 4];
+        buf[2 * i + 1] = digits[b[i] & 15];
+    }
+    return json_stringn_nocheck(buf, 2 * size);
 }
 
 void ev__time_str(char *buf, size_t size, time_t t)
@@ -210,24 +259,106 @@ void ev__time_str(char *buf, size_t size, time_t t)
 json_t *ev__claims_new(const char *tee, bool insecure)
 {
     json_t *c = json_object();
-    json_object_set_new(c, "tee", json_string(tee));
-    json_object_set_new(c, "insecure", json_boolean(insecure));
+    json_object_set_new_nocheck(c, "tee", json_string(tee));
+    json_object_set_new_nocheck(c, "insecure", json_boolean(insecure));
     return c;
+}
+
+/*
+ * What ev__cert_json() shows of a certificate, a function of its (never
+ * modified) parsed contents, rendered once per X509 object and kept with it
+ * as ex_data: certificates held by a chain cache or a collateral set are
+ * shown in the claims of every verification, and rendering names and
+ * hashing the DER cost more than the signature checks.
+ */
+typedef struct {
+    char *subject, *issuer, *not_before, *not_after; /* NULL when not valid UTF-8 */
+    char sha256[65];                                 /* "" when it cannot be computed */
+} cert_view;
+
+/* @s when it is valid UTF-8 (what json_string() accepts), else NULL (freeing @s). */
+static char *utf8_or_null(char *s)
+{
+    json_t *j = s ? json_string(s) : NULL;
+    if (j) {
+        json_decref(j);
+        return s;
+    }
+    free(s);
+    return NULL;
+}
+
+static pthread_once_t g_view_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t g_view_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_view_index = -1;
+
+static void cert_view_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                           void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    cert_view *v = ptr;
+    if (!v)
+        return;
+    free(v->subject);
+    free(v->issuer);
+    free(v->not_before);
+    free(v->not_after);
+    free(v);
+}
+
+static void cert_view_init(void)
+{
+    g_view_index = X509_get_ex_new_index(0, NULL, NULL, NULL, cert_view_free);
+    if (g_view_index < 0)
+        abort(); /* allocation failure inside OpenSSL */
+}
+
+/* The view of @c, made on first use; borrowed (lives as long as @c). */
+static const cert_view *cert_view_of(X509 *c)
+{
+    pthread_once(&g_view_once, cert_view_init);
+    /* ex_data of a certificate shared between threads: read and set under one lock */
+    pthread_mutex_lock(&g_view_lock);
+    cert_view *v = X509_get_ex_data(c, g_view_index);
+    if (!v) {
+        v = xzalloc(sizeof(*v));
+        v->subject = utf8_or_null(x509_subject_str(c));
+        v->issuer = utf8_or_null(x509_issuer_str(c));
+        v->not_before = utf8_or_null(x509_not_before_str(c));
+        v->not_after = utf8_or_null(x509_not_after_str(c));
+        uint8_t fp[32];
+        if (x509_cert_sha256(fp, c, NULL) == 0)
+            for (size_t i = 0; i < 32; i++)
+                snprintf(v->sha256 + 2 * i, 3, "%02x", fp[i]);
+        if (X509_set_ex_data(c, g_view_index, v) != 1)
+            abort(); /* allocation failure inside OpenSSL */
+    }
+    pthread_mutex_unlock(&g_view_lock);
+    return v;
 }
 
 json_t *ev__cert_json(const char *role, X509 *c, bool pinned)
 {
-    uint8_t fp[32];
-    _cleanup_free_ char *subj = x509_subject_str(c);
-    _cleanup_free_ char *iss = x509_issuer_str(c);
-    _cleanup_free_ char *nb = x509_not_before_str(c);
-    _cleanup_free_ char *na = x509_not_after_str(c);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "role", role, "subject", subj, "issuer", iss,
-                          "not_before", nb, "not_after", na);
-    if (x509_cert_sha256(fp, c, NULL) == 0)
-        json_object_set_new(o, "sha256", ev__json_hex(fp, 32));
+    const cert_view *v = cert_view_of(c);
+    /* the view's strings were checked when it was made: no UTF-8 check per call */
+    json_t *o = json_object();
+    json_object_set_new_nocheck(o, "role", json_string(role));
+    if (v->subject)
+        json_object_set_new_nocheck(o, "subject", json_string_nocheck(v->subject));
+    if (v->issuer)
+        json_object_set_new_nocheck(o, "issuer", json_string_nocheck(v->issuer));
+    if (v->not_before)
+        json_object_set_new_nocheck(o, "not_before", json_string_nocheck(v->not_before));
+    if (v->not_after)
+        json_object_set_new_nocheck(o, "not_after", json_string_nocheck(v->not_after));
+    if (v->sha256[0])
+        json_object_set_new_nocheck(o, "sha256", json_stringn_nocheck(v->sha256, 64));
     if (pinned)
-        json_object_set_new(o, "pinned", json_true());
+        json_object_set_new_nocheck(o, "pinned", json_true());
     return o;
 }
 

@@ -11,11 +11,13 @@
  * come later through the same vtable.
  *
  * Thread-safety: the registry is constant; get() and verify() keep no
- * global state and may run concurrently. Trust assumption: evidence,
- * auxiliary blobs and collateral are untrusted bytes from the host or the
- * network; only the pinned vendor roots compiled into the binary (and a sim
- * platform key the caller configures) are trusted. verify() never trusts a
- * root that arrives with the evidence unless it equals a pinned one.
+ * global state and may run concurrently (also on one shared collateral
+ * set, whose entries a verifier parses on first use under the set's
+ * lock). Trust assumption: evidence, auxiliary blobs and collateral are
+ * untrusted bytes from the host or the network; only the pinned vendor
+ * roots compiled into the binary (and a sim platform key the caller
+ * configures) are trusted. verify() never trusts a root that arrives with
+ * the evidence unless it equals a pinned one.
  */
 #ifndef CISTA_EV_H
 #define CISTA_EV_H
@@ -126,11 +128,14 @@ typedef struct {
      */
     EVP_PKEY *tpm_ak_pub;
     /*
-     * Optional cache of verified certificate chains (borrowed; may be NULL,
-     * may be shared between threads). snp and nvidia-gpu skip the chain
+     * Optional cache of verification outcomes (borrowed; may be NULL, may be
+     * shared between threads). snp and nvidia-gpu skip the chain
      * verification for a leaf certificate whose chain verified before to
      * the same pinned root, while "now" is inside the chain's validity; not
-     * used when CRLs are given.
+     * used when CRLs are given. tdx and sgx keep the PCK and TCB signing
+     * chain outcomes (keyed by the quote's chain bytes, the root and every
+     * collateral entry, CRLs included), collateral signatures and parsed
+     * keys; see docs/evidence.md.
      */
     struct ev_chain_cache *chain_cache;
 } ev_verify_opts;
@@ -219,7 +224,11 @@ int ev_tpm_extend(const ev_get_opts *opts, unsigned pcr, const uint8_t digest[32
 
 typedef struct ev_chain_cache ev_chain_cache;
 
-/* A cache of at most @max_entries chains (0 means 1); caller frees. Thread-safe. */
+/*
+ * A cache of at most @max_entries outcomes (0 means 1; a warm DCAP
+ * verification uses 5 per platform and collateral set); caller frees.
+ * Thread-safe.
+ */
 ev_chain_cache *ev_chain_cache_new(size_t max_entries);
 void ev_chain_cache_free(ev_chain_cache *c);
 /* Entries held now. */

@@ -117,6 +117,49 @@ int ev__tsm_get(uint8_t **out, size_t *out_size, uint8_t **aux, size_t *aux_size
                 const ev_get_opts *opts, cista_error **err) __attribute__((warn_unused_result));
 
 /*
+ * Generic entries of the verification cache (chain_cache.c). A key is the
+ * list of its parts, stored as (length, bytes) each and compared with
+ * memcmp: name every input of the verification whose outcome is kept, so
+ * that different bytes never hit.
+ */
+typedef struct {
+    const void *p;
+    size_t size;
+} ev__key_part;
+
+/* What an entry holds (all borrowed by ev__cache_put, which takes references / copies). */
+typedef struct {
+    time_t not_before, not_after; /* inclusive window of "now" in which the entry is used */
+    STACK_OF(X509) * chain;       /* may be NULL */
+    EVP_PKEY_CTX *vctx;           /* a context set up for an operation (copied), may be NULL */
+    const void *blob;             /* plain bytes (no pointers), may be NULL */
+    size_t blob_size;
+} ev__cache_val;
+
+/*
+ * The entry keyed @key (@nkey parts) when "now" (0: the current time) is
+ * inside its window, it has a chain / context when @out_chain / @out_vctx
+ * ask for one, and its blob is @blob_size bytes: true, with a new stack of
+ * new references in *out_chain, a new copy of the context (EVP_PKEY_CTX_dup)
+ * in *out_vctx and the blob copied to @blob, all owned by the caller. False
+ * on a miss or when @c is NULL.
+ */
+bool ev__cache_get(ev_chain_cache *c, const ev__key_part *key, size_t nkey, time_t now,
+                   STACK_OF(X509) * *out_chain, EVP_PKEY_CTX **out_vctx, void *blob,
+                   size_t blob_size);
+/* Remember @v under @key (replacing an entry with the same key). No-op when @c is NULL. */
+void ev__cache_put(ev_chain_cache *c, const ev__key_part *key, size_t nkey, const ev__cache_val *v);
+/*
+ * Narrow the inclusive window [*not_before, *not_after] to the times at
+ * which OpenSSL accepts a certificate (or CRL) valid @from..@to (notBefore
+ * <= t < notAfter). False when a time does not convert.
+ */
+bool ev__time_window(time_t *not_before, time_t *not_after, const ASN1_TIME *from,
+                     const ASN1_TIME *to);
+/* The same for every certificate of @chain. */
+bool ev__chain_window(time_t *not_before, time_t *not_after, STACK_OF(X509) * chain);
+
+/*
  * The chain verified before for @leaf under @scope (verifier and pinned
  * root, < 96 chars), when "now" (0: the current time) is inside its
  * validity: true and, with @out, a new stack of new references to the
@@ -134,6 +177,25 @@ void ev__chain_cache_put(ev_chain_cache *c, const char *scope, X509 *leaf, STACK
  * X509_chain_up_ref() to keep or consume them.
  */
 STACK_OF(X509) * ev__collateral_certs(const ev_collateral *c, size_t i);
+/*
+ * A verifier's own parsed form of collateral entries (dcap: TCB info and QE
+ * identity documents, CRLs, issuer chains). parse() gets an entry's name
+ * and bytes and, when ev_collateral_add() parsed it as certificates, those
+ * (all borrowed, alive as long as the collateral); it never fails: what it
+ * could not parse is kept in the object and reported by the verifier when
+ * it uses the entry, so the outcome is that of parsing on every call.
+ */
+typedef struct {
+    void *(*parse)(const char *name, const uint8_t *data, size_t size, STACK_OF(X509) * certs);
+    void (*free)(void *parsed);
+} ev__coll_parser;
+/*
+ * The parsed form of collateral entry @i (< count) by @p, made on first use
+ * (under the collateral's lock, so concurrent verifications may share a
+ * collateral set) and kept with the entry until the set is freed: a
+ * collateral set reused across verifications is parsed once. Borrowed.
+ */
+const void *ev__collateral_parsed(const ev_collateral *c, size_t i, const ev__coll_parser *p);
 /*
  * The compiled-in certificate @pem (a static string) parsed once per
  * process and shared (read-only); *out is a new reference to the caller.

@@ -19,40 +19,42 @@
 #define SGX_FLAG_DEBUG (1ull << 1)
 #define GRAMINE_DEFAULT_DIR "/dev/attestation"
 
+/* Keys are literals and values hex or numbers: the _nocheck calls skip UTF-8 checks. */
 static json_t *sgx_claims(const dcap_result *r)
 {
     const uint8_t *b = r->body;
     uint64_t flags = ev__le64(b + SGXR_ATTRIBUTES);
     bool debug = (flags & SGX_FLAG_DEBUG) != 0;
     json_t *c = ev__claims_new("sgx", false);
-    json_object_set_new(c, "debug", json_boolean(debug));
+    json_object_set_new_nocheck(c, "debug", json_boolean(debug));
     json_t *m = json_object();
-    json_object_set_new(m, "mrenclave", ev__json_hex(b + SGXR_MRENCLAVE, 32));
-    json_object_set_new(m, "mrsigner", ev__json_hex(b + SGXR_MRSIGNER, 32));
-    json_object_set_new(m, "isv_prod_id",
-                        json_integer(b[SGXR_ISVPRODID] | b[SGXR_ISVPRODID + 1] << 8));
-    json_object_set_new(m, "isv_svn", json_integer(b[SGXR_ISVSVN] | b[SGXR_ISVSVN + 1] << 8));
-    json_object_set_new(c, "measurements", m);
-    json_object_set_new(c, "report_data", ev__json_hex(b + SGXR_REPORTDATA, 64));
-    json_object_set_new(c, "platform_id", ev__json_hex(r->fmspc, 6));
-    json_object_set_new(c, "tcb", ev__dcap_tcb_json(r));
-    json_object_set_new(c, "signers", ev__dcap_signers_json(r));
+    json_object_set_new_nocheck(m, "mrenclave", ev__json_hex(b + SGXR_MRENCLAVE, 32));
+    json_object_set_new_nocheck(m, "mrsigner", ev__json_hex(b + SGXR_MRSIGNER, 32));
+    json_object_set_new_nocheck(m, "isv_prod_id",
+                                json_integer(b[SGXR_ISVPRODID] | b[SGXR_ISVPRODID + 1] << 8));
+    json_object_set_new_nocheck(m, "isv_svn",
+                                json_integer(b[SGXR_ISVSVN] | b[SGXR_ISVSVN + 1] << 8));
+    json_object_set_new_nocheck(c, "measurements", m);
+    json_object_set_new_nocheck(c, "report_data", ev__json_hex(b + SGXR_REPORTDATA, 64));
+    json_object_set_new_nocheck(c, "platform_id", ev__json_hex(r->fmspc, 6));
+    json_object_set_new_nocheck(c, "tcb", ev__dcap_tcb_json(r));
+    json_object_set_new_nocheck(c, "signers", ev__dcap_signers_json(r));
 
     json_t *s = json_object();
     ev__dcap_common_json(s, r);
     if (r->version == 3) {
-        json_object_set_new(s, "qe_svn", json_integer(r->qe_svn));
-        json_object_set_new(s, "pce_svn", json_integer(r->pce_svn));
+        json_object_set_new_nocheck(s, "qe_svn", json_integer(r->qe_svn));
+        json_object_set_new_nocheck(s, "pce_svn", json_integer(r->pce_svn));
     }
-    json_object_set_new(s, "attributes", ev__json_hex(b + SGXR_ATTRIBUTES, 16));
-    json_object_set_new(s, "misc_select", ev__json_hex(b + SGXR_MISCSELECT, 4));
-    json_object_set_new(s, "cpusvn", ev__json_hex(b + SGXR_CPUSVN, 16));
-    json_object_set_new(s, "isv_ext_prod_id", ev__json_hex(b + SGXR_ISVEXTPRODID, 16));
-    json_object_set_new(s, "config_id", ev__json_hex(b + SGXR_CONFIGID, 64));
-    json_object_set_new(s, "config_svn",
-                        json_integer(b[SGXR_CONFIGSVN] | b[SGXR_CONFIGSVN + 1] << 8));
-    json_object_set_new(s, "isv_family_id", ev__json_hex(b + SGXR_ISVFAMILYID, 16));
-    json_object_set_new(c, "sgx", s);
+    json_object_set_new_nocheck(s, "attributes", ev__json_hex(b + SGXR_ATTRIBUTES, 16));
+    json_object_set_new_nocheck(s, "misc_select", ev__json_hex(b + SGXR_MISCSELECT, 4));
+    json_object_set_new_nocheck(s, "cpusvn", ev__json_hex(b + SGXR_CPUSVN, 16));
+    json_object_set_new_nocheck(s, "isv_ext_prod_id", ev__json_hex(b + SGXR_ISVEXTPRODID, 16));
+    json_object_set_new_nocheck(s, "config_id", ev__json_hex(b + SGXR_CONFIGID, 64));
+    json_object_set_new_nocheck(s, "config_svn",
+                                json_integer(b[SGXR_CONFIGSVN] | b[SGXR_CONFIGSVN + 1] << 8));
+    json_object_set_new_nocheck(s, "isv_family_id", ev__json_hex(b + SGXR_ISVFAMILYID, 16));
+    json_object_set_new_nocheck(c, "sgx", s);
     return c;
 }
 

@@ -21,57 +21,63 @@
 #define TDATTR_KL (1ull << 31)
 #define TDATTR_PERFMON (1ull << 63)
 
+/* Keys are literals and values hex or numbers: the _nocheck calls skip UTF-8 checks. */
 static json_t *tdx_claims(const dcap_result *r)
 {
     const uint8_t *b = r->body;
     uint64_t attr = ev__le64(b + TDB_TDATTRIBUTES);
     bool debug = (attr & TDATTR_DEBUG) != 0;
     json_t *c = ev__claims_new("tdx", false);
-    json_object_set_new(c, "debug", json_boolean(debug));
+    json_object_set_new_nocheck(c, "debug", json_boolean(debug));
 
     json_t *m = json_object();
-    json_object_set_new(m, "mrtd", ev__json_hex(b + TDB_MRTD, 48));
+    json_object_set_new_nocheck(m, "mrtd", ev__json_hex(b + TDB_MRTD, 48));
     for (int i = 0; i < 4; i++) {
         char k[8];
         snprintf(k, sizeof(k), "rtmr%d", i);
-        json_object_set_new(m, k, ev__json_hex(b + TDB_RTMR0 + 48 * i, 48));
+        json_object_set_new_nocheck(m, k, ev__json_hex(b + TDB_RTMR0 + 48 * i, 48));
     }
-    json_object_set_new(m, "mrconfigid", ev__json_hex(b + TDB_MRCONFIGID, 48));
-    json_object_set_new(m, "mrowner", ev__json_hex(b + TDB_MROWNER, 48));
-    json_object_set_new(m, "mrownerconfig", ev__json_hex(b + TDB_MROWNERCONFIG, 48));
-    json_object_set_new(m, "mrseam", ev__json_hex(b + TDB_MRSEAM, 48));
-    json_object_set_new(c, "measurements", m);
-    json_object_set_new(c, "init_data", ev__json_hex(b + TDB_MRCONFIGID, 48));
-    json_object_set_new(c, "report_data", ev__json_hex(b + TDB_REPORTDATA, 64));
-    json_object_set_new(c, "platform_id", ev__json_hex(r->fmspc, 6));
+    json_object_set_new_nocheck(m, "mrconfigid", ev__json_hex(b + TDB_MRCONFIGID, 48));
+    json_object_set_new_nocheck(m, "mrowner", ev__json_hex(b + TDB_MROWNER, 48));
+    json_object_set_new_nocheck(m, "mrownerconfig", ev__json_hex(b + TDB_MROWNERCONFIG, 48));
+    json_object_set_new_nocheck(m, "mrseam", ev__json_hex(b + TDB_MRSEAM, 48));
+    json_object_set_new_nocheck(c, "measurements", m);
+    json_object_set_new_nocheck(c, "init_data", ev__json_hex(b + TDB_MRCONFIGID, 48));
+    json_object_set_new_nocheck(c, "report_data", ev__json_hex(b + TDB_REPORTDATA, 64));
+    json_object_set_new_nocheck(c, "platform_id", ev__json_hex(r->fmspc, 6));
 
     json_t *tcb = ev__dcap_tcb_json(r);
     json_t *tdxc = json_array();
     for (int i = 0; i < 16; i++)
         json_array_append_new(tdxc, json_integer(b[TDB_TEE_TCB_SVN + i]));
-    json_object_set_new(json_object_get(tcb, "components"), "tdx", tdxc);
-    json_object_set_new(c, "tcb", tcb);
-    json_object_set_new(c, "signers", ev__dcap_signers_json(r));
+    json_object_set_new_nocheck(json_object_get(tcb, "components"), "tdx", tdxc);
+    json_object_set_new_nocheck(c, "tcb", tcb);
+    json_object_set_new_nocheck(c, "signers", ev__dcap_signers_json(r));
 
     json_t *t = json_object();
     ev__dcap_common_json(t, r);
-    json_object_set_new(t, "body", json_string(r->body_type == DCAP_BODY_TD15 ? "td1.5" : "td1.0"));
-    json_object_set_new(t, "tee_tcb_svn", ev__json_hex(b + TDB_TEE_TCB_SVN, 16));
-    json_object_set_new(t, "mrsignerseam", ev__json_hex(b + TDB_MRSIGNERSEAM, 48));
-    json_object_set_new(t, "seam_attributes", ev__json_hex(b + TDB_SEAMATTRIBUTES, 8));
+    json_object_set_new_nocheck(
+        t, "body", json_string_nocheck(r->body_type == DCAP_BODY_TD15 ? "td1.5" : "td1.0"));
+    json_object_set_new_nocheck(t, "tee_tcb_svn", ev__json_hex(b + TDB_TEE_TCB_SVN, 16));
+    json_object_set_new_nocheck(t, "mrsignerseam", ev__json_hex(b + TDB_MRSIGNERSEAM, 48));
+    json_object_set_new_nocheck(t, "seam_attributes", ev__json_hex(b + TDB_SEAMATTRIBUTES, 8));
     char raw[24];
     snprintf(raw, sizeof(raw), "0x%016llx", (unsigned long long)attr);
-    json_object_set_new(t, "td_attributes",
-                        json_pack("{s:s,s:b,s:b,s:b,s:b,s:b}", "raw", raw, "debug", debug,
-                                  "sept_ve_disable", (attr & TDATTR_SEPT_VE_DISABLE) != 0, "pks",
-                                  (attr & TDATTR_PKS) != 0, "kl", (attr & TDATTR_KL) != 0,
-                                  "perfmon", (attr & TDATTR_PERFMON) != 0));
-    json_object_set_new(t, "xfam", ev__json_hex(b + TDB_XFAM, 8));
+    json_t *ta = json_object();
+    json_object_set_new_nocheck(ta, "raw", json_string_nocheck(raw));
+    json_object_set_new_nocheck(ta, "debug", json_boolean(debug));
+    json_object_set_new_nocheck(ta, "sept_ve_disable",
+                                json_boolean((attr & TDATTR_SEPT_VE_DISABLE) != 0));
+    json_object_set_new_nocheck(ta, "pks", json_boolean((attr & TDATTR_PKS) != 0));
+    json_object_set_new_nocheck(ta, "kl", json_boolean((attr & TDATTR_KL) != 0));
+    json_object_set_new_nocheck(ta, "perfmon", json_boolean((attr & TDATTR_PERFMON) != 0));
+    json_object_set_new_nocheck(t, "td_attributes", ta);
+    json_object_set_new_nocheck(t, "xfam", ev__json_hex(b + TDB_XFAM, 8));
     if (r->body_type == DCAP_BODY_TD15) {
-        json_object_set_new(t, "tee_tcb_svn2", ev__json_hex(b + TDB_TEE_TCB_SVN2, 16));
-        json_object_set_new(t, "mrservicetd", ev__json_hex(b + TDB_MRSERVICETD, 48));
+        json_object_set_new_nocheck(t, "tee_tcb_svn2", ev__json_hex(b + TDB_TEE_TCB_SVN2, 16));
+        json_object_set_new_nocheck(t, "mrservicetd", ev__json_hex(b + TDB_MRSERVICETD, 48));
     }
-    json_object_set_new(c, "tdx", t);
+    json_object_set_new_nocheck(c, "tdx", t);
     return c;
 }
 

@@ -10,6 +10,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1061,8 +1062,9 @@ static void test_td_quote_entry(void **state)
 
 /* ---- revocation, with a PKI made here (no revoked sample exists) ---- */
 
-static X509 *mkcert(const char *cn, X509 *issuer, EVP_PKEY *pub, EVP_PKEY *signer, bool ca,
-                    long serial, const uint8_t *sgx_ext, size_t sgx_ext_size)
+static X509 *mkcert_until(const char *cn, X509 *issuer, EVP_PKEY *pub, EVP_PKEY *signer, bool ca,
+                          long serial, const uint8_t *sgx_ext, size_t sgx_ext_size,
+                          time_t not_after)
 {
     X509 *c = X509_new();
     assert_non_null(c);
@@ -1074,7 +1076,7 @@ static X509 *mkcert(const char *cn, X509 *issuer, EVP_PKEY *pub, EVP_PKEY *signe
     X509_set_issuer_name(c, issuer ? X509_get_subject_name(issuer) : name);
     X509_NAME_free(name);
     ASN1_TIME_set(X509_getm_notBefore(c), T2020);
-    ASN1_TIME_set(X509_getm_notAfter(c), T2030);
+    ASN1_TIME_set(X509_getm_notAfter(c), not_after);
     X509_set_pubkey(c, pub);
     X509V3_CTX v3;
     X509V3_set_ctx(&v3, issuer ? issuer : c, c, NULL, NULL, 0);
@@ -1098,6 +1100,12 @@ static X509 *mkcert(const char *cn, X509 *issuer, EVP_PKEY *pub, EVP_PKEY *signe
     }
     assert_true(X509_sign(c, signer, EVP_sha256()) > 0);
     return c;
+}
+
+static X509 *mkcert(const char *cn, X509 *issuer, EVP_PKEY *pub, EVP_PKEY *signer, bool ca,
+                    long serial, const uint8_t *sgx_ext, size_t sgx_ext_size)
+{
+    return mkcert_until(cn, issuer, pub, signer, ca, serial, sgx_ext, sgx_ext_size, T2030);
 }
 
 static void add_pem(ev_collateral *c, const char *name, X509 *cert)
@@ -1257,15 +1265,15 @@ static void test_chain_cache(void **state)
     _cleanup_collateral_ ev_collateral *b = coll(g_b0c06f_coll);
     assert_int_equal(verify_both(&c, "tdx", q, n, b, T2025_07, cache), 0);
     json_decref(c);
-    /* PCK chain, TCB signing chain, TCB info, QE identity; parsed PEM: the quote's chain and
-     * the bundle's two distinct issuer chains */
-    assert_int_equal(ev_chain_cache_count(cache), 7);
+    /* the PCK outcome (chain, SGX extension facts, key), the attestation key, the TCB signing
+     * outcome, the TCB info and QE identity signatures */
+    assert_int_equal(ev_chain_cache_count(cache), 5);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(verify_both(&c, "tdx", q, n, b, T2025_07, cache), 0);
         assert_string_equal(str_at(c, "tcb.status"), "UpToDate");
         json_decref(c);
     }
-    assert_int_equal(ev_chain_cache_count(cache), 7); /* all hits */
+    assert_int_equal(ev_chain_cache_count(cache), 5); /* all hits */
     /* outside the documents' window: fails as without the cache */
     assert_true(verify_both(&c, "tdx", q, n, b, T2030, cache) < 0);
 
@@ -1279,16 +1287,22 @@ static void test_chain_cache(void **state)
         json_decref(c);
     }
     size_t warm = ev_chain_cache_count(cache);
-    /* a modified TCB info / QE identity misses the cache and fails as before */
+    /* a modified TCB info / QE identity misses the cache and fails as before; what did verify
+     * for these collateral bytes (PCK and TCB signing outcomes) is kept, the failed signature
+     * is not */
     _cleanup_collateral_ ev_collateral *c1 =
         edited(tcb, "\"tcbEvaluationDataNumber\":17", "\"tcbEvaluationDataNumber\":18", qe);
-    assert_int_equal(verify_both(&c, "tdx", q2, n2, c1, T2025_11, cache), EV_E_SIGNATURE);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(verify_both(&c, "tdx", q2, n2, c1, T2025_11, cache), EV_E_SIGNATURE);
+    assert_int_equal(ev_chain_cache_count(cache), warm + 2);
     _cleanup_collateral_ ev_collateral *c4 = edited(qe, "\"isvprodid\":2", "\"isvprodid\":3", tcb);
-    assert_int_equal(verify_both(&c, "tdx", q2, n2, c4, T2025_11, cache), EV_E_SIGNATURE);
-    assert_int_equal(ev_chain_cache_count(cache), warm); /* failures are not remembered */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(verify_both(&c, "tdx", q2, n2, c4, T2025_11, cache), EV_E_SIGNATURE);
+    assert_int_equal(ev_chain_cache_count(cache), warm + 4);
     /* the good set still verifies from the cache */
     assert_int_equal(verify_both(&c, "tdx", q2, n2, good, T2025_11, cache), 0);
     json_decref(c);
+    assert_int_equal(ev_chain_cache_count(cache), warm + 4);
 
     /* SGX */
     size_t n3 = 0;
@@ -1297,6 +1311,400 @@ static void test_chain_cache(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(verify_both(&c, "sgx", q3, n3, s, T2025_07, cache), 0);
         json_decref(c);
+    }
+    ev_chain_cache_free(cache);
+}
+
+/*
+ * Every DCAP sample of shared/testdata/evidence (the README rows, at their
+ * times, with and without their collateral): the verification with a cache,
+ * cold and then warm, gives the same outcome, claims and message as without.
+ */
+static const char *const g_20a06f_coll[] = {TDX "v4_20a06f_collateral.json", NULL};
+static const char *const g_90c06f_coll[] = {TDX "v5_90c06f_outdated_collateral.json", NULL};
+static const char *const g_v5_sample[] = {NULL}; /* v5_sample_coll() */
+
+static void test_cache_every_sample(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tee, *quote;
+        const char *const *coll; /* NULL: none; g_v5_sample: built by v5_sample_coll() */
+        time_t at;
+        int want;
+    } rows[] = {
+        {"tdx", TDX "v4_b0c06f_quote.bin", g_b0c06f_coll, T2025_07, 0},
+        {"tdx", TDX "v4_b0c06f_quote.bin", NULL, T2025_07, 0},
+        {"tdx", TDX "v4_b0c06f_quote.bin", g_b0c06f_coll, T2026_03, EV_E_EXPIRED},
+        {"tdx", TDX "v4_20a06f_quote.bin", g_20a06f_coll, T2025_09, 0},
+        {"tdx", TDX "v5_90c06f_outdated_quote.bin", g_90c06f_coll, T2026_03, EV_E_TCB},
+        {"tdx", TDX "v5_90c06f_outdated_quote.bin", NULL, T2026_03, 0},
+        {"tdx", TDX "v5_90c06f_sample_quote.bin", NULL, T2026_02_03, 0},
+        {"tdx", TDX "v5_90c06f_sample_quote.bin", g_v5_sample, T2026_02_20, 0},
+        {"tdx", TDX "v5_90c06f_sample_quote.bin", g_v5_sample, T2026_02_03, EV_E_EXPIRED},
+        {"tdx", TDX "v4_50806f_spr_e4_quote.bin", NULL, T2023_07, 0},
+        {"tdx", TDX "v4_50806f_spr_e4_quote.bin", g_50806f_coll, T2023_07, EV_E_TCB},
+        {"tdx", TDX "v4_50806f_spr_e4_quote.bin", NULL, T2030, EV_E_EXPIRED},
+        {"tdx", TDX "v4_00a06d_quote.bin", g_00a06d_coll, T2025_11, 0},
+        {"tdx", TDX "v4_00a06d_quote.bin", g_00a06d_coll, T2025_12, EV_E_EXPIRED},
+        {"tdx", TDX "v4_gce_cos113_quote.bin", NULL, T2025_07, 0},
+        {"tdx", TDX "tdreport_intel_sample.bin", NULL, T2025_07, EV_E_VERSION},
+        {"sgx", SGX "v3_00a067_quote.bin", g_sgx_coll, T2025_07, 0},
+        {"sgx", SGX "v3_occlum_quote.bin", NULL, T2025_07, 0},
+    };
+    ev_chain_cache *cache = ev_chain_cache_new(64);
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
+            print_message("  %s %s at %lld (%s)\n", rows[i].tee, rows[i].quote,
+                          (long long)rows[i].at, pass ? "warm" : "cold");
+            size_t n = 0;
+            _cleanup_free_ uint8_t *q = read_all(rows[i].quote, &n);
+            _cleanup_collateral_ ev_collateral *c = !rows[i].coll      ? NULL
+                                                    : !rows[i].coll[0] ? v5_sample_coll()
+                                                                       : coll(rows[i].coll);
+            json_t *claims = NULL;
+            assert_int_equal(verify_both(&claims, rows[i].tee, q, n, c, rows[i].at, cache),
+                             rows[i].want);
+            json_decref(claims);
+        }
+    }
+    ev_chain_cache_free(cache);
+}
+
+/* A test PKI in the shape of Intel's and the b0c06f quote re-signed under it. */
+typedef struct {
+    EVP_PKEY *rk, *ck, *pk, *tk; /* root, PCK CA, PCK, TCB signing keys */
+    X509 *root, *ca, *leaf, *tcbs;
+    uint8_t *q; /* the quote with the PCK chain leaf, ca, root */
+    size_t qn;
+} test_pki;
+
+static void pki_new(test_pki *t, time_t leaf_not_after)
+{
+    _cleanup_err_ cista_error *err = NULL;
+    memset(t, 0, sizeof(*t));
+    size_t n = 0;
+    _cleanup_free_ uint8_t *real = read_all(TDX "v4_b0c06f_quote.bin", &n);
+    _cleanup_x509_stack_ STACK_OF(X509) *chain = quote_chain(TDX "v4_b0c06f_quote.bin");
+    const uint8_t *ext = NULL;
+    size_t ext_size = 0;
+    assert_int_equal(
+        x509_ext_raw(&ext, &ext_size, sk_X509_value(chain, 0), "1.2.840.113741.1.13.1", &err), 0);
+    assert_int_equal(crypto_key_generate_ec(&t->rk, "P-256", &err), 0);
+    assert_int_equal(crypto_key_generate_ec(&t->ck, "P-256", &err), 0);
+    assert_int_equal(crypto_key_generate_ec(&t->pk, "P-256", &err), 0);
+    assert_int_equal(crypto_key_generate_ec(&t->tk, "P-256", &err), 0);
+    t->root = mkcert("Intel SGX Root CA", NULL, t->rk, t->rk, true, 1, NULL, 0);
+    t->ca = mkcert("Intel SGX PCK Platform CA", t->root, t->ck, t->rk, true, 2, NULL, 0);
+    t->leaf = mkcert_until("Intel SGX PCK Certificate", t->ca, t->pk, t->ck, false, 0x1234, ext,
+                           ext_size, leaf_not_after);
+    t->tcbs = mkcert("Intel SGX TCB Signing", t->root, t->tk, t->rk, false, 3, NULL, 0);
+    _cleanup_free_ char *lp = pem_of(t->leaf), *cp = pem_of(t->ca), *rp = pem_of(t->root);
+    _cleanup_free_ char *pem = xasprintf("%s%s%s", lp, cp, rp);
+    t->q = with_pem(&t->qn, real, pem);
+    /* the QE report, re-signed by our PCK (its report data still binds the real AK) */
+    assert_int_equal(x509_ecdsa_sign_raw(t->q + OFF_QE_REPORT + 384, t->q + OFF_QE_REPORT + 416, 32,
+                                         X509_BIG_ENDIAN, t->pk, "SHA256", t->q + OFF_QE_REPORT,
+                                         384, &err),
+                     0);
+}
+
+static void pki_free(test_pki *t)
+{
+    EVP_PKEY_free(t->rk);
+    EVP_PKEY_free(t->ck);
+    EVP_PKEY_free(t->pk);
+    EVP_PKEY_free(t->tk);
+    X509_free(t->root);
+    X509_free(t->ca);
+    X509_free(t->leaf);
+    X509_free(t->tcbs);
+    free(t->q);
+}
+
+/* A DER CRL by @issuer (@key) valid @from..@to listing @revoked (may be NULL). New buffer. */
+static uint8_t *crl_der(size_t *out_size, X509 *issuer, EVP_PKEY *key, X509 *revoked, time_t from,
+                        time_t to)
+{
+    X509_CRL *crl = X509_CRL_new();
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer));
+    ASN1_TIME *t = ASN1_TIME_set(NULL, from);
+    X509_CRL_set1_lastUpdate(crl, t);
+    if (revoked) {
+        X509_REVOKED *rv = X509_REVOKED_new();
+        X509_REVOKED_set_serialNumber(rv, X509_get_serialNumber(revoked));
+        X509_REVOKED_set_revocationDate(rv, t);
+        X509_CRL_add0_revoked(crl, rv);
+    }
+    ASN1_TIME_set(t, to);
+    X509_CRL_set1_nextUpdate(crl, t);
+    ASN1_TIME_free(t);
+    assert_true(X509_CRL_sign(crl, key, EVP_sha256()) > 0);
+    unsigned char *der = NULL;
+    int dn = i2d_X509_CRL(crl, &der);
+    X509_CRL_free(crl);
+    assert_true(dn > 0);
+    uint8_t *out = xmalloc((size_t)dn);
+    memcpy(out, der, (size_t)dn);
+    OPENSSL_free(der);
+    *out_size = (size_t)dn;
+    return out;
+}
+
+/* ev__dcap_verify() under @root with and without @cache: same code and message, same result. */
+static int dcap_both(const uint8_t *q, size_t qn, const ev_collateral *c, time_t now, X509 *root,
+                     ev_chain_cache *cache, cista_error **err)
+{
+    _cleanup_err_ cista_error *e1 = NULL;
+    ev_verify_opts o;
+    ev_verify_opts_init(&o);
+    o.now = now;
+    o.collateral = c;
+    dcap_result r1, r2;
+    int c1 = ev__dcap_verify(&r1, q, qn, DCAP_TEE_TDX, &o, root, &e1);
+    o.chain_cache = cache;
+    int c2 = ev__dcap_verify(&r2, q, qn, DCAP_TEE_TDX, &o, root, err);
+    assert_int_equal(c1, c2);
+    if (c1 < 0) {
+        assert_string_equal(e1->msg, (*err)->msg);
+    } else {
+        _cleanup_json_ json_t *s1 = ev__dcap_signers_json(&r1), *s2 = ev__dcap_signers_json(&r2);
+        _cleanup_json_ json_t *t1 = ev__dcap_tcb_json(&r1), *t2 = ev__dcap_tcb_json(&r2);
+        assert_true(json_equal(s1, s2));
+        assert_true(json_equal(t1, t2));
+        assert_string_equal(r1.pck_ca, r2.pck_ca);
+    }
+    ev__dcap_result_free(&r1);
+    ev__dcap_result_free(&r2);
+    return c2;
+}
+
+/* Different bytes never hit: another PEM encoding, other collateral, a tampered chain. */
+static void test_cache_other_bytes(void **state)
+{
+    (void)state;
+    _cleanup_err_ cista_error *err = NULL;
+    ev_chain_cache *cache = ev_chain_cache_new(32);
+    size_t n = 0, tn = 0;
+    json_t *c = NULL;
+    _cleanup_free_ uint8_t *q = read_all(TDX "v4_b0c06f_quote.bin", &n);
+    _cleanup_collateral_ ev_collateral *b = coll(g_b0c06f_coll);
+    assert_int_equal(verify_both(&c, "tdx", q, n, b, T2025_07, cache), 0);
+    json_decref(c);
+    size_t warm = ev_chain_cache_count(cache);
+
+    /* the same certificates in other PEM text (a blank line between two): an outcome of its own */
+    _cleanup_x509_stack_ STACK_OF(X509) *chain = quote_chain(TDX "v4_b0c06f_quote.bin");
+    _cleanup_free_ char *lp = pem_of(sk_X509_value(chain, 0)),
+                        *cp = pem_of(sk_X509_value(chain, 1)),
+                        *rp = pem_of(sk_X509_value(chain, 2));
+    _cleanup_free_ char *same = xasprintf("%s\n%s%s", lp, cp, rp);
+    _cleanup_free_ uint8_t *t0 = with_pem(&tn, q, same);
+    assert_int_equal(verify_both(&c, "tdx", t0, tn, b, T2025_07, cache), 0);
+    json_decref(c);
+    assert_int_equal(ev_chain_cache_count(cache), warm + 1);
+    /* byte-identical PEM text (re-encoded as the quote has it): the same outcome */
+    _cleanup_free_ char *ident = xasprintf("%s%s%s", lp, cp, rp);
+    _cleanup_free_ uint8_t *t3 = with_pem(&tn, q, ident);
+    assert_int_equal(verify_both(&c, "tdx", t3, tn, b, T2025_07, cache), 0);
+    json_decref(c);
+    assert_int_equal(ev_chain_cache_count(cache), warm + 1);
+
+    /* a byte of the leaf's signature changed in the PEM, with every other input cached */
+    _cleanup_free_ uint8_t *t1 = xmalloc(n);
+    memcpy(t1, q, n);
+    t1[OFF_PEM + 1000] ^= 1;
+    assert_int_equal(verify_both(&c, "tdx", t1, n, b, T2025_07, cache), EV_E_CHAIN);
+    /* the leaf replaced by the CA certificate, same root and collateral */
+    _cleanup_free_ char *swapped = xasprintf("%s%s%s", cp, lp, rp);
+    _cleanup_free_ uint8_t *t2 = with_pem(&tn, q, swapped);
+    assert_int_equal(verify_both(&c, "tdx", t2, tn, b, T2025_07, cache), EV_E_CHAIN);
+
+    /* the collateral bundle re-serialised with one more space (other bytes, same content):
+     * misses the chain outcomes (verified again, kept), hits the documents' signatures */
+    size_t bn = 0;
+    _cleanup_free_ char *bt = (char *)read_all(TDX "v4_b0c06f_collateral.json", &bn);
+    _cleanup_free_ char *spaced = xasprintf(" %.*s", (int)bn, bt);
+    _cleanup_collateral_ ev_collateral *b2 = ev_collateral_new();
+    assert_int_equal(ev_collateral_add(b2, "spaced.json", spaced, strlen(spaced), &err), 0);
+    size_t before = ev_chain_cache_count(cache);
+    assert_int_equal(verify_both(&c, "tdx", q, n, b2, T2025_07, cache), 0);
+    json_decref(c);
+    assert_int_equal(ev_chain_cache_count(cache), before + 2);
+
+    /* the same bundle plus an unrelated CRL that is not current: nothing cached is used, and
+     * the verification reports the same as without a cache */
+    size_t dn = 0;
+    _cleanup_free_ uint8_t *stale = read_all(TDX "pck_platform_ca_crl_2023-06-08.der", &dn);
+    _cleanup_collateral_ ev_collateral *b3 = coll(g_b0c06f_coll);
+    assert_int_equal(ev_collateral_add(b3, "stale.crl", stale, dn, &err), 0);
+    int r = verify_both(&c, "tdx", q, n, b3, T2025_07, cache);
+    if (r == 0)
+        json_decref(c);
+    ev_chain_cache_free(cache);
+}
+
+/* A CRL given later revokes a PCK whose chain verified (and was cached) before. */
+static void test_cache_crl_added(void **state)
+{
+    (void)state;
+    _cleanup_err_ cista_error *err = NULL;
+    test_pki t;
+    pki_new(&t, T2030);
+    ev_chain_cache *cache = ev_chain_cache_new(16);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dcap_both(t.q, t.qn, NULL, T2025_07, t.root, cache, &err), 0);
+    assert_true(ev_chain_cache_count(cache) > 0);
+
+    size_t dn = 0;
+    _cleanup_free_ uint8_t *der =
+        crl_der(&dn, t.ca, t.ck, t.leaf, T2025_07 - 86400, T2025_07 + 30 * 86400);
+    _cleanup_collateral_ ev_collateral *crl = ev_collateral_new();
+    assert_int_equal(ev_collateral_add(crl, "pck.crl", der, dn, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(dcap_both(t.q, t.qn, crl, T2025_07, t.root, cache, &err), EV_E_REVOKED);
+        assert_msg(err, "is revoked: serial 1234");
+        err_clear(&err);
+    }
+    /* a CRL of the same CA that lists nothing: verifies (a new outcome for these bytes) */
+    _cleanup_free_ uint8_t *der2 =
+        crl_der(&dn, t.ca, t.ck, NULL, T2025_07 - 86400, T2025_07 + 30 * 86400);
+    _cleanup_collateral_ ev_collateral *clean = ev_collateral_new();
+    assert_int_equal(ev_collateral_add(clean, "pck.crl", der2, dn, &err), 0);
+    assert_int_equal(dcap_both(t.q, t.qn, clean, T2025_07, t.root, cache, &err), 0);
+    /* ... and refuses once that CRL's nextUpdate has passed */
+    assert_int_equal(dcap_both(t.q, t.qn, clean, T2025_07 + 30 * 86400, t.root, cache, &err),
+                     EV_E_EXPIRED);
+    err_clear(&err);
+    /* the revoking CRL still revokes after the clean one was cached */
+    assert_int_equal(dcap_both(t.q, t.qn, crl, T2025_07, t.root, cache, &err), EV_E_REVOKED);
+    err_clear(&err);
+    ev_chain_cache_free(cache);
+    pki_free(&t);
+}
+
+/* A window that ends between two calls: the second is refused, cached or not. */
+static void test_cache_window(void **state)
+{
+    (void)state;
+    _cleanup_err_ cista_error *err = NULL;
+    const time_t end = T2025_07 + 3600; /* the PCK's notAfter */
+    test_pki t;
+    pki_new(&t, end);
+    ev_chain_cache *cache = ev_chain_cache_new(16);
+    assert_int_equal(dcap_both(t.q, t.qn, NULL, T2025_07, t.root, cache, &err), 0);
+    assert_int_equal(dcap_both(t.q, t.qn, NULL, end - 1, t.root, cache, &err), 0);
+    /* OpenSSL refuses a certificate at its notAfter second: so does the cache */
+    assert_int_equal(dcap_both(t.q, t.qn, NULL, end, t.root, cache, &err), EV_E_EXPIRED);
+    assert_msg(err, "expired");
+    err_clear(&err);
+    assert_int_equal(dcap_both(t.q, t.qn, NULL, end + 86400, t.root, cache, &err), EV_E_EXPIRED);
+    err_clear(&err);
+    /* and before the chain's notBefore */
+    assert_int_equal(dcap_both(t.q, t.qn, NULL, T2020 - 1, t.root, cache, &err), EV_E_EXPIRED);
+    err_clear(&err);
+    assert_int_equal(dcap_both(t.q, t.qn, NULL, T2025_07, t.root, cache, &err), 0);
+
+    /* the collateral documents' nextUpdate passes between two calls */
+    size_t n = 0;
+    _cleanup_free_ uint8_t *q = read_all(TDX "v4_00a06d_quote.bin", &n);
+    _cleanup_collateral_ ev_collateral *c = coll(g_00a06d_coll);
+    json_t *claims = NULL;
+    assert_int_equal(verify_both(&claims, "tdx", q, n, c, T2025_11, cache), 0);
+    json_decref(claims);
+    /* QE identity nextUpdate 2025-11-27T06:45:09Z, TCB info 2025-11-26T13:07:17Z */
+    assert_int_equal(
+        verify_both(&claims, "tdx", q, n, c, 1764162437 /* TCB info nextUpdate */, cache), 0);
+    json_decref(claims);
+    assert_int_equal(verify_both(&claims, "tdx", q, n, c, 1764162438, cache), EV_E_EXPIRED);
+    ev_chain_cache_free(cache);
+    pki_free(&t);
+}
+
+/* A collateral entry that does not read gives the same error on every use of the set. */
+static void test_collateral_errors_kept(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    _cleanup_free_ uint8_t *q = read_all(TDX "v4_00a06d_quote.bin", &n);
+    const char *tcb = TDX "v4_00a06d_pcs_tcbinfo.json", *qe = TDX "pcs_td_qe_identity_2025-10.json";
+    _cleanup_collateral_ ev_collateral *bad =
+        edited(tcb, "\"signature\":\"", "\"signature\":\"0", qe);
+    _cleanup_collateral_ ev_collateral *dup =
+        edited(tcb, "{\"tcbInfo\":", "{\"tcbInfo\":{},\"tcbInfo\":", qe);
+    ev_chain_cache *cache = ev_chain_cache_new(16);
+    for (int i = 0; i < 3; i++) {
+        _cleanup_err_ cista_error *err = NULL;
+        assert_int_equal(verify_bytes_c(NULL, "tdx", q, n, bad, T2025_11, NULL, &err), EV_E_FORMAT);
+        assert_msg(err, "128 hex digits");
+        json_t *c = NULL;
+        assert_int_equal(verify_both(&c, "tdx", q, n, dup, T2025_11, cache), EV_E_FORMAT);
+    }
+    /* more than 8 TCB info documents in one set: refused before the 9th is read */
+    _cleanup_collateral_ ev_collateral *many = ev_collateral_new();
+    for (int i = 0; i < 9; i++)
+        coll_add_file(many, tcb);
+    for (int i = 0; i < 2; i++) {
+        _cleanup_err_ cista_error *err = NULL;
+        assert_int_equal(verify_bytes_c(NULL, "tdx", q, n, many, T2025_11, NULL, &err),
+                         EV_E_FORMAT);
+        assert_msg(err, "more than 8 TCB info documents");
+    }
+    ev_chain_cache_free(cache);
+}
+
+/* Threads sharing one collateral set and one cache: every verification gives the same claims. */
+typedef struct {
+    const ev_collateral *c;
+    ev_chain_cache *cache;
+    const uint8_t *q;
+    size_t n;
+    const json_t *want;
+    int bad; /* verifications that failed or differed */
+} cache_thread_arg;
+
+static void *cache_thread(void *p)
+{
+    cache_thread_arg *a = p;
+    for (int i = 0; i < 25; i++) {
+        ev_verify_opts o;
+        ev_verify_opts_init(&o);
+        o.now = T2025_07;
+        o.collateral = a->c;
+        o.chain_cache = a->cache;
+        json_t *claims = NULL;
+        cista_error *err = NULL;
+        if (ev_find("tdx")->verify(&claims, a->q, a->n, NULL, 0, &o, &err) < 0 ||
+            !json_equal(claims, a->want))
+            a->bad++;
+        json_decref(claims);
+        err_free(err);
+    }
+    return NULL;
+}
+
+static void test_cache_threads(void **state)
+{
+    (void)state;
+    _cleanup_err_ cista_error *err = NULL;
+    size_t n = 0;
+    _cleanup_free_ uint8_t *q = read_all(TDX "v4_b0c06f_quote.bin", &n);
+    _cleanup_collateral_ ev_collateral *b = coll(g_b0c06f_coll);
+    _cleanup_json_ json_t *want = NULL;
+    assert_int_equal(verify_bytes_c(&want, "tdx", q, n, b, T2025_07, NULL, &err), 0);
+    /* a fresh collateral set: its entries are parsed by whichever thread comes first */
+    _cleanup_collateral_ ev_collateral *shared = coll(g_b0c06f_coll);
+    ev_chain_cache *cache = ev_chain_cache_new(2); /* small: entries are replaced under load */
+    pthread_t th[4];
+    cache_thread_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (cache_thread_arg){.c = shared, .cache = cache, .q = q, .n = n, .want = want};
+        assert_int_equal(pthread_create(&th[i], NULL, cache_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(args[i].bad, 0);
     }
     ev_chain_cache_free(cache);
 }
@@ -1326,6 +1734,12 @@ int main(void)
         cmocka_unit_test(test_td_quote_entry),
         cmocka_unit_test(test_revoked),
         cmocka_unit_test(test_chain_cache),
+        cmocka_unit_test(test_cache_every_sample),
+        cmocka_unit_test(test_cache_other_bytes),
+        cmocka_unit_test(test_cache_crl_added),
+        cmocka_unit_test(test_cache_window),
+        cmocka_unit_test(test_collateral_errors_kept),
+        cmocka_unit_test(test_cache_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
