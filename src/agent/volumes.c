@@ -409,6 +409,96 @@ static int dir_has_entries(bool *out, const char *dir, cista_error **err)
     return 0;
 }
 
+/* Undo mountinfo's octal escapes (\040 for a space...) in place. */
+static void unescape_octal(char *s)
+{
+    char *o = s;
+    for (char *i = s; *i; i++) {
+        if (i[0] == '\\' && i[1] >= '0' && i[1] <= '3' && i[2] >= '0' && i[2] <= '7' &&
+            i[3] >= '0' && i[3] <= '7') {
+            *o++ = (char)((i[1] - '0') << 6 | (i[2] - '0') << 3 | (i[3] - '0'));
+            i += 3;
+        } else {
+            *o++ = *i;
+        }
+    }
+    *o = '\0';
+}
+
+/*
+ * Where the volume in backing directory @dir is mounted (a fuse.cista mount whose source is
+ * "cista:DIR", as `cista volume mount` names it), from /proc/self/mountinfo; NULL if it is not
+ * mounted in this mount namespace. The caller owns the result.
+ */
+static char *backing_mount(const char *dir)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return NULL;
+    _cleanup_free_ char *want = xasprintf("cista:%s", dir);
+    char *line = NULL, *found = NULL;
+    size_t cap = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS */
+        char *save = NULL, *mp = NULL, *t = strtok_r(line, " \n", &save);
+        for (int i = 1; t && i <= 4; i++)
+            mp = t = strtok_r(NULL, " \n", &save);
+        while (t && strcmp(t, "-"))
+            t = strtok_r(NULL, " \n", &save);
+        char *type = t ? strtok_r(NULL, " \n", &save) : NULL;
+        char *src = type ? strtok_r(NULL, " \n", &save) : NULL;
+        if (!mp || !src || strcmp(type, "fuse.cista"))
+            continue;
+        unescape_octal(src);
+        if (!strcmp(src, want)) {
+            unescape_octal(mp);
+            found = xstrdup(mp);
+        }
+    }
+    free(line);
+    return found;
+}
+
+/*
+ * The backing directory @dir of volume @name is locked by another volume daemon: say whose, so
+ * that a volume left mounted by a container its engine forgot (podman never deletes a container
+ * whose conmon died) can be released. Mount points are SANDBOX/tee/volumes/NAME, the sandbox
+ * ROOT/ID as the runtime lays them out.
+ */
+static int busy(cista_error **err, const char *name, const char *dir)
+{
+    _cleanup_free_ char *mnt = backing_mount(dir);
+    if (!mnt)
+        return err_set(err, -EBUSY,
+                       "volume \"%s\": backing directory %s is in use (being checked or mounted "
+                       "by another container, possibly in another mount namespace)",
+                       name, dir);
+    static const char mark[] = "/" AGENT_TEE_DIR "/" AGENT_VOLUMES "/";
+    char *at = NULL;
+    for (char *c = mnt; (c = strstr(c, mark)); c++)
+        at = c;
+    char *slash = NULL;
+    if (at) {
+        *at = '\0';
+        slash = strrchr(mnt, '/');
+    }
+    if (!slash || slash == mnt || !slash[1]) {
+        if (at)
+            *at = '/';
+        return err_set(err, -EBUSY,
+                       "volume \"%s\": backing directory %s is in use: its volume is mounted at "
+                       "%s (by another container or `cista volume mount`)",
+                       name, dir, mnt);
+    }
+    *slash = '\0';
+    return err_set(err, -EBUSY,
+                   "volume \"%s\": backing directory %s is in use: its volume is mounted by "
+                   "container \"%s\" (state root %s). If that container has exited and its "
+                   "engine will not delete it (podman does not after conmon died), `cista --root "
+                   "%s delete --force %s` unmounts the volume with a final commit",
+                   name, dir, slash + 1, mnt, mnt, slash + 1);
+}
+
 /*
  * Make sure @backing holds a volume that @key opens: an existing one (the key must match), or
  * a new empty one in an empty directory. *out_dir is the canonical path. Nothing here trusts
@@ -448,10 +538,7 @@ static int prepare_backing(char **out_dir, bool *out_fresh, const char *name, co
     if (lfd < 0)
         return err_set_sys(err, -errno, "volume \"%s\": lock file %s", name, lp);
     if (flock(lfd, LOCK_EX | LOCK_NB) < 0)
-        return err_set(err, -EBUSY,
-                       "volume \"%s\": backing directory %s is in use (mounted by another "
-                       "container, or being checked)",
-                       name, dir);
+        return busy(err, name, dir);
     vol_info info;
     cista_error *e = NULL;
     rc = vol_read_info(&info, store, key, &e);
@@ -768,22 +855,6 @@ int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_poli
                  pv->anchor ? pv->anchor : "");
     }
     return 0;
-}
-
-/* Undo mountinfo's octal escapes (\040 for a space...) in place. */
-static void unescape_octal(char *s)
-{
-    char *o = s;
-    for (char *i = s; *i; i++) {
-        if (i[0] == '\\' && i[1] >= '0' && i[1] <= '3' && i[2] >= '0' && i[2] <= '7' &&
-            i[3] >= '0' && i[3] <= '7') {
-            *o++ = (char)((i[1] - '0') << 6 | (i[2] - '0') << 3 | (i[3] - '0'));
-            i += 3;
-        } else {
-            *o++ = *i;
-        }
-    }
-    *o = '\0';
 }
 
 /*

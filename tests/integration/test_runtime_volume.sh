@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # test_runtime_volume.sh - encrypted volumes that a policy declares, mounted by the confidential
 # runtime: a redis-server image built at test time from the host's redis-server, encrypted, run
-# with the sim TEE through `cista run` (and once through containerd's shim, `ctr run
-# --runc-binary`) with its data directory /data on a cista volume. The volume key is a KBS
-# resource released after attestation, the rollback anchor a KBS counter (the embedded KBS on
-# SQLite, started here on loopback). Checked: redis with AOF (appendfsync always) and RDB keeps
-# its keys across containers, even after SIGKILL; the host's backing directory holds no
-# plaintext; an older copy of the backing directory is refused (exit 3, rule volumes) before
-# redis starts, "reset" starts over empty, a wrong key / a key the KBS denies / an undeclared
-# volume / another mount point are refused; nothing stays mounted after delete.
+# with the sim TEE through `cista run` (and through containerd's shim, `ctr run --runc-binary`,
+# and podman through conmon, `podman --runtime`) with its data directory /data on a cista
+# volume. The volume key is a KBS resource released after attestation, the rollback anchor a KBS
+# counter (the embedded KBS on SQLite, started here on loopback). Checked: redis with AOF
+# (appendfsync always) and RDB keeps its keys across containers, even after SIGKILL; the host's
+# backing directory holds no plaintext; an older copy of the backing directory is refused (exit
+# 3, rule volumes) before redis starts, "reset" starts over empty, a wrong key / a key the KBS
+# denies / an undeclared volume / another mount point are refused; nothing stays mounted after
+# delete. podman: the volume daemon survives conmon (and conmon being killed), goes with
+# podman's cleanup (stop, restart, rm), and a directory still in use is refused naming its holder.
 # Usage: tests/integration/test_runtime_volume.sh [path/to/cista]   (root; from the repo root)
 set -uo pipefail
 CISTA=${1:-build/src/cli/cista}
@@ -23,7 +25,9 @@ done
 TMP=$(mktemp -d /tmp/cista-rt-vol.XXXXXX)
 ROOT=$TMP/state
 D=$TMP/ctd
+PD=$TMP/pd
 SWTPM_PID= KBS_PID= CTD_PID=
+P=()
 # volume daemons left behind by a failure: ours are the ones whose command line names $TMP
 our_daemons() {
   local p
@@ -31,8 +35,14 @@ our_daemons() {
     { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q "volume mount $TMP/" && echo "${p#/proc/}"
   done
 }
+PR=/run/cista # podman's runtime calls: the default state root
+pd_ours() { # the runtime's containers of this test's podman (their bundles are under $PD)
+  local d
+  for d in "$PR"/*; do grep -qs "\"bundle\": *\"$PD/" "$d/state.json" && echo "${d##*/}"; done
+}
 cleanup() {
   local id c p
+  [ ${#P[@]} -gt 0 ] && "${P[@]}" rm -af -t 0 >/dev/null 2>&1
   if [ -n "$CTD_PID" ]; then
     for c in $(ctr -a "$D/containerd.sock" -n cista task ls -q 2>/dev/null); do
       ctr -a "$D/containerd.sock" -n cista task kill -s SIGKILL "$c" >/dev/null 2>&1; done
@@ -43,6 +53,7 @@ cleanup() {
     kill "$CTD_PID" 2>/dev/null; wait "$CTD_PID" 2>/dev/null
   fi
   for id in "$ROOT"/*; do [ -d "$id" ] && "$CISTA" -q --root "$ROOT" rm -f "${id##*/}" >/dev/null 2>&1; done
+  for id in $(pd_ours); do "$CISTA" -q --root "$PR" delete --force "$id" >/dev/null 2>&1; done
   for id in "$D"/runc/cista/*; do [ -d "$id" ] || continue
     CISTA_RUNTIME_CONFIG=$TMP/rt.json "$CISTA" -q --root "$D/runc/cista" delete --force "${id##*/}" >/dev/null 2>&1; done
   [ -n "$KBS_PID" ] && { kill "$KBS_PID" 2>/dev/null; wait "$KBS_PID" 2>/dev/null; }
@@ -51,6 +62,10 @@ cleanup() {
   for p in $(our_daemons); do kill -9 "$p" 2>/dev/null; done
   rm -rf "$TMP"
   rmdir /sys/fs/cgroup/*/cista 2>/dev/null
+  # podman's cgroupfs parents (rmdir fails harmlessly while another podman uses them)
+  for p in /sys/fs/cgroup/*/libpod_parent; do
+    [ -d "$p" ] && { rmdir "$p"/* 2>/dev/null; rmdir "$p" 2>/dev/null; }
+  done
 }
 trap cleanup EXIT
 . "$HERE/rt_lib.sh"
@@ -67,8 +82,9 @@ setup() {
   REDIS_PORT=$(free_port)
   local r=$TMP/rootfs-redis
   base_rootfs "$r" && copy_bin "$r" /usr/bin/redis-server && mkdir -p "$r/data" || return 1
-  make_image "$TMP/img/redisv" 1 "$r" "PATH=/usr/bin:/bin" /usr/bin/redis-server --port "$REDIS_PORT" \
-    --bind 127.0.0.1 --protected-mode no --dir /data --appendonly yes --appendfsync always || return 1
+  REDIS_CMD=(/usr/bin/redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --protected-mode no --dir /data
+    --appendonly yes --appendfsync always)
+  make_image "$TMP/img/redisv" 1 "$r" "PATH=/usr/bin:/bin" "${REDIS_CMD[@]}" || return 1
   rm -rf "$r"
   mkdir -p "$TMP/enc/redisv"
   encrypt "$TMP/img/redisv" 1 "$TMP/enc/redisv" || return 1
@@ -78,10 +94,12 @@ setup() {
   head -c 32 /dev/urandom >"$TMP/other.bin" && kbs_put default/volume-key/other "$TMP/other.bin" || return 1
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$TMP/ckey.hex" && echo >>"$TMP/ckey.hex"
   kbs_put default/volume-key/ctd "$TMP/ckey.hex" || return 1
+  head -c 32 /dev/urandom >"$TMP/pkey.bin" && kbs_put default/volume-key/pod "$TMP/pkey.bin" || return 1
   kbs_put default/volume-key/denied "$TMP/other.bin" || return 1
   # the rollback anchors: KBS counters the admin creates at generation 0
   "$CISTA" -q kbs admin counter-reset vol/anchor/redis >/dev/null || return 1
   "$CISTA" -q kbs admin counter-reset vol/anchor/ctd >/dev/null || return 1
+  "$CISTA" -q kbs admin counter-reset vol/anchor/pod >/dev/null || return 1
   echo '{"version":"1.0.0","anyOf":[{"claim":"tee","equals":"sim"}]}' >"$TMP/release.json"
   kbs_policy "$TMP/release.json" || return 1
   OTHER=$(printf 'ab%.0s' $(seq 32))
@@ -92,7 +110,10 @@ setup() {
     policy "$img" "$TMP/reset.policy.json" --volume "redisv:data=/data,key=$k/redis,anchor=kbs:///vol/anchor/redis,rollback=reset" &&
     policy "$img" "$TMP/wrongkey.policy.json" --volume "redisv:data=/data,key=$k/other,anchor=kbs:///vol/anchor/redis" &&
     policy "$img" "$TMP/denied.policy.json" --volume "redisv:data=/data,key=$k/denied" &&
-    policy "$img" "$TMP/ctd.policy.json" --volume "redisv:data=/data,key=$k/ctd,anchor=kbs:///vol/anchor/ctd" || return 1
+    policy "$img" "$TMP/ctd.policy.json" --volume "redisv:data=/data,key=$k/ctd,anchor=kbs:///vol/anchor/ctd" &&
+    policy "$img" "$TMP/pod.policy.json" --volume "redisv:data=/data,key=$k/pod,anchor=kbs:///vol/anchor/pod" || return 1
+  # podman adds a bind of its /run/.containerenv marker: the owner allows it (test_runtime_podman.sh)
+  policy_edit "$TMP/pod.policy.json" 'c["mounts"].append({"destination":"/run/.containerenv","type":"bind","source":{"regex":"^/.+/\\.containerenv$"},"options":["bind","rprivate"],"read_only":False})' || return 1
   vol_refvals
 }
 # reference values: sim (insecure, allowed here) with the launch-bound policy hashes. The KBS
@@ -302,6 +323,99 @@ EOF
   check "ctr: nothing stays mounted, no volume daemon" ctd_clean
 else
   skip "ctr: containerd is not installed" "no containerd"
+fi
+
+# ---- 7. podman through conmon: `-v DIR:/data` is the volume's backing directory ----
+# conmon runs `cista create`; the volume daemon it starts is adopted by conmon (a child
+# subreaper) and lives in conmon's cgroup, in a session of its own. It must outlive create, keep
+# serving while conmon watches the container, and go (unmounted, final commit) with the runtime's
+# delete: podman's cleanup when the container exits (stop, restart), or `podman rm`.
+if command -v podman >/dev/null && command -v conmon >/dev/null; then
+  printf '{"tee":"sim","sim_state_dir":"%s"}\n' "$CISTA_SIM_DIR" >"$TMP/rt.json"
+  mkdir -p "$PD/empty" "$TMP/backing/pod"
+  cat >"$PD/containers.conf" <<EOF2
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+netns = "none"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CISTA_RUNTIME_CONFIG=$TMP/rt.json"]
+EOF2
+  export CONTAINERS_CONF=$PD/containers.conf
+  # the runtime's state is in its default root, $PR: podman's exit command (`podman container
+  # cleanup`, which calls the runtime's delete) is not given podman's --runtime-flag
+  P=(podman --root "$PD/root" --runroot "$PD/run" --tmpdir "$PD/tmp" --runtime "$CISTA")
+  pd_run() { # NAME: redis with /data on the volume, detached
+    "${P[@]}" run -d --name "$1" --network host \
+      --annotation "io.cista.image=oci:$TMP/enc/redisv:1" \
+      --annotation "io.cista.policy=$(base64 -w0 "$TMP/pod.policy.json")" \
+      --annotation "io.cista.kbs=$KBS_URL" --annotation io.cista.tee=sim \
+      -v "$TMP/backing/pod:/data" --rootfs "$PD/empty" "${REDIS_CMD[@]}"
+  }
+  pd_up() { pd_run "$1" >"$TMP/$1.out" 2>&1 && wait_port "$REDIS_PORT" 100 && wait_redis; }
+  pd_id() { "${P[@]}" inspect -f '{{.Id}}' "$1"; }
+  pd_mounted() { grep -q " $PR/$1/tee/volumes/data fuse.cista " /proc/mounts; } # ID
+  pd_clean() { [ -z "$(pd_ours)" ] && ! grep -q "^cista:$TMP/backing/pod " /proc/mounts && [ -z "$(our_daemons)" ]; }
+  own_session() { local p; p=$(our_daemons); [ "$(echo $p | wc -w)" = 1 ] && [ "$(ps -o sid= -p "$p" | tr -d ' ')" = "$p" ]; }
+  if pd_up pv1; then
+    ID1=$(pd_id pv1)
+    check "podman: -v DIR:/data becomes the volume (FUSE mount in the sandbox)" pd_mounted "$ID1"
+    sleep 1 # conmon has settled into watching the container: the daemon must still serve
+    check "podman: SET over loopback (appendfsync always: an fsync through the volume daemon)" \
+      [ "$("${RC[@]}" SET kp value-through-podman)" = OK ]
+    check "podman: one volume daemon outlived create, in a session of its own" own_session
+    expect_fail "podman: a second container on the same backing directory is refused, naming the first" \
+      "in use: its volume is mounted by container \"$ID1\"" pd_run pbusy
+    "${P[@]}" rm -f pbusy >/dev/null 2>&1
+    check "  ... and the first one still serves" [ "$("${RC[@]}" GET kp)" = value-through-podman ]
+    "${P[@]}" restart -t 5 pv1 >"$TMP/pv1.restart" 2>&1 && wait_port "$REDIS_PORT" 100 && wait_redis
+    check "podman restart (delete + create under the same id): the value is back" \
+      [ "$("${RC[@]}" GET kp)" = value-through-podman ]
+    "${RC[@]}" SET kr after-restart >/dev/null
+  else not_ok "podman: redis with a volume did not come up"; diag "$TMP/pv1.out"; fi
+  check "podman stop: podman's cleanup deletes the runtime's container: the volume is unmounted" \
+    bash -c "$(printf '%q ' "${P[@]}") stop -t 5 pv1 >/dev/null && ! grep -q ' $PR/${ID1:-none}/' /proc/mounts"
+  check "podman rm: the runtime's state is gone" \
+    bash -c "$(printf '%q ' "${P[@]}") rm pv1 >/dev/null && [ ! -e '$PR/${ID1:-none}' ]"
+  check "  ... nothing stays mounted, no volume daemon" pd_clean
+  if pd_up pv2; then
+    r=$("${RC[@]}" GET kp; "${RC[@]}" GET kr)
+    check "podman: a second container reads the values back (got $(echo $r))" \
+      [ "$(echo $r)" = "value-through-podman after-restart" ]
+  else not_ok "podman: second container did not come up"; diag "$TMP/pv2.out"; fi
+  check "podman: stop + rm of the second container" \
+    bash -c "$(printf '%q ' "${P[@]}") stop -t 5 pv2 >/dev/null && $(printf '%q ' "${P[@]}") rm pv2 >/dev/null"
+  check "podman: the backing directory holds no plaintext" no_plaintext "$TMP/backing/pod" value-through after-restart REDIS appendonly
+  check "podman: nothing stays mounted, no volume daemon" pd_clean
+
+  # conmon killed: the daemon does not go with it; podman then never calls the runtime's delete
+  # (nor for runc), so the volume stays mounted after `podman rm`; the next container's refusal
+  # names it, and the command it gives releases it with a final commit
+  if pd_up pv3; then
+    ID3=$(pd_id pv3)
+    CONMON=$("${P[@]}" inspect -f '{{.State.ConmonPid}}' pv3)
+    [ "${CONMON:-0}" -gt 1 ] && kill -9 "$CONMON"
+    sleep 0.5
+    check "podman: conmon killed: the volume daemon still serves (SET)" [ "$("${RC[@]}" SET kc conmon-gone)" = OK ]
+  else not_ok "podman: third container did not come up"; diag "$TMP/pv3.out"; fi
+  "${P[@]}" rm -f -t 2 pv3 >/dev/null 2>&1
+  if pd_mounted "${ID3:-none}"; then
+    expect_fail "podman: after conmon died and rm, the next container is refused, naming the forgotten one" \
+      "mounted by container \"$ID3\" \(state root $PR\).*cista --root $PR delete --force $ID3" pd_run pv4
+    "${P[@]}" rm -f pv4 >/dev/null 2>&1
+    check "  ... \`cista --root ROOT delete --force ID\` releases it" "$CISTA" -q --root "$PR" delete --force "$ID3"
+  elif [ -n "${ID3:-}" ]; then
+    ok "podman: after conmon died, podman deleted the runtime's container itself"
+  fi
+  check "  ... nothing stays mounted, no volume daemon" pd_clean
+  if pd_up pv5; then
+    check "podman: the write made after conmon died is there" [ "$("${RC[@]}" GET kc)" = conmon-gone ]
+  else not_ok "podman: container after the release did not come up"; diag "$TMP/pv5.out"; fi
+  "${P[@]}" rm -f -t 5 pv5 >/dev/null 2>&1
+  check "podman: rm -f: nothing stays mounted, no volume daemon" pd_clean
+else
+  skip "podman: podman or conmon is not installed" "no podman/conmon"
 fi
 
 echo "# $(($(date +%s) - START)) s"
