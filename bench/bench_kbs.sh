@@ -2,13 +2,18 @@
 # bench_kbs.sh - KBS throughput and latency: full RCAR round trips (auth + attest with sim
 # evidence, one ECDSA P-384 verify each, + resource fetch with JWE unwrap) per second and p50/p99
 # at 1, 16 and 64 concurrent clients over TLS on loopback, beside `openssl speed ecdsap384`
-# (verify/s) measured in the same run, and the memory of an idle session.
+# (verify/s, on the server's CPU) measured in the same run, and the memory of an idle session.
 # Two connection modes: "new" (a new TCP + TLS connection per round trip, as a CoCo guest doing
 # one RCAR per boot) and "keepalive" (one connection per client thread, reused).
 # Per-core accounting: the server's CPU seconds (utime+stime from /proc) per round trip give
 # round trips/s per server core, compared with the P-384 verify bound; the driver's own CPU is
 # reported too. With >= 2 CPUs the driver is pinned to LOAD_CPUS (default 0) and the server to
 # SERVER_CPUS (default 1) so they do not compete; set PIN=0 to share all CPUs.
+# The driver precomputes PRESIGN_RATE * SECONDS ECDSA nonces before each timed run so that its
+# own P-384 signing does not limit the server (see bench/kbs_load.c; PRESIGN_RATE=0 disables).
+# REPEAT=N runs every (mode, clients) point N times and prints the medians at the end.
+# LOAD_RATE=R paces the clients to R round trips/s in total (latency from each scheduled start,
+# see bench/kbs_load.c) instead of each starting its next round trip as soon as one ends.
 # Usage: bench/bench_kbs.sh [BUILD_DIR] [SECONDS]   (from the repo root; BUILD_DIR default build)
 set -euo pipefail
 BUILD=${1:-build}
@@ -23,6 +28,7 @@ cd "$TMP"
 
 # The load driver, linked against the build's static library.
 DEPS="openssl jansson libarchive zlib libzstd yaml-0.1 sqlite3 libpq fuse3 libcurl tss2-esys tss2-mu tss2-tctildr tss2-rc libevent libevent_openssl libevent_pthreads"
+pkg-config --exists libisal 2>/dev/null && DEPS="$DEPS libisal"
 cc -O2 -I"$ROOT/src" "$ROOT/bench/kbs_load.c" "$ROOT/$BUILD/libcista.a" \
   $(pkg-config --libs $DEPS) -lpthread -lm -o kbs_load
 
@@ -32,7 +38,9 @@ printf 'subjectAltName=IP:127.0.0.1\n' >ext.cnf
 openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out tls.pem -days 1 -extfile ext.cnf >/dev/null 2>&1
 "$CISTA" kbs init --dir k >/dev/null
 "$CISTA" -q sim init --state-dir sim >/dev/null 2>&1
-jq '.listen = "127.0.0.1:0" | .tls = {cert: "../tls.pem", key: "../tls.key"} | .sim_platform_keys = ["../sim/platform-pub.pem"]' k/kbs.json >k/b.json
+# Sessions: hundreds of attestations per second for minutes outgrow the default table (10000
+# sessions of 300 s); shorter lifetimes and a larger bound keep the runs away from 503.
+jq '.listen = "127.0.0.1:0" | .tls = {cert: "../tls.pem", key: "../tls.key"} | .sim_platform_keys = ["../sim/platform-pub.pem"] | .sessions = {backend: "memory", max: 50000, nonce_lifetime: 30} | .token_lifetime = 30' k/kbs.json >k/b.json
 PIN=${PIN:-1}
 [ "$(nproc)" -lt 2 ] && PIN=0
 SERVER_CPUS=${SERVER_CPUS:-1}
@@ -50,31 +58,66 @@ echo '{"version":"1.0.0","anyOf":[{"allOf":[{"claim":"tee","equals":"sim"}]}]}' 
 "$CISTA" -q kbs admin "${A[@]}" put-resource default/key/1 --value bench-secret >/dev/null
 
 echo "# machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-V=$(openssl speed -seconds 3 ecdsap384 2>/dev/null | awk '/ 384 bits ecdsa/ {print $NF}')
-echo "openssl speed ecdsap384: $V verify/s (one core)"
+# The bound: one core's P-384 verifies per second, on the server's CPU, before and after the runs.
+speed() { "${SRV_PFX[@]}" openssl speed -seconds 3 ecdsap384 2>/dev/null | awk '/ 384 bits ecdsa/ {print $NF}'; }
+V0=$(speed)
+echo "openssl speed ecdsap384 (before the runs): $V0 verify/s (one core)"
 TCK=$(getconf CLK_TCK)
 srv_ticks() { awk '{print $14 + $15}' /proc/$SPID/stat; }
 thread_ticks() { for t in /proc/$SPID/task/*; do awk '{printf "%s ", $14 + $15}' "$t/stat"; done; }
 # Optional profiling of the server during the load runs: PERF_OUT=file (perf record -g) or
-# STRACE_OUT=file (strace -c -f: syscall counts, e.g. fdatasync per round trip).
+# STRACE_OUT=file (strace -c -f: syscall counts, e.g. fdatasync per round trip); LOAD_PERF="perf
+# record -o FILE --" profiles the driver.
 PROF=
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_FLAGS:--g} -p "$SPID" -o "$PERF_OUT" >/dev/null 2>&1 & PROF=$!
 elif [ -n "${STRACE_OUT:-}" ]; then strace -c -f -p "$SPID" -o "$STRACE_OUT" & PROF=$!; fi
 [ -n "$PROF" ] && sleep 1
 [ "$PIN" = 1 ] && echo "# server pinned to CPU $SERVER_CPUS, driver to CPU $LOAD_CPUS"
-for mode in ${MODES:-new keepalive}; do
-  for c in ${CLIENTS:-1 16 64}; do
-    T0=$(srv_ticks)
-    OUT=$("${LOAD_PFX[@]}" ./kbs_load "$URL" ca.pem sim "$c" "$SECS" default/key/1 "$mode")
-    T1=$(srv_ticks)
-    N=$(jq .round_trips <<<"$OUT")
-    awk -v t=$((T1 - T0)) -v hz="$TCK" -v n="$N" -v v="$V" -v o="$OUT" 'BEGIN {
-      s = t / hz; per = n ? s / n : 0; rate = per ? 1 / per : 0
-      printf "%s server_cpu_s=%.2f server_ms_per_rt=%.3f rt_per_server_core=%.0f (%.0f%% of the P-384 verify bound)\n", o, s, per * 1e3, rate, v ? 100 * rate / v : 0 }'
+PRESIGN=$(awk -v s="$SECS" -v r="${PRESIGN_RATE:-800}" 'BEGIN {printf "%d", s * r}')
+RES=$TMP/results
+for rep in $(seq "${REPEAT:-1}"); do
+  for mode in ${MODES:-new keepalive}; do
+    for c in ${CLIENTS:-1 16 64}; do
+      LOAD=$(cut -d' ' -f1 /proc/loadavg)
+      TT0=$(thread_ticks)
+      T0=$(srv_ticks)
+      OUT=$(${LOAD_PERF:-} "${LOAD_PFX[@]}" ./kbs_load "$URL" ca.pem sim "$c" "$SECS" default/key/1 "$mode" "$PRESIGN" ${LOAD_RATE:+"$LOAD_RATE"})
+      T1=$(srv_ticks)
+      TT1=$(thread_ticks)
+      N=$(jq .round_trips <<<"$OUT")
+      S=$(jq .seconds <<<"$OUT")
+      # Per-thread CPU ticks during the run (main, audit writer, workers...): is the load balanced?
+      TD=$(awk -v a="$TT0" -v b="$TT1" 'BEGIN { n = split(a, x, " "); split(b, y, " "); for (i = 1; i <= n; i++) printf "%s%d", (i > 1 ? "/" : ""), y[i] - x[i] }')
+      awk -v t=$((T1 - T0)) -v hz="$TCK" -v n="$N" -v v="$V0" -v o="$OUT" -v secs="$S" -v load="$LOAD" -v td="$TD" 'BEGIN {
+        s = t / hz; per = n ? s / n : 0; rate = per ? 1 / per : 0
+        printf "%s load=%s server_cpu_s=%.2f server_cores=%.2f server_ms_per_rt=%.3f rt_per_server_core=%.0f (%.0f%% of the P-384 verify bound) thread_ticks=%s\n", o, load, s, secs ? s / secs : 0, per * 1e3, rate, v ? 100 * rate / v : 0, td }' | tee -a "$RES"
+    done
   done
 done
 [ -n "$PROF" ] && { kill -INT "$PROF"; wait "$PROF" 2>/dev/null || true; }
-echo "# server threads' CPU ticks (main + workers): $(thread_ticks)"
+V1=$(speed)
+echo "openssl speed ecdsap384 (after the runs): $V1 verify/s (one core)"
+if [ "${REPEAT:-1}" -gt 1 ]; then
+  echo "# medians over $REPEAT runs (bound: mean of the two openssl speed figures)"
+  python3 - "$RES" "$V0" "$V1" <<'EOF'
+import json, re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    j = json.loads(line[:line.index('}') + 1])
+    kv = dict(re.findall(r'(\w+)=([0-9.]+)', line[line.index('}') + 1:]))
+    rows.setdefault((j['mode'], j['clients']), []).append((j, kv))
+bound = (float(sys.argv[2]) + float(sys.argv[3])) / 2
+for (mode, c), rs in rows.items():
+    med = lambda f: statistics.median(f(j, kv) for j, kv in rs)
+    ms = med(lambda j, kv: float(kv['server_ms_per_rt']))
+    print(f"{mode:9} clients={c:<3} rt/s={med(lambda j, kv: j['per_second']):7.1f} "
+          f"p50_ms={med(lambda j, kv: j['p50_ms']):7.2f} p99_ms={med(lambda j, kv: j['p99_ms']):7.2f} "
+          f"server_ms_per_rt={ms:.3f} rt_per_server_core={1e3 / ms:.0f} "
+          f"({100 * 1e3 / ms / bound:.0f}% of {bound:.0f} verify/s) "
+          f"driver_ms_per_rt={1e3 * med(lambda j, kv: j['driver_cpu_s'] / max(j['round_trips'], 1)):.3f}")
+EOF
+fi
+echo "# server threads' CPU ticks (main, audit writer, workers): $(thread_ticks)"
 RSS0=$(awk '/VmRSS/ {print $2}' /proc/$SPID/status)
 seq 2000 | xargs -P 16 -I{} curl -s --cacert ca.pem -o /dev/null -d '{"version":"0.4.0","tee":"sim"}' "$URL/kbs/v0/auth"
 RSS1=$(awk '/VmRSS/ {print $2}' /proc/$SPID/status)

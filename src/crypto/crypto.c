@@ -694,6 +694,12 @@ int crypto_rsa_pkcs1_decrypt(uint8_t **out, size_t *out_size, EVP_PKEY *priv, co
 
 int crypto_ecdh(uint8_t **out, size_t *out_size, EVP_PKEY *priv, EVP_PKEY *peer, cista_error **err)
 {
+    return crypto_ecdh_ex(out, out_size, priv, peer, true, err);
+}
+
+int crypto_ecdh_ex(uint8_t **out, size_t *out_size, EVP_PKEY *priv, EVP_PKEY *peer,
+                   bool validate_peer, cista_error **err)
+{
     if (!priv || !peer || !crypto_key_is_ec(priv) || !crypto_key_is_ec(peer))
         return err_set(err, -EINVAL, "ECDH: both keys must be EC keys");
     const crypto__curve *a = crypto__curve_of_key(priv), *b = crypto__curve_of_key(peer);
@@ -708,7 +714,7 @@ int crypto_ecdh(uint8_t **out, size_t *out_size, EVP_PKEY *priv, EVP_PKEY *peer,
     if (EVP_PKEY_derive_init(ctx) != 1)
         return err_set_ssl(err, -EIO, "ECDH: cannot set up the key agreement");
     /* validate_peer=1: reject points off the curve (invalid-curve attacks). */
-    if (EVP_PKEY_derive_set_peer_ex(ctx, peer, 1) != 1)
+    if (EVP_PKEY_derive_set_peer_ex(ctx, peer, validate_peer ? 1 : 0) != 1)
         return err_set_ssl(err, -EINVAL, "ECDH: the peer's public key is not a valid %s point",
                            a->crv);
     size_t n = 0;

@@ -25,6 +25,8 @@ typedef struct {
 } crypto__curve;
 
 const crypto__curve *crypto__curve_by_crv(const char *crv);
+/* A shared domain-parameters-only key of @c (read-only; never free it), or NULL. */
+EVP_PKEY *crypto__curve_params(const crypto__curve *c);
 /* The curve of an EC key, or NULL for other keys and curves. */
 const crypto__curve *crypto__curve_of_key(const EVP_PKEY *key);
 /* True when the key holds its private half (RSA d, EC private scalar). */

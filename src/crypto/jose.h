@@ -33,6 +33,16 @@ int jwk_from_key(json_t **out, EVP_PKEY *key, bool include_private, cista_error 
 /* RSA or EC JWK → key; a private JWK gives a key usable for both halves. */
 int jwk_to_key(EVP_PKEY **out, const json_t *jwk, cista_error **err)
     __attribute__((warn_unused_result));
+/*
+ * jwk_to_key() where a public EC key gets the partial public-key validation of NIST SP 800-56A
+ * rev. 3 §5.6.2.3.4 (coordinates in range, on the curve, not the point at infinity) instead of
+ * OpenSSL's full check, which adds n·Q = infinity. On P-256, P-384 and P-521 (the only curves
+ * accepted; cofactor 1) every point on the curve except infinity has order n, so that extra
+ * scalar multiplication (~35 us on P-256) can never fail: the accepted keys are exactly those of
+ * jwk_to_key(). Private and RSA JWKs take the jwk_to_key() path.
+ */
+int jwk_to_key_partial(EVP_PKEY **out, const json_t *jwk, cista_error **err)
+    __attribute__((warn_unused_result));
 /* RFC 7638 SHA-256 thumbprint, base64url. Caller frees. */
 int jwk_thumbprint(char **out, const json_t *jwk, cista_error **err)
     __attribute__((warn_unused_result));
@@ -48,6 +58,10 @@ typedef struct {
     /* Key management algorithm; NULL picks RSA-OAEP for RSA keys,
      * ECDH-ES+A256KW for EC keys, A256KW / dir by secret length. */
     const char *alg;
+    /* Encryption only: @pkey was validated when it was imported (jwk_to_key() or
+     * jwk_to_key_partial()), so ECDH need not check it again (crypto_ecdh_ex). False (the
+     * default) checks it. */
+    bool pkey_checked;
 } jwe_key;
 
 /*

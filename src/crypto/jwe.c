@@ -90,12 +90,12 @@ static bool is_direct(const key_alg *a)
 
 /* Z = ECDH(priv, peer); out = ConcatKDF(Z, alg_id, apu, apv) with keydatalen = out_size * 8. */
 static int derive_ecdh(uint8_t *out, size_t out_size, const char *alg_id, EVP_PKEY *priv,
-                       EVP_PKEY *peer, const uint8_t *apu, size_t apu_size, const uint8_t *apv,
-                       size_t apv_size, cista_error **err)
+                       EVP_PKEY *peer, bool validate_peer, const uint8_t *apu, size_t apu_size,
+                       const uint8_t *apv, size_t apv_size, cista_error **err)
 {
     uint8_t *z = NULL;
     size_t z_size = 0;
-    int r = crypto_ecdh(&z, &z_size, priv, peer, err);
+    int r = crypto_ecdh_ex(&z, &z_size, priv, peer, validate_peer, err);
     if (r < 0)
         return r;
     r = crypto_concat_kdf(out, out_size, z, z_size, alg_id, apu, apu_size, apv, apv_size, err);
@@ -458,11 +458,11 @@ static int unwrap_cek(uint8_t cek[CEK_MAX], const jwe_key *k, const rcpt *rc, co
         return 0;
     case KM_ECDH_ES:
         /* Direct key agreement: AlgorithmID is "enc", keydatalen its key size. */
-        return derive_ecdh(cek, n, e->name, k->pkey, rc->epk, rc->apu, rc->apu_size, rc->apv,
+        return derive_ecdh(cek, n, e->name, k->pkey, rc->epk, true, rc->apu, rc->apu_size, rc->apv,
                            rc->apv_size, err);
     case KM_ECDH_ES_KW:
-        r = derive_ecdh(kek, a->kek_size, a->name, k->pkey, rc->epk, rc->apu, rc->apu_size, rc->apv,
-                        rc->apv_size, err);
+        r = derive_ecdh(kek, a->kek_size, a->name, k->pkey, rc->epk, true, rc->apu, rc->apu_size,
+                        rc->apv, rc->apv_size, err);
         if (r == 0)
             r = crypto_aes_unwrap(cek, kek, a->kek_size, rc->ek, rc->ek_size, NULL) < 0 ? -ENOKEY
                                                                                         : 0;
@@ -669,8 +669,10 @@ static int wrap_for(uint8_t **ek, size_t *ek_size, json_t *hdr, uint8_t cek[CEK_
             return r;
         json_object_set_new(hdr, "epk", epk);
         if (a->kind == KM_ECDH_ES)
-            return derive_ecdh(cek, e->key_size, e->name, eph, k->pkey, NULL, 0, NULL, 0, err);
-        r = derive_ecdh(kek, a->kek_size, a->name, eph, k->pkey, NULL, 0, NULL, 0, err);
+            return derive_ecdh(cek, e->key_size, e->name, eph, k->pkey, !k->pkey_checked, NULL, 0,
+                               NULL, 0, err);
+        r = derive_ecdh(kek, a->kek_size, a->name, eph, k->pkey, !k->pkey_checked, NULL, 0, NULL, 0,
+                        err);
         if (r == 0) {
             *ek = xmalloc(e->key_size + 8);
             *ek_size = e->key_size + 8;

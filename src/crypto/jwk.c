@@ -166,13 +166,16 @@ static int fromdata(EVP_PKEY **out, const char *type, OSSL_PARAM_BLD *bld, int s
     return 0;
 }
 
-/* Run OpenSSL's consistency checks on a freshly imported key. */
-static int check_key(EVP_PKEY *key, bool priv, const char *what, cista_error **err)
+/*
+ * Run OpenSSL's consistency checks on a freshly imported key. @quick: the partial public-key
+ * check only (coordinates in range, on the curve, not infinity; see jwk_to_key_partial()).
+ */
+static int check_key(EVP_PKEY *key, bool priv, bool quick, const char *what, cista_error **err)
 {
     _cleanup_pkey_ctx_ EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
     if (!ctx)
         abort();
-    if (EVP_PKEY_public_check(ctx) != 1)
+    if ((quick ? EVP_PKEY_public_check_quick(ctx) : EVP_PKEY_public_check(ctx)) != 1)
         return err_set_ssl(err, -EINVAL,
                            "%s: the public key fails validation (for EC: the point is not on the "
                            "curve or is the point at infinity; an invalid-curve attack or a "
@@ -227,7 +230,7 @@ static int rsa_from_jwk(EVP_PKEY **out, const json_t *jwk, cista_error **err)
             BN_clear_free(bns[i]);
         /* OpenSSL's pairwise check needs the CRT values; with d alone, check the public half. */
         if (r == 0)
-            r = check_key(*out, priv && crt == 5, what, err);
+            r = check_key(*out, priv && crt == 5, false, what, err);
         if (r < 0) {
             EVP_PKEY_free(*out);
             *out = NULL;
@@ -238,7 +241,7 @@ static int rsa_from_jwk(EVP_PKEY **out, const json_t *jwk, cista_error **err)
     return r;
 }
 
-static int ec_from_jwk(EVP_PKEY **out, const json_t *jwk, cista_error **err)
+static int ec_from_jwk(EVP_PKEY **out, const json_t *jwk, bool quick, cista_error **err)
 {
     static const char *const what = "EC JWK";
     const char *crv = NULL;
@@ -277,8 +280,16 @@ static int ec_from_jwk(EVP_PKEY **out, const json_t *jwk, cista_error **err)
             if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, dbn))
                 abort();
         }
-        /* OpenSSL refuses off-curve points here already; say so in our words. */
-        r = fromdata(out, "EC", bld, d.data ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, what, NULL);
+        /* OpenSSL refuses off-curve points here already; say so in our words. The partial path
+         * sets the point on a copy of the curve's parameters key, a quarter of the cost. */
+        EVP_PKEY *params = quick && !d.data ? crypto__curve_params(c) : NULL;
+        if (params) {
+            *out = EVP_PKEY_dup(params);
+            r = *out && EVP_PKEY_set1_encoded_public_key(*out, pub, pub_size) == 1 ? 0 : -EINVAL;
+        } else {
+            r = fromdata(out, "EC", bld, d.data ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, what,
+                         NULL);
+        }
         if (r < 0)
             r = err_set_ssl(
                 err, -EINVAL,
@@ -286,7 +297,7 @@ static int ec_from_jwk(EVP_PKEY **out, const json_t *jwk, cista_error **err)
                 "corrupt key)",
                 what, crv);
         if (r == 0)
-            r = check_key(*out, d.data != NULL, what, err);
+            r = check_key(*out, d.data != NULL, quick && !d.data, what, err);
         if (r < 0) {
             EVP_PKEY_free(*out);
             *out = NULL;
@@ -310,12 +321,25 @@ int jwk_to_key(EVP_PKEY **out, const json_t *jwk, cista_error **err)
     if (strcmp(kty, "RSA") == 0)
         r = rsa_from_jwk(&key, jwk, err);
     else if (strcmp(kty, "EC") == 0)
-        r = ec_from_jwk(&key, jwk, err);
+        r = ec_from_jwk(&key, jwk, false, err);
     else if (strcmp(kty, "oct") == 0)
         return err_set(err, -ENOTSUP,
                        "JWK: \"oct\" is a symmetric key; pass its bytes as jwe_key.secret");
     else
         return err_set(err, -ENOTSUP, "JWK: key type \"%s\" is not supported (RSA, EC)", kty);
+    if (r < 0)
+        return r;
+    *out = key;
+    return 0;
+}
+
+int jwk_to_key_partial(EVP_PKEY **out, const json_t *jwk, cista_error **err)
+{
+    const char *kty = json_string_value(json_object_get(jwk, "kty"));
+    if (!kty || strcmp(kty, "EC") != 0 || json_object_get(jwk, "d"))
+        return jwk_to_key(out, jwk, err);
+    EVP_PKEY *key = NULL;
+    int r = ec_from_jwk(&key, jwk, true, err);
     if (r < 0)
         return r;
     *out = key;

@@ -24,6 +24,7 @@ struct kbs_client {
     char *version;
     EVP_PKEY *key;
     char *token;
+    bool fresh; /* the next request opens a new connection (kbs_client_reset) */
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -94,6 +95,22 @@ void kbs_client_free(kbs_client *c)
     free(c);
 }
 
+void kbs_client_reset(kbs_client *c)
+{
+    EVP_PKEY_free(c->key);
+    c->key = NULL;
+    if (c->token)
+        crypto_free_secret(c->token, strlen(c->token));
+    c->token = NULL;
+    CURL *h = c->curl;
+    curl_easy_setopt(h, CURLOPT_COOKIELIST, "ALL"); /* the session cookie */
+    /* No TLS resumption: a new guest has no ticket. One cached connection: the next one made
+     * (FRESH_CONNECT) closes the previous. The loaded CA store is kept. */
+    curl_easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+    curl_easy_setopt(h, CURLOPT_MAXCONNECTS, 1L);
+    c->fresh = true;
+}
+
 void kbs__client_freep(kbs_client **c)
 {
     kbs_client_free(*c);
@@ -143,6 +160,8 @@ int kbs_client_request(kbs_client *c, long *out_status, uint8_t **out_body, size
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, c->fresh ? 1L : 0L);
+    c->fresh = false;
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
     CURLcode rc = curl_easy_perform(h);

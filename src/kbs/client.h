@@ -40,6 +40,13 @@ int kbs_client_new(kbs_client **out, const kbs_client_opts *opts, cista_error **
     __attribute__((warn_unused_result));
 void kbs_client_free(kbs_client *c);
 void kbs__client_freep(kbs_client **c);
+/*
+ * Start over as a new guest would: drop the token, the key and the session cookie, and make the
+ * next request open a new TCP connection with a full TLS handshake (no session resumption from
+ * then on); the loaded CA store is kept. For load generators and tests that play many guests
+ * with one client.
+ */
+void kbs_client_reset(kbs_client *c);
 #define _cleanup_kbs_client_ __attribute__((cleanup(kbs__client_freep)))
 
 /*

@@ -445,9 +445,9 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         r = err_set(&err, -EPERM, "appraisal: contraindicated: %s", ap.reason);
         goto deny;
     }
-    if ((r = kbs_token_issue(&token, c->sh->sign_key, claims, pol_status_name(ap.status), ap.reason,
-                             a.tee_pubkey, nonce, init_hex, c->sh->cfg->token_lifetime, now,
-                             &err)) < 0) {
+    if ((r = kbs_token_issue_hdr(&token, c->sh->sign_key, c->sh->token_hdr, claims,
+                                 pol_status_name(ap.status), ap.reason, a.tee_pubkey, nonce,
+                                 init_hex, c->sh->cfg->token_lifetime, now, &err)) < 0) {
         fail_kind = "InternalError";
         goto deny;
     }
@@ -521,16 +521,33 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     time_t now = time(NULL);
     _cleanup_free_ char *token = NULL;
     const char *tok = bearer(req->authorization);
-    if (tok) {
-        token = xstrdup(tok);
-    } else {
+    /*
+     * Session binding: the token of an attested in-memory session was signed by this process and
+     * has never left its memory unverified, so it needs no signature check (a bearer token
+     * counts as that token only when it equals it byte for byte, compared in constant time).
+     * Store-backed sessions do not qualify: the database is outside this process, and a token
+     * read from it is verified like any bearer token.
+     */
+    bool held = false;
+    bool memory = c->sh->sessions != NULL;
+    char *sess_token = NULL;
+    if (!tok || memory) {
         char id[KBS_SESSION_ID_LEN + 1];
         kbs_session s;
         memset(&s, 0, sizeof(s));
         if (cookie_session(id, req->cookie) && sess_find(c, &s, id, now) == 0 &&
             s.state == KBS_SESSION_ATTESTED && s.token)
-            token = steal_ptr(&s.token);
+            sess_token = steal_ptr(&s.token);
         kbs_session_clear(&s);
+    }
+    if (tok) {
+        token = xstrdup(tok);
+        size_t n = strlen(tok);
+        held = memory && sess_token && strlen(sess_token) == n && crypto_memeq(sess_token, tok, n);
+        free_secret_str(steal_ptr(&sess_token));
+    } else if (sess_token) {
+        token = steal_ptr(&sess_token);
+        held = memory;
     }
     if (!token) {
         problem(resp, 401, "TokenNotFound",
@@ -540,7 +557,8 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         return false;
     }
     _cleanup_json_ json_t *payload = NULL;
-    int r = kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
+    int r = held ? kbs_token_decode_issued(&payload, token, strlen(token), now, &err)
+                 : kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
     free_secret_str(steal_ptr(&token));
     if (r < 0) {
         problem_err(resp, 401, "TokenVerifierError", err);
@@ -608,10 +626,11 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
     const json_t *jwk = kbs_token_tee_pubkey(payload);
     EVP_PKEY *pk = NULL;
     _cleanup_free_ char *jwe = NULL;
-    r = jwk_to_key(&pk, jwk, &err);
+    /* Validated once at import; ECDH need not repeat the check (a scalar multiplication). */
+    r = jwk_to_key_partial(&pk, jwk, &err);
     if (r == 0) {
         const char *alg = json_string_value(json_object_get(jwk, "alg"));
-        jwe_key k = {.pkey = pk};
+        jwe_key k = {.pkey = pk, .pkey_checked = true};
         if (crypto_key_is_ec(pk))
             k.alg = "ECDH-ES+A256KW";
         else
@@ -1108,6 +1127,7 @@ void kbs__shared_free(kbs_shared *sh)
     if (!sh)
         return;
     EVP_PKEY_free(sh->sign_key);
+    json_decref(sh->token_hdr);
     EVP_PKEY_free(sh->admin_pub);
     free_keys(sh->sim_keys, sh->sim_key_count);
     free_keys(sh->tpm_aks, sh->tpm_ak_count);
@@ -1137,6 +1157,8 @@ int kbs__shared_new(kbs_shared **out, const kbs_config *cfg, cista_error **err)
                     cfg->signing_key_file);
         goto fail;
     }
+    if ((r = kbs_token_header(&sh->token_hdr, sh->sign_key, err)) < 0)
+        goto fail;
     if (cfg->admin_pubkey_file &&
         (r = crypto_key_load_file(&sh->admin_pub, cfg->admin_pubkey_file, false, err)) < 0)
         goto fail;

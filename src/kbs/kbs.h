@@ -233,11 +233,32 @@ int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char 
                     const char *init_data_hex, unsigned lifetime, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
 /*
+ * The protected header kbs_token_issue() signs with @key: {"typ": "JWT", "kid": RFC 7638
+ * thumbprint, "jwk"}. New reference. Constant per key: a server computes it once and passes it
+ * to kbs_token_issue_hdr() (the JWK export and thumbprint cost ~15 us per token otherwise).
+ */
+int kbs_token_header(json_t **out, EVP_PKEY *key, cista_error **err)
+    __attribute__((warn_unused_result));
+/* kbs_token_issue() with @hdr = kbs_token_header(@key) (borrowed). */
+int kbs_token_issue_hdr(char **out, EVP_PKEY *key, const json_t *hdr, const json_t *claims,
+                        const char *status, const char *reason, const json_t *tee_pubkey,
+                        const char *nonce, const char *init_data_hex, unsigned lifetime, time_t now,
+                        cista_error **err) __attribute__((warn_unused_result));
+/*
  * Verify a token issued by kbs_token_issue() with @key: signature, issuer,
  * iat ≤ now + 60 s skew, exp > now. *out is the payload (new reference).
  */
 int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size, time_t now,
                      cista_error **err) __attribute__((warn_unused_result));
+/*
+ * The payload of a token this KBS signed and has held server-side since (the token of an
+ * attested session, or a presented token equal to it byte for byte by constant-time
+ * comparison): issuer and times are checked as by kbs_token_verify(), the signature is not —
+ * it is our own, over bytes that never came back from the client. Never call it on a token a
+ * client presented unless it was compared with the held copy. *out new reference.
+ */
+int kbs_token_decode_issued(json_t **out, const char *token, size_t size, time_t now,
+                            cista_error **err) __attribute__((warn_unused_result));
 /*
  * The document release policies evaluate, built from a verified token
  * payload: the annotated evidence claims, plus "appraisal": {"status",

@@ -59,6 +59,7 @@ typedef struct {
 typedef struct {
     const kbs_config *cfg;
     EVP_PKEY *sign_key;
+    json_t *token_hdr;   /* kbs_token_header(sign_key), computed once */
     EVP_PKEY *admin_pub; /* NULL: every admin call is refused */
     EVP_PKEY **sim_keys;
     size_t sim_key_count;

@@ -1,9 +1,21 @@
 /*
  * server.c - the KBS HTTP(S) server (see kbs.h): libevent's evhttp with
- * bufferevent_openssl for TLS 1.3 / 1.2, one worker thread per core, each
- * with its own event base and evhttp, all accepting on one shared listening
- * socket (each worker holds a dup of it). Handlers run to completion on the
- * worker's thread with the worker's own store connection.
+ * bufferevent_openssl for TLS 1.3 / 1.2. Two kinds of threads:
+ *
+ * - I/O workers, one per core, each with its own event base and evhttp, all
+ *   accepting on one shared listening socket (each holds a dup of it). They
+ *   do the network side only: accept, TLS handshakes and records, HTTP
+ *   parsing, sending replies.
+ * - Request handlers, one per core, each with its own store connection,
+ *   taking parsed requests from ONE shared FIFO queue and running
+ *   kbs_handle() (evidence verification, JWE, tokens, store reads).
+ *
+ * The split keeps the CPU-heavy work (a P-384 verify is ~0.5 ms) off the
+ * event loops and balances it: a connection stays on the I/O worker that
+ * accepted it, and with handlers inline one worker could own most busy
+ * keep-alive connections while another idled, and every request queued
+ * behind the verifies of its own worker (head-of-line blocking). Now any
+ * idle handler takes the oldest request of any connection.
  *
  * Limits against hostile or slow clients: body size (KBS_MAX_BODY), header
  * size (16 KiB), a read/write timeout (config "timeout"), only GET, POST,
@@ -53,6 +65,16 @@
 
 typedef struct worker worker;
 
+typedef struct pending pending;
+
+/* A request handler thread with its own handler context (store connection). */
+typedef struct {
+    kbs_server *s;
+    pthread_t th;
+    kbs_ctx *ctx;
+    bool started;
+} handler;
+
 struct kbs_server {
     const kbs_config *cfg;
     kbs_shared *sh;
@@ -63,9 +85,14 @@ struct kbs_server {
     worker *workers;
     int stop_pipe[2];
     kbs_committer *committer;
+    /* the request queue shared by all I/O workers and handlers (FIFO) */
+    unsigned nhandlers;
+    handler *handlers;
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    bool q_init, q_stop;
+    pending *q_head, **q_tail;
 };
-
-typedef struct pending pending;
 
 struct worker {
     kbs_server *s;
@@ -74,19 +101,27 @@ struct worker {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct event *stop_ev;
-    kbs_ctx *ctx;
     bool started;
-    /* replies whose audit entries are durable, waiting to be sent by this worker */
+    /* finished replies (audit entries durable), waiting to be sent by this worker */
     pthread_mutex_t done_mu;
     bool done_mu_init;
     pending *done_head;
     struct event *done_ev;
 };
 
+/*
+ * One request from its parse on the I/O worker to its reply there. The handler thread reads
+ * only what this struct owns, except the body, which lives in @hreq's input buffer: evhttp frees
+ * that only with @hreq, and a connection that fails meanwhile just detaches @hreq (libevent
+ * frees it when the reply is sent), so the body stays valid until send_reply().
+ */
 struct pending {
     kbs_commit_job job; /* first: the committer hands back &job */
     worker *w;
     struct evhttp_request *hreq;
+    kbs_request req;
+    char *path, *query, *cookie, *authorization; /* owned copies (authorization: a secret) */
+    char peer[80];
     kbs_response resp;
     pending *next;
 };
@@ -188,6 +223,13 @@ static int make_ssl(kbs_server *s, cista_error **err)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+    /* Key exchange: X25519 first (the cheapest; what OpenSSL, rustls and Go clients offer first),
+     * then the NIST curves; no finite-field groups or X448 (several times the CPU per handshake).
+     */
+    if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384:P-521") != 1) {
+        SSL_CTX_free(ctx);
+        return err_set_ssl(err, -EINVAL, "TLS: cannot set the key exchange groups");
+    }
     /* Resumption: one stateless TLS 1.3 ticket per full handshake (the default is two), a
      * bounded server-side cache for TLS 1.2 session ids. */
     SSL_CTX_set_num_tickets(ctx, 1);
@@ -252,7 +294,9 @@ static const char *reason_phrase(int st)
 
 static void send_reply(struct evhttp_request *hreq, kbs_response *rp);
 static void on_committed(kbs_commit_job *j, void *arg);
+static void queue_push(kbs_server *s, pending *p);
 
+/* I/O worker: parse and check the request line, then queue it for a handler. */
 static void on_request(struct evhttp_request *hreq, void *arg)
 {
     worker *w = arg;
@@ -287,54 +331,43 @@ static void on_request(struct evhttp_request *hreq, void *arg)
         evhttp_send_error(hreq, 400, "Bad Request");
         return;
     }
+    pending *p = xzalloc(sizeof(*p));
+    p->w = w;
+    p->hreq = hreq;
+    p->path = path;
     struct evkeyvalq *in = evhttp_request_get_input_headers(hreq);
     struct evbuffer *ib = evhttp_request_get_input_buffer(hreq);
     size_t blen = evbuffer_get_length(ib);
     const uint8_t *body = blen ? evbuffer_pullup(ib, (ev_ssize_t)blen) : (const uint8_t *)"";
-    char peer[80] = "";
     struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
     if (conn) {
         const char *addr = NULL;
         ev_uint16_t port = 0;
         evhttp_connection_get_peer(conn, (char **)&addr, &port);
-        snprintf(peer, sizeof(peer), "%s:%u", addr ? addr : "?", port);
+        snprintf(p->peer, sizeof(p->peer), "%s:%u", addr ? addr : "?", port);
     }
-    kbs_request req = {
+    const char *q = uri ? evhttp_uri_get_query(uri) : NULL, *ck = evhttp_find_header(in, "Cookie"),
+               *au = evhttp_find_header(in, "Authorization");
+    p->query = q ? xstrdup(q) : NULL;
+    p->cookie = ck ? xstrdup(ck) : NULL;
+    p->authorization = au ? xstrdup(au) : NULL;
+    p->req = (kbs_request){
         .method = method,
-        .path = path,
-        .query = uri ? evhttp_uri_get_query(uri) : NULL,
-        .cookie = evhttp_find_header(in, "Cookie"),
-        .authorization = evhttp_find_header(in, "Authorization"),
+        .path = p->path,
+        .query = p->query,
+        .cookie = p->cookie,
+        .authorization = p->authorization,
         .body = body,
         .body_size = blen,
-        .peer = peer,
+        .peer = p->peer,
         .tls = w->s->ssl != NULL,
     };
-    kbs_response resp;
-    memset(&resp, 0, sizeof(resp));
-    kbs_handle(w->ctx, &req, &resp);
-    free(path);
-    if (w->ctx->audit_job.count > 0) {
-        /* Reply once the audit entries are durable (group commit). */
-        pending *p = xzalloc(sizeof(*p));
-        p->job = w->ctx->audit_job;
-        memset(&w->ctx->audit_job, 0, sizeof(w->ctx->audit_job));
-        p->job.done = on_committed;
-        p->job.arg = p;
-        p->w = w;
-        p->hreq = hreq;
-        p->resp = resp;
-        kbs__committer_submit(w->s->committer, &p->job);
-        return;
-    }
-    send_reply(hreq, &resp);
+    queue_push(w->s, p);
 }
 
-/* Writer thread: the job's batch is durable (or failed); hand it to its worker. */
-static void on_committed(kbs_commit_job *j, void *arg)
+/* Hand a finished request back to its I/O worker. Any thread. */
+static void worker_done_push(pending *p)
 {
-    (void)j;
-    pending *p = arg;
     worker *w = p->w;
     pthread_mutex_lock(&w->done_mu);
     p->next = w->done_head;
@@ -343,10 +376,70 @@ static void on_committed(kbs_commit_job *j, void *arg)
     event_active(w->done_ev, EV_READ, 0);
 }
 
+/* Handler thread: run one request; the reply waits for its audit entries (group commit). */
+static void handle_one(handler *h, pending *p)
+{
+    memset(&p->resp, 0, sizeof(p->resp));
+    kbs_handle(h->ctx, &p->req, &p->resp);
+    if (h->ctx->audit_job.count > 0) {
+        p->job = h->ctx->audit_job;
+        memset(&h->ctx->audit_job, 0, sizeof(h->ctx->audit_job));
+        p->job.done = on_committed;
+        p->job.arg = p;
+        kbs__committer_submit(h->s->committer, &p->job);
+        return;
+    }
+    worker_done_push(p);
+}
+
+static void queue_push(kbs_server *s, pending *p)
+{
+    p->next = NULL;
+    pthread_mutex_lock(&s->q_mu);
+    *s->q_tail = p;
+    s->q_tail = &p->next;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+}
+
+static void *handler_main(void *arg)
+{
+    handler *h = arg;
+    kbs_server *s = h->s;
+    pthread_mutex_lock(&s->q_mu);
+    for (;;) {
+        while (!s->q_head && !s->q_stop)
+            pthread_cond_wait(&s->q_cv, &s->q_mu);
+        if (s->q_stop)
+            break;
+        pending *p = s->q_head;
+        s->q_head = p->next;
+        if (!s->q_head)
+            s->q_tail = &s->q_head;
+        pthread_mutex_unlock(&s->q_mu);
+        handle_one(h, p);
+        pthread_mutex_lock(&s->q_mu);
+    }
+    pthread_mutex_unlock(&s->q_mu);
+    return NULL;
+}
+
+/* Writer thread: the job's batch is durable (or failed); hand it to its worker. */
+static void on_committed(kbs_commit_job *j, void *arg)
+{
+    (void)j;
+    worker_done_push(arg);
+}
+
 static void free_pending(pending *p)
 {
     kbs__commit_job_clear(&p->job);
     kbs_response_clear(&p->resp);
+    free(p->path);
+    free(p->query);
+    free(p->cookie);
+    if (p->authorization)
+        crypto_free_secret(p->authorization, strlen(p->authorization));
     free(p);
 }
 
@@ -423,10 +516,6 @@ static int worker_setup(worker *w, kbs_server *s, cista_error **err)
     w->s = s;
     pthread_mutex_init(&w->done_mu, NULL);
     w->done_mu_init = true;
-    int r = kbs__ctx_new(&w->ctx, s->sh, false, err);
-    if (r < 0)
-        return r;
-    w->ctx->defer_audit = true;
     w->base = event_base_new();
     w->http = w->base ? evhttp_new(w->base) : NULL;
     if (!w->http)
@@ -472,7 +561,28 @@ static void worker_teardown(worker *w)
         evhttp_free(w->http);
     if (w->base)
         event_base_free(w->base);
-    kbs_ctx_free(w->ctx);
+}
+
+/* Stop the handlers (each finishes its current request) and drop requests never started. */
+static void handlers_stop(kbs_server *s)
+{
+    if (!s->q_init)
+        return;
+    pthread_mutex_lock(&s->q_mu);
+    s->q_stop = true;
+    pthread_cond_broadcast(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    for (unsigned i = 0; i < s->nhandlers; i++) {
+        if (s->handlers[i].started)
+            pthread_join(s->handlers[i].th, NULL);
+        s->handlers[i].started = false;
+    }
+    for (pending *p = s->q_head, *next; p; p = next) {
+        next = p->next;
+        free_pending(p);
+    }
+    s->q_head = NULL;
+    s->q_tail = &s->q_head;
 }
 
 int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
@@ -510,6 +620,18 @@ int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
     for (unsigned i = 0; i < s->nworkers; i++)
         if ((r = worker_setup(&s->workers[i], s, err)) < 0)
             goto fail;
+    pthread_mutex_init(&s->q_mu, NULL);
+    pthread_cond_init(&s->q_cv, NULL);
+    s->q_tail = &s->q_head;
+    s->q_init = true;
+    s->nhandlers = s->nworkers;
+    s->handlers = xzalloc(s->nhandlers * sizeof(handler));
+    for (unsigned i = 0; i < s->nhandlers; i++) {
+        s->handlers[i].s = s;
+        if ((r = kbs__ctx_new(&s->handlers[i].ctx, s->sh, false, err)) < 0)
+            goto fail;
+        s->handlers[i].ctx->defer_audit = true;
+    }
     *out = s;
     return 0;
 fail:
@@ -519,14 +641,23 @@ fail:
 
 int kbs_server_run(kbs_server *s, cista_error **err)
 {
-    log_info("KBS listening on %s (%s, %u workers, store %s)", s->addr,
-             s->ssl ? "TLS" : "plain HTTP", s->nworkers, s->cfg->store);
+    log_info("KBS listening on %s (%s, %u I/O workers, %u request handlers, store %s)", s->addr,
+             s->ssl ? "TLS" : "plain HTTP", s->nworkers, s->nhandlers, s->cfg->store);
+    for (unsigned i = 0; i < s->nhandlers; i++) {
+        int rc = pthread_create(&s->handlers[i].th, NULL, handler_main, &s->handlers[i]);
+        if (rc != 0) {
+            handlers_stop(s);
+            return err_set(err, -rc, "cannot start request handler thread %u", i);
+        }
+        s->handlers[i].started = true;
+    }
     for (unsigned i = 0; i < s->nworkers; i++) {
         int rc = pthread_create(&s->workers[i].th, NULL, worker_main, &s->workers[i]);
         if (rc != 0) {
             kbs_server_stop(s);
             for (unsigned j = 0; j < i; j++)
                 pthread_join(s->workers[j].th, NULL);
+            handlers_stop(s);
             return err_set(err, -rc, "cannot start worker thread %u", i);
         }
         s->workers[i].started = true;
@@ -535,6 +666,7 @@ int kbs_server_run(kbs_server *s, cista_error **err)
         pthread_join(s->workers[i].th, NULL);
         s->workers[i].started = false;
     }
+    handlers_stop(s);
     log_info("KBS stopped");
     return 0;
 }
@@ -557,8 +689,17 @@ void kbs_server_free(kbs_server *s)
 {
     if (!s)
         return;
-    /* First commit what is queued (its callbacks still reach the workers' queues). */
+    /* Handlers first (they submit to the committer), then commit what is queued (its callbacks
+     * still reach the workers' queues), then the workers. */
+    handlers_stop(s);
     kbs__committer_free(s->committer);
+    for (unsigned i = 0; s->handlers && i < s->nhandlers; i++)
+        kbs_ctx_free(s->handlers[i].ctx);
+    free(s->handlers);
+    if (s->q_init) {
+        pthread_mutex_destroy(&s->q_mu);
+        pthread_cond_destroy(&s->q_cv);
+    }
     for (unsigned i = 0; s->workers && i < s->nworkers; i++)
         worker_teardown(&s->workers[i]);
     free(s->workers);

@@ -3,9 +3,13 @@
  *
  * Open hashing over a fixed bucket array sized from the bound, one mutex.
  * An idle (challenged) session costs one kbs_session plus a next pointer;
- * the attestation token is only held once the session is attested. When
- * the table is full, expired sessions are swept before a new one is
- * refused, so a flood of /auth calls cannot grow memory past the bound.
+ * the attestation token is only held once the session is attested. Every
+ * add also drops the expired entries of the next few buckets (a cursor
+ * walks the table), so under a steady rate of attestations expired
+ * sessions, and the tokens they hold, go within about one lifetime instead
+ * of piling up until the table is full; when it is full anyway, all
+ * expired sessions are swept before a new one is refused, so a flood of
+ * /auth calls cannot grow memory past the bound.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,7 +32,11 @@ struct kbs_sessions {
     size_t nbuckets;
     size_t count;
     size_t max;
+    size_t cursor; /* next bucket sweep_some() looks at */
 };
+
+/* Buckets sweep_some() checks per add: the table (max buckets) is walked once per max / 4 adds. */
+#define SWEEP_PER_ADD 4
 
 size_t kbs_sessions_idle_bytes(void)
 {
@@ -84,20 +92,33 @@ void kbs_sessions_free(kbs_sessions *t)
     free(t);
 }
 
+/* Caller holds the lock. Drop the expired entries of bucket @i. */
+static void sweep_bucket(kbs_sessions *t, size_t i, time_t now)
+{
+    entry **pp = &t->buckets[i];
+    while (*pp) {
+        entry *e = *pp;
+        if (e->s.expires <= now) {
+            *pp = e->next;
+            entry_free(e);
+            t->count--;
+        } else {
+            pp = &e->next;
+        }
+    }
+}
+
 static void sweep(kbs_sessions *t, time_t now)
 {
-    for (size_t i = 0; i < t->nbuckets; i++) {
-        entry **pp = &t->buckets[i];
-        while (*pp) {
-            entry *e = *pp;
-            if (e->s.expires <= now) {
-                *pp = e->next;
-                entry_free(e);
-                t->count--;
-            } else {
-                pp = &e->next;
-            }
-        }
+    for (size_t i = 0; i < t->nbuckets; i++)
+        sweep_bucket(t, i, now);
+}
+
+static void sweep_some(kbs_sessions *t, time_t now)
+{
+    for (size_t k = 0; k < SWEEP_PER_ADD; k++) {
+        sweep_bucket(t, t->cursor, now);
+        t->cursor = (t->cursor + 1) % t->nbuckets;
     }
 }
 
@@ -118,6 +139,7 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     if (strlen(s->id) != KBS_SESSION_ID_LEN)
         return err_set(err, -EINVAL, "session id must be %d characters", KBS_SESSION_ID_LEN);
     pthread_mutex_lock(&t->lock);
+    sweep_some(t, now);
     if (t->count >= t->max)
         sweep(t, now);
     if (t->count >= t->max) {

@@ -5,7 +5,10 @@
  * synchronous=FULL makes every commit durable before it returns (the WAL is
  * fsynced at each commit), so an acknowledged write survives kill -9 and
  * power loss. busy_timeout lets several threads and processes share the
- * file. Every statement is prepared with bound parameters.
+ * file. Every statement is prepared with bound parameters, once per
+ * connection: prep() keeps it (SQLITE_PREPARE_PERSISTENT) and the cleanup
+ * at the end of its scope only resets it, so the hot paths (resource reads,
+ * audit batches) do not re-parse SQL on every call.
  */
 #include <errno.h>
 #include <sqlite3.h>
@@ -17,8 +20,16 @@
 #include "util/json.h"
 #include "util/util.h"
 
+/* Prepared statements of one connection, keyed by their SQL text (string literals). */
+#define SQ_STMT_MAX 32
+
 struct kbs_backend {
     sqlite3 *db;
+    size_t nstmts;
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } stmts[SQ_STMT_MAX];
 };
 
 static const char *const g_schema =
@@ -63,6 +74,8 @@ static void sq_close(kbs_backend *b)
 {
     if (!b)
         return;
+    for (size_t i = 0; i < b->nstmts; i++)
+        sqlite3_finalize(b->stmts[i].st);
     sqlite3_close_v2(b->db);
     free(b);
 }
@@ -96,19 +109,59 @@ static int sq_open(kbs_backend **out, const kbs_store_opts *o, cista_error **err
     return 0;
 }
 
-static int prep(sqlite3 *db, sqlite3_stmt **st, const char *sql, cista_error **err)
+/*
+ * The connection's statement for @sql (a string literal: looked up by address first), prepared
+ * on first use. The caller must not hold the same statement twice at once (no call site nests
+ * one); _cleanup_stmt_ resets it and clears its bindings when the caller's scope ends, which
+ * also ends the statement's read transaction.
+ */
+static int prep(kbs_backend *b, sqlite3_stmt **st, const char *sql, cista_error **err)
 {
-    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    for (size_t i = 0; i < b->nstmts; i++) {
+        if (b->stmts[i].sql == sql || !strcmp(b->stmts[i].sql, sql)) {
+            *st = b->stmts[i].st;
+            return 0;
+        }
+    }
+    if (b->nstmts == SQ_STMT_MAX)
+        abort(); /* more distinct statements than this file has: raise SQ_STMT_MAX */
+    int rc = sqlite3_prepare_v3(b->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
     if (rc != SQLITE_OK)
-        return db_err(db, rc, err, "prepare");
+        return db_err(b->db, rc, err, "prepare");
+    b->stmts[b->nstmts].sql = sql;
+    b->stmts[b->nstmts++].st = *st;
     return 0;
 }
 
-static void st_finalize(sqlite3_stmt **st)
+static void st_release(sqlite3_stmt **st)
 {
-    sqlite3_finalize(*st);
+    if (*st) {
+        sqlite3_reset(*st);
+        sqlite3_clear_bindings(*st);
+    }
 }
-#define _cleanup_stmt_ __attribute__((cleanup(st_finalize)))
+#define _cleanup_stmt_ __attribute__((cleanup(st_release)))
+
+/* One statement without results (BEGIN, COMMIT, ROLLBACK) through the cache. */
+static int run(kbs_backend *b, const char *sql, cista_error **err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = prep(b, &st, sql, err);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return db_err(b->db, rc, err, sql);
+    return 0;
+}
+
+/* After a failed step inside BEGIN ... COMMIT (the error is already reported). */
+static void rollback(kbs_backend *b)
+{
+    cista_error *e = NULL;
+    if (run(b, "ROLLBACK", &e) < 0)
+        err_free(e);
+}
 
 static int step_done(sqlite3 *db, sqlite3_stmt *st, cista_error **err, const char *what)
 {
@@ -122,7 +175,7 @@ static int sq_kv_put(kbs_backend *b, const char *ns, const char *key, const void
                      cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st,
+    int r = prep(b, &st,
                  "INSERT INTO kv (ns, key, value) VALUES (?1, ?2, ?3)"
                  " ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value",
                  err);
@@ -138,7 +191,7 @@ static int sq_kv_get(kbs_backend *b, uint8_t **out, size_t *out_size, const char
                      const char *key, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st, "SELECT value FROM kv WHERE ns = ?1 AND key = ?2", err);
+    int r = prep(b, &st, "SELECT value FROM kv WHERE ns = ?1 AND key = ?2", err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
@@ -162,7 +215,7 @@ static int sq_kv_get(kbs_backend *b, uint8_t **out, size_t *out_size, const char
 static int sq_kv_delete(kbs_backend *b, const char *ns, const char *key, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st, "DELETE FROM kv WHERE ns = ?1 AND key = ?2", err);
+    int r = prep(b, &st, "DELETE FROM kv WHERE ns = ?1 AND key = ?2", err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
@@ -177,7 +230,7 @@ static int sq_kv_delete(kbs_backend *b, const char *ns, const char *key, cista_e
 static int sq_kv_list(kbs_backend *b, json_t **out, const char *ns, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st, "SELECT key FROM kv WHERE ns = ?1 ORDER BY key", err);
+    int r = prep(b, &st, "SELECT key FROM kv WHERE ns = ?1 ORDER BY key", err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
@@ -194,14 +247,14 @@ static int sq_kv_list(kbs_backend *b, json_t **out, const char *ns, cista_error 
 static int sq_use_jti(kbs_backend *b, const char *jti, time_t exp, time_t now, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *del = NULL;
-    int r = prep(b->db, &del, "DELETE FROM jti WHERE exp < ?1", err);
+    int r = prep(b, &del, "DELETE FROM jti WHERE exp < ?1", err);
     if (r < 0)
         return r;
     sqlite3_bind_int64(del, 1, (sqlite3_int64)now - 600);
     if ((r = step_done(b->db, del, err, "prune jti")) < 0)
         return r;
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    if ((r = prep(b->db, &st, "INSERT INTO jti (jti, exp) VALUES (?1, ?2)", err)) < 0)
+    if ((r = prep(b, &st, "INSERT INTO jti (jti, exp) VALUES (?1, ?2)", err)) < 0)
         return r;
     sqlite3_bind_text(st, 1, jti, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)exp);
@@ -216,14 +269,14 @@ static int sq_use_jti(kbs_backend *b, const char *jti, time_t exp, time_t now, c
 static int sq_sess_add(kbs_backend *b, const kbs_session *s, time_t now, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *del = NULL;
-    int r = prep(b->db, &del, "DELETE FROM sessions WHERE expires < ?1", err);
+    int r = prep(b, &del, "DELETE FROM sessions WHERE expires < ?1", err);
     if (r < 0)
         return r;
     sqlite3_bind_int64(del, 1, (sqlite3_int64)now);
     if ((r = step_done(b->db, del, err, "prune sessions")) < 0)
         return r;
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    r = prep(b->db, &st,
+    r = prep(b, &st,
              "INSERT INTO sessions (id, nonce, tee, proto, hash, state, expires)"
              " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
              err);
@@ -244,8 +297,8 @@ static int sq_sess_find(kbs_backend *b, kbs_session *out, const char *id, time_t
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     int r = prep(
-        b->db, &st,
-        "SELECT nonce, tee, proto, hash, state, expires, token FROM sessions WHERE id = ?1", err);
+        b, &st, "SELECT nonce, tee, proto, hash, state, expires, token FROM sessions WHERE id = ?1",
+        err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -275,7 +328,7 @@ static int sq_sess_find(kbs_backend *b, kbs_session *out, const char *id, time_t
 static int sq_sess_consume(kbs_backend *b, const char *id, time_t now, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st,
+    int r = prep(b, &st,
                  "UPDATE sessions SET state = 1 WHERE id = ?1 AND state = 0 AND expires > ?2", err);
     if (r < 0)
         return r;
@@ -292,8 +345,8 @@ static int sq_sess_set_token(kbs_backend *b, const char *id, const char *token, 
                              cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st,
-                 "UPDATE sessions SET state = 2, token = ?2, expires = ?3 WHERE id = ?1", err);
+    int r =
+        prep(b, &st, "UPDATE sessions SET state = 2, token = ?2, expires = ?3 WHERE id = ?1", err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -305,13 +358,13 @@ static int sq_sess_set_token(kbs_backend *b, const char *id, const char *token, 
 static int sq_audit_append(kbs_backend *b, const char *const *bodies, const time_t *times,
                            size_t count, cista_error **err)
 {
-    int r = exec(b->db, "BEGIN IMMEDIATE", err);
+    int r = run(b, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
     char prev[65] = "";
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        if ((r = prep(b->db, &st, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", err)) < 0)
+        if ((r = prep(b, &st, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", err)) < 0)
             goto fail;
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
@@ -323,9 +376,8 @@ static int sq_audit_append(kbs_backend *b, const char *const *bodies, const time
     }
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        if ((r = prep(b->db, &st,
-                      "INSERT INTO audit (time, body, prev, hash) VALUES (?1, ?2, ?3, ?4)", err)) <
-            0)
+        if ((r = prep(b, &st, "INSERT INTO audit (time, body, prev, hash) VALUES (?1, ?2, ?3, ?4)",
+                      err)) < 0)
             goto fail;
         for (size_t i = 0; i < count; i++) {
             char hash[65];
@@ -340,11 +392,11 @@ static int sq_audit_append(kbs_backend *b, const char *const *bodies, const time
             memcpy(prev, hash, sizeof(hash));
         }
     }
-    if ((r = exec(b->db, "COMMIT", err)) < 0)
+    if ((r = run(b, "COMMIT", err)) < 0)
         goto fail;
     return 0;
 fail:
-    sqlite3_exec(b->db, "ROLLBACK", NULL, NULL, NULL);
+    rollback(b);
     return r;
 }
 
@@ -352,7 +404,7 @@ static int sq_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
                          cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st,
+    int r = prep(b, &st,
                  "SELECT id, time, body, prev, hash FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
                  err);
     if (r < 0)
@@ -378,7 +430,7 @@ static int sq_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
 static int sq_counter_get(kbs_backend *b, kbs_counter *out, const char *path, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st, "SELECT generation, root, updated FROM counters WHERE path = ?1", err);
+    int r = prep(b, &st, "SELECT generation, root, updated FROM counters WHERE path = ?1", err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
@@ -399,7 +451,7 @@ static int sq_counter_get(kbs_backend *b, kbs_counter *out, const char *path, ci
 static int sq_counter_cas(kbs_backend *b, kbs_counter *out_cur, const char *path, int64_t expected,
                           int64_t gen, const char *root_hex, int64_t now, cista_error **err)
 {
-    int r = exec(b->db, "BEGIN IMMEDIATE", err);
+    int r = run(b, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
     cista_error *e2 = NULL;
@@ -422,7 +474,7 @@ static int sq_counter_cas(kbs_backend *b, kbs_counter *out_cur, const char *path
     }
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        if ((r = prep(b->db, &st,
+        if ((r = prep(b, &st,
                       "INSERT INTO counters (path, generation, root, updated) VALUES (?1, ?2, ?3, "
                       "?4) ON CONFLICT (path) DO UPDATE SET generation = excluded.generation, root "
                       "= excluded.root, updated = excluded.updated",
@@ -435,11 +487,11 @@ static int sq_counter_cas(kbs_backend *b, kbs_counter *out_cur, const char *path
         if ((r = step_done(b->db, st, err, "counter advance")) < 0)
             goto fail;
     }
-    if ((r = exec(b->db, "COMMIT", err)) < 0)
+    if ((r = run(b, "COMMIT", err)) < 0)
         goto fail;
     return 0;
 fail:
-    sqlite3_exec(b->db, "ROLLBACK", NULL, NULL, NULL);
+    rollback(b);
     return r;
 }
 
@@ -447,7 +499,7 @@ static int sq_counter_set(kbs_backend *b, const char *path, int64_t gen, const c
                           int64_t now, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st,
+    int r = prep(b, &st,
                  "INSERT INTO counters (path, generation, root, updated) VALUES (?1, ?2, ?3, ?4)"
                  " ON CONFLICT (path) DO UPDATE SET generation = excluded.generation,"
                  " root = excluded.root, updated = excluded.updated",
@@ -464,7 +516,7 @@ static int sq_counter_set(kbs_backend *b, const char *path, int64_t gen, const c
 static int sq_counter_delete(kbs_backend *b, const char *path, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = prep(b->db, &st, "DELETE FROM counters WHERE path = ?1", err);
+    int r = prep(b, &st, "DELETE FROM counters WHERE path = ?1", err);
     if (r < 0)
         return r;
     sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);

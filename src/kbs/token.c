@@ -2,7 +2,8 @@
  * token.c - attestation tokens (EAR-shaped JWTs, ES256) and admin bearer
  * tokens (see kbs.h). Both are verified with jws_verify() against one
  * configured key: a token's own "jwk" header is informational only and is
- * never used to verify it.
+ * never used to verify it. The one exception is kbs_token_decode_issued():
+ * the token an in-memory session holds, which this process signed and kept.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -29,9 +30,35 @@ static char *random_id(void)
     return b64url_encode(b, sizeof(b));
 }
 
+int kbs_token_header(json_t **out, EVP_PKEY *key, cista_error **err)
+{
+    _cleanup_json_ json_t *jwk = NULL;
+    int r = jwk_from_key(&jwk, key, false, err);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *kid = NULL;
+    if ((r = jwk_thumbprint(&kid, jwk, err)) < 0)
+        return r;
+    *out = json_pack("{s:s,s:s,s:O}", "typ", "JWT", "kid", kid, "jwk", jwk);
+    return 0;
+}
+
 int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char *status,
                     const char *reason, const json_t *tee_pubkey, const char *nonce,
                     const char *init_data_hex, unsigned lifetime, time_t now, cista_error **err)
+{
+    _cleanup_json_ json_t *hdr = NULL;
+    int r = kbs_token_header(&hdr, key, err);
+    if (r < 0)
+        return r;
+    return kbs_token_issue_hdr(out, key, hdr, claims, status, reason, tee_pubkey, nonce,
+                               init_data_hex, lifetime, now, err);
+}
+
+int kbs_token_issue_hdr(char **out, EVP_PKEY *key, const json_t *hdr, const json_t *claims,
+                        const char *status, const char *reason, const json_t *tee_pubkey,
+                        const char *nonce, const char *init_data_hex, unsigned lifetime, time_t now,
+                        cista_error **err)
 {
     _cleanup_json_ json_t *ev = json_deep_copy(claims);
     if (!json_is_object(ev))
@@ -52,14 +79,6 @@ int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char 
                   (json_int_t)now, "exp", (json_int_t)(now + lifetime), "jti", jti, "eat_profile",
                   KBS_EAR_PROFILE, "ear.verifier-id", "developer", "cista", "build", "cista-kbs",
                   "submods", "cpu0", cpu0);
-    _cleanup_json_ json_t *jwk = NULL;
-    int r = jwk_from_key(&jwk, key, false, err);
-    if (r < 0)
-        return r;
-    _cleanup_free_ char *kid = NULL;
-    if ((r = jwk_thumbprint(&kid, jwk, err)) < 0)
-        return r;
-    _cleanup_json_ json_t *hdr = json_pack("{s:s,s:s,s:O}", "typ", "JWT", "kid", kid, "jwk", jwk);
     _cleanup_free_ char *text = js_dump_compact(payload);
     return jws_sign(out, hdr, text, strlen(text), key, err);
 }
@@ -82,6 +101,24 @@ static int check_times(const json_t *p, time_t now, json_int_t *iat_out, json_in
     return 0;
 }
 
+/* Issuer and times of a token payload whose origin the caller established. */
+static int check_payload(json_t **out, const uint8_t *payload, size_t psize, time_t now,
+                         cista_error **err)
+{
+    _cleanup_json_ json_t *p = NULL;
+    int r;
+    if ((r = js_parse_object(&p, payload, psize, JWS_MAX_SIZE, "attestation token", err)) < 0)
+        return r;
+    const char *iss = json_string_value(json_object_get(p, "iss"));
+    if (!iss || strcmp(iss, KBS_TOKEN_ISSUER) != 0)
+        return err_set(err, -EKEYREJECTED, "attestation token: issuer is not %s", KBS_TOKEN_ISSUER);
+    json_int_t iat, exp;
+    if ((r = check_times(p, now, &iat, &exp, "attestation token", err)) < 0)
+        return r;
+    *out = steal_ptr(&p);
+    return 0;
+}
+
 int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size, time_t now,
                      cista_error **err)
 {
@@ -93,17 +130,23 @@ int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size
                                        "attestation token: signature does not verify with this "
                                        "KBS's key")
                              : err_wrap(err, "attestation token");
-    _cleanup_json_ json_t *p = NULL;
-    if ((r = js_parse_object(&p, payload, psize, JWS_MAX_SIZE, "attestation token", err)) < 0)
-        return r;
-    const char *iss = json_string_value(json_object_get(p, "iss"));
-    if (!iss || strcmp(iss, KBS_TOKEN_ISSUER) != 0)
-        return err_set(err, -EKEYREJECTED, "attestation token: issuer is not %s", KBS_TOKEN_ISSUER);
-    json_int_t iat, exp;
-    if ((r = check_times(p, now, &iat, &exp, "attestation token", err)) < 0)
-        return r;
-    *out = steal_ptr(&p);
-    return 0;
+    r = check_payload(out, payload, psize, now, err);
+    crypto_cleanse(payload, psize);
+    return r;
+}
+
+int kbs_token_decode_issued(json_t **out, const char *token, size_t size, time_t now,
+                            cista_error **err)
+{
+    _cleanup_free_ uint8_t *payload = NULL;
+    size_t psize = 0;
+    /* No signature check: the caller holds these exact bytes server-side since it signed them. */
+    int r = jws_peek_payload(&payload, &psize, token, size, err);
+    if (r < 0)
+        return err_wrap(err, "attestation token");
+    r = check_payload(out, payload, psize, now, err);
+    crypto_cleanse(payload, psize);
+    return r;
 }
 
 static const json_t *annotated(const json_t *payload)

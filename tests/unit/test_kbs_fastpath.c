@@ -1,0 +1,743 @@
+/*
+ * test_kbs_fastpath.c - the KBS's per-round-trip shortcuts, each against the
+ * slow path it replaces: partial EC public-key validation on import
+ * (jwk_to_key_partial, differential against jwk_to_key), EC key generation
+ * from a shared per-curve parameters key, ECDH without
+ * re-validating a validated peer, the sim platform-id cache, the token
+ * header computed once, session-bound tokens (no signature check only for
+ * the exact token an in-memory session holds), the session table's
+ * incremental sweep of expired sessions, prepared statements kept per
+ * SQLite connection (no read transaction left open), and the server's shared
+ * request-handler pool under concurrent RCAR clients.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/core_names.h>
+#include <openssl/x509.h>
+#include <sqlite3.h>
+
+#include "crypto/crypto.h"
+#include "crypto/jose.h"
+#include "crypto/jws.h"
+#include "evidence/ev.h"
+#include "kbs/client.h"
+#include "kbs/kbs.h"
+#include "kbs/kbs_int.h"
+#include "kbs/store.h"
+#include "util/codec.h"
+#include "util/json.h"
+#include "util/util.h"
+
+static char g_tmp[64];
+
+static int setup_tmp(void **state)
+{
+    (void)state;
+    snprintf(g_tmp, sizeof(g_tmp), "/tmp/test_kbs_fast.XXXXXX");
+    return mkdtemp(g_tmp) ? 0 : -1;
+}
+
+static int teardown_tmp(void **state)
+{
+    (void)state;
+    cista_error *err = NULL;
+    int r = util_rm_rf_at(AT_FDCWD, g_tmp, &err);
+    err_free(err);
+    return r < 0 ? -1 : 0;
+}
+
+/* ---- JWK import with partial validation ---- */
+
+/* Flip bit @bit of base64url member @m of @jwk (a copy). */
+static json_t *mutate(const json_t *jwk, const char *m, unsigned bit)
+{
+    json_t *c = json_deep_copy(jwk);
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    const char *v = json_string_value(json_object_get(c, m));
+    assert_int_equal(b64url_decode(&raw, &n, v, strlen(v), NULL), 0);
+    raw[(bit / 8) % n] ^= (uint8_t)(1u << (bit % 8));
+    _cleanup_free_ char *enc = b64url_encode(raw, n);
+    free(raw);
+    json_object_set_new(c, m, json_string(enc));
+    return c;
+}
+
+static void test_jwk_partial(void **state)
+{
+    (void)state;
+    static const char *const crvs[] = {"P-256", "P-384", "P-521"};
+    for (size_t i = 0; i < 3; i++) {
+        _cleanup_pkey_ EVP_PKEY *k = NULL, *a = NULL, *b = NULL;
+        assert_int_equal(crypto_key_generate_ec(&k, crvs[i], NULL), 0);
+        _cleanup_json_ json_t *jwk = NULL;
+        assert_int_equal(jwk_from_key(&jwk, k, false, NULL), 0);
+        assert_int_equal(jwk_to_key_partial(&a, jwk, NULL), 0);
+        assert_true(crypto_key_public_eq(a, k));
+        /* Differential: every single-bit change of x or y is accepted by both or neither. */
+        for (unsigned bit = 0; bit < 160; bit += 3) {
+            for (int m = 0; m < 2; m++) {
+                _cleanup_json_ json_t *bad = mutate(jwk, m ? "y" : "x", bit * 7 + (unsigned)m);
+                EVP_PKEY *p1 = NULL, *p2 = NULL;
+                _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL;
+                int r1 = jwk_to_key(&p1, bad, &e1), r2 = jwk_to_key_partial(&p2, bad, &e2);
+                assert_int_equal(r1, r2);
+                if (r1 == 0)
+                    assert_true(crypto_key_public_eq(p1, p2));
+                EVP_PKEY_free(p1);
+                EVP_PKEY_free(p2);
+            }
+        }
+        /* Off the curve (y + 1 is never also a point for the same x unless y = -y - 1). */
+        _cleanup_json_ json_t *off = mutate(jwk, "y", 0);
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(jwk_to_key_partial(&b, off, &e), -EINVAL);
+        assert_null(b);
+        /* (0, 0) is not on any of these curves; a short coordinate is refused before import. */
+        _cleanup_json_ json_t *zero = json_deep_copy(jwk);
+        size_t fs = i == 0 ? 32 : i == 1 ? 48 : 66;
+        uint8_t z[66] = {0};
+        _cleanup_free_ char *zs = b64url_encode(z, fs), *shorts = b64url_encode(z, fs - 1);
+        json_object_set_new(zero, "x", json_string(zs));
+        json_object_set_new(zero, "y", json_string(zs));
+        _cleanup_err_ cista_error *e2 = NULL, *e3 = NULL;
+        assert_int_equal(jwk_to_key_partial(&b, zero, &e2), -EINVAL);
+        json_object_set_new(zero, "x", json_string(shorts));
+        assert_int_equal(jwk_to_key_partial(&b, zero, &e3), -EINVAL);
+    }
+    /* Private EC and RSA JWKs take the jwk_to_key() path. */
+    _cleanup_pkey_ EVP_PKEY *ec = NULL, *rsa = NULL, *x = NULL, *y = NULL;
+    assert_int_equal(crypto_key_generate_ec(&ec, "P-256", NULL), 0);
+    assert_int_equal(crypto_key_generate_rsa(&rsa, 2048, NULL), 0);
+    _cleanup_json_ json_t *jp = NULL, *jr = NULL;
+    assert_int_equal(jwk_from_key(&jp, ec, true, NULL), 0);
+    assert_int_equal(jwk_from_key(&jr, rsa, false, NULL), 0);
+    assert_int_equal(jwk_to_key_partial(&x, jp, NULL), 0);
+    assert_int_equal(jwk_to_key_partial(&y, jr, NULL), 0);
+    assert_true(crypto_key_public_eq(x, ec) && crypto_key_public_eq(y, rsa));
+    _cleanup_err_ cista_error *e4 = NULL;
+    EVP_PKEY *none = NULL;
+    assert_int_equal(jwk_to_key_partial(&none, json_object_get(jp, "nope"), &e4), -EINVAL);
+}
+
+/* Keys generated from the per-curve parameters key are ordinary keys of that curve. */
+static void test_keygen_params(void **state)
+{
+    (void)state;
+    static const char *const crvs[] = {"P-256", "P-384", "P-521"};
+    for (size_t i = 0; i < 3; i++) {
+        _cleanup_pkey_ EVP_PKEY *a = NULL, *b = NULL, *back = NULL;
+        assert_int_equal(crypto_key_generate_ec(&a, crvs[i], NULL), 0);
+        assert_int_equal(crypto_key_generate_ec(&b, crvs[i], NULL), 0);
+        assert_string_equal(crypto_key_ec_crv(a), crvs[i]);
+        assert_false(crypto_key_public_eq(a, b));
+        /* private PEM round trip, and ECDH agrees both ways */
+        _cleanup_free_ char *pem = crypto_key_to_pem(a, true);
+        assert_int_equal(crypto_key_load(&back, pem, strlen(pem), true, NULL), 0);
+        assert_true(crypto_key_public_eq(a, back));
+        uint8_t *z1 = NULL, *z2 = NULL;
+        size_t n1 = 0, n2 = 0;
+        assert_int_equal(crypto_ecdh(&z1, &n1, a, b, NULL), 0);
+        assert_int_equal(crypto_ecdh(&z2, &n2, b, back, NULL), 0);
+        assert_int_equal(n1, n2);
+        assert_memory_equal(z1, z2, n1);
+        crypto_free_secret(z1, n1);
+        crypto_free_secret(z2, n2);
+        crypto_free_secret(pem, strlen(pem));
+        pem = NULL;
+    }
+    _cleanup_err_ cista_error *e = NULL;
+    EVP_PKEY *none = NULL;
+    assert_int_equal(crypto_key_generate_ec(&none, "P-224", &e), -EINVAL);
+}
+
+static void test_ecdh_unchecked_peer(void **state)
+{
+    (void)state;
+    _cleanup_pkey_ EVP_PKEY *a = NULL, *b = NULL;
+    assert_int_equal(crypto_key_generate_ec(&a, "P-384", NULL), 0);
+    assert_int_equal(crypto_key_generate_ec(&b, "P-384", NULL), 0);
+    uint8_t *z1 = NULL, *z2 = NULL;
+    size_t n1 = 0, n2 = 0;
+    assert_int_equal(crypto_ecdh(&z1, &n1, a, b, NULL), 0);
+    assert_int_equal(crypto_ecdh_ex(&z2, &n2, a, b, false, NULL), 0);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(z1, z2, n1);
+    crypto_free_secret(z1, n1);
+    crypto_free_secret(z2, n2);
+    /* A JWE to a key marked as checked decrypts like any other. */
+    _cleanup_json_ json_t *jwk = NULL;
+    _cleanup_pkey_ EVP_PKEY *pub = NULL;
+    assert_int_equal(jwk_from_key(&jwk, b, false, NULL), 0);
+    assert_int_equal(jwk_to_key_partial(&pub, jwk, NULL), 0);
+    jwe_key enc = {.pkey = pub, .pkey_checked = true}, dec = {.pkey = b};
+    _cleanup_free_ char *jwe = NULL;
+    assert_int_equal(jwe_encrypt(&jwe, "secret", 6, &enc, 1, NULL, JWE_FLATTENED, NULL), 0);
+    uint8_t *pt = NULL;
+    size_t ptn = 0;
+    assert_int_equal(jwe_decrypt(&pt, &ptn, jwe, strlen(jwe), &dec, 1, NULL, NULL), 0);
+    assert_int_equal(ptn, 6);
+    assert_memory_equal(pt, "secret", 6);
+    crypto_free_secret(pt, ptn);
+}
+
+/* ---- sim platform-id cache ---- */
+
+#define NPLAT 11 /* more platforms than the cache has slots */
+
+typedef struct {
+    char dir[128];
+    EVP_PKEY *pub;
+    uint8_t *rep;
+    size_t rep_size;
+} plat;
+
+static int sim_verify_with(const plat *p, EVP_PKEY *key, json_t **claims)
+{
+    ev_verify_opts o;
+    ev_verify_opts_init(&o);
+    o.sim_key = key;
+    uint8_t rd[64] = {0};
+    o.report_data = rd;
+    cista_error *err = NULL;
+    json_t *c = NULL;
+    int r = ev_find("sim")->verify(&c, p->rep, p->rep_size, NULL, 0, &o, &err);
+    err_free(err);
+    if (claims)
+        *claims = c;
+    else
+        json_decref(c);
+    return r;
+}
+
+/* SHA-512 of the key's SPKI DER, hex: the platform id the uncached code computes. */
+static char *spki_pid(EVP_PKEY *k)
+{
+    unsigned char *der = NULL;
+    int n = i2d_PUBKEY(k, &der);
+    assert_true(n > 0);
+    uint8_t d[64];
+    crypto_hash_oneshot(CRYPTO_SHA512, der, (size_t)n, d);
+    OPENSSL_free(der);
+    return hex_encode(d, sizeof(d));
+}
+
+typedef struct {
+    plat *p;
+    int rounds, failures;
+} pid_race;
+
+static void *pid_racer(void *arg)
+{
+    pid_race *pr = arg;
+    for (int i = 0; i < pr->rounds; i++) {
+        const plat *p = &pr->p[(i * 7 + pr->rounds) % NPLAT];
+        if (sim_verify_with(p, p->pub, NULL) != 0)
+            pr->failures++;
+    }
+    return NULL;
+}
+
+static void test_sim_platform_id_cache(void **state)
+{
+    (void)state;
+    plat p[NPLAT];
+    const ev_ops *sim = ev_find("sim");
+    for (int i = 0; i < NPLAT; i++) {
+        snprintf(p[i].dir, sizeof(p[i].dir), "%s/sim%d", g_tmp, i);
+        assert_int_equal(ev_sim_init(p[i].dir, NULL, NULL), 0);
+        assert_int_equal(ev_sim_load_public(&p[i].pub, p[i].dir, NULL), 0);
+        ev_get_opts g;
+        ev_get_opts_init(&g);
+        g.sim_state_dir = p[i].dir;
+        uint8_t rd[64] = {0}, *aux = NULL;
+        size_t auxn = 0;
+        assert_int_equal(sim->get(&p[i].rep, &p[i].rep_size, &aux, &auxn, rd, &g, NULL), 0);
+        free(aux);
+    }
+    /* Each report verifies with its own key, round after round, with more keys than slots; its
+     * claimed platform id is the SPKI digest of that key, never another cached key's. */
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < NPLAT; i++) {
+            json_t *c = NULL;
+            assert_int_equal(sim_verify_with(&p[i], p[i].pub, &c), 0);
+            _cleanup_free_ char *want = spki_pid(p[i].pub);
+            assert_string_equal(json_string_value(json_object_get(c, "platform_id")), want);
+            json_decref(c);
+            /* and never with a neighbour's key (cached or not) */
+            int r = sim_verify_with(&p[i], p[(i + 1) % NPLAT].pub, NULL);
+            assert_true(r == EV_E_PLATFORM || r == EV_E_SIGNATURE);
+        }
+    }
+    /* The same point in compressed form is another SPKI: its platform id must be computed for it
+     * (the report then verifies only if that SPKI happens to be the one the report names). */
+    {
+        _cleanup_pkey_ EVP_PKEY *dup = NULL;
+        _cleanup_free_ char *pem_path = xasprintf("%s/platform-pub.pem", p[0].dir);
+        assert_int_equal(crypto_key_load_file(&dup, pem_path, false, NULL), 0);
+        assert_int_equal(EVP_PKEY_set_utf8_string_param(
+                             dup, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, "compressed"),
+                         1);
+        _cleanup_free_ char *orig = spki_pid(p[0].pub), *comp = spki_pid(dup);
+        int r = sim_verify_with(&p[0], dup, NULL);
+        assert_int_equal(r, strcmp(orig, comp) == 0 ? 0 : EV_E_PLATFORM);
+        /* and the uncompressed key still gets its own id afterwards */
+        assert_int_equal(sim_verify_with(&p[0], p[0].pub, NULL), 0);
+    }
+    /* Concurrent verifiers. */
+    pthread_t th[4];
+    pid_race pr[4];
+    for (int t = 0; t < 4; t++) {
+        pr[t] = (pid_race){.p = p, .rounds = 30 + t, .failures = 0};
+        assert_int_equal(pthread_create(&th[t], NULL, pid_racer, &pr[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(pr[t].failures, 0);
+    }
+    for (int i = 0; i < NPLAT; i++) {
+        EVP_PKEY_free(p[i].pub);
+        free(p[i].rep);
+    }
+}
+
+/* ---- tokens: the header computed once, session-bound decoding ---- */
+
+static void test_token_header_and_decode(void **state)
+{
+    (void)state;
+    _cleanup_pkey_ EVP_PKEY *k = NULL, *eph = NULL;
+    assert_int_equal(crypto_key_generate_ec(&k, "P-256", NULL), 0);
+    assert_int_equal(crypto_key_generate_ec(&eph, "P-256", NULL), 0);
+    _cleanup_json_ json_t *jwk = NULL, *hdr = NULL;
+    assert_int_equal(jwk_from_key(&jwk, eph, false, NULL), 0);
+    assert_int_equal(kbs_token_header(&hdr, k, NULL), 0);
+    _cleanup_json_ json_t *claims = json_pack("{s:s,s:b}", "tee", "sim", "insecure", 1);
+    _cleanup_free_ char *t1 = NULL, *t2 = NULL;
+    assert_int_equal(kbs_token_issue_hdr(&t1, k, hdr, claims, "affirming", NULL, jwk, "n", NULL,
+                                         300, 1000, NULL),
+                     0);
+    assert_int_equal(
+        kbs_token_issue(&t2, k, claims, "affirming", NULL, jwk, "n", NULL, 300, 1000, NULL), 0);
+    /* Same protected header either way. */
+    _cleanup_json_ json_t *h1 = NULL, *h2 = NULL;
+    assert_int_equal(jws_peek_header(&h1, t1, strlen(t1), NULL), 0);
+    assert_int_equal(jws_peek_header(&h2, t2, strlen(t2), NULL), 0);
+    assert_true(json_equal(h1, h2));
+    assert_non_null(json_string_value(json_object_get(h1, "kid")));
+    /* decode_issued gives what verify gives, with the same issuer and time checks */
+    _cleanup_json_ json_t *pv = NULL, *pd = NULL;
+    assert_int_equal(kbs_token_verify(&pv, k, t1, strlen(t1), 1100, NULL), 0);
+    assert_int_equal(kbs_token_decode_issued(&pd, t1, strlen(t1), 1100, NULL), 0);
+    assert_true(json_equal(pv, pd));
+    json_t *x = NULL;
+    _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
+    assert_int_equal(kbs_token_decode_issued(&x, t1, strlen(t1), 1300, &e1), -EKEYEXPIRED);
+    assert_int_equal(kbs_token_decode_issued(&x, t1, strlen(t1), 800, &e2), -EKEYREJECTED);
+    _cleanup_free_ char *other = NULL;
+    _cleanup_json_ json_t *op =
+        json_pack("{s:s,s:i,s:i}", "iss", "someone", "iat", 1000, "exp", 1300);
+    _cleanup_free_ char *opt = js_dump_compact(op);
+    assert_int_equal(jws_sign(&other, NULL, opt, strlen(opt), k, NULL), 0);
+    assert_int_equal(kbs_token_decode_issued(&x, other, strlen(other), 1100, &e3), -EKEYREJECTED);
+    assert_true(kbs_token_decode_issued(&x, "not.a-token", 11, 1100, &e4) < 0);
+}
+
+/* ---- session binding through kbs_handle ---- */
+
+typedef struct {
+    kbs_ctx *ctx;
+    char cookie[128];
+} rcar;
+
+static long call(rcar *r, const char *method, const char *path, const char *body, const char *authz,
+                 json_t **out)
+{
+    kbs_request req = {.method = method,
+                       .path = path,
+                       .cookie = r->cookie[0] ? r->cookie : NULL,
+                       .authorization = authz,
+                       .body = (const uint8_t *)(body ? body : ""),
+                       .body_size = body ? strlen(body) : 0,
+                       .peer = "test"};
+    kbs_response resp;
+    memset(&resp, 0, sizeof(resp));
+    kbs_handle(r->ctx, &req, &resp);
+    if (resp.set_cookie) {
+        size_t n = strcspn(resp.set_cookie, ";");
+        snprintf(r->cookie, sizeof(r->cookie), "%.*s", (int)n, resp.set_cookie);
+    }
+    if (out)
+        *out = json_loadb((const char *)resp.body.data, resp.body.size, 0, NULL);
+    long st = resp.status;
+    kbs_response_clear(&resp);
+    return st;
+}
+
+/* auth + attest on @r with sim evidence from @sim; returns the token (owned). */
+static char *attest(rcar *r, const char *sim, EVP_PKEY *eph)
+{
+    json_t *o = NULL;
+    assert_int_equal(
+        call(r, "POST", "/kbs/v0/auth", "{\"version\":\"0.4.0\",\"tee\":\"sim\"}", NULL, &o), 200);
+    _cleanup_free_ char *nonce = xstrdup(json_string_value(json_object_get(o, "nonce")));
+    json_decref(o);
+    _cleanup_json_ json_t *jwk = NULL;
+    assert_int_equal(jwk_from_key(&jwk, eph, false, NULL), 0);
+    uint8_t rd[64];
+    assert_int_equal(kbs_binding(rd, CRYPTO_SHA384, nonce, jwk, "", NULL), 0);
+    ev_get_opts g;
+    ev_get_opts_init(&g);
+    g.sim_state_dir = sim;
+    uint8_t *ev = NULL, *aux = NULL;
+    size_t evs = 0, auxs = 0;
+    assert_int_equal(ev_find("sim")->get(&ev, &evs, &aux, &auxs, rd, &g, NULL), 0);
+    _cleanup_free_ char *ev64 = b64_encode(ev, evs);
+    free(ev);
+    free(aux);
+    _cleanup_json_ json_t *b =
+        json_pack("{s:{s:s,s:O},s:{s:{s:s,s:s},s:s}}", "runtime-data", "nonce", nonce, "tee-pubkey",
+                  jwk, "tee-evidence", "primary_evidence", "tee", "sim", "evidence", ev64,
+                  "additional_evidence", "");
+    _cleanup_free_ char *body = js_dump_compact(b);
+    assert_int_equal(call(r, "POST", "/kbs/v0/attest", body, NULL, &o), 200);
+    char *tok = xstrdup(json_string_value(json_object_get(o, "token")));
+    json_decref(o);
+    return tok;
+}
+
+/* A KBS directory with sim allowed and default/key/1 = "s3cret" released to sim. */
+static void kbs_setup(const char *dir, const char *sim, const char *sessions, const char *listen)
+{
+    assert_int_equal(kbs_init_dir(dir, NULL), 0);
+    assert_int_equal(ev_sim_init(sim, NULL, NULL), 0);
+    _cleanup_free_ char *cfgp = xasprintf("%s/kbs.json", dir);
+    _cleanup_free_ char *cfgt = xasprintf(
+        "{\"signing_key\":\"kbs-signing-key.pem\",\"admin_public_key\":\"admin-pub.pem\","
+        "\"master_key\":\"master.key\",\"store\":{\"type\":\"sqlite\",\"path\":\"kbs.db\"},"
+        "\"sessions\":{\"backend\":\"%s\"},\"listen\":\"%s\",\"workers\":2,"
+        "\"sim_platform_keys\":[\"%s/platform-pub.pem\"]}",
+        sessions, listen, sim);
+    assert_int_equal(util_write_file_atomic(AT_FDCWD, cfgp, cfgt, strlen(cfgt), 0600, NULL), 0);
+    _cleanup_kbs_config_ kbs_config *cfg = NULL;
+    assert_int_equal(kbs_config_load(&cfg, cfgp, NULL), 0);
+    rcar r = {0};
+    assert_int_equal(kbs_ctx_new(&r.ctx, cfg, NULL), 0);
+    _cleanup_free_ char *akp = xasprintf("%s/admin-key.pem", dir);
+    _cleanup_pkey_ EVP_PKEY *adm = NULL;
+    assert_int_equal(crypto_key_load_file(&adm, akp, true, NULL), 0);
+    static const char *const calls[][2] = {
+        {"/kbs/v0/reference-values",
+         "{\"version\":\"1.0.0\",\"tees\":{\"sim\":{\"allow_insecure\":true}}}"},
+        {"/kbs/v0/resource-policy/default/key/*", "{\"version\":\"1.0.0\",\"anyOf\":[{\"allOf\":[{"
+                                                  "\"claim\":\"tee\",\"equals\":\"sim\"}]}]}"},
+        {"/kbs/v0/resource/default/key/1", "s3cret"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(calls); i++) {
+        _cleanup_free_ char *t = NULL;
+        assert_int_equal(kbs_admin_token_make(&t, adm, 60, time(NULL), NULL), 0);
+        _cleanup_free_ char *a = xasprintf("Bearer %s", t);
+        assert_int_equal(call(&r, "POST", calls[i][0], calls[i][1], a, NULL), 200);
+    }
+    kbs_ctx_free(r.ctx);
+}
+
+static void check_binding(const char *sessions)
+{
+    _cleanup_free_ char *dir = xasprintf("%s/kbs-%s", g_tmp, sessions);
+    _cleanup_free_ char *sim = xasprintf("%s/sim-%s", g_tmp, sessions);
+    kbs_setup(dir, sim, sessions, "127.0.0.1:0");
+    _cleanup_free_ char *cfgp = xasprintf("%s/kbs.json", dir);
+    _cleanup_kbs_config_ kbs_config *cfg = NULL;
+    assert_int_equal(kbs_config_load(&cfg, cfgp, NULL), 0);
+    rcar a = {0}, b = {0};
+    assert_int_equal(kbs_ctx_new(&a.ctx, cfg, NULL), 0);
+    b.ctx = a.ctx;
+    _cleanup_pkey_ EVP_PKEY *ka = NULL, *kb = NULL;
+    assert_int_equal(crypto_key_generate_ec(&ka, "P-256", NULL), 0);
+    assert_int_equal(crypto_key_generate_ec(&kb, "P-256", NULL), 0);
+    _cleanup_free_ char *ta = attest(&a, sim, ka), *tb = attest(&b, sim, kb);
+    _cleanup_free_ char *bear_a = xasprintf("Bearer %s", ta), *bear_b = xasprintf("Bearer %s", tb);
+    /* a token with a changed signature byte, and one with a changed payload byte */
+    _cleanup_free_ char *sig_bad = xasprintf("Bearer %s", ta),
+                        *pay_bad = xasprintf("Bearer %s", ta);
+    char *last = sig_bad + strlen(sig_bad) - 2;
+    *last = *last == 'A' ? 'B' : 'A';
+    char *mid = strchr(pay_bad + 7, '.') + 5;
+    *mid = *mid == 'A' ? 'B' : 'A';
+    const char *path = "/kbs/v0/resource/default/key/1";
+    assert_int_equal(call(&a, "GET", path, NULL, NULL, NULL), 200);   /* cookie alone */
+    assert_int_equal(call(&a, "GET", path, NULL, bear_a, NULL), 200); /* cookie + its token */
+    assert_int_equal(call(&a, "GET", path, NULL, bear_b, NULL), 200); /* another valid token */
+    assert_int_equal(call(&a, "GET", path, NULL, sig_bad, NULL), 401);
+    assert_int_equal(call(&a, "GET", path, NULL, pay_bad, NULL), 401);
+    /* The released JWE is to the session's tee-pubkey. */
+    json_t *o = NULL;
+    assert_int_equal(call(&a, "GET", path, NULL, NULL, &o), 200);
+    _cleanup_free_ char *jwe = js_dump_compact(o);
+    json_decref(o);
+    jwe_key dk = {.pkey = ka};
+    uint8_t *pt = NULL;
+    size_t ptn = 0;
+    assert_int_equal(jwe_decrypt(&pt, &ptn, jwe, strlen(jwe), &dk, 1, NULL, NULL), 0);
+    assert_int_equal(ptn, 6);
+    crypto_free_secret(pt, ptn);
+    /*
+     * Which tokens are checked against the signing key? Swap in another key: a token the
+     * in-memory session holds still works with its cookie (signed by us, never left our memory),
+     * the same token presented alone does not, and a store-backed session's token is always
+     * verified (the database is outside the process).
+     */
+    kbs_shared *sh = a.ctx->sh;
+    EVP_PKEY *saved = sh->sign_key, *other = NULL;
+    assert_int_equal(crypto_key_generate_ec(&other, "P-256", NULL), 0);
+    sh->sign_key = other;
+    bool memory = !strcmp(sessions, "memory");
+    assert_int_equal(call(&a, "GET", path, NULL, NULL, NULL), memory ? 200 : 401);
+    assert_int_equal(call(&a, "GET", path, NULL, bear_a, NULL), memory ? 200 : 401);
+    assert_int_equal(call(&a, "GET", path, NULL, bear_b, NULL), 401);
+    a.cookie[0] = 0;
+    assert_int_equal(call(&a, "GET", path, NULL, bear_a, NULL), 401);
+    sh->sign_key = saved;
+    EVP_PKEY_free(other);
+    assert_int_equal(call(&a, "GET", path, NULL, bear_a, NULL), 200);
+    kbs_ctx_free(a.ctx);
+}
+
+static void test_session_binding(void **state)
+{
+    (void)state;
+    check_binding("memory");
+    check_binding("store");
+}
+
+/* ---- the in-memory session table drops expired sessions as it goes ---- */
+
+static void test_session_sweep(void **state)
+{
+    (void)state;
+    kbs_sessions *t = kbs_sessions_new(2000);
+    kbs_session s;
+    for (int i = 0; i < 1000; i++) {
+        memset(&s, 0, sizeof(s));
+        snprintf(s.id, sizeof(s.id), "%043d", i);
+        s.expires = 100;
+        assert_int_equal(kbs_sessions_add(t, &s, 50, NULL), 0);
+    }
+    assert_int_equal(kbs_sessions_count(t), 1000);
+    /* The table never fills, yet after enough adds every expired session is gone. */
+    for (int i = 0; i < 600; i++) {
+        memset(&s, 0, sizeof(s));
+        snprintf(s.id, sizeof(s.id), "x%042d", i);
+        s.expires = 1000;
+        assert_int_equal(kbs_sessions_add(t, &s, 200, NULL), 0);
+    }
+    assert_int_equal(kbs_sessions_count(t), 600);
+    kbs_sessions_free(t);
+}
+
+/* ---- SQLite: statements kept per connection ---- */
+
+static void test_sqlite_statement_cache(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/stmt.db", g_tmp);
+    uint8_t mk[32];
+    memset(mk, 3, sizeof(mk));
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .master_key = mk, .init_schema = true};
+    _cleanup_store_ kbs_store *s1 = NULL, *s2 = NULL;
+    assert_int_equal(kbs_store_open(&s1, &o, NULL), 0);
+    o.init_schema = false;
+    assert_int_equal(kbs_store_open(&s2, &o, NULL), 0);
+    /* Every read on s2 must see the write just committed on s1: a kept statement that were not
+     * reset at the end of its scope would hold s2's read transaction (an old WAL snapshot). */
+    for (int i = 0; i < 50; i++) {
+        char path[64], val[32];
+        snprintf(path, sizeof(path), "default/key/%d", i % 5);
+        snprintf(val, sizeof(val), "value-%d", i);
+        assert_int_equal(kbs_store_put_resource(s1, path, val, strlen(val), NULL), 0);
+        uint8_t *v = NULL;
+        size_t n = 0;
+        assert_int_equal(kbs_store_get_resource(s2, &v, &n, path, NULL), 0);
+        assert_int_equal(n, strlen(val));
+        assert_memory_equal(v, val, n);
+        kbs_secret_free(v, n);
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(kbs_store_get_resource(s2, &v, &n, "default/key/none", &e), -ENOENT);
+        kbs_audit_entry ae = {"resource", "sim", NULL, path, "allow", "test", "peer"};
+        assert_int_equal(kbs_store_audit_append(s1, &ae, time(NULL), NULL), 0);
+    }
+    /* A failed compare-and-set rolls back and leaves the connection usable. */
+    kbs_counter cur;
+    _cleanup_err_ cista_error *e1 = NULL;
+    assert_int_equal(kbs_store_counter_cas(s1, &cur, "vol/a/b", 0, 1, NULL, 0, 1, NULL), 0);
+    assert_int_equal(kbs_store_counter_cas(s1, &cur, "vol/a/b", 0, 2, NULL, 0, 1, &e1), -ESTALE);
+    assert_int_equal(kbs_store_counter_cas(s1, &cur, "vol/a/b", 1, 2, NULL, 0, 1, NULL), 0);
+    size_t count = 0;
+    assert_int_equal(kbs_store_audit_verify(s2, &count, NULL), 0);
+    assert_int_equal(count, 50);
+}
+
+/* ---- the server's shared handler pool under concurrent clients ---- */
+
+typedef struct {
+    const char *url, *sim;
+    int rounds, ok;
+    bool keepalive;
+} client_job;
+
+static void *client_main(void *arg)
+{
+    client_job *j = arg;
+    kbs_client_opts co = {.url = j->url};
+    kbs_client *kept = NULL;
+    ev_get_opts g;
+    ev_get_opts_init(&g);
+    g.sim_state_dir = j->sim;
+    for (int i = 0; i < j->rounds; i++) {
+        kbs_client *c = kept;
+        EVP_PKEY *k = NULL;
+        uint8_t *v = NULL;
+        size_t n = 0;
+        cista_error *err = NULL;
+        if ((c || kbs_client_new(&c, &co, &err) == 0) &&
+            crypto_key_generate_ec(&k, "P-256", &err) == 0 &&
+            kbs_client_attest(c, ev_find("sim"), &g, k, NULL, &err) == 0 &&
+            kbs_client_get_resource(c, &v, &n, "default/key/1", &err) == 0 && n == 6 &&
+            !memcmp(v, "s3cret", 6))
+            j->ok++;
+        kbs_secret_free(v, n);
+        EVP_PKEY_free(k);
+        err_free(err);
+        if (j->keepalive) {
+            kept = c;
+        } else {
+            kbs_client_free(c);
+            kept = NULL;
+        }
+    }
+    kbs_client_free(kept);
+    return NULL;
+}
+
+static void *server_main(void *arg)
+{
+    kbs_server *s = arg;
+    cista_error *err = NULL;
+    int r = kbs_server_run(s, &err);
+    err_free(err);
+    return (void *)(intptr_t)r;
+}
+
+static void test_server_pool(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *dir = xasprintf("%s/kbs-srv", g_tmp);
+    _cleanup_free_ char *sim = xasprintf("%s/sim-srv", g_tmp);
+    kbs_setup(dir, sim, "memory", "127.0.0.1:0");
+    _cleanup_free_ char *cfgp = xasprintf("%s/kbs.json", dir);
+    _cleanup_kbs_config_ kbs_config *cfg = NULL;
+    assert_int_equal(kbs_config_load(&cfg, cfgp, NULL), 0);
+    kbs_server *s = NULL;
+    assert_int_equal(kbs_server_new(&s, cfg, NULL), 0);
+    _cleanup_free_ char *url = xasprintf("http://%s", kbs_server_address(s));
+    pthread_t st;
+    assert_int_equal(pthread_create(&st, NULL, server_main, s), 0);
+    enum { N = 6, ROUNDS = 4 };
+    pthread_t th[N];
+    client_job jobs[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = (client_job){.url = url, .sim = sim, .rounds = ROUNDS, .keepalive = i % 2};
+        assert_int_equal(pthread_create(&th[i], NULL, client_main, &jobs[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(jobs[i].ok, ROUNDS);
+    }
+    /* kbs_client_reset(): every round trip a new connection (another peer port) and session. */
+    {
+        kbs_client_opts co = {.url = url};
+        _cleanup_kbs_client_ kbs_client *c = NULL;
+        assert_int_equal(kbs_client_new(&c, &co, NULL), 0);
+        ev_get_opts g;
+        ev_get_opts_init(&g);
+        g.sim_state_dir = sim;
+        char *prev_tok = NULL;
+        for (int i = 0; i < 3; i++) {
+            _cleanup_pkey_ EVP_PKEY *k = NULL;
+            char *tok = NULL;
+            uint8_t *v = NULL;
+            size_t n = 0;
+            assert_int_equal(crypto_key_generate_ec(&k, "P-256", NULL), 0);
+            assert_int_equal(kbs_client_attest(c, ev_find("sim"), &g, k, &tok, NULL), 0);
+            assert_int_equal(kbs_client_get_resource(c, &v, &n, "default/key/1", NULL), 0);
+            kbs_secret_free(v, n);
+            assert_true(!prev_tok || strcmp(prev_tok, tok) != 0);
+            free(prev_tok);
+            prev_tok = tok;
+            kbs_client_reset(c);
+            /* no token after a reset */
+            _cleanup_err_ cista_error *e = NULL;
+            assert_int_equal(kbs_client_get_resource(c, &v, &n, "default/key/1", &e), -EACCES);
+        }
+        free(prev_tok);
+    }
+    kbs_server_stop(s);
+    void *rv = NULL;
+    pthread_join(st, &rv);
+    assert_int_equal((int)(intptr_t)rv, 0);
+    kbs_server_free(s);
+    /* Every round trip's auth, attest and resource entries are in the log, chain intact. */
+    _cleanup_free_ char *db = xasprintf("%s/kbs.db", dir);
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db};
+    _cleanup_store_ kbs_store *st2 = NULL;
+    assert_int_equal(kbs_store_open(&st2, &o, NULL), 0);
+    size_t count = 0;
+    assert_int_equal(kbs_store_audit_verify(st2, &count, NULL), 0);
+    assert_true(count >= 3 + 3 * N * ROUNDS + 9);
+    /* The last 9 entries are the reset client's 3 rounds: 3 connections (peer ports), each used
+     * for its round's auth, attest and resource. */
+    _cleanup_json_ json_t *list = NULL;
+    assert_int_equal(kbs_store_audit_list(st2, &list, (int64_t)count - 9, 100, NULL), 0);
+    assert_int_equal(json_array_size(list), 9);
+    char peers[9][80];
+    for (size_t i = 0; i < 9; i++) {
+        _cleanup_json_ json_t *b = NULL;
+        const char *body = json_string_value(json_object_get(json_array_get(list, i), "body"));
+        assert_int_equal(js_parse_object(&b, body, strlen(body), 1 << 16, "audit", NULL), 0);
+        snprintf(peers[i], sizeof(peers[i]), "%s", json_string_value(json_object_get(b, "peer")));
+    }
+    for (int r = 0; r < 3; r++) {
+        assert_string_equal(peers[3 * r], peers[3 * r + 1]);
+        assert_string_equal(peers[3 * r], peers[3 * r + 2]);
+        if (r)
+            assert_string_not_equal(peers[3 * r], peers[3 * r - 1]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jwk_partial),
+        cmocka_unit_test(test_keygen_params),
+        cmocka_unit_test(test_ecdh_unchecked_peer),
+        cmocka_unit_test_setup_teardown(test_sim_platform_id_cache, setup_tmp, teardown_tmp),
+        cmocka_unit_test(test_token_header_and_decode),
+        cmocka_unit_test_setup_teardown(test_session_binding, setup_tmp, teardown_tmp),
+        cmocka_unit_test(test_session_sweep),
+        cmocka_unit_test_setup_teardown(test_sqlite_statement_cache, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_server_pool, setup_tmp, teardown_tmp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
