@@ -291,12 +291,13 @@ init). redis RSS inside $((APP_RSS / 1024)) MB vs native $((NAT_RSS / 1024)) MB.
 is in TEE memory once per image, shared by every container of it (the image store,
 docs/runtime.md): the redis tree takes $((STORE_KB / 1024)) MB ($STORE_KB kB) in the store, the redis
 sandbox's own tmpfs $TMPFS_KB kB (its writes and secrets).
-$NMEM containers of the ${BIG_MB} MB image (cmd \`sleep\`) added $(( (SH1 - SH0) / 1024 )) MB of TEE memory
-(Shmem: tmpfs pages) in all: the shared tree (${MEM_TREE_KB} kB) once, plus
-$(( (SH1 - SH0 - MEM_TREE_KB) / NMEM )) kB per container (each sandbox tmpfs: median ${MEM_TEE_KB} kB); the apps
-themselves $(( (RSS1 - RSS0) / NMEM )) kB RSS each. Per container beyond the first:
-**$(( (SH1 - SH0 - MEM_TREE_KB) / NMEM )) kB**; the first also holds the image (${MEM_TREE_KB} kB) — memory a plain
-runc container takes from the page cache of its on-disk rootfs instead.
+$NMEM containers of the ${BIG_MB} MB image (cmd \`sleep\`): the shared tree holds ${MEM_TREE_KB} kB once; each
+sandbox's own tmpfs (its upper layer and secrets) median **${MEM_TEE_KB} kB** — that and no resident
+process is what each container beyond the first adds; the apps themselves $(( RSS1 / NMEM )) kB RSS each.
+Shmem (all tmpfs pages on the machine) grew by $(( (SH1 - SH0) / 1024 )) MB over the $NMEM starts (the tree
+once; other tmpfs users on the machine move this number). Before the image store, each container
+held its own copy (the redis sandbox tmpfs was 18 MB) — memory a plain runc container takes from
+the shared page cache of its on-disk rootfs instead.
 
 **nginx under wrk** (\`wrk -t1 -c16 -d5s\`, one static page, keep-alive, requests/s, median of 3,
 measured twice, alternating; nginx with 1 worker, the host's binary in the image, host network):
