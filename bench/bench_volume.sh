@@ -10,8 +10,12 @@
 #   BENCH_DIR=/var/tmp  where the backing directories live (a disk, like the reference)
 #   RAND_FILE_MB=256 RAND_OPS=8192   4 KiB random I/O: file size and operations per run
 #   NFILES=10000        create+stat test
+#   TESTS="seq-write seq-read ..."   a subset of the tests below (default: all)
+#   CISTA_BASE=PATH     a second cista binary (e.g. the previous commit's) run as a fourth
+#                       system "cista-base" in the same run, for before/after comparisons
 #
-# Tests (page cache dropped before every read test and after every write test):
+# Tests (page cache dropped before every read test and after every write test; the order of
+# the systems rotates from run to run):
 #   seq-write   dd bs=1M of SEQ_MB with conv=fdatasync (the data is durable: one commit)
 #   seq-read    dd bs=1M, cold
 #   rand-write  RAND_OPS 4 KiB pwrites at random aligned offsets of a preallocated file,
@@ -30,12 +34,20 @@ RAND_FILE_MB=${RAND_FILE_MB:-256}
 RAND_OPS=${RAND_OPS:-8192}
 NFILES=${NFILES:-10000}
 W=$(mktemp -d "$BENCH_DIR/cista-volbench.XXXXXX")
+CISTA_BASE=${CISTA_BASE:+$(realpath "$CISTA_BASE")}
 CISTA_PID=
+BASE_PID=
 cleanup() {
-    for m in "$W/cista.mnt" "$W/gocryptfs.mnt"; do
+    # no errexit here: a daemon that already exited after its unmount must not stop the cleanup
+    # before the work directory (several GB) is removed
+    set +e
+    for m in "$W/cista.mnt" "$W/cista-base.mnt" "$W/gocryptfs.mnt"; do
         mountpoint -q "$m" 2>/dev/null && { umount "$m" 2>/dev/null || fusermount3 -u "$m" || umount -l "$m"; }
     done
-    [ -n "$CISTA_PID" ] && kill "$CISTA_PID" 2>/dev/null
+    for p in $CISTA_PID $BASE_PID; do
+        kill "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -48,13 +60,27 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 mkdir -p "$W/plain" "$W/gocryptfs.cipher" "$W/gocryptfs.mnt" "$W/cista.mnt"
 gocryptfs -q -init -extpass 'echo benchpw' "$W/gocryptfs.cipher" >/dev/null
 gocryptfs -q -extpass 'echo benchpw' "$W/gocryptfs.cipher" "$W/gocryptfs.mnt"
-"$CISTA" -q volume create "$W/cista.back" --key-file "$W/cista.key" >/dev/null 2>&1
-"$CISTA" -q volume mount "$W/cista.back" "$W/cista.mnt" --key-file "$W/cista.key" -f 2>"$W/cista.log" &
+cista_mount() { # BIN NAME: create a volume and serve it on $W/NAME.mnt (in the background)
+    mkdir -p "$W/$2.mnt"
+    "$1" -q volume create "$W/$2.back" --key-file "$W/$2.key" >/dev/null 2>&1
+    "$1" -q volume mount "$W/$2.back" "$W/$2.mnt" --key-file "$W/$2.key" -f 2>"$W/$2.log" &
+}
+wait_mounted() {
+    for _ in $(seq 100); do mountpoint -q "$W/$1.mnt" && break; sleep 0.1; done
+    mountpoint -q "$W/$1.mnt" || { cat "$W/$1.log"; exit 1; }
+}
+cista_mount "$CISTA" cista
 CISTA_PID=$!
-for _ in $(seq 100); do mountpoint -q "$W/cista.mnt" && break; sleep 0.1; done
-mountpoint -q "$W/cista.mnt" || { cat "$W/cista.log"; exit 1; }
+wait_mounted cista
 declare -A DIR=([plain]="$W/plain" [gocryptfs]="$W/gocryptfs.mnt" [cista]="$W/cista.mnt")
 SYSTEMS=(plain gocryptfs cista)
+if [ -n "$CISTA_BASE" ]; then
+    cista_mount "$CISTA_BASE" cista-base
+    BASE_PID=$!
+    wait_mounted cista-base
+    DIR[cista-base]="$W/cista-base.mnt"
+    SYSTEMS=(plain gocryptfs cista-base cista)
+fi
 
 cat >"$W/io.py" <<'EOF'
 import os, random, sys, time
@@ -114,13 +140,17 @@ rand_read() { drop; python3 "$W/io.py" rand-read "$1/rand" "$RAND_FILE_MB" "$RAN
 create_stat() { rm -rf "$1/many"; drop; python3 "$W/io.py" create-stat "$1" "$NFILES"; }
 
 declare -A R
-TESTS=(seq-write seq-read rand-write rand-read create-stat)
+read -r -a TESTS <<<"${TESTS:-seq-write seq-read rand-write rand-read create-stat}"
 echo "# cista volume bench: $(date -u +%FT%TZ), $(nproc) CPUs, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# gocryptfs: $(gocryptfs -version 2>/dev/null | head -1)"
-for s in "${SYSTEMS[@]}"; do rand_prep "${DIR[$s]}"; done
+echo "# cista: $CISTA${CISTA_BASE:+; cista-base: $CISTA_BASE}"
+case " ${TESTS[*]} " in *" rand-"*) for s in "${SYSTEMS[@]}"; do rand_prep "${DIR[$s]}"; done ;; esac
 for run in $(seq "$RUNS"); do
+    # the order of the systems rotates per run, so that none always runs first or last
+    k=$(((run - 1) % ${#SYSTEMS[@]}))
+    ORDER=("${SYSTEMS[@]:k}" "${SYSTEMS[@]:0:k}")
     for t in "${TESTS[@]}"; do
-        for s in "${SYSTEMS[@]}"; do
+        for s in "${ORDER[@]}"; do
             case $t in
             seq-write) v=$(seq_write "${DIR[$s]}") ;;
             seq-read) v=$(seq_read "${DIR[$s]}") ;;
@@ -135,18 +165,26 @@ for run in $(seq "$RUNS"); do
 done
 
 echo
-echo "| test | unit | plain ext4 | gocryptfs | cista | cista / gocryptfs | cista / plain |"
-echo "|---|---|---|---|---|---|---|"
+if [ -n "$CISTA_BASE" ]; then
+    echo "| test | unit | plain ext4 | gocryptfs | cista-base | cista | cista / gocryptfs | cista / plain | base / gocryptfs | cista / base |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+else
+    echo "| test | unit | plain ext4 | gocryptfs | cista | cista / gocryptfs | cista / plain |"
+    echo "|---|---|---|---|---|---|---|"
+fi
 for t in "${TESTS[@]}"; do
     unit="MB/s"
     case $t in rand-*) unit="ops/s" ;; create-stat) unit="files/s" ;; esac
-    declare -A M=()
+    declare -A M=([cista-base]=0)
     for s in "${SYSTEMS[@]}"; do M[$s]=$(echo "${R[$t.$s]}" | tr ' ' '\n' | grep . | median); done
-    python3 - "$t" "$unit" "${M[plain]}" "${M[gocryptfs]}" "${M[cista]}" <<'EOF'
+    python3 - "$t" "$unit" "${M[plain]}" "${M[gocryptfs]}" "${M[cista]}" "${M[cista-base]}" <<'EOF'
 import sys
-t, u, p, g, c = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
-print(f"| {t} | {u} | {p:.0f} | {g:.0f} | {c:.0f} | {c/g:.2f}x | {c/p:.2f}x |")
+t, u, p, g, c, b = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:])
+if b:
+    print(f"| {t} | {u} | {p:.0f} | {g:.0f} | {b:.0f} | {c:.0f} | {c/g:.2f}x | {c/p:.2f}x | {b/g:.2f}x | {c/b:.2f}x |")
+else:
+    print(f"| {t} | {u} | {p:.0f} | {g:.0f} | {c:.0f} | {c/g:.2f}x | {c/p:.2f}x |")
 EOF
 done
 echo
-echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg); cista daemon CPU: $(ps -o time= -p "$CISTA_PID")"
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg); cista daemon CPU: $(ps -o time= -p "$CISTA_PID")${BASE_PID:+, cista-base daemon CPU: $(ps -o time= -p "$BASE_PID")}"

@@ -209,6 +209,25 @@ void vol_get_info(vol_volume *v, vol_info *out);
  * state. A no-op when nothing changed.
  */
 int vol_commit(vol_volume *v, cista_error **err) __attribute__((warn_unused_result));
+/*
+ * vol_commit with options. VOL_COMMIT_DEFER_REAP: leave the backing objects
+ * of files deleted before this commit in place, for vol_reap (removing a
+ * large object can take the host ~0.5 s per GiB; a caller answering an fsync
+ * does that after replying). Durability is the same either way: removals
+ * become durable with the next commit.
+ */
+enum { VOL_COMMIT_DEFER_REAP = 1u << 0 };
+int vol_commit_ex(vol_volume *v, unsigned flags, cista_error **err)
+    __attribute__((warn_unused_result));
+/* Remove the backing objects of deleted files that earlier commits left (see above). */
+void vol_reap(vol_volume *v);
+/*
+ * Bytes of deleted regular files whose backing objects wait for the next
+ * commit (they can only go once no committed state references them). The
+ * FUSE front end commits early when this is large, so the host deletes them
+ * in the background instead of during later writes.
+ */
+uint64_t vol_reclaimable(vol_volume *v);
 /* True when there are uncommitted changes. */
 bool vol_is_dirty(vol_volume *v);
 

@@ -1400,6 +1400,241 @@ static void test_concurrent(void **state)
     close_ok(v);
 }
 
+/* True when this process holds an O_DIRECT descriptor of @path. */
+static bool holds_direct_fd(const char *path)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(d)) != NULL) {
+        char link[300], target[512], info[300];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n < 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, path) != 0)
+            continue;
+        snprintf(info, sizeof(info), "/proc/self/fdinfo/%s", de->d_name);
+        FILE *f = fopen(info, "r");
+        if (!f)
+            continue;
+        char line[128];
+        unsigned long flags = 0;
+        while (fgets(line, sizeof(line), f))
+            if (sscanf(line, "flags: %lo", &flags) == 1)
+                break;
+        fclose(f);
+        found = (flags & O_DIRECT) != 0;
+    }
+    closedir(d);
+    return found;
+}
+
+/*
+ * The directory store moves large page-aligned transfers with direct I/O and
+ * everything else through the page cache; both views of an object agree, and
+ * a file the host cut short reads short, not as an error.
+ */
+static void test_store_direct(void **state)
+{
+    (void)state;
+    cista_error *e = NULL;
+    vol_store *st = NULL;
+    assert_int_equal(vol_store_dir_new(&st, tpath("ds"), true, &e), 0);
+    /* does this file system take O_DIRECT at all? */
+    int probe = open(tpath("probe"), O_RDWR | O_CREAT | O_DIRECT, 0600);
+    bool fs_direct = probe >= 0;
+    if (probe >= 0)
+        close(probe);
+    const size_t big = 1u << 20;
+    uint8_t *a = aligned_alloc(4096, big + 4096), *b = aligned_alloc(4096, big + 4096);
+    assert_non_null(a);
+    assert_non_null(b);
+    fill_pattern(a, big, 5);
+    void *h = NULL;
+    assert_int_equal(st->ops->open(st->ctx, "obj", true, &h), 0);
+    assert_int_equal(st->ops->write(st->ctx, h, 3 * 4096, a, big), 0);
+    assert_int_equal(holds_direct_fd(tpath("ds/obj")), fs_direct);
+    /* a small buffered write inside the range, seen by a direct read */
+    uint8_t page[4096];
+    fill_pattern(page, sizeof(page), 77);
+    assert_int_equal(st->ops->write(st->ctx, h, 10 * 4096, page, sizeof(page)), 0);
+    memcpy(a + 7 * 4096, page, sizeof(page));
+    assert_int_equal(st->ops->read(st->ctx, h, 3 * 4096, b, big), (ssize_t)big);
+    assert_memory_equal(b, a, big);
+    /* an unaligned buffer goes buffered and reads the same bytes */
+    assert_int_equal(st->ops->read(st->ctx, h, 3 * 4096, b + 1, big), (ssize_t)big);
+    assert_memory_equal(b + 1, a, big);
+    /* a direct write over a range the page cache holds, seen by a buffered read */
+    fill_pattern(a, big, 9);
+    assert_int_equal(st->ops->write(st->ctx, h, 3 * 4096, a, big), 0);
+    assert_int_equal(st->ops->read(st->ctx, h, 10 * 4096, page, sizeof(page)), 4096);
+    assert_memory_equal(page, a + 7 * 4096, sizeof(page));
+    /* a hole reads as zeros */
+    assert_int_equal(st->ops->write(st->ctx, h, 2 * big, a, big), 0);
+    assert_int_equal(st->ops->read(st->ctx, h, big + 4096 * 8, b, big - 4096 * 8),
+                     (ssize_t)(big - 4096 * 8));
+    for (size_t i = 0; i < big - 4096 * 8; i++)
+        if (b[i] != 0)
+            fail_msg("hole byte %zu is %u", i, b[i]);
+    /* a stream of direct writes allocates ahead of itself (bounded); scattered ones do not */
+    if (fs_direct) {
+        void *hs = NULL, *hr = NULL;
+        assert_int_equal(st->ops->open(st->ctx, "stream", true, &hs), 0);
+        assert_int_equal(st->ops->open(st->ctx, "scattered", true, &hr), 0);
+        for (uint64_t i = 0; i < 16; i++) {
+            assert_int_equal(st->ops->write(st->ctx, hs, i * big, a, big), 0);
+            assert_int_equal(st->ops->write(st->ctx, hr, i * 100 * big, a, big), 0);
+        }
+        struct stat ss, sr;
+        assert_int_equal(stat(tpath("ds/stream"), &ss), 0);
+        assert_int_equal(stat(tpath("ds/scattered"), &sr), 0);
+        uint64_t alloc_s = (uint64_t)ss.st_blocks * 512, alloc_r = (uint64_t)sr.st_blocks * 512;
+        /* 16 MiB written; ahead: a quarter of the stream (4 MiB), rounded to 1 MiB */
+        assert_true(alloc_s >= 16 * big);
+        assert_true(alloc_s <= 21 * big);
+        assert_true(alloc_r >= 16 * big);
+        assert_true(alloc_r < 17 * big);
+        /* the preallocated space reads as zeros and the data is intact */
+        assert_int_equal(st->ops->read(st->ctx, hs, 15 * big, b, big), (ssize_t)big);
+        assert_memory_equal(b, a, big);
+        ssize_t n = st->ops->read(st->ctx, hs, 16 * big, b, big);
+        assert_true(n >= 0);
+        for (ssize_t i = 0; i < n; i++)
+            if (b[i] != 0)
+                fail_msg("preallocated byte %zd is %u", i, b[i]);
+        /* a truncation forgets the stream */
+        assert_int_equal(st->ops->truncate(st->ctx, hs, 0), 0);
+        assert_int_equal(st->ops->write(st->ctx, hs, 0, a, big), 0);
+        assert_int_equal(stat(tpath("ds/stream"), &ss), 0);
+        assert_int_equal((uint64_t)ss.st_blocks * 512, big);
+        st->ops->close(st->ctx, hs);
+        st->ops->close(st->ctx, hr);
+    }
+    /* the host cuts the file at an unaligned size: a direct read returns what is there */
+    assert_int_equal(st->ops->sync(st->ctx, h), 0);
+    assert_int_equal(truncate(tpath("ds/obj"), (off_t)(2 * big + 5000)), 0);
+    assert_int_equal(st->ops->read(st->ctx, h, 2 * big, b, big), 5000);
+    assert_memory_equal(b, a, 5000);
+    st->ops->close(st->ctx, h);
+    free(a);
+    free(b);
+    vol_store_free(st);
+}
+
+/* Tampering is caught on the large-request path too (direct I/O, no volume lock). */
+static void test_tamper_large(void **state)
+{
+    (void)state;
+    create_dir_volume("vol", NULL);
+    const size_t size = 2u << 20;
+    uint8_t *a = aligned_alloc(4096, size), *out = aligned_alloc(4096, size);
+    assert_non_null(a);
+    assert_non_null(out);
+    fill_pattern(a, size, 3);
+    vol_volume *v = open_plain("vol");
+    uint64_t ino = create_file(v, VOL_ROOT_INO, "big");
+    assert_int_equal(vol_write(v, ino, 0, a, size, false), (ssize_t)size);
+    char pa[300];
+    obj_path(v, "vol", ino, pa);
+    close_ok(v);
+
+    v = open_plain("vol");
+    assert_int_equal(vol_read(v, ino, 0, out, size), (ssize_t)size);
+    assert_memory_equal(out, a, size);
+    /* while mounted, the host flips a byte of block 300: the next large read fails */
+    flip_byte(pa, 300 * 4096 + 17);
+    assert_int_equal(vol_read(v, ino, 1u << 20, out, 1u << 20), -EIO);
+    assert_int_equal(vol_read(v, ino, 0, out, 1u << 20), 1 << 20);
+    assert_memory_equal(out, a, 1u << 20);
+    flip_byte(pa, 300 * 4096 + 17);
+    assert_int_equal(vol_read(v, ino, 1u << 20, out, 1u << 20), 1 << 20);
+    assert_memory_equal(out, a + (1u << 20), 1u << 20);
+    /* two blocks in the middle swapped */
+    swap_ranges(pa, 400 * 4096, 401 * 4096);
+    assert_int_equal(vol_read(v, ino, 1u << 20, out, 1u << 20), -EIO);
+    swap_ranges(pa, 400 * 4096, 401 * 4096);
+    /* a large overwrite, committed, then the old blocks replayed over the new ones */
+    fill_pattern(a, size, 4);
+    assert_int_equal(vol_write(v, ino, 0, a, size, false), (ssize_t)size);
+    close_ok(v);
+    char tmp[310];
+    snprintf(tmp, sizeof(tmp), "%s.x", pa);
+    copy_file(pa, tmp);
+    v = open_plain("vol");
+    fill_pattern(a, size, 5);
+    assert_int_equal(vol_write(v, ino, 0, a, size, false), (ssize_t)size);
+    close_ok(v);
+    v = open_plain("vol");
+    assert_int_equal(vol_read(v, ino, 0, out, size), (ssize_t)size);
+    assert_memory_equal(out, a, size);
+    vol_abandon(v);
+    assert_int_equal(rename(tmp, pa), 0);
+    v = open_plain("vol");
+    assert_int_equal(vol_read(v, ino, 0, out, 1u << 20), -EIO);
+    vol_abandon(v);
+    /* the object cut in the middle of the data */
+    assert_int_equal(truncate(pa, 700 * 1024 + 100), 0);
+    v = open_plain("vol");
+    assert_int_equal(vol_read(v, ino, 0, out, 1u << 20), -EIO);
+    vol_abandon(v);
+    free(a);
+    free(out);
+}
+
+/*
+ * The objects of deleted files are removed by the commit, or with
+ * VOL_COMMIT_DEFER_REAP by vol_reap afterwards (fsck does not count them as
+ * orphans meanwhile).
+ */
+static void test_reap(void **state)
+{
+    (void)state;
+    create_dir_volume("rp", NULL);
+    vol_volume *v = open_plain("rp");
+    static uint8_t data[64 * 1024];
+    fill_pattern(data, sizeof(data), 7);
+    uint64_t ia = create_file(v, VOL_ROOT_INO, "a");
+    uint64_t ib = create_file(v, VOL_ROOT_INO, "b");
+    assert_int_equal(vol_write(v, ia, 0, data, sizeof(data), false), (ssize_t)sizeof(data));
+    assert_int_equal(vol_write(v, ib, 0, data, sizeof(data), false), (ssize_t)sizeof(data));
+    char pa[300], pb[300];
+    obj_path(v, "rp", ia, pa);
+    obj_path(v, "rp", ib, pb);
+    cista_error *e = NULL;
+    assert_int_equal(vol_commit(v, &e), 0);
+    assert_int_equal(access(pa, F_OK), 0);
+    /* deferred: the object stays until vol_reap */
+    assert_int_equal(vol_reclaimable(v), 0);
+    assert_int_equal(vol_unlink(v, VOL_ROOT_INO, "a"), 0);
+    assert_int_equal(vol_reclaimable(v), sizeof(data));
+    assert_int_equal(vol_commit_ex(v, VOL_COMMIT_DEFER_REAP, &e), 0);
+    assert_int_equal(vol_reclaimable(v), 0);
+    assert_int_equal(access(pa, F_OK), 0);
+    vol_reap(v);
+    assert_int_equal(access(pa, F_OK), -1);
+    /* deferred, then fsck: removed, not reported */
+    assert_int_equal(vol_unlink(v, VOL_ROOT_INO, "b"), 0);
+    assert_int_equal(vol_commit_ex(v, VOL_COMMIT_DEFER_REAP, &e), 0);
+    assert_int_equal(access(pb, F_OK), 0);
+    uint64_t orph = 1;
+    assert_int_equal(vol_fsck(v, false, NULL, &orph, &e), 0);
+    assert_int_equal(orph, 0);
+    assert_int_equal(access(pb, F_OK), -1);
+    /* plain vol_commit removes at once */
+    uint64_t ic = create_file(v, VOL_ROOT_INO, "c");
+    assert_int_equal(vol_write(v, ic, 0, data, sizeof(data), false), (ssize_t)sizeof(data));
+    char pc[300];
+    obj_path(v, "rp", ic, pc);
+    assert_int_equal(vol_commit(v, &e), 0);
+    assert_int_equal(vol_unlink(v, VOL_ROOT_INO, "c"), 0);
+    assert_int_equal(vol_commit(v, &e), 0);
+    assert_int_equal(access(pc, F_OK), -1);
+    close_ok(v);
+}
+
 /* Parsers reject what the encoder cannot produce. */
 /* An in-memory anchor that can be told to fail, standing in for an unreachable KBS. */
 typedef struct mem_anchor {
@@ -1567,6 +1802,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_anchor_kbs, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_big_offsets, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_concurrent, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_store_direct, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_tamper_large, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_reap, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
