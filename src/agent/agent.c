@@ -436,7 +436,7 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
         rc = mount_tee(sb->tee_dir, o->tmpfs_size, o->no_tmpfs, err);
     if (rc == 0) {
         bool shared = false;
-        if (o->no_tmpfs) {
+        if (o->no_tmpfs || o->private_rootfs) {
             _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
             img_unpack_opts uo = {0};
             rc = img_unpack(sb->img, rootfs, keys, key_count, &uo, err);

@@ -166,7 +166,13 @@ typedef struct {
      */
     const struct agent_host_request *request;
     const char *tmpfs_size; /* tmpfs "size=" value, NULL = kernel default */
-    bool no_tmpfs;          /* unit tests only: a plain directory instead of a tmpfs */
+    /*
+     * Unpack the image into this sandbox's own tmpfs instead of sharing one
+     * tree per image through an overlay (rootfs.c): image-sized TEE memory
+     * per container, but file lookups without overlayfs in the way.
+     */
+    bool private_rootfs;
+    bool no_tmpfs; /* unit tests only: a plain directory instead of a tmpfs */
     /*
      * Encrypted volumes: the KBS of this launch and the CA its certificate chains to (the
      * rollback anchors are counters there; NULL: no KBS, and a volume with an anchor is

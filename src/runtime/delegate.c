@@ -83,7 +83,7 @@ int rt_config_parse(rt_config **out, const char *data, size_t size, cista_error 
         return rc;
     static const char *const known[] = {
         "allow_plain", "runtime",  "tee",           "sim_state_dir", "tpm_tcti", "tpm_eventlog",
-        "tmpfs_size",  "kbs_cert", "dev_key_files", "dev_secrets",   "root"};
+        "tmpfs_size",  "kbs_cert", "dev_key_files", "dev_secrets",   "root",     "image_store"};
     const char *key;
     json_t *v;
     json_object_foreach(o, key, v)
@@ -99,6 +99,12 @@ int rt_config_parse(rt_config **out, const char *data, size_t size, cista_error 
     if (ap && !json_is_boolean(ap))
         return err_set(err, -EINVAL, "runtime configuration: \"allow_plain\" must be a boolean");
     c->allow_plain = json_is_true(ap);
+    json_t *is = json_object_get(o, "image_store");
+    if (is && (!json_is_string(is) || (strcmp(json_string_value(is), "shared") != 0 &&
+                                       strcmp(json_string_value(is), "private") != 0)))
+        return err_set(err, -EINVAL,
+                       "runtime configuration: \"image_store\" must be \"shared\" or \"private\"");
+    c->private_rootfs = is && !strcmp(json_string_value(is), "private");
     if ((rc = get_str(&c->delegate, o, "runtime", err)) < 0 ||
         (rc = get_str(&c->tee, o, "tee", err)) < 0 ||
         (rc = get_str(&c->root, o, "root", err)) < 0 ||

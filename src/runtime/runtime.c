@@ -354,6 +354,7 @@ static int create_confidential(json_t *st, char **out_bundle, char **out_root, i
         .keys = ks,
         .request = &req,
         .tmpfs_size = c->tmpfs_size,
+        .private_rootfs = c->private_rootfs,
         .kbs_url = conf->kbs,
         .kbs_ca = c->kbs_cert,
     };

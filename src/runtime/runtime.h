@@ -68,6 +68,8 @@ typedef struct {
     char *tpm_tcti;
     char *tpm_eventlog;
     char *tmpfs_size;
+    /* each sandbox's own copy of the image instead of the shared store (image_store: "private") */
+    bool private_rootfs;
     char *kbs_cert;
     char **dev_key_files; /* development key source (INSECURE) */
     size_t dev_key_count;

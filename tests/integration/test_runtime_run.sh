@@ -146,6 +146,13 @@ check "the tree stays while a sandbox uses it" bash -c "[ \"\$(ls '$ROOT'/.image
 "${C[@]}" -q rm -f sh2 >/dev/null 2>&1
 check "the last removal removes the tree and unmounts the store" bash -c \
   "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
+echo '{"image_store":"private"}' >"$TMP/private.json"
+"${C[@]}" -q run -d --config "$TMP/private.json" --name pv --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" \
+  "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/pv.err"
+check "image_store private: the sandbox tmpfs holds its own copy, no store is mounted" bash -c \
+  "[ \$(df -k --output=used '$ROOT/pv/tee' | tail -1) -gt 512 ] && ! grep -q ' $ROOT/.images' /proc/mounts &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec pv /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ]"
+"${C[@]}" -q rm -f pv >/dev/null 2>&1
 
 # CVE-2019-5736: the container hunts for the runtime's /proc/PID/exe while we exec into it
 policy "oci:$TMP/enc/bbs:1" "$TMP/cve.policy.json" --allow-exec '["/bin/true"]'

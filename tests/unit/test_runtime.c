@@ -326,8 +326,15 @@ static void test_runtime_config(void **state)
     assert_false(c->allow_plain);
     assert_string_equal(c->delegate, "runc");
     assert_string_equal(c->tee, "auto");
+    assert_false(c->private_rootfs); /* the shared image store by default */
+    rt_config_free(c);
+    const char priv[] = "{\"image_store\":\"private\"}";
+    assert_int_equal(rt_config_parse(&c, priv, strlen(priv), &err), 0);
+    assert_true(c->private_rootfs);
     rt_config_free(c);
     static const char *const bad[] = {
+        "{\"image_store\":\"copy\"}",
+        "{\"image_store\":true}",
         "{\"allow_plian\":true}",
         "{\"allow_plain\":\"yes\"}",
         "{\"runtime\":1}",
