@@ -625,6 +625,7 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
         .tee = sb->tee_name,
         .sim_state_dir = sb->sim_state_dir,
         .tpm_tcti = sb->tpm_tcti,
+        .host_data = sb->policy_hash,
     };
     if ((rc = agent__volumes_mount(sb->tee_dir, plan, sb->pol, sb->container, sb->vol_keys,
                                    sb->vol_key_count, &venv, uid, gid, err)) < 0) {

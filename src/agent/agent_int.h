@@ -50,6 +50,7 @@ typedef struct {
     const char *tee;     /* evidence for the anchor's attestation: "sim" or "tpm" */
     const char *sim_state_dir;
     const char *tpm_tcti;
+    const char *host_data; /* sim: the launch value for the anchor's reports (hex), or NULL */
 } agent__volume_env;
 
 /*

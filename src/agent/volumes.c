@@ -684,6 +684,11 @@ static int run_daemon(const agent__volume_env *env, const pol_volume *pv, const 
             av[k++] = "--sim-state";
             av[k++] = env->sim_state_dir;
         }
+        /* the anchor's sim reports carry the workload's launch value, as the run's own do */
+        if (env->host_data && !strcmp(env->tee, "sim")) {
+            av[k++] = "--host-data";
+            av[k++] = env->host_data;
+        }
         if (env->tpm_tcti && !strcmp(env->tee, "tpm")) {
             av[k++] = "--tpm-tcti";
             av[k++] = env->tpm_tcti;

@@ -20,6 +20,7 @@
 
 #include "agent/agent.h"
 #include "cli/cli.h"
+#include "evidence/ev.h"
 #include "util/codec.h"
 #include "util/json.h"
 #include "util/log.h"
@@ -71,6 +72,8 @@ static void usage_mount(FILE *out)
             "  --kbs-ca CA.pem    CA the KBS certificate must chain to\n"
             "  --tee TEE          evidence for the KBS: sim or tpm\n"
             "  --sim-state DIR    sim: evidence state directory\n"
+            "  --host-data HEX    sim: the launch value (64 hex digits, the workload's policy\n"
+            "                     hash) bound in the anchor's reports (default: zeros)\n"
             "  --tpm-tcti CONF    tpm: TCTI (swtpm:host=127.0.0.1,port=N)\n"
             "  --rollback MODE    strict (default with --anchor): refuse a rollback;\n"
             "                     reset: start over empty after a rollback;\n"
@@ -131,6 +134,7 @@ enum {
     OPT_SIM_STATE,
     OPT_TPM_TCTI,
     OPT_KEY_FD,
+    OPT_HOST_DATA,
 };
 
 static const struct option g_long[] = {
@@ -148,6 +152,7 @@ static const struct option g_long[] = {
     {"sim-state", required_argument, NULL, OPT_SIM_STATE},
     {"tpm-tcti", required_argument, NULL, OPT_TPM_TCTI},
     {"key-fd", required_argument, NULL, OPT_KEY_FD},
+    {"host-data", required_argument, NULL, OPT_HOST_DATA},
     {"foreground", no_argument, NULL, 'f'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -157,7 +162,7 @@ typedef struct vopts {
     const char *key_file;
     const char *anchor;
     const char *rollback;
-    const char *kbs_ca, *tee, *sim_state, *tpm_tcti;
+    const char *kbs_ca, *tee, *sim_state, *tpm_tcti, *host_data;
     unsigned interval_ms;
     bool foreground, debug, repair, json, help;
     int timeout_s;
@@ -195,6 +200,9 @@ static int parse(vopts *o, int argc, char **argv, int max_pos, void (*usage)(FIL
             break;
         case OPT_SIM_STATE:
             o->sim_state = optarg;
+            break;
+        case OPT_HOST_DATA:
+            o->host_data = optarg;
             break;
         case OPT_TPM_TCTI:
             o->tpm_tcti = optarg;
@@ -372,9 +380,13 @@ static int cmd_mount(int argc, char **argv)
     bool kbs_anchor = o.anchor && !strncmp(o.anchor, "kbs:", 4);
     if (kbs_anchor && !o.tee)
         return cli_usage_report("--anchor kbs:... needs --tee sim|tpm", NULL);
-    if (!kbs_anchor && (o.tee || o.kbs_ca || o.sim_state || o.tpm_tcti))
-        return cli_usage_report("--tee, --kbs-ca, --sim-state, --tpm-tcti go with --anchor kbs:...",
-                                NULL);
+    if (!kbs_anchor && (o.tee || o.kbs_ca || o.sim_state || o.tpm_tcti || o.host_data))
+        return cli_usage_report(
+            "--tee, --kbs-ca, --sim-state, --tpm-tcti, --host-data go with --anchor kbs:...", NULL);
+    uint8_t host_data[EV_HOST_DATA_SIZE];
+    if (o.host_data && (strlen(o.host_data) != 2 * sizeof(host_data) ||
+                        hex_decode_to(host_data, sizeof(host_data), o.host_data, NULL) < 0))
+        return cli_usage_report("--host-data must be 64 hex digits, not ", o.host_data);
     cista_error *e = NULL;
     _cleanup_free_ char *kbs_url = NULL, *kbs_path = NULL;
     if (kbs_anchor && vol_anchor_kbs_parse(&kbs_url, &kbs_path, o.anchor, &e) < 0)
@@ -403,6 +415,7 @@ static int cmd_mount(int argc, char **argv)
                                   .tee = o.tee,
                                   .path = kbs_path,
                                   .sim_state = o.sim_state,
+                                  .host_data = o.host_data ? host_data : NULL,
                                   .tpm_tcti = o.tpm_tcti};
         if (vol_anchor_kbs_new(&anchor, &ko, &e) < 0) {
             OPENSSL_cleanse(key, sizeof(key));

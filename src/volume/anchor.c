@@ -172,6 +172,8 @@ typedef struct kbs_anchor {
     EVP_PKEY *key; /* the ephemeral key the token is bound to */
     const ev_ops *tee;
     char *url, *path, *sim_state, *tcti, *desc;
+    bool has_host_data;
+    uint8_t host_data[EV_HOST_DATA_SIZE];
     bool attested;
     bool known; /* known_gen/known_root hold what the broker last confirmed */
     uint64_t known_gen;
@@ -184,6 +186,8 @@ static int ka_attest(kbs_anchor *a, cista_error **err)
     ev_get_opts_init(&go);
     go.sim_state_dir = a->sim_state;
     go.tpm_tcti = a->tcti;
+    if (a->has_host_data)
+        go.host_data = a->host_data;
     int r;
     if (!a->key && (r = crypto_key_generate_ec(&a->key, "P-256", err)) < 0)
         return r;
@@ -355,6 +359,10 @@ int vol_anchor_kbs_new(vol_anchor **out, const vol_kbs_anchor_opts *o, cista_err
     a->path = xstrdup(o->path);
     a->sim_state = o->sim_state ? xstrdup(o->sim_state) : NULL;
     a->tcti = o->tpm_tcti ? xstrdup(o->tpm_tcti) : NULL;
+    if (o->host_data) {
+        memcpy(a->host_data, o->host_data, sizeof(a->host_data));
+        a->has_host_data = true;
+    }
     a->desc = xasprintf("kbs:%s/%s", o->url, o->path);
     vol_anchor *va = xmalloc(sizeof(*va));
     va->ops = &g_kbs_anchor_ops;

@@ -129,8 +129,12 @@ typedef struct vol_kbs_anchor_opts {
     const char *tee;       /* "sim" | "tpm" */
     const char *path;      /* counter resource path "repo/type/tag" */
     const char *sim_state; /* sim: evidence state directory; NULL: the default */
-    const char *tpm_tcti;  /* tpm: TCTI; NULL: the default */
-    long timeout;          /* seconds per request; 0: 30 */
+    /* sim: the launch value (EV_HOST_DATA_SIZE bytes, normally the workload's policy hash)
+     * bound in the anchor's reports, so the broker can tie the counter to that workload;
+     * NULL: zeros. Copied. */
+    const uint8_t *host_data;
+    const char *tpm_tcti; /* tpm: TCTI; NULL: the default */
+    long timeout;         /* seconds per request; 0: 30 */
 } vol_kbs_anchor_opts;
 
 int vol_anchor_kbs_new(vol_anchor **out, const vol_kbs_anchor_opts *opts, cista_error **err)

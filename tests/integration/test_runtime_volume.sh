@@ -116,11 +116,11 @@ setup() {
   policy_edit "$TMP/pod.policy.json" 'c["mounts"].append({"destination":"/run/.containerenv","type":"bind","source":{"regex":"^/.+/\\.containerenv$"},"options":["bind","rprivate"],"read_only":False})' || return 1
   vol_refvals
 }
-# reference values: sim (insecure, allowed here) with the launch-bound policy hashes. The KBS
-# rollback anchor attests with its own sim evidence, whose host data the volume daemon cannot
-# set yet (all zero; docs/runtime.md, "Volumes"), so zero is accepted too.
+# reference values: sim (insecure, allowed here) with the launch-bound policy hashes only. The
+# KBS rollback anchor attests with its own sim evidence carrying the same launch value (the
+# runtime passes the policy hash to the volume daemon), so all-zero host data is NOT accepted.
 vol_refvals() {
-  local f hs="\"$(printf '0%.0s' $(seq 64))\","
+  local f hs=""
   for f in "$TMP"/*.policy.json; do hs="$hs\"$(policy_hash "$f")\","; done
   echo "{\"version\":\"1.0.0\",\"tees\":{\"sim\":{\"allow_insecure\":true,\"host_data\":[${hs%,}]}}}" >"$TMP/refvals.json"
   "$CISTA" -q kbs admin set-reference-values "$TMP/refvals.json" >/dev/null
