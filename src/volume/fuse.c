@@ -22,6 +22,7 @@
 
 #include "util/log.h"
 #include "util/util.h"
+#include "volume/vol_int.h"
 #include "volume/volume.h"
 
 #define CACHE_TIMEOUT 3600.0
@@ -272,57 +273,26 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 }
 
 /*
- * Each worker thread reads into its own page-aligned MAX_IO buffer: the
- * store reads large aligned ranges with direct I/O straight into it, and a
+ * Each worker thread reads into its own aligned buffer (vol__thread_read_buffer):
+ * the store reads large aligned ranges with direct I/O straight into it, and a
  * fresh 1 MiB malloc per request would be an mmap/munmap with page faults.
  * The plaintext it holds is what the kernel keeps in the mount's page cache
  * anyway; it is cleansed when the thread exits, not after every reply (that
  * cost 3 % of the daemon's CPU on sequential reads).
  */
-static pthread_key_t g_rbuf_key;
-static pthread_once_t g_rbuf_once = PTHREAD_ONCE_INIT;
-
-static void rbuf_free(void *p)
-{
-    OPENSSL_cleanse(p, MAX_IO);
-    free(p);
-}
-
-static void rbuf_init(void)
-{
-    (void)pthread_key_create(&g_rbuf_key, rbuf_free);
-}
-
-static char *rbuf_get(void)
-{
-    pthread_once(&g_rbuf_once, rbuf_init);
-    char *b = pthread_getspecific(g_rbuf_key);
-    if (!b) {
-        b = aligned_alloc(VOL_BLOCK_SIZE, MAX_IO);
-        if (b && pthread_setspecific(g_rbuf_key, b) != 0) {
-            free(b);
-            b = NULL;
-        }
-    }
-    return b;
-}
-
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     (void)fi;
     if (size > MAX_IO)
         size = MAX_IO;
-    char *buf = rbuf_get();
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
+    _Static_assert(MAX_IO <= (1u << 20), "read buffer size");
+    uint8_t *buf = vol__thread_read_buffer();
     ssize_t n = vol_read(V(req), ino, (uint64_t)off, buf, size);
     if (n < 0)
         fuse_reply_err(req, (int)-n);
     else
-        fuse_reply_buf(req, buf, (size_t)n);
+        fuse_reply_buf(req, (const char *)buf, (size_t)n);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

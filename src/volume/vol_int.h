@@ -105,6 +105,12 @@ typedef struct vol_keys {
 } vol_keys;
 
 /* HKDF-SHA256(master, salt = volume id, info = "cista/volume/v1/" label). */
+/*
+ * The calling thread's 1 MiB read buffer, aligned for direct I/O (part of the
+ * thread's huge-page region; cleansed and freed when the thread exits).
+ */
+uint8_t *vol__thread_read_buffer(void);
+
 int vol__hkdf(uint8_t *out, size_t out_size, const uint8_t master[VOL_KEY_SIZE],
               const uint8_t volume_id[VOL_ID_SIZE], const char *label, cista_error **err);
 int vol__derive_keys(vol_keys *out, const uint8_t master[VOL_KEY_SIZE],

@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1930,10 +1931,20 @@ int vol_read_info(vol_info *out, vol_store *store, const uint8_t *master_key_or_
 static pthread_key_t g_tl_key;
 static pthread_once_t g_tl_once = PTHREAD_ONCE_INIT;
 
+/*
+ * Each worker thread owns one 2 MiB region, aligned to 2 MiB and marked for
+ * a transparent huge page: the first half is the ciphertext buffer of its
+ * writes, the second the buffer its reads land in. Both are transferred
+ * with direct I/O, which pins the buffer's pages for every request (8-11 % of
+ * the daemon's CPU on sequential I/O with small pages): one huge page is
+ * pinned as one folio instead of 256 pages per megabyte.
+ */
+#define TL_REGION (2u << 20)
+
 typedef struct tl_state {
     uint64_t serial;
     vol_gcm data, meta;
-    uint8_t *buf; /* WRITE_BATCH blocks */
+    uint8_t *buf; /* TL_REGION bytes: WRITE_BATCH blocks, then the read buffer */
 } tl_state;
 
 static void tl_free(void *p)
@@ -1943,6 +1954,8 @@ static void tl_free(void *p)
         return;
     vol__gcm_free(&t->data);
     vol__gcm_free(&t->meta);
+    if (t->buf)
+        OPENSSL_cleanse(t->buf, TL_REGION); /* the read half held plaintext */
     free(t->buf);
     free(t);
 }
@@ -1958,10 +1971,11 @@ static tl_state *tl_state_get(void)
     tl_state *t = pthread_getspecific(g_tl_key);
     if (!t) {
         t = xzalloc(sizeof(*t));
-        /* page-aligned, so the store may write it with direct I/O */
-        t->buf = aligned_alloc(VOL_BLOCK_SIZE, WRITE_BATCH * VOL_BLOCK_SIZE);
+        _Static_assert(2 * WRITE_BATCH * VOL_BLOCK_SIZE <= TL_REGION, "thread region");
+        t->buf = aligned_alloc(TL_REGION, TL_REGION);
         if (!t->buf)
             abort();
+        (void)madvise(t->buf, TL_REGION, MADV_HUGEPAGE); /* advisory: small pages work */
         (void)pthread_setspecific(g_tl_key, t);
     }
     return t;
@@ -1971,6 +1985,12 @@ static tl_state *tl_state_get(void)
 static uint8_t *tl_buffer(void)
 {
     return tl_state_get()->buf;
+}
+
+uint8_t *vol__thread_read_buffer(void)
+{
+    tl_state *t = tl_state_get();
+    return t->buf + WRITE_BATCH * VOL_BLOCK_SIZE;
 }
 
 /* This thread's cipher contexts for @v (keys set up once per thread). */
