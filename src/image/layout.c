@@ -16,18 +16,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crypto/crypto.h"
 #include "image/img_int.h"
 #include "util/json.h"
+#include "util/log.h"
 #include "util/path.h"
 #include "util/util.h"
 
 #define MAX_MEMBERS 100000
 #define MAX_LINK_HOPS 16
 #define MAX_LAYOUT_FILE (64u << 10)
+#define ARCHIVE_PREFIX "cista-archive-"
+/* a directory this old with no owner holding its lock is a leftover */
+#define ARCHIVE_STALE_SECS 60
 
 /* ---- helpers ---- */
 
@@ -191,6 +197,39 @@ static int copy_entry(struct archive *a, int fd, crypto_hash *h, uint64_t *size,
     return 0;
 }
 
+/*
+ * Extraction directories of processes that were killed (kill -9, OOM) before
+ * store_close(). Each live owner holds a flock on its directory for as long
+ * as it uses it, and the kernel drops it when the owner dies, so a directory
+ * whose lock can be taken has no owner. The age check covers the moment
+ * between mkdtemp() and flock() of a new directory. Best effort: errors only
+ * mean a leftover stays for the next sweep.
+ */
+static void sweep_stale_archives(const char *base)
+{
+    DIR *d = opendir(base);
+    if (!d)
+        return;
+    time_t now = time(NULL);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, ARCHIVE_PREFIX, strlen(ARCHIVE_PREFIX)) != 0)
+            continue;
+        _cleanup_close_ int fd =
+            openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) < 0 || sb.st_uid != geteuid() ||
+            now - sb.st_mtime < ARCHIVE_STALE_SECS || flock(fd, LOCK_EX | LOCK_NB) < 0)
+            continue;
+        cista_error *e = NULL;
+        if (util_rm_rf_at(dirfd(d), de->d_name, &e) < 0)
+            err_free(e);
+        else
+            log_debug("removed %s/%s left by a process that did not finish", base, de->d_name);
+    }
+    closedir(d);
+}
+
 static int extract_archive(img_store *st, const char *path, bool hash, cista_error **err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -208,7 +247,8 @@ static int extract_archive(img_store *st, const char *path, bool hash, cista_err
     const char *base = getenv("TMPDIR");
     if (!base || !*base)
         base = "/var/tmp";
-    st->tmpdir = xasprintf("%s/cista-archive-XXXXXX", base);
+    sweep_stale_archives(base);
+    st->tmpdir = xasprintf("%s/" ARCHIVE_PREFIX "XXXXXX", base);
     if (!mkdtemp(st->tmpdir)) {
         int e = -errno;
         free(steal_ptr(&st->tmpdir));
@@ -220,6 +260,9 @@ static int extract_archive(img_store *st, const char *path, bool hash, cista_err
     st->dirfd = open(st->tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (st->dirfd < 0)
         return err_set_sys(err, -errno, "open %s", st->tmpdir);
+    /* held until the directory is removed; see sweep_stale_archives() */
+    if (flock(st->dirfd, LOCK_EX) < 0)
+        return err_set_sys(err, -errno, "lock %s", st->tmpdir);
 
     struct archive *a = archive_read_new();
     archive_read_support_format_tar(a);

@@ -237,6 +237,23 @@ check "docker-archive -> cista pack (encrypt, zstd)" \
 check "skopeo decrypts the packed docker-archive image" \
   "${SKOPEO[@]}" copy -q --decryption-key "$K/rsa-priv.pem" "oci:$T/from-da:v1" "oci:$T/from-da-dec:v1"
 check "... and its tree is the same" cista_same "oci:$T/from-da-dec:v1" "$T/c-fdd" "$T/ref-big/rootfs"
+check "no extraction directory is left after the archive runs" \
+  bash -c '! ls -d "$TMPDIR"/cista-archive-* 2>/dev/null'
+# A process killed while extracting leaves its directory; the next archive open removes it,
+# but never the directory of a live process (it holds a lock on it) nor a brand-new one.
+mkdir -p "$TMPDIR/cista-archive-dead1" "$TMPDIR/cista-archive-live1" "$TMPDIR/cista-archive-new1"
+echo x >"$TMPDIR/cista-archive-dead1/m000001"
+touch -d '-10 minutes' "$TMPDIR/cista-archive-dead1" "$TMPDIR/cista-archive-live1"
+flock "$TMPDIR/cista-archive-live1" sleep 60 &
+LOCKER=$!
+for _ in $(seq 50); do grep -q sleep "/proc/$LOCKER/comm" 2>/dev/null && break; sleep 0.1; done
+check "an archive open after a killed extraction" cista image inspect "oci-archive:$T/big-oci.tar:base"
+check "... removes the dead process's directory" test ! -e "$TMPDIR/cista-archive-dead1"
+check "... keeps a directory another process holds" test -d "$TMPDIR/cista-archive-live1"
+check "... keeps a directory created a moment ago" test -d "$TMPDIR/cista-archive-new1"
+kill "$LOCKER" 2>/dev/null
+wait "$LOCKER" 2>/dev/null
+rm -rf "$TMPDIR"/cista-archive-*
 
 echo "1..$n"
 echo "# $((n - failed)) passed, $failed failed"
