@@ -121,16 +121,101 @@ const char *crypto_hash_name(crypto_hash_alg alg)
     return NULL;
 }
 
-static EVP_MD *fetch_md(crypto_hash_alg alg)
+/*
+ * Algorithm objects fetched once per process. An implicit fetch (EVP_sha256(), a name) costs
+ * OpenSSL 3 a method-store lookup under locks on every operation; fetched EVP_MD / EVP_CIPHER /
+ * EVP_MAC / EVP_KDF objects are immutable and reference counted, so one of each is shared by all
+ * threads: published with a compare-and-swap (a thread that loses the race frees its own copy)
+ * and never freed.
+ */
+static void *fetch_once(void **slot, void *(*fetch)(const char *), void (*drop)(void *),
+                        const char *name)
 {
+    void *o = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (o)
+        return o;
+    o = fetch(name);
+    must(o != NULL, name);
+    void *expected = NULL;
+    if (!__atomic_compare_exchange_n(slot, &expected, o, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        drop(o);
+        o = expected;
+    }
+    return o;
+}
+
+static void *md_fetch(const char *name)
+{
+    return EVP_MD_fetch(NULL, name, NULL);
+}
+
+static void md_drop(void *o)
+{
+    EVP_MD_free(o);
+}
+
+static void *cipher_fetch(const char *name)
+{
+    return EVP_CIPHER_fetch(NULL, name, NULL);
+}
+
+static void cipher_drop(void *o)
+{
+    EVP_CIPHER_free(o);
+}
+
+static void *mac_fetch(const char *name)
+{
+    return EVP_MAC_fetch(NULL, name, NULL);
+}
+
+static void mac_drop(void *o)
+{
+    EVP_MAC_free(o);
+}
+
+static void *kdf_fetch(const char *name)
+{
+    return EVP_KDF_fetch(NULL, name, NULL);
+}
+
+static void kdf_drop(void *o)
+{
+    EVP_KDF_free(o);
+}
+
+const EVP_MD *crypto__md(crypto_hash_alg alg)
+{
+    static void *g_mds[CRYPTO_SHA512 + 1];
     const char *name = crypto__md_name(alg);
     if (!name) {
         log_error("crypto: hash algorithm %d does not exist", (int)alg);
         abort();
     }
-    EVP_MD *md = EVP_MD_fetch(NULL, name, NULL);
-    must(md != NULL, "fetching the digest");
-    return md;
+    return fetch_once(&g_mds[alg], md_fetch, md_drop, name);
+}
+
+/* The ciphers this module uses; any other name is fetched per call. */
+static const char *const g_cipher_names[] = {
+    "AES-128-GCM", "AES-192-GCM", "AES-256-GCM",  "AES-128-CBC",  "AES-192-CBC",
+    "AES-256-CBC", "AES-256-CTR", "AES-128-WRAP", "AES-192-WRAP", "AES-256-WRAP",
+};
+
+/* A fetched cipher the caller owns one reference to (EVP_CIPHER_free() it). */
+static EVP_CIPHER *fetch_cipher(const char *name)
+{
+    static void *g_ciphers[ARRAY_LEN(g_cipher_names)];
+    for (size_t i = 0; name && i < ARRAY_LEN(g_cipher_names); i++) {
+        if (strcmp(name, g_cipher_names[i]) != 0)
+            continue;
+        EVP_CIPHER *c = fetch_once(&g_ciphers[i], cipher_fetch, cipher_drop, name);
+        must(EVP_CIPHER_up_ref(c), "EVP_CIPHER_up_ref");
+        return c;
+    }
+    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, name, NULL);
+    must(c != NULL, name);
+    return c;
 }
 
 struct crypto_hash {
@@ -141,7 +226,8 @@ struct crypto_hash {
 crypto_hash *crypto_hash_new(crypto_hash_alg alg)
 {
     crypto_hash *h = xzalloc(sizeof(*h));
-    h->md = fetch_md(alg);
+    h->md = (EVP_MD *)crypto__md(alg);
+    must(EVP_MD_up_ref(h->md), "EVP_MD_up_ref");
     h->ctx = EVP_MD_CTX_new();
     must(h->ctx != NULL, "EVP_MD_CTX_new");
     must(EVP_DigestInit_ex2(h->ctx, h->md, NULL), "EVP_DigestInit_ex2");
@@ -204,10 +290,8 @@ crypto_hmac *crypto_hmac_new(crypto_hash_alg alg, const void *key, size_t key_si
     }
     crypto_hmac *m = xzalloc(sizeof(*m));
     m->size = crypto_hash_size(alg);
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    must(mac != NULL, "fetching HMAC");
-    m->ctx = EVP_MAC_CTX_new(mac);
-    EVP_MAC_free(mac);
+    static void *g_hmac;
+    m->ctx = EVP_MAC_CTX_new(fetch_once(&g_hmac, mac_fetch, mac_drop, "HMAC"));
     must(m->ctx != NULL, "EVP_MAC_CTX_new");
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)md, 0),
@@ -250,13 +334,6 @@ void crypto__hmac_freep(crypto_hmac **m)
 struct crypto_ctr {
     EVP_CIPHER_CTX *ctx;
 };
-
-static EVP_CIPHER *fetch_cipher(const char *name)
-{
-    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, name, NULL);
-    must(c != NULL, name);
-    return c;
-}
 
 crypto_ctr *crypto_ctr_new(const uint8_t key[32], const uint8_t iv[16])
 {
@@ -771,10 +848,8 @@ int crypto_concat_kdf(uint8_t *out, size_t out_size, const uint8_t *z, size_t z_
     put_be32(p, (uint32_t)(out_size * 8));
 
     /* NIST SP 800-56A's single-step KDF with SHA-256 is exactly the Concat KDF. */
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "SSKDF", NULL);
-    must(kdf != NULL, "fetching SSKDF");
-    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(kdf);
-    EVP_KDF_free(kdf);
+    static void *g_sskdf;
+    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(fetch_once(&g_sskdf, kdf_fetch, kdf_drop, "SSKDF"));
     must(kctx != NULL, "EVP_KDF_CTX_new");
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),

@@ -33,6 +33,11 @@ const crypto__curve *crypto__curve_of_key(const EVP_PKEY *key);
 bool crypto__key_has_private(const EVP_PKEY *key);
 /* OpenSSL's name of a digest ("SHA256"), NULL for an unknown value. */
 const char *crypto__md_name(crypto_hash_alg alg);
+/*
+ * The digest @alg, fetched once per process and shared (thread-safe; never free it, or take a
+ * reference with EVP_MD_up_ref). Aborts on an unknown @alg.
+ */
+const EVP_MD *crypto__md(crypto_hash_alg alg);
 
 static inline void crypto__cipher_ctx_freep(EVP_CIPHER_CTX **c)
 {

@@ -50,6 +50,31 @@ static int put_bn(json_t *jwk, const char *member, const EVP_PKEY *key, const ch
     return 0;
 }
 
+/*
+ * "x" and "y" from the key's uncompressed point encoding: one parameter query instead of two
+ * BIGNUM ones (a quarter of the cost; this runs for every JWE's ephemeral key). False when the
+ * key encodes its point otherwise (compressed form): the caller falls back to put_bn().
+ */
+static bool put_ec_point(json_t *jwk, const EVP_PKEY *key, size_t field_size)
+{
+    uint8_t pt[1 + 2 * 66];
+    size_t n = 0;
+    if (field_size > 66 || EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
+                                                           pt, sizeof(pt), &n) != 1) {
+        ERR_clear_error();
+        return false;
+    }
+    if (n != 1 + 2 * field_size || pt[0] != 0x04)
+        return false;
+    char *x = b64url_encode(pt + 1, field_size),
+         *y = b64url_encode(pt + 1 + field_size, field_size);
+    json_object_set_new(jwk, "x", json_string(x));
+    json_object_set_new(jwk, "y", json_string(y));
+    free(x);
+    free(y);
+    return true;
+}
+
 int jwk_from_key(json_t **out, EVP_PKEY *key, bool include_private, cista_error **err)
 {
     if (!key)
@@ -84,9 +109,11 @@ int jwk_from_key(json_t **out, EVP_PKEY *key, bool include_private, cista_error 
             return err_set(err, -ENOTSUP, "JWK: EC keys must be on P-256, P-384 or P-521");
         json_object_set_new(jwk, "kty", json_string("EC"));
         json_object_set_new(jwk, "crv", json_string(c->crv));
-        r = put_bn(jwk, "x", key, OSSL_PKEY_PARAM_EC_PUB_X, c->field_size, true, err);
-        if (r == 0)
-            r = put_bn(jwk, "y", key, OSSL_PKEY_PARAM_EC_PUB_Y, c->field_size, true, err);
+        if (!put_ec_point(jwk, key, c->field_size)) {
+            r = put_bn(jwk, "x", key, OSSL_PKEY_PARAM_EC_PUB_X, c->field_size, true, err);
+            if (r == 0)
+                r = put_bn(jwk, "y", key, OSSL_PKEY_PARAM_EC_PUB_Y, c->field_size, true, err);
+        }
         if (r == 0 && include_private)
             r = put_bn(jwk, "d", key, OSSL_PKEY_PARAM_PRIV_KEY, c->field_size, true, err);
     } else {

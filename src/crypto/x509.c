@@ -12,6 +12,7 @@
 #include <openssl/x509v3.h>
 #include <string.h>
 
+#include "crypto/crypto_int.h"
 #include "util/util.h"
 
 void x509__freep(X509 **c)
@@ -515,12 +516,13 @@ static const EVP_MD *md_by_name(const char *md)
 {
     if (!md)
         return NULL;
+    /* Fetched once (crypto__md): EVP_sha384() would make every init fetch it again. */
     if (strcmp(md, "SHA256") == 0)
-        return EVP_sha256();
+        return crypto__md(CRYPTO_SHA256);
     if (strcmp(md, "SHA384") == 0)
-        return EVP_sha384();
+        return crypto__md(CRYPTO_SHA384);
     if (strcmp(md, "SHA512") == 0)
-        return EVP_sha512();
+        return crypto__md(CRYPTO_SHA512);
     return NULL;
 }
 

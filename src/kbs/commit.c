@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +91,16 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&cm->cv, &cm->mu);
         if (!cm->head)
             break; /* stopping and drained */
+        if (!cm->stop) {
+            /*
+             * Let handlers that are runnable on this CPU finish and queue their entries before
+             * this batch is cut: under load a batch (one transaction, one fdatasync) then holds
+             * more requests; with nothing else runnable sched_yield() returns at once.
+             */
+            pthread_mutex_unlock(&cm->mu);
+            sched_yield();
+            pthread_mutex_lock(&cm->mu);
+        }
         kbs_commit_job *list = cm->head;
         cm->head = NULL;
         cm->tail = &cm->head;

@@ -63,6 +63,9 @@
 #include "util/log.h"
 #include "util/util.h"
 
+/* Replies up to this size (one TLS record's payload) leave in one TLS record. */
+#define KBS_REPLY_COALESCE_MAX 16384
+
 typedef struct worker worker;
 
 typedef struct pending pending;
@@ -483,9 +486,24 @@ static void send_reply(struct evhttp_request *hreq, kbs_response *rp)
     else
         free(bdata);
     int status = resp.status ? resp.status : 500;
+    struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
     evhttp_send_reply(hreq, status, reason_phrase(status), ob);
     evbuffer_free(ob);
     kbs_response_clear(&resp);
+    /*
+     * evhttp leaves the status line and headers in one chain of the connection's output buffer
+     * and the body in another, and bufferevent_openssl makes one SSL_write (one TLS record, one
+     * send(2), one loopback delivery) per chain. Nothing is written before the event loop sees
+     * the socket writable, so joining the chains here sends a small reply as one record. (The
+     * joined copy is freed without cleansing, as libevent's buffers of the request always were.)
+     */
+    if (bev) {
+        struct evbuffer *wire = bufferevent_get_output(bev);
+        size_t n = evbuffer_get_length(wire);
+        if (n > 0 && n <= KBS_REPLY_COALESCE_MAX)
+            evbuffer_pullup(wire, (ev_ssize_t)n);
+    }
 }
 
 /* ---- workers ---- */

@@ -7,8 +7,10 @@
  * header computed once, session-bound tokens (no signature check only for
  * the exact token an in-memory session holds), the session table's
  * incremental sweep of expired sessions, prepared statements kept per
- * SQLite connection (no read transaction left open), and the server's shared
- * request-handler pool under concurrent RCAR clients.
+ * SQLite connection (no read transaction left open), the server's shared
+ * request-handler pool under concurrent RCAR clients, algorithms fetched once
+ * per process (first use racing from many threads) and EC JWK coordinates
+ * from the encoded point.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -23,11 +25,13 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/x509.h>
 #include <sqlite3.h>
 
 #include "crypto/crypto.h"
+#include "crypto/crypto_int.h"
 #include "crypto/jose.h"
 #include "crypto/jws.h"
 #include "evidence/ev.h"
@@ -726,10 +730,156 @@ static void test_server_pool(void **state)
     }
 }
 
+/* ---- algorithms fetched once (crypto.c), first use from many threads at once ---- */
+
+typedef struct {
+    pthread_barrier_t *start;
+    uint8_t gcm_ct[32], gcm_tag[16], kdf[32];
+    int ok;
+} fetch_job;
+
+static void expect_hex(const uint8_t *d, size_t n, const char *hex)
+{
+    _cleanup_free_ char *h = hex_encode(d, n);
+    assert_string_equal(h, hex);
+}
+
+static void *fetch_main(void *arg)
+{
+    fetch_job *j = arg;
+    pthread_barrier_wait(j->start);
+    for (int round = 0; round < 50; round++) {
+        uint8_t d[64];
+        /* FIPS 180 "abc" and RFC 4231 test case 2. */
+        crypto_hash_oneshot(CRYPTO_SHA1, "abc", 3, d);
+        expect_hex(d, 20, "a9993e364706816aba3e25717850c26c9cd0d89d");
+        crypto_hash_oneshot(CRYPTO_SHA256, "abc", 3, d);
+        expect_hex(d, 32, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        crypto_hash_oneshot(CRYPTO_SHA384, "abc", 3, d);
+        expect_hex(d, 48,
+                   "cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7"
+                   "cc2358baeca134c825a7");
+        crypto_hash_oneshot(CRYPTO_SHA512, "abc", 3, d);
+        expect_hex(d, 64,
+                   "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274f"
+                   "c1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f");
+        _cleanup_hmac_ crypto_hmac *m = crypto_hmac_new(CRYPTO_SHA256, "Jefe", 4);
+        crypto_hmac_update(m, "what do ya want for nothing?", 28);
+        crypto_hmac_final(m, d);
+        expect_hex(d, 32, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        uint8_t key[32], iv[12], pt[32], back[32];
+        memset(key, 0x11, sizeof(key));
+        memset(iv, 0x22, sizeof(iv));
+        memset(pt, 0x33, sizeof(pt));
+        assert_int_equal(crypto_gcm_encrypt(j->gcm_ct, j->gcm_tag, key, sizeof(key), iv, sizeof(iv),
+                                            "aad", 3, pt, sizeof(pt), NULL),
+                         0);
+        assert_int_equal(crypto_gcm_decrypt(back, key, sizeof(key), iv, sizeof(iv), "aad", 3,
+                                            j->gcm_ct, sizeof(j->gcm_ct), j->gcm_tag, NULL),
+                         0);
+        assert_memory_equal(back, pt, sizeof(pt));
+        assert_int_equal(crypto_concat_kdf(j->kdf, sizeof(j->kdf), key, sizeof(key), "A256KW", NULL,
+                                           0, NULL, 0, NULL),
+                         0);
+    }
+    j->ok = 1;
+    return NULL;
+}
+
+static void test_fetch_once(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    pthread_barrier_t start;
+    assert_int_equal(pthread_barrier_init(&start, NULL, N), 0);
+    pthread_t th[N];
+    fetch_job jobs[N];
+    memset(jobs, 0, sizeof(jobs));
+    for (int i = 0; i < N; i++) {
+        jobs[i].start = &start;
+        assert_int_equal(pthread_create(&th[i], NULL, fetch_main, &jobs[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(jobs[i].ok, 1);
+        assert_memory_equal(jobs[i].gcm_ct, jobs[0].gcm_ct, sizeof(jobs[0].gcm_ct));
+        assert_memory_equal(jobs[i].gcm_tag, jobs[0].gcm_tag, sizeof(jobs[0].gcm_tag));
+        assert_memory_equal(jobs[i].kdf, jobs[0].kdf, sizeof(jobs[0].kdf));
+    }
+    /* One object per digest, the right one, and the same on every call. */
+    static const struct {
+        crypto_hash_alg alg;
+        const char *name;
+        int size;
+    } mds[] = {{CRYPTO_SHA1, "SHA1", 20},
+               {CRYPTO_SHA256, "SHA256", 32},
+               {CRYPTO_SHA384, "SHA384", 48},
+               {CRYPTO_SHA512, "SHA512", 64}};
+    for (size_t i = 0; i < ARRAY_LEN(mds); i++) {
+        const EVP_MD *m = crypto__md(mds[i].alg);
+        assert_non_null(m);
+        assert_ptr_equal(crypto__md(mds[i].alg), m);
+        assert_true(EVP_MD_is_a(m, mds[i].name));
+        assert_int_equal(EVP_MD_get_size(m), mds[i].size);
+        for (size_t k = 0; k < i; k++)
+            assert_ptr_not_equal(crypto__md(mds[k].alg), m);
+    }
+}
+
+/* ---- EC JWK coordinates from the encoded point, against the BIGNUM parameters ---- */
+
+static void expect_coord(const json_t *jwk, const char *member, EVP_PKEY *key, const char *param,
+                         size_t field_size)
+{
+    BIGNUM *bn = NULL;
+    assert_int_equal(EVP_PKEY_get_bn_param(key, param, &bn), 1);
+    uint8_t buf[66];
+    assert_int_equal(BN_bn2binpad(bn, buf, (int)field_size), (int)field_size);
+    BN_free(bn);
+    _cleanup_free_ char *want = b64url_encode(buf, field_size);
+    assert_string_equal(json_string_value(json_object_get(jwk, member)), want);
+}
+
+static void test_jwk_from_key_point(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *crv;
+        size_t field_size;
+    } curves[] = {{"P-256", 32}, {"P-384", 48}, {"P-521", 66}};
+    for (size_t i = 0; i < ARRAY_LEN(curves); i++) {
+        for (int compressed = 0; compressed < 2; compressed++) {
+            _cleanup_pkey_ EVP_PKEY *key = NULL;
+            assert_int_equal(crypto_key_generate_ec(&key, curves[i].crv, NULL), 0);
+            /* A key that encodes its point compressed takes the BIGNUM path. */
+            if (compressed)
+                assert_int_equal(EVP_PKEY_set_utf8_string_param(
+                                     key, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, "compressed"),
+                                 1);
+            for (int priv = 0; priv < 2; priv++) {
+                _cleanup_json_ json_t *jwk = NULL;
+                assert_int_equal(jwk_from_key(&jwk, key, priv, NULL), 0);
+                assert_string_equal(json_string_value(json_object_get(jwk, "crv")), curves[i].crv);
+                expect_coord(jwk, "x", key, OSSL_PKEY_PARAM_EC_PUB_X, curves[i].field_size);
+                expect_coord(jwk, "y", key, OSSL_PKEY_PARAM_EC_PUB_Y, curves[i].field_size);
+                assert_int_equal(json_object_get(jwk, "d") != NULL, priv);
+                _cleanup_pkey_ EVP_PKEY *back = NULL;
+                assert_int_equal(jwk_to_key(&back, jwk, NULL), 0);
+                assert_int_equal(EVP_PKEY_eq(back, key), 1);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* First: the algorithm caches must start empty for the race to be exercised. */
+        cmocka_unit_test(test_fetch_once),
         cmocka_unit_test(test_jwk_partial),
+        cmocka_unit_test(test_jwk_from_key_point),
         cmocka_unit_test(test_keygen_params),
         cmocka_unit_test(test_ecdh_unchecked_peer),
         cmocka_unit_test_setup_teardown(test_sim_platform_id_cache, setup_tmp, teardown_tmp),
