@@ -152,6 +152,25 @@ int ev_collateral_add(ev_collateral *c, const char *name, const void *data, size
     return 0;
 }
 
+int ev_collateral_add_from(ev_collateral *c, const ev_collateral *src, size_t i, cista_error **err)
+{
+    if (i >= src->count)
+        return err_set(err, -EINVAL, "collateral: entry %zu of a set of %zu", i, src->count);
+    if (c->count >= EV_MAX_COLLATERAL)
+        return err_set(err, -E2BIG, "collateral: more than %d files", EV_MAX_COLLATERAL);
+    /* the bytes are copied (the sets live independently); the certificates parsed from them
+     * are immutable and reference-counted, so both sets share them instead of parsing again */
+    c->item[c->count].name = xstrdup(src->item[i].name);
+    c->item[c->count].data = xmalloc(src->item[i].size ? src->item[i].size : 1);
+    if (src->item[i].size)
+        memcpy(c->item[c->count].data, src->item[i].data, src->item[i].size);
+    c->item[c->count].size = src->item[i].size;
+    if (src->item[i].certs && !(c->item[c->count].certs = X509_chain_up_ref(src->item[i].certs)))
+        abort();
+    c->count++;
+    return 0;
+}
+
 STACK_OF(X509) * ev__collateral_certs(const ev_collateral *c, size_t i)
 {
     return c && i < c->count ? c->item[i].certs : NULL;

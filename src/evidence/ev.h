@@ -75,6 +75,17 @@ int ev_collateral_add(ev_collateral *c, const char *name, const void *data, size
  */
 int ev_collateral_load_dir(ev_collateral *c, const char *dir, cista_error **err)
     __attribute__((warn_unused_result));
+/*
+ * Add a copy of entry @i (< count) of @src to @c, the same as
+ * ev_collateral_add() of its name and bytes, except that the certificates
+ * parsed when it was added to @src are shared (new references) instead of
+ * parsed again: a set merged per request from a long-lived one (the KBS's
+ * configured collateral plus what a client sent) costs no parsing of the
+ * long-lived entries. Verifier-specific parsed forms are not shared. @src
+ * is borrowed.
+ */
+int ev_collateral_add_from(ev_collateral *c, const ev_collateral *src, size_t i, cista_error **err)
+    __attribute__((warn_unused_result));
 size_t ev_collateral_count(const ev_collateral *c);
 /* Borrowed view of entry @i (< count). */
 void ev_collateral_get(const ev_collateral *c, size_t i, const char **name, const uint8_t **data,

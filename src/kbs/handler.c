@@ -239,7 +239,7 @@ static void handle_auth(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
 
 /* ---- /attest ---- */
 
-static const ev_collateral *collateral_for(kbs_shared *sh, const char *tee)
+static const ev_collateral *collateral_for(const kbs_shared *sh, const char *tee)
 {
     for (size_t i = 0; i < sh->coll_count; i++)
         if (!strcmp(sh->colls[i].tee, tee))
@@ -247,64 +247,70 @@ static const ev_collateral *collateral_for(kbs_shared *sh, const char *tee)
     return NULL;
 }
 
-static int verify_evidence(json_t **claims, kbs_ctx *c, const kbs_attest_req *a,
-                           const uint8_t rd[64], cista_error **err)
+int kbs__verify_evidence(json_t **out, kbs_shared *sh, const kbs_attest_req *a,
+                         const uint8_t *report_data, time_t now, cista_error **err)
 {
     const ev_ops *ops = ev_find(a->ev_tee);
     if (!ops)
         return err_set(err, -ENOTSUP, "no verifier for tee %s in this build", a->ev_tee);
     ev_verify_opts o;
     ev_verify_opts_init(&o);
-    o.report_data = rd;
-    const ev_collateral *base = collateral_for(c->sh, a->ev_tee);
+    o.report_data = report_data;
+    o.now = now;
+    /* Safe to share across requests and clients: an outcome is only reused for byte-identical
+     * inputs (quote chain, every collateral entry, CRLs included) while "now" is inside its
+     * validity window (ev.h), so revocation and expiry are decided on every call. */
+    o.chain_cache = sh->ev_cache;
+    const ev_collateral *base = collateral_for(sh, a->ev_tee);
     _cleanup_collateral_ ev_collateral *merged = NULL;
     if (a->certs) {
+        /* The client's certificates first, then the configured set: the order verifiers saw
+         * before. The configured entries keep the certificates parsed when the configuration
+         * was loaded, so only what the client sent is parsed per request. */
         merged = ev_collateral_new();
-        for (int pass = 0; pass < 2; pass++) {
-            const ev_collateral *src = pass ? base : a->certs;
-            for (size_t i = 0; src && i < ev_collateral_count(src); i++) {
-                const char *name;
-                const uint8_t *d;
-                size_t n;
-                ev_collateral_get(src, i, &name, &d, &n);
-                int r = ev_collateral_add(merged, name, d, n, err);
-                if (r < 0)
-                    return r;
-            }
+        for (size_t i = 0; i < ev_collateral_count(a->certs); i++) {
+            int r = ev_collateral_add_from(merged, a->certs, i, err);
+            if (r < 0)
+                return r;
+        }
+        for (size_t i = 0; i < ev_collateral_count(base); i++) {
+            int r = ev_collateral_add_from(merged, base, i, err);
+            if (r < 0)
+                return r;
         }
         o.collateral = merged;
     } else {
         o.collateral = base;
     }
     if (!strcmp(a->ev_tee, "sim")) {
-        if (c->sh->sim_key_count == 0)
+        if (sh->sim_key_count == 0)
             return err_set(err, -ENOKEY,
                            "sim evidence: this KBS trusts no sim platform key (config "
                            "sim_platform_keys)");
         int r = 0;
-        for (size_t i = 0; i < c->sh->sim_key_count; i++) {
+        for (size_t i = 0; i < sh->sim_key_count; i++) {
             if (i)
                 err_clear(err);
-            o.sim_key = c->sh->sim_keys[i];
-            r = ops->verify(claims, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
+            o.sim_key = sh->sim_keys[i];
+            r = ops->verify(out, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
             if (r != EV_E_SIGNATURE)
                 return r;
         }
         return r;
     }
-    if (!strcmp(a->ev_tee, "tpm") && c->sh->tpm_ak_count > 0) {
+    if (!strcmp(a->ev_tee, "tpm") && sh->tpm_ak_count > 0) {
         int r = 0;
-        for (size_t i = 0; i < c->sh->tpm_ak_count; i++) {
+        for (size_t i = 0; i < sh->tpm_ak_count; i++) {
             if (i)
                 err_clear(err);
-            o.tpm_ak_pub = c->sh->tpm_aks[i];
-            r = ops->verify(claims, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
+            o.tpm_ak_pub = sh->tpm_aks[i];
+            r = ops->verify(out, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
             if (r != EV_E_SIGNATURE && r != EV_E_NOKEY)
                 return r;
         }
         return r;
     }
-    return ops->verify(claims, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
+    return ops->verify(out, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
 }
 
 /* Does the init-data digest match the launch-bound value in the claims? */
@@ -404,7 +410,7 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
     uint8_t rd[64];
     if ((r = kbs_binding(rd, halg, nonce, a.tee_pubkey, a.nonce ? a.additional : NULL, &err)) < 0)
         goto deny;
-    if ((r = verify_evidence(&claims, c, &a, rd, &err)) < 0) {
+    if ((r = kbs__verify_evidence(&claims, c->sh, &a, rd, now, &err)) < 0) {
         if (r == EV_E_REPORT_DATA)
             err_wrap(&err,
                      "the evidence's report data is not the %s binding of this session's "
@@ -1136,6 +1142,7 @@ void kbs__shared_free(kbs_shared *sh)
     free(sh->colls);
     kbs_sessions_free(sh->sessions);
     kbs__doc_cache_free(sh->docs);
+    ev_chain_cache_free(sh->ev_cache);
     crypto_cleanse(sh->master_key, sizeof(sh->master_key));
     free(sh);
 }
@@ -1145,6 +1152,7 @@ int kbs__shared_new(kbs_shared **out, const kbs_config *cfg, cista_error **err)
     kbs_shared *sh = xzalloc(sizeof(*sh));
     sh->cfg = cfg;
     sh->docs = kbs__doc_cache_new(KBS_DOC_CACHE_TTL_MS);
+    sh->ev_cache = ev_chain_cache_new(KBS_EV_CACHE_ENTRIES);
     int r = 0;
     if (!cfg->signing_key_file) {
         r = err_set(err, -EINVAL, "no signing_key configured (run `cista kbs init`)");
