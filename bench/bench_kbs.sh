@@ -26,11 +26,14 @@ cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; wait 2>/dev/null; rm -rf
 trap cleanup EXIT
 cd "$TMP"
 
-# The load driver, linked against the build's static library.
-DEPS="openssl jansson libarchive zlib libzstd yaml-0.1 sqlite3 libpq fuse3 libcurl tss2-esys tss2-mu tss2-tctildr tss2-rc libevent libevent_openssl libevent_pthreads"
+# The load driver, linked against the build's static library as meson.build links cista:
+# libarchive statically (--gc-sections drops its writers), libcurl and libpq not at all (the
+# client opens libcurl on first use, util/dynlib.h).
+DEPS="openssl jansson zlib libzstd yaml-0.1 sqlite3 fuse3 tss2-esys tss2-mu tss2-tctildr tss2-rc libevent libevent_openssl libevent_pthreads"
 pkg-config --exists libisal 2>/dev/null && DEPS="$DEPS libisal"
-cc -O2 -I"$ROOT/src" "$ROOT/bench/kbs_load.c" "$ROOT/$BUILD/libcista.a" \
-  $(pkg-config --libs $DEPS) -lpthread -lm -o kbs_load
+cc -O2 -I"$ROOT/src" "$ROOT/bench/kbs_load.c" "$ROOT/$BUILD/libcista.a" -Wl,--gc-sections \
+  "$(pkg-config --variable=libdir libarchive)/libarchive.a" $(pkg-config --libs $DEPS) -ldl \
+  -lpthread -lm -o kbs_load
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -subj /CN=bench-ca -days 1 >/dev/null 2>&1
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.csr -subj /CN=127.0.0.1 >/dev/null 2>&1

@@ -1,11 +1,13 @@
 /*
- * client.c - the KBS protocol client over libcurl (see client.h).
+ * client.c - the KBS protocol client over libcurl (see client.h). libcurl is opened on the first
+ * kbs_client_new() (util/dynlib.h), not linked: with its own dependencies (krb5, ldap, ssh2,
+ * nghttp2, ...) it cost every cista process start milliseconds of dynamic loading, and most
+ * processes (OCI state, kill, delete, ...) never talk to a KBS.
  */
 #include "kbs/client.h"
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,7 @@
 #include "kbs/kbs.h"
 #include "util/buf.h"
 #include "util/codec.h"
+#include "util/dynlib.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -27,12 +30,48 @@ struct kbs_client {
     bool fresh; /* the next request opens a new connection (kbs_client_reset) */
 };
 
-static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+/*
+ * The libcurl functions the client calls, with the prototypes of curl/curl.h: member f is
+ * curl_f. They are filled before any client exists. curl_easy_setopt and curl_easy_getinfo are
+ * variadic and are called through their pointers just as they would be directly; the argument
+ * types are ours to get right (long for numbers, curl_off_t for _LARGE options), since the type
+ * checks of curl's typecheck-gcc.h macros apply only to direct calls.
+ */
+#define CURL_FUNCS(X)                                                                              \
+    X(easy_cleanup)                                                                                \
+    X(easy_getinfo)                                                                                \
+    X(easy_init)                                                                                   \
+    X(easy_perform)                                                                                \
+    X(easy_setopt)                                                                                 \
+    X(easy_strerror)                                                                               \
+    X(global_init)                                                                                 \
+    X(slist_append)                                                                                \
+    X(slist_free_all)
 
-static void curl_init_once(void)
+#define CURL_DECLARE(f) __typeof__(curl_##f) *f;
+static struct {
+    CURL_FUNCS(CURL_DECLARE)
+} g_curl;
+#undef CURL_DECLARE
+
+static int bind_libcurl(dynlib *lib, cista_error **err)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    void *p = NULL;
+    int r;
+#define CURL_RESOLVE(f)                                                                            \
+    if ((r = dynlib_sym(&p, lib, "curl_" #f, err)) < 0)                                            \
+        return r;                                                                                  \
+    g_curl.f = (__typeof__(g_curl.f))p;
+    CURL_FUNCS(CURL_RESOLVE)
+#undef CURL_RESOLVE
+    /* Once per process, before any handle exists, as libcurl requires (dynlib runs this once). */
+    CURLcode rc = g_curl.global_init(CURL_GLOBAL_DEFAULT);
+    if (rc != CURLE_OK)
+        return err_set(err, -EIO, "KBS client: curl_global_init: %s", g_curl.easy_strerror(rc));
+    return 0;
 }
+
+static dynlib g_libcurl = DYNLIB_INIT("libcurl.so.4", "KBS client", "libcurl4", bind_libcurl);
 
 void kbs_secret_free(uint8_t *p, size_t size)
 {
@@ -42,7 +81,6 @@ void kbs_secret_free(uint8_t *p, size_t size)
 
 int kbs_client_new(kbs_client **out, const kbs_client_opts *o, cista_error **err)
 {
-    pthread_once(&g_curl_once, curl_init_once);
     if (!o->url || (strncmp(o->url, "https://", 8) && strncmp(o->url, "http://", 7)))
         return err_set(err, -EINVAL, "KBS URL must start with https:// or http://");
     bool https = !strncmp(o->url, "https://", 8);
@@ -51,10 +89,13 @@ int kbs_client_new(kbs_client **out, const kbs_client_opts *o, cista_error **err
                        "KBS %s: give the CA that signed its certificate (--ca FILE); the system "
                        "trust store is not used unless asked for",
                        o->url);
+    int r = dynlib_load(&g_libcurl, err);
+    if (r < 0)
+        return r;
     if (!https)
         log_info("KBS %s: plain HTTP, no server authentication", o->url);
     kbs_client *c = xzalloc(sizeof(*c));
-    c->curl = curl_easy_init();
+    c->curl = g_curl.easy_init();
     if (!c->curl) {
         free(c);
         return err_set(err, -ENOMEM, "curl_easy_init failed");
@@ -65,18 +106,18 @@ int kbs_client_new(kbs_client **out, const kbs_client_opts *o, cista_error **err
         c->url[--n] = 0;
     c->version = xstrdup(o->version ? o->version : KBS_PROTOCOL_VERSION);
     CURL *h = c->curl;
-    curl_easy_setopt(h, CURLOPT_COOKIEFILE, ""); /* in-memory cookie engine */
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, o->timeout > 0 ? o->timeout : 30L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    g_curl.easy_setopt(h, CURLOPT_COOKIEFILE, ""); /* in-memory cookie engine */
+    g_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    g_curl.easy_setopt(h, CURLOPT_TIMEOUT, o->timeout > 0 ? o->timeout : 30L);
+    g_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    g_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    g_curl.easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    g_curl.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    g_curl.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (o->ca_file) {
-        curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
+        g_curl.easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
         if (!o->system_trust)
-            curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+            g_curl.easy_setopt(h, CURLOPT_CAPATH, NULL);
     }
     *out = c;
     return 0;
@@ -86,7 +127,7 @@ void kbs_client_free(kbs_client *c)
 {
     if (!c)
         return;
-    curl_easy_cleanup(c->curl);
+    g_curl.easy_cleanup(c->curl);
     free(c->url);
     free(c->version);
     EVP_PKEY_free(c->key);
@@ -103,11 +144,11 @@ void kbs_client_reset(kbs_client *c)
         crypto_free_secret(c->token, strlen(c->token));
     c->token = NULL;
     CURL *h = c->curl;
-    curl_easy_setopt(h, CURLOPT_COOKIELIST, "ALL"); /* the session cookie */
+    g_curl.easy_setopt(h, CURLOPT_COOKIELIST, "ALL"); /* the session cookie */
     /* No TLS resumption: a new guest has no ticket. One cached connection: the next one made
      * (FRESH_CONNECT) closes the previous. The loaded CA store is kept. */
-    curl_easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
-    curl_easy_setopt(h, CURLOPT_MAXCONNECTS, 1L);
+    g_curl.easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+    g_curl.easy_setopt(h, CURLOPT_MAXCONNECTS, 1L);
     c->fresh = true;
 }
 
@@ -147,27 +188,27 @@ int kbs_client_request(kbs_client *c, long *out_status, uint8_t **out_body, size
     _cleanup_free_ char *ct =
         xasprintf("Content-Type: %s", content_type ? content_type : "application/json");
     if (auth)
-        hdrs = curl_slist_append(hdrs, auth);
+        hdrs = g_curl.slist_append(hdrs, auth);
     if (body)
-        hdrs = curl_slist_append(hdrs, ct);
-    hdrs = curl_slist_append(hdrs, "Expect:");
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        hdrs = g_curl.slist_append(hdrs, ct);
+    hdrs = g_curl.slist_append(hdrs, "Expect:");
+    g_curl.easy_setopt(h, CURLOPT_URL, url);
+    g_curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    g_curl.easy_setopt(h, CURLOPT_HTTPGET, 1L);
     if (body) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size);
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        g_curl.easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        g_curl.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size);
+        g_curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, c->fresh ? 1L : 0L);
+    g_curl.easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    g_curl.easy_setopt(h, CURLOPT_FRESH_CONNECT, c->fresh ? 1L : 0L);
     c->fresh = false;
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
-    CURLcode rc = curl_easy_perform(h);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(hdrs);
+    g_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    g_curl.easy_setopt(h, CURLOPT_WRITEDATA, &s);
+    CURLcode rc = g_curl.easy_perform(h);
+    g_curl.easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+    g_curl.easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+    g_curl.slist_free_all(hdrs);
     if (auth)
         crypto_cleanse(auth, strlen(auth));
     if (rc != CURLE_OK) {
@@ -178,10 +219,10 @@ int kbs_client_request(kbs_client *c, long *out_status, uint8_t **out_body, size
                        rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE
                            ? -EKEYREJECTED
                            : -ECONNREFUSED,
-                       "%s %s%s: %s", method, c->url, path, curl_easy_strerror(rc));
+                       "%s %s%s: %s", method, c->url, path, g_curl.easy_strerror(rc));
     }
     long st = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+    g_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
     *out_status = st;
     buf_put(&s.b, "", 0);
     *out_body = buf_steal(&s.b, out_size);

@@ -7,7 +7,7 @@
  * by one conditional UPDATE, as are counters (compare-and-set on the
  * generation, so two replicas cannot both advance from the same value). Commits are durable
  * (synchronous_commit on, the server default) before a call returns. A trigger refuses UPDATE and
- * DELETE on the audit table.
+ * DELETE on the audit table. libpq is opened on first use, not linked (see below).
  */
 #include <errno.h>
 #include <libpq-fe.h>
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kbs/store_int.h"
+#include "util/dynlib.h"
 #include "util/json.h"
 #include "util/util.h"
 
@@ -25,6 +26,51 @@
 struct kbs_backend {
     PGconn *conn;
 };
+
+/*
+ * libpq is opened on the first pg_open() (util/dynlib.h), not linked: it brings krb5, ldap and
+ * gnutls into the process, and only a KBS on PostgreSQL needs it. Every call goes through this
+ * table, whose entries have the prototypes of libpq-fe.h; it is filled before any backend exists,
+ * so the functions below that take a backend can use it without checking.
+ */
+#define PQ_FUNCS(X)                                                                                \
+    X(PQclear)                                                                                     \
+    X(PQcmdTuples)                                                                                 \
+    X(PQconnectdb)                                                                                 \
+    X(PQerrorMessage)                                                                              \
+    X(PQexec)                                                                                      \
+    X(PQexecParams)                                                                                \
+    X(PQfinish)                                                                                    \
+    X(PQgetisnull)                                                                                 \
+    X(PQgetlength)                                                                                 \
+    X(PQgetvalue)                                                                                  \
+    X(PQntuples)                                                                                   \
+    X(PQreset)                                                                                     \
+    X(PQresultErrorField)                                                                          \
+    X(PQresultErrorMessage)                                                                        \
+    X(PQresultStatus)                                                                              \
+    X(PQstatus)
+
+#define PQ_DECLARE(f) __typeof__(f) *f;
+static struct {
+    PQ_FUNCS(PQ_DECLARE)
+} g_pq;
+#undef PQ_DECLARE
+
+static int bind_libpq(dynlib *lib, cista_error **err)
+{
+    void *p = NULL;
+    int r;
+#define PQ_RESOLVE(f)                                                                              \
+    if ((r = dynlib_sym(&p, lib, #f, err)) < 0)                                                    \
+        return r;                                                                                  \
+    g_pq.f = (__typeof__(g_pq.f))p;
+    PQ_FUNCS(PQ_RESOLVE)
+#undef PQ_RESOLVE
+    return 0;
+}
+
+static dynlib g_libpq = DYNLIB_INIT("libpq.so.5", "PostgreSQL store", "libpq5", bind_libpq);
 
 static const char *const g_schema =
     "CREATE TABLE IF NOT EXISTS kv (ns TEXT NOT NULL, key TEXT NOT NULL, value BYTEA NOT NULL,"
@@ -45,18 +91,18 @@ static const char *const g_schema =
 
 static void res_clear(PGresult **r)
 {
-    PQclear(*r);
+    g_pq.PQclear(*r);
 }
 #define _cleanup_res_ __attribute__((cleanup(res_clear)))
 
 static int pg_fail(kbs_backend *b, PGresult *res, const char *what, cista_error **err)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(b->conn);
+    const char *state = res ? g_pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? g_pq.PQresultErrorMessage(res) : g_pq.PQerrorMessage(b->conn);
     int code = -EIO;
     if (state && !strcmp(state, "23505"))
         code = -EEXIST;
-    else if (PQstatus(b->conn) != CONNECTION_OK)
+    else if (g_pq.PQstatus(b->conn) != CONNECTION_OK)
         code = -ECONNRESET;
     _cleanup_free_ char *m = xstrdup(msg ? msg : "?");
     size_t n = strlen(m);
@@ -74,25 +120,25 @@ static int run(kbs_backend *b, PGresult **out, const char *sql, int n, const cha
         fmts[i] = lens && lens[i] >= 0 ? 1 : 0;
     int attempt = 0;
     for (;;) {
-        PGresult *res = PQexecParams(b->conn, sql, n, NULL, vals, lens, fmts, binary_result);
-        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        PGresult *res = g_pq.PQexecParams(b->conn, sql, n, NULL, vals, lens, fmts, binary_result);
+        ExecStatusType st = res ? g_pq.PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             if (out)
                 *out = res;
             else
-                PQclear(res);
+                g_pq.PQclear(res);
             return 0;
         }
         /* A dropped connection (server restart) is retried once after a reset. */
-        if (PQstatus(b->conn) != CONNECTION_OK && attempt++ == 0) {
-            PQclear(res);
-            PQreset(b->conn);
-            if (PQstatus(b->conn) == CONNECTION_OK)
+        if (g_pq.PQstatus(b->conn) != CONNECTION_OK && attempt++ == 0) {
+            g_pq.PQclear(res);
+            g_pq.PQreset(b->conn);
+            if (g_pq.PQstatus(b->conn) == CONNECTION_OK)
                 continue;
             return pg_fail(b, NULL, what, err);
         }
         int r = pg_fail(b, res, what, err);
-        PQclear(res);
+        g_pq.PQclear(res);
         return r;
     }
 }
@@ -101,7 +147,7 @@ static void pg_close(kbs_backend *b)
 {
     if (!b)
         return;
-    PQfinish(b->conn);
+    g_pq.PQfinish(b->conn);
     free(b);
 }
 
@@ -109,10 +155,13 @@ static int pg_open(kbs_backend **out, const kbs_store_opts *o, cista_error **err
 {
     if (!o->pg_dsn)
         return err_set(err, -EINVAL, "no PostgreSQL DSN configured (store.dsn)");
+    int r = dynlib_load(&g_libpq, err);
+    if (r < 0)
+        return r;
     kbs_backend *b = xzalloc(sizeof(*b));
-    b->conn = PQconnectdb(o->pg_dsn);
-    if (!b->conn || PQstatus(b->conn) != CONNECTION_OK) {
-        _cleanup_free_ char *m = xstrdup(b->conn ? PQerrorMessage(b->conn) : "out of memory");
+    b->conn = g_pq.PQconnectdb(o->pg_dsn);
+    if (!b->conn || g_pq.PQstatus(b->conn) != CONNECTION_OK) {
+        _cleanup_free_ char *m = xstrdup(b->conn ? g_pq.PQerrorMessage(b->conn) : "out of memory");
         size_t n = strlen(m);
         while (n && m[n - 1] == '\n')
             m[--n] = 0;
@@ -120,14 +169,14 @@ static int pg_open(kbs_backend **out, const kbs_store_opts *o, cista_error **err
         /* The DSN may hold a password: it is not repeated here. */
         return err_set(err, -ECONNREFUSED, "PostgreSQL connect: %s", m);
     }
-    int r = run(b, NULL, "SET synchronous_commit = on", 0, NULL, NULL, 0, "settings", err);
+    r = run(b, NULL, "SET synchronous_commit = on", 0, NULL, NULL, 0, "settings", err);
     if (r == 0 && o->init_schema) {
         r = run(b, NULL, "SELECT pg_advisory_lock(" LOCK_SCHEMA ")", 0, NULL, NULL, 0, "lock", err);
         if (r == 0) {
-            PGresult *res = PQexec(b->conn, g_schema);
-            if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            PGresult *res = g_pq.PQexec(b->conn, g_schema);
+            if (g_pq.PQresultStatus(res) != PGRES_COMMAND_OK)
                 r = pg_fail(b, res, "schema", err);
-            PQclear(res);
+            g_pq.PQclear(res);
             cista_error *e2 = NULL;
             (void)run(b, NULL, "SELECT pg_advisory_unlock(" LOCK_SCHEMA ")", 0, NULL, NULL, 0,
                       "unlock", &e2);
@@ -162,11 +211,11 @@ static int pg_kv_get(kbs_backend *b, uint8_t **out, size_t *out_size, const char
                 err);
     if (r < 0)
         return r;
-    if (PQntuples(res) == 0)
+    if (g_pq.PQntuples(res) == 0)
         return err_set(err, -ENOENT, "%s %s does not exist", ns, key);
-    size_t n = (size_t)PQgetlength(res, 0, 0);
+    size_t n = (size_t)g_pq.PQgetlength(res, 0, 0);
     uint8_t *copy = xmalloc(n + 1);
-    memcpy(copy, PQgetvalue(res, 0, 0), n);
+    memcpy(copy, g_pq.PQgetvalue(res, 0, 0), n);
     copy[n] = 0;
     *out = copy;
     *out_size = n;
@@ -181,7 +230,7 @@ static int pg_kv_delete(kbs_backend *b, const char *ns, const char *key, cista_e
         run(b, &res, "DELETE FROM kv WHERE ns = $1 AND key = $2", 2, vals, NULL, 0, "delete", err);
     if (r < 0)
         return r;
-    if (strcmp(PQcmdTuples(res), "0") == 0)
+    if (strcmp(g_pq.PQcmdTuples(res), "0") == 0)
         return err_set(err, -ENOENT, "%s %s does not exist", ns, key);
     return 0;
 }
@@ -195,8 +244,8 @@ static int pg_kv_list(kbs_backend *b, json_t **out, const char *ns, cista_error 
     if (r < 0)
         return r;
     json_t *a = json_array();
-    for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(a, json_string(PQgetvalue(res, i, 0)));
+    for (int i = 0; i < g_pq.PQntuples(res); i++)
+        json_array_append_new(a, json_string(g_pq.PQgetvalue(res, i, 0)));
     *out = a;
     return 0;
 }
@@ -216,7 +265,7 @@ static int pg_use_jti(kbs_backend *b, const char *jti, time_t exp, time_t now, c
             NULL, 0, "jti", err);
     if (r < 0)
         return r;
-    if (strcmp(PQcmdTuples(res), "1") != 0)
+    if (strcmp(g_pq.PQcmdTuples(res), "1") != 0)
         return err_set(err, -EEXIST, "admin token replayed: its jti was already used");
     return 0;
 }
@@ -254,23 +303,28 @@ static int pg_sess_find(kbs_backend *b, kbs_session *out, const char *id, time_t
                 1, vals, NULL, 1, "session find", err);
     if (r < 0)
         return r;
-    if (PQntuples(res) == 0)
+    if (g_pq.PQntuples(res) == 0)
         return err_set(err, -ENOENT, "unknown session");
     memset(out, 0, sizeof(*out));
     snprintf(out->id, sizeof(out->id), "%s", id);
-    if (PQgetlength(res, 0, 0) == KBS_NONCE_SIZE)
-        memcpy(out->nonce, PQgetvalue(res, 0, 0), KBS_NONCE_SIZE);
-    snprintf(out->tee, sizeof(out->tee), "%.*s", PQgetlength(res, 0, 1), PQgetvalue(res, 0, 1));
-    _cleanup_free_ char *pr = xstrndup(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2));
-    _cleanup_free_ char *ha = xstrndup(PQgetvalue(res, 0, 3), (size_t)PQgetlength(res, 0, 3));
-    _cleanup_free_ char *sa = xstrndup(PQgetvalue(res, 0, 4), (size_t)PQgetlength(res, 0, 4));
-    _cleanup_free_ char *ex = xstrndup(PQgetvalue(res, 0, 5), (size_t)PQgetlength(res, 0, 5));
+    if (g_pq.PQgetlength(res, 0, 0) == KBS_NONCE_SIZE)
+        memcpy(out->nonce, g_pq.PQgetvalue(res, 0, 0), KBS_NONCE_SIZE);
+    snprintf(out->tee, sizeof(out->tee), "%.*s", g_pq.PQgetlength(res, 0, 1),
+             g_pq.PQgetvalue(res, 0, 1));
+    _cleanup_free_ char *pr =
+        xstrndup(g_pq.PQgetvalue(res, 0, 2), (size_t)g_pq.PQgetlength(res, 0, 2));
+    _cleanup_free_ char *ha =
+        xstrndup(g_pq.PQgetvalue(res, 0, 3), (size_t)g_pq.PQgetlength(res, 0, 3));
+    _cleanup_free_ char *sa =
+        xstrndup(g_pq.PQgetvalue(res, 0, 4), (size_t)g_pq.PQgetlength(res, 0, 4));
+    _cleanup_free_ char *ex =
+        xstrndup(g_pq.PQgetvalue(res, 0, 5), (size_t)g_pq.PQgetlength(res, 0, 5));
     out->proto = (uint8_t)atoi(pr);
     out->hash = (uint8_t)atoi(ha);
     out->state = (uint8_t)atoi(sa);
     out->expires = (time_t)strtoll(ex, NULL, 10);
-    if (!PQgetisnull(res, 0, 6))
-        out->token = xstrndup(PQgetvalue(res, 0, 6), (size_t)PQgetlength(res, 0, 6));
+    if (!g_pq.PQgetisnull(res, 0, 6))
+        out->token = xstrndup(g_pq.PQgetvalue(res, 0, 6), (size_t)g_pq.PQgetlength(res, 0, 6));
     if (out->expires <= now) {
         kbs_session_clear(out);
         return err_set(err, -ETIMEDOUT, "session expired");
@@ -289,7 +343,7 @@ static int pg_sess_consume(kbs_backend *b, const char *id, time_t now, cista_err
             2, vals, NULL, 0, "session consume", err);
     if (r < 0)
         return r;
-    if (strcmp(PQcmdTuples(res), "1") != 0)
+    if (strcmp(g_pq.PQcmdTuples(res), "1") != 0)
         return err_set(err, -EALREADY, "the session's nonce was already used or expired");
     return 0;
 }
@@ -319,8 +373,8 @@ static int pg_audit_append(kbs_backend *b, const char *const *bodies, const time
         if ((r = run(b, &res, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", 0, NULL, NULL, 0,
                      "audit head", err)) < 0)
             goto fail;
-        if (PQntuples(res) == 1)
-            snprintf(prev, sizeof(prev), "%s", PQgetvalue(res, 0, 0));
+        if (g_pq.PQntuples(res) == 1)
+            snprintf(prev, sizeof(prev), "%s", g_pq.PQgetvalue(res, 0, 0));
     }
     for (size_t i = 0; i < count; i++) {
         char hash[65], t[32];
@@ -336,7 +390,7 @@ static int pg_audit_append(kbs_backend *b, const char *const *bodies, const time
         goto fail;
     return 0;
 fail:
-    PQclear(PQexec(b->conn, "ROLLBACK"));
+    g_pq.PQclear(g_pq.PQexec(b->conn, "ROLLBACK"));
     return r;
 }
 
@@ -354,13 +408,13 @@ static int pg_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
     if (r < 0)
         return r;
     json_t *arr = json_array();
-    for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(arr, json_pack("{s:I,s:I,s:s,s:s,s:s}", "id",
-                                             (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10),
-                                             "time",
-                                             (json_int_t)strtoll(PQgetvalue(res, i, 1), NULL, 10),
-                                             "body", PQgetvalue(res, i, 2), "prev",
-                                             PQgetvalue(res, i, 3), "hash", PQgetvalue(res, i, 4)));
+    for (int i = 0; i < g_pq.PQntuples(res); i++)
+        json_array_append_new(
+            arr, json_pack("{s:I,s:I,s:s,s:s,s:s}", "id",
+                           (json_int_t)strtoll(g_pq.PQgetvalue(res, i, 0), NULL, 10), "time",
+                           (json_int_t)strtoll(g_pq.PQgetvalue(res, i, 1), NULL, 10), "body",
+                           g_pq.PQgetvalue(res, i, 2), "prev", g_pq.PQgetvalue(res, i, 3), "hash",
+                           g_pq.PQgetvalue(res, i, 4)));
     *out = arr;
     return 0;
 }
@@ -373,11 +427,11 @@ static int pg_counter_get(kbs_backend *b, kbs_counter *out, const char *path, ci
                 NULL, 0, "counter get", err);
     if (r < 0)
         return r;
-    if (PQntuples(res) != 1)
+    if (g_pq.PQntuples(res) != 1)
         return err_set(err, -ENOENT, "counter %s does not exist", path);
-    return kbs__counter_from_row(out, strtoll(PQgetvalue(res, 0, 0), NULL, 10),
-                                 PQgetvalue(res, 0, 1), strtoll(PQgetvalue(res, 0, 2), NULL, 10),
-                                 err);
+    return kbs__counter_from_row(out, strtoll(g_pq.PQgetvalue(res, 0, 0), NULL, 10),
+                                 g_pq.PQgetvalue(res, 0, 1),
+                                 strtoll(g_pq.PQgetvalue(res, 0, 2), NULL, 10), err);
 }
 
 /*
@@ -406,7 +460,7 @@ static int pg_counter_cas(kbs_backend *b, kbs_counter *out_cur, const char *path
             5, vals, NULL, 0, "counter advance", err);
     if (r < 0)
         return r;
-    if (strcmp(PQcmdTuples(res), "1") == 0)
+    if (strcmp(g_pq.PQcmdTuples(res), "1") == 0)
         return 0;
     cista_error *e2 = NULL;
     r = pg_counter_get(b, out_cur, path, &e2);
@@ -439,7 +493,7 @@ static int pg_counter_delete(kbs_backend *b, const char *path, cista_error **err
                 err);
     if (r < 0)
         return r;
-    if (strcmp(PQcmdTuples(res), "0") == 0)
+    if (strcmp(g_pq.PQcmdTuples(res), "0") == 0)
         return err_set(err, -ENOENT, "counter %s does not exist", path);
     return 0;
 }
