@@ -10,7 +10,8 @@
 #   - nginx under wrk (static page, keep-alive) in a confidential container vs native;
 #   - extra memory per running container (resident cista/runc processes, sandbox tmpfs).
 # Prints a markdown section on stdout (bench/README: append it to docs/performance.md).
-# Usage: bench/bench_runtime.sh [path/to/cista]   (root; RUNS=N, default 11)
+# Usage: bench/bench_runtime.sh [path/to/cista]   (root; RUNS=N, default 11; DELEGATE=crun runs the
+# confidential containers through crun instead of the runtime configuration's default, runc)
 set -uo pipefail
 CISTA=${1:-build/src/cli/cista}
 case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
@@ -18,6 +19,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RUNS=${RUNS:-11}
 TMP=$(mktemp -d /tmp/cista-bench-rt.XXXXXX)
 ROOT=$TMP/state
+# the delegate OCI runtime of the confidential starts: every cista call gets it from the runtime
+# configuration ("runtime"), the default runc unless DELEGATE is set
+DELEGATE=${DELEGATE:-}
+if [ -n "$DELEGATE" ]; then
+  printf '{"runtime":"%s"}\n' "$DELEGATE" >"$TMP/delegate.json"
+  export CISTA_RUNTIME_CONFIG=$TMP/delegate.json
+fi
 SWTPM_PID= KBS_PID= NATIVE_PID= NNGINX_PID=
 cleanup() {
   local id
@@ -100,13 +108,20 @@ runc_run() {
   runc --root "$TMP/runc" delete -f bench-runc >/dev/null 2>&1
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", b - a}'
 }
+# crun refuses a hybrid cgroup host whose v2 hierarchy has controllers; as cista does for it
+# (src/runtime/delegate.c), run it in a mount namespace without that hierarchy
+CRUN_CMD=(crun)
+if [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ] &&
+  grep -q . /sys/fs/cgroup/unified/cgroup.controllers; then
+  CRUN_CMD=(unshare -m --propagation slave sh -c 'umount -l /sys/fs/cgroup/unified && exec crun "$@"' crun)
+fi
 crun_run() {
   local t0 t1 rc
   t0=$(now_ms)
-  crun --root "$TMP/crun" run --bundle "$TMP/bundle" bench-crun >/dev/null 2>&1
+  "${CRUN_CMD[@]}" --root "$TMP/crun" run --bundle "$TMP/bundle" bench-crun >/dev/null 2>&1
   rc=$?
   t1=$(now_ms)
-  crun --root "$TMP/crun" delete -f bench-crun >/dev/null 2>&1
+  "${CRUN_CMD[@]}" --root "$TMP/crun" delete -f bench-crun >/dev/null 2>&1
   [ $rc = 0 ] && awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", b - a}' || echo fail
 }
 
@@ -208,7 +223,7 @@ WRK_NAT2=$(wrk_rps "$NNPORT"); WRK_CISTA2=$(wrk_rps "$NGINX_PORT")
 NG_TMPFS_KB=$(df -k "$ROOT/ng/tee" | awk 'NR==2 {print $3}')
 # the same with image_store "private": the rootfs is the sandbox's own tmpfs copy, no overlay
 "$CISTA" -q --root "$ROOT" rm -f ng >/dev/null 2>&1
-echo '{"image_store":"private"}' >"$TMP/private.json"
+printf '{"image_store":"private","runtime":"%s"}\n' "${DELEGATE:-runc}" >"$TMP/private.json"
 "$CISTA" -q --root "$ROOT" run -d --config "$TMP/private.json" --name ngp --network host --tee sim \
   --kbs "$KBS_URL" --policy "$TMP/nginx.policy.json" "oci:$TMP/enc/nginx:1" >/dev/null 2>&1
 wait_port "$NGINX_PORT" 100
@@ -262,7 +277,8 @@ cat <<EOF
 
 Start latency, throughput and memory of confidential containers (issue 6), from
 \`bench/bench_runtime.sh\` ($RUNS runs per start measurement, medians; one run on $(date -u +%F),
-$(nproc) vCPUs, kernel $(uname -r), runc $(runc --version | head -1 | awk '{print $3}')). Keys come
+$(nproc) vCPUs, kernel $(uname -r), runc $(runc --version | head -1 | awk '{print $3}'), cista's delegate
+${DELEGATE:-runc}). Keys come
 from the embedded KBS on SQLite on loopback (RCAR attestation with sim or swtpm evidence, JWE to an
 ephemeral P-256 key); the sandbox rootfs is a tmpfs. Timed runs start after both CPUs were ≥ 85 %
 idle.
@@ -275,7 +291,7 @@ idle.
 $(for tee in "${TEES[@]}"; do row "cista, $tee, KBS" "$TMP/lat.$tee"; done)
 $(row "cista, sim, KBS, ${BIG_MB} MB image" "$TMP/lat.big")
 | runc run (plaintext, same bundle) | $RUNC | | | | | | |
-| crun run | $CRUN$( [ "$CRUN" = n/a ] && echo " (refuses this host's hybrid cgroup v1/v2 layout)") | | | | | | |
+| crun run | $CRUN$( [ "$CRUN" = n/a ] && echo " (refuses this host's hybrid cgroup v1/v2 layout)")$( [ "$CRUN" != n/a ] && [ "${CRUN_CMD[0]}" = unshare ] && echo " (in a mount namespace without the hybrid host's cgroup v2 hierarchy, as cista runs it)") | | | | | | |
 
 Added start latency over runc: $(awk -v a="$SIM_TOT" -v b="$RUNC" 'BEGIN {printf "%.1f ms", a-b}') (sim, ~1 MB image), of which
 decrypt+unpack $(col "$TMP/lat.sim" 5) ms; without it $(awk -v a="$SIM_TOT" -v b="$RUNC" -v u="$(col "$TMP/lat.sim" 5)" 'BEGIN {printf "%.1f ms", a-b-u}')

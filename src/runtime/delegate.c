@@ -1,18 +1,25 @@
 /*
  * delegate.c - running the delegate OCI runtime (runc by default) with only
- * the standard fds, and the runtime configuration file.
+ * the standard fds, and the runtime configuration file. crun on a hybrid
+ * cgroup host runs in a mount namespace of its own that shows it the v1
+ * layout only (see below).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/magic.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent/agent.h"
 #include "runtime/runtime.h"
 #include "runtime/rt_int.h"
 #include "util/buf.h"
@@ -165,6 +172,175 @@ int rt_config_load(rt_config **out, const char *path, cista_error **err)
     return 0;
 }
 
+/* ---- crun on a hybrid cgroup host ---- */
+
+/*
+ * A hybrid host mounts the cgroup v1 controllers under /sys/fs/cgroup and a cgroup v2 hierarchy at
+ * /sys/fs/cgroup/unified. crun (1.8) refuses such a host as soon as the v2 hierarchy has any
+ * controller ("cgroups in hybrid mode not supported, drop all controllers from cgroupv2"), even
+ * with --cgroup-manager=disabled; runc uses the v1 controllers and ignores the v2 one. crun
+ * decides from what it finds mounted: without /sys/fs/cgroup/unified it sees a plain v1 host. So
+ * each crun that cista starts on such a host runs in a mount namespace of its own, a slave of the
+ * host's (what the host mounts later still reaches it, nothing it mounts reaches the host), with
+ * the v2 mount detached there. Every invocation (create, start, state, kill, delete, exec, ...)
+ * must see the same layout, or one would look for cgroups where another did not put them.
+ * The v2 controllers (hugetlb here) are then out of crun's reach, and a controller lives on one
+ * hierarchy only: a container whose configuration asks for one of them is refused at create.
+ */
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CGROUP_UNIFIED CGROUP_ROOT "/unified"
+
+static bool delegate_is_crun(const rt_config *c)
+{
+    const char *base = strrchr(c->delegate, '/');
+    return !strcmp(base ? base + 1 : c->delegate, "crun");
+}
+
+/*
+ * The controllers of the v2 hierarchy of a hybrid host in *out (space-separated, caller frees),
+ * or NULL when the host is not hybrid or its v2 hierarchy has none (crun accepts both).
+ */
+static int hybrid_v2_controllers(char **out, cista_error **err)
+{
+    *out = NULL;
+    struct statfs root, unified;
+    if (statfs(CGROUP_ROOT, &root) < 0 || root.f_type == CGROUP2_SUPER_MAGIC ||
+        statfs(CGROUP_UNIFIED, &unified) < 0 || unified.f_type != CGROUP2_SUPER_MAGIC)
+        return 0;
+    _cleanup_free_ char *list = NULL;
+    size_t size;
+    int rc = util_read_file(&list, &size, CGROUP_UNIFIED "/cgroup.controllers", 4096, err);
+    if (rc < 0)
+        return rc;
+    while (size && (list[size - 1] == '\n' || list[size - 1] == ' '))
+        list[--size] = 0;
+    if (size)
+        *out = steal_ptr(&list);
+    return 0;
+}
+
+static bool has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == 0 || p[n] == ' '))
+            return true;
+    return false;
+}
+
+static bool non_empty(const json_t *v)
+{
+    return (json_is_object(v) && json_object_size(v)) || (json_is_array(v) && json_array_size(v));
+}
+
+/*
+ * Whether linux.resources of @cfg sets a limit whose cgroup controller is on the v2 list @v2: its
+ * member in *out_what, the controller in @ctl.
+ */
+static bool resource_on_v2(const char **out_what, char ctl[static 32], const json_t *cfg,
+                           const char *v2)
+{
+    json_t *res = json_object_get(json_object_get(cfg, "linux"), "resources");
+    /* OCI linux.resources members and their controllers (devices and network: v1 or eBPF) */
+    static const char *const map[][2] = {
+        {"memory", "memory"}, {"blockIO", "io"}, {"hugepageLimits", "hugetlb"},
+        {"pids", "pids"},     {"rdma", "rdma"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(map); i++) {
+        *out_what = map[i][0];
+        snprintf(ctl, 32, "%s", map[i][1]);
+        if (non_empty(json_object_get(res, map[i][0])) && has_word(v2, ctl))
+            return true;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(res, "cpu"), key, v)
+    {
+        *out_what = "cpu";
+        snprintf(ctl, 32, "%s", !strcmp(key, "cpus") || !strcmp(key, "mems") ? "cpuset" : "cpu");
+        if (!json_is_null(v) && has_word(v2, ctl))
+            return true;
+    }
+    /* cgroup v2 files by name ("hugetlb.2MB.max"): the controller is the part before the dot */
+    json_object_foreach(json_object_get(res, "unified"), key, v)
+    {
+        *out_what = "unified";
+        snprintf(ctl, 32, "%.*s", (int)strcspn(key, "."), key);
+        if (*ctl && has_word(v2, ctl))
+            return true;
+    }
+    return false;
+}
+
+/* The bundle directory of a create/run command line (OCI: the working directory by default). */
+static const char *bundle_arg(const char *const *argv)
+{
+    for (size_t i = 2; argv[i]; i++)
+        if ((!strcmp(argv[i], "--bundle") || !strcmp(argv[i], "-b")) && argv[i + 1])
+            return argv[i + 1];
+    return ".";
+}
+
+/*
+ * Whether @c's delegate must run with the v2 hierarchy hidden (*out), and for a create or run,
+ * whether the bundle's configuration can do without the v2 controllers.
+ */
+static int plan_cgroup_view(bool *out, const rt_config *c, const char *const *argv,
+                            cista_error **err)
+{
+    *out = false;
+    if (!delegate_is_crun(c))
+        return 0;
+    _cleanup_free_ char *v2 = NULL;
+    int rc = hybrid_v2_controllers(&v2, err);
+    if (rc < 0 || !v2)
+        return rc;
+    *out = true;
+    log_debug("delegate: %s runs in a mount namespace without " CGROUP_UNIFIED
+              " (hybrid cgroup host; v2 controllers: %s)",
+              c->delegate, v2);
+    const char *verb = argv[1] ? argv[1] : "";
+    if (strcmp(verb, "create") && strcmp(verb, "run"))
+        return 0;
+    const char *bundle = bundle_arg(argv);
+    _cleanup_free_ char *p = xasprintf("%s/config.json", bundle);
+    _cleanup_free_ char *text = NULL;
+    size_t size;
+    _cleanup_json_ json_t *cfg = NULL;
+    if ((rc = util_read_file(&text, &size, p, AGENT_MAX_CONFIG, err)) < 0 ||
+        (rc = js_parse_object(&cfg, text, size, AGENT_MAX_CONFIG, p, err)) < 0)
+        return rc;
+    const char *what = NULL;
+    char ctl[32];
+    if (resource_on_v2(&what, ctl, cfg, v2))
+        return err_set(err, -ENOTSUP,
+                       "%s: linux.resources.%s needs the %s cgroup controller, which this host "
+                       "attaches to the cgroup v2 hierarchy of a hybrid layout (" CGROUP_UNIFIED
+                       ": %s); crun cannot use that hierarchy (cista hides it from crun so that "
+                       "crun runs at all): drop the limit, or use runc as the delegate "
+                       "(\"runtime\" in the runtime configuration)",
+                       p, what, ctl, v2);
+    return 0;
+}
+
+/*
+ * In the forked child, before exec: a mount namespace of its own without the v2 hierarchy.
+ * Only system calls (the parent may have threads).
+ */
+static int hide_cgroup_v2(const char **out_step)
+{
+    *out_step = "unshare(CLONE_NEWNS)";
+    if (unshare(CLONE_NEWNS) < 0)
+        return -errno;
+    *out_step = "making / a recursive slave";
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        return -errno;
+    *out_step = "umount " CGROUP_UNIFIED;
+    if (umount2(CGROUP_UNIFIED, MNT_DETACH) < 0)
+        return -errno;
+    return 0;
+}
+
 /* ---- the delegate ---- */
 
 static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const char *delegate_root,
@@ -199,6 +375,10 @@ static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const 
         buf_free(&b);
     }
 
+    bool hide_v2 = false;
+    int rc = plan_cgroup_view(&hide_v2, c, argv, err);
+    if (rc < 0)
+        return rc;
     int pfd[2] = {-1, -1};
     if (capture && pipe2(pfd, O_CLOEXEC) < 0)
         return err_set_sys(err, -errno, "pipe");
@@ -223,6 +403,13 @@ static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const 
             for (int fd = 3; fd < 65536; fd++)
                 close(fd);
         signal(SIGPIPE, SIG_DFL);
+        const char *step = NULL;
+        if (hide_v2 && (rc = hide_cgroup_v2(&step)) < 0) {
+            fprintf(stderr,
+                    "cista: running %s with the v1 cgroup layout of this hybrid host: %s: %s\n",
+                    av[0], step, strerror(-rc));
+            _exit(127);
+        }
         execvp(av[0], (char *const *)av);
         fprintf(stderr, "cista: exec %s: %s\n", av[0], strerror(errno));
         _exit(127);

@@ -11,8 +11,18 @@ set -uo pipefail
 CISTA=${1:-build/src/cli/cista}
 case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
+# CISTA_TEST_DELEGATE=crun (a name or a path) runs the containers through that delegate OCI
+# runtime: each runtime configuration the test writes names it ("runtime"). Unset: the
+# configuration's default, runc.
+DELEGATE=${CISTA_TEST_DELEGATE:-runc}
+with_delegate() { # FILE: add "runtime": $CISTA_TEST_DELEGATE to a runtime configuration
+  [ -z "${CISTA_TEST_DELEGATE:-}" ] && return 0
+  local d='{}'
+  [ -s "$1" ] && d=$(cat "$1")
+  jq -c --arg r "$CISTA_TEST_DELEGATE" '.runtime = $r' <<<"$d" >"$1"
+}
 if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root"; exit 0; fi
-for t in containerd ctr runc umoci redis-server redis-cli nginx python3; do
+for t in containerd ctr "$DELEGATE" umoci redis-server redis-cli nginx python3; do
   command -v $t >/dev/null || { echo "1..0 # SKIP $t is not installed"; exit 0; }
 done
 
@@ -47,6 +57,7 @@ if ! rt_setup bb redis nginx python >"$TMP/setup.log" 2>&1; then
 fi
 printf '{"tee":"sim","sim_state_dir":"%s","tpm_tcti":"%s","tpm_eventlog":"%s"}\n' \
   "$CISTA_SIM_DIR" "$TCTI" "$TMP/tpm-eventlog.jsonl" >"$TMP/rt.json"
+with_delegate "$TMP/rt.json"
 mkdir -p "$D" "$TMP/empty"
 cat >"$D/config.toml" <<EOF
 version = 2

@@ -9,8 +9,18 @@ set -uo pipefail
 CISTA=${1:-build/src/cli/cista}
 case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
+# CISTA_TEST_DELEGATE=crun (a name or a path) runs the containers through that delegate OCI
+# runtime: each runtime configuration the test writes names it ("runtime"). Unset: the
+# configuration's default, runc.
+DELEGATE=${CISTA_TEST_DELEGATE:-runc}
+with_delegate() { # FILE: add "runtime": $CISTA_TEST_DELEGATE to a runtime configuration
+  [ -z "${CISTA_TEST_DELEGATE:-}" ] && return 0
+  local d='{}'
+  [ -s "$1" ] && d=$(cat "$1")
+  jq -c --arg r "$CISTA_TEST_DELEGATE" '.runtime = $r' <<<"$d" >"$1"
+}
 if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root"; exit 0; fi
-for t in podman conmon runc umoci redis-server redis-cli nginx python3; do
+for t in podman conmon "$DELEGATE" umoci redis-server redis-cli nginx python3; do
   command -v $t >/dev/null || { echo "1..0 # SKIP $t is not installed"; exit 0; }
 done
 
@@ -48,6 +58,7 @@ policy_edit "$TMP/nologs.policy.json" 'c["mounts"].append({"destination":"/run/.
 kbs_refvals
 printf '{"tee":"sim","sim_state_dir":"%s","tpm_tcti":"%s","tpm_eventlog":"%s"}\n' \
   "$CISTA_SIM_DIR" "$TCTI" "$TMP/tpm-eventlog.jsonl" >"$TMP/rt.json"
+with_delegate "$TMP/rt.json"
 mkdir -p "$PD" "$TMP/empty"
 cat >"$PD/containers.conf" <<EOF
 [containers]
@@ -59,7 +70,17 @@ events_logger = "file"
 conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CISTA_RUNTIME_CONFIG=$TMP/rt.json"]
 EOF
 export CONTAINERS_CONF=$PD/containers.conf
-P=(podman --root "$PD/root" --runroot "$PD/run" --tmpdir "$PD/tmp" --runtime "$CISTA")
+# podman itself runs the runtime's start, kill and delete, with an environment of its own (only
+# conmon passes conmon_env_vars): with the knob set, a wrapper gives them the configuration too,
+# as /etc/cista/runtime.json would on a real host, so that every call uses the same delegate
+PD_RUNTIME=$CISTA
+if [ -n "${CISTA_TEST_DELEGATE:-}" ]; then
+  mkdir -p "$TMP/rtbin"
+  printf '#!/bin/sh\nCISTA_RUNTIME_CONFIG=%s exec %s "$@"\n' "$TMP/rt.json" "$CISTA" >"$TMP/rtbin/cista"
+  chmod +x "$TMP/rtbin/cista"
+  PD_RUNTIME=$TMP/rtbin/cista
+fi
+P=(podman --root "$PD/root" --runroot "$PD/run" --tmpdir "$PD/tmp" --runtime "$PD_RUNTIME")
 ok "setup: KBS, swtpm, podman with temporary storage"
 
 ann() { # APP TEE [POLICY]

@@ -10,8 +10,18 @@ set -uo pipefail
 CISTA=${1:-build/src/cli/cista}
 case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
+# CISTA_TEST_DELEGATE=crun (a name or a path) runs the containers through that delegate OCI
+# runtime: each runtime configuration the test writes names it ("runtime"). Unset: the
+# configuration's default, runc.
+DELEGATE=${CISTA_TEST_DELEGATE:-runc}
+with_delegate() { # FILE: add "runtime": $CISTA_TEST_DELEGATE to a runtime configuration
+  [ -z "${CISTA_TEST_DELEGATE:-}" ] && return 0
+  local d='{}'
+  [ -s "$1" ] && d=$(cat "$1")
+  jq -c --arg r "$CISTA_TEST_DELEGATE" '.runtime = $r' <<<"$d" >"$1"
+}
 if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (mounts, runc)"; exit 0; fi
-for t in runc umoci redis-server redis-cli nginx python3; do
+for t in "$DELEGATE" umoci redis-server redis-cli nginx python3; do
   command -v $t >/dev/null || { echo "1..0 # SKIP $t is not installed"; exit 0; }
 done
 
@@ -28,6 +38,11 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$HERE/rt_lib.sh"
+# `cista` calls without a configuration of their own use the chosen delegate too
+if [ -n "${CISTA_TEST_DELEGATE:-}" ]; then
+  with_delegate "$TMP/delegate.json"
+  export CISTA_RUNTIME_CONFIG=$TMP/delegate.json
+fi
 
 if ! rt_setup bb redis nginx python >"$TMP/setup.log" 2>&1; then
   echo "not ok 1 - setup (images, sim, swtpm, KBS)"; diag "$TMP/setup.log"; exit 1
@@ -35,7 +50,7 @@ fi
 ok "setup: 4 encrypted images, sim, swtpm, KBS on $KBS_URL"
 C=("$CISTA" --root "$ROOT")
 CISTA_SHA=$(sha256sum "$CISTA" | cut -c1-64)
-RUNC_SHA=$(sha256sum "$(command -v runc)" | cut -c1-64)
+DELEGATE_SHA=$(sha256sum "$(command -v "$DELEGATE")" | cut -c1-64)
 TEES=(sim)
 [ -n "$TCTI" ] && { TEES+=(tpm); export CISTA_TPM_TCTI=$TCTI; }
 
@@ -147,6 +162,7 @@ check "the tree stays while a sandbox uses it" bash -c "[ \"\$(ls '$ROOT'/.image
 check "the last removal removes the tree and unmounts the store" bash -c \
   "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
 echo '{"image_store":"private"}' >"$TMP/private.json"
+with_delegate "$TMP/private.json"
 "${C[@]}" -q run -d --config "$TMP/private.json" --name pv --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" \
   "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/pv.err"
 check "image_store private: the sandbox tmpfs holds its own copy, no store is mounted" bash -c \
@@ -165,8 +181,8 @@ kbs_refvals
 "${C[@]}" -q run -d --name cve --tee sim --kbs "$KBS_URL" --policy "$TMP/cve.policy.json" "oci:$TMP/enc/cve:1" >/dev/null 2>&1
 for i in 1 2 3 4 5 6 7 8; do "${C[@]}" -q exec cve /bin/true >/dev/null 2>&1; done
 "${C[@]}" -q rm -f cve >/dev/null 2>&1
-check "CVE-2019-5736: cista and runc binaries unchanged after the container attacked /proc/*/exe" bash -c \
-  "[ \"\$(sha256sum '$CISTA' | cut -c1-64)\" = $CISTA_SHA ] && [ \"\$(sha256sum \"\$(command -v runc)\" | cut -c1-64)\" = $RUNC_SHA ]"
+check "CVE-2019-5736: cista and $DELEGATE binaries unchanged after the container attacked /proc/*/exe" bash -c \
+  "[ \"\$(sha256sum '$CISTA' | cut -c1-64)\" = $CISTA_SHA ] && [ \"\$(sha256sum \"\$(command -v '$DELEGATE')\" | cut -c1-64)\" = $DELEGATE_SHA ]"
 
 # ---- logs denied ----
 policy "oci:$TMP/enc/bb:1" "$TMP/nologs.policy.json" --deny-logs --secret "bb:kbs:///default/app/greeting=/run/secrets/greeting"
@@ -229,6 +245,7 @@ json.dump(d, open(p, "w"))
 EOF
 printf '{"tee":"sim","dev_key_files":["%s"],"dev_secrets":{"kbs:///default/app/greeting":"%s"}}' \
   "$TMP/image-key.pem" "$TMP/greeting.txt" >"$TMP/rt.json"
+with_delegate "$TMP/rt.json"
 expect_refused "CVE-2024-21626: confidential bundle with cwd /proc/self/fd/7 is refused (rule process.cwd)" "process.cwd" \
   env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/bundle" cwdfd
 cp -a "$TMP/img/bb" "$TMP/plainimg" && umoci unpack --image "$TMP/plainimg:1" "$TMP/pb" >/dev/null 2>&1
@@ -242,6 +259,7 @@ EOF
 expect_refused "a plain bundle is refused unless the configuration allows plain containers" "allow_plain" \
   env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/pb" plain0
 echo '{"allow_plain":true}' >"$TMP/plain.json"
+with_delegate "$TMP/plain.json"
 leaks=0
 exec 7<"$TMP" 8</ 9</proc
 for fd in 3 4 5 6 7 8 9; do

@@ -16,8 +16,18 @@ set -uo pipefail
 CISTA=${1:-build/src/cli/cista}
 case $CISTA in /*) ;; *) CISTA=$PWD/$CISTA ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
+# CISTA_TEST_DELEGATE=crun (a name or a path) runs the containers through that delegate OCI
+# runtime: each runtime configuration the test writes names it ("runtime"). Unset: the
+# configuration's default, runc.
+DELEGATE=${CISTA_TEST_DELEGATE:-runc}
+with_delegate() { # FILE: add "runtime": $CISTA_TEST_DELEGATE to a runtime configuration
+  [ -z "${CISTA_TEST_DELEGATE:-}" ] && return 0
+  local d='{}'
+  [ -s "$1" ] && d=$(cat "$1")
+  jq -c --arg r "$CISTA_TEST_DELEGATE" '.runtime = $r' <<<"$d" >"$1"
+}
 if [ "$(id -u)" != 0 ]; then echo "1..0 # SKIP needs root (mounts, runc, FUSE)"; exit 0; fi
-for t in runc umoci redis-server redis-cli python3 fusermount3; do
+for t in "$DELEGATE" umoci redis-server redis-cli python3 fusermount3; do
   command -v $t >/dev/null || { echo "1..0 # SKIP $t is not installed"; exit 0; }
 done
 [ -c /dev/fuse ] || { echo "1..0 # SKIP no /dev/fuse"; exit 0; }
@@ -69,6 +79,11 @@ cleanup() {
 }
 trap cleanup EXIT
 . "$HERE/rt_lib.sh"
+# `cista` calls without a configuration of their own use the chosen delegate too
+if [ -n "${CISTA_TEST_DELEGATE:-}" ]; then
+  with_delegate "$TMP/delegate.json"
+  export CISTA_RUNTIME_CONFIG=$TMP/delegate.json
+fi
 START=$(date +%s)
 
 # ---- setup: keys, sim, KBS (no swtpm: this test is about volumes), the redis image ----
@@ -276,6 +291,7 @@ check "every refusal was logged with its rule" bash -c "grep -q 'rule volumes' '
 # ---- 6. containerd: a bind mount at /data is the volume's backing directory ----
 if command -v containerd >/dev/null && command -v ctr >/dev/null; then
   printf '{"tee":"sim","sim_state_dir":"%s"}\n' "$CISTA_SIM_DIR" >"$TMP/rt.json"
+  with_delegate "$TMP/rt.json"
   mkdir -p "$D" "$TMP/empty" "$TMP/backing/ctd"
   cat >"$D/config.toml" <<EOF
 version = 2
@@ -332,6 +348,7 @@ fi
 # delete: podman's cleanup when the container exits (stop, restart), or `podman rm`.
 if command -v podman >/dev/null && command -v conmon >/dev/null; then
   printf '{"tee":"sim","sim_state_dir":"%s"}\n' "$CISTA_SIM_DIR" >"$TMP/rt.json"
+  with_delegate "$TMP/rt.json"
   mkdir -p "$PD/empty" "$TMP/backing/pod"
   cat >"$PD/containers.conf" <<EOF2
 [containers]
@@ -345,7 +362,17 @@ EOF2
   export CONTAINERS_CONF=$PD/containers.conf
   # the runtime's state is in its default root, $PR: podman's exit command (`podman container
   # cleanup`, which calls the runtime's delete) is not given podman's --runtime-flag
-  P=(podman --root "$PD/root" --runroot "$PD/run" --tmpdir "$PD/tmp" --runtime "$CISTA")
+  # podman itself runs the runtime's start, kill and delete, with an environment of its own (only
+  # conmon passes conmon_env_vars): with the knob set, a wrapper gives them the configuration too,
+  # as /etc/cista/runtime.json would on a real host, so that every call uses the same delegate
+  PD_RUNTIME=$CISTA
+  if [ -n "${CISTA_TEST_DELEGATE:-}" ]; then
+    mkdir -p "$TMP/rtbin"
+    printf '#!/bin/sh\nCISTA_RUNTIME_CONFIG=%s exec %s "$@"\n' "$TMP/rt.json" "$CISTA" >"$TMP/rtbin/cista"
+    chmod +x "$TMP/rtbin/cista"
+    PD_RUNTIME=$TMP/rtbin/cista
+  fi
+  P=(podman --root "$PD/root" --runroot "$PD/run" --tmpdir "$PD/tmp" --runtime "$PD_RUNTIME")
   pd_run() { # NAME: redis with /data on the volume, detached
     "${P[@]}" run -d --name "$1" --network host \
       --annotation "io.cista.image=oci:$TMP/enc/redisv:1" \
