@@ -207,7 +207,11 @@ fi
 ls "$BACK" | sort >"$T/before"
 printf 'secret-%.0s' $(seq 2000) >"$MNT/victim"
 check "unmount before tamper" unmount_vol
-V=$(ls "$BACK" | sort | comm -13 "$T/before" - | head -1)
+# the victim's data object: of the objects new since, the one with the most allocated blocks
+# (a directory or table object may be new too, and object names are random)
+V=$(ls "$BACK" | sort | comm -13 "$T/before" - | while read -r o; do
+    echo "$(stat -c %b "$BACK/$o") $o"
+done | sort -n | tail -1 | cut -d' ' -f2)
 check "the new file has its own opaque object" test -n "$V"
 cp -a "$BACK" "$T/back.old"
 printf '\x55' | dd of="$BACK/$V" bs=1 seek=5000 conv=notrunc status=none
