@@ -193,6 +193,24 @@ static int load_created(json_t **out, const char **out_droot, const rt_config *c
     return st_droot(out_droot, *out, id, err);
 }
 
+/*
+ * The configuration to drive @st's delegate with. The delegate recorded at create wins over the
+ * current configuration's: a container created by crun must be started, killed and deleted by
+ * crun even when the configuration changed since, or a caller reads another one (podman runs
+ * start, kill and delete with an environment of its own); otherwise its state is looked for in
+ * the wrong runtime and the container and its cgroups leak. @tmp holds the copy that may be
+ * returned; it borrows from @c and @st.
+ */
+static const rt_config *st_config(rt_config *tmp, const rt_config *c, const json_t *st)
+{
+    const char *d = st_str(st, "delegate");
+    if (!d || !strcmp(d, c->delegate))
+        return c;
+    *tmp = *c;
+    tmp->delegate = (char *)d;
+    return tmp;
+}
+
 static bool st_confidential(const json_t *st)
 {
     const char *m = st_str(st, "mode");
@@ -479,6 +497,7 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         crypto_cleanse(host, host_size);
     if (rc == 0) {
         json_object_set_new(st, "delegate_root", json_string(droot));
+        json_object_set_new(st, "delegate", json_string(c->delegate));
         rc = write_state(dir, st, err);
     }
     if (rc == 0) {
@@ -521,6 +540,8 @@ static int simple(const rt_config *c, const char *id, const char *verb, const ch
     const char *droot;
     if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
+    rt_config own_c;
+    c = st_config(&own_c, c, st);
     const char *av[12];
     size_t k = 0;
     av[k++] = "";
@@ -549,6 +570,8 @@ int rt_state(json_t **out, const rt_config *c, const char *id, cista_error **err
     const char *droot;
     if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
+    rt_config own_c;
+    c = st_config(&own_c, c, st);
     const char *av[] = {"", "state", id, NULL};
     _cleanup_free_ char *text = NULL;
     rc = rt__delegate(c, droot, av, -1, &text, err);
@@ -614,6 +637,8 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
     const char *droot;
     if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
+    rt_config own_c;
+    c = st_config(&own_c, c, st);
     if (st_confidential(st)) {
         _cleanup_sandbox_ agent_sandbox *sb = NULL;
         if ((rc = open_sandbox(&sb, c, id, st, err)) < 0 ||
@@ -651,6 +676,8 @@ int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
         return lock;
     const char *av[5] = {"", "delete", force ? "--force" : id, force ? id : NULL, NULL};
     const char *droot = st_str(st, "delegate_root");
+    rt_config own_c;
+    c = st_config(&own_c, c, st);
     _cleanup_free_ char *dstate = droot ? xasprintf("%s/%s", droot, id) : NULL;
     /* a create that died, or a `run` that already cleaned up, left no delegate state */
     rc = dstate && access(dstate, F_OK) == 0 ? rt__delegate(c, droot, av, -1, NULL, err) : 0;
@@ -671,6 +698,8 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
     const char *droot;
     if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
+    rt_config own_c;
+    c = st_config(&own_c, c, st);
     _cleanup_free_ char *proc = NULL;
     size_t proc_size = 0;
     if (o->process_file) {
@@ -756,6 +785,8 @@ int rt_ps(json_t **out, const rt_config *c, const char *id, cista_error **err)
     const char *droot;
     if ((rc = load_created(&st, &droot, c, id, err)) < 0)
         return rc;
+    rt_config own_c;
+    c = st_config(&own_c, c, st);
     const char *av[] = {"", "ps", "--format", "json", id, NULL};
     _cleanup_free_ char *text = NULL;
     rc = rt__delegate(c, droot, av, -1, &text, err);

@@ -170,6 +170,27 @@ check "image_store private: the sandbox tmpfs holds its own copy, no store is mo
    [ \"\$('$CISTA' -q --root '$ROOT' exec pv /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ]"
 "${C[@]}" -q rm -f pv >/dev/null 2>&1
 
+# The delegate recorded at create drives every later verb, whatever configuration a caller reads.
+OTHER=$([ "$(basename "$DELEGATE")" = crun ] && echo runc || echo crun)
+if command -v "$OTHER" >/dev/null; then
+  echo "{\"runtime\":\"$OTHER\"}" >"$TMP/other.json"
+  "${C[@]}" -q run -d --config "$TMP/other.json" --name od --tee sim --kbs "$KBS_URL" \
+    --policy "$TMP/share.policy.json" "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/od.err"
+  OD_PID=$("${C[@]}" state od 2>/dev/null | jq -r .pid)
+  D=(env -u CISTA_RUNTIME_CONFIG "$CISTA" -q --root "$ROOT")
+  check "created by $OTHER: state under the default configuration asks $OTHER (running)" bash -c \
+    "[ \"\$(\"\$@\" state od | jq -r .status)\" = running ]" _ "${D[@]}"
+  check "... exec too" bash -c \
+    "[ \"\$(\"\$@\" exec od /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ]" _ "${D[@]}"
+  # (dead: gone, or a zombie until whoever inherited it reaps it)
+  check "... and rm -f stops and removes it" bash -c \
+    "\"\$@\" rm -f od && [ ! -e '$ROOT/od' ] && [ -n '$OD_PID' ] &&
+     { ! kill -0 '$OD_PID' 2>/dev/null || ps -o stat= -p '$OD_PID' | grep -q '^Z'; }" _ "${D[@]}"
+  "${C[@]}" -q rm -f od >/dev/null 2>&1
+else
+  ok "delegate recorded at create # SKIP $OTHER is not installed"
+fi
+
 # CVE-2019-5736: the container hunts for the runtime's /proc/PID/exe while we exec into it
 policy "oci:$TMP/enc/bbs:1" "$TMP/cve.policy.json" --allow-exec '["/bin/true"]'
 build_bb "$TMP/img/cve" 1 /bin/sh -c \
