@@ -148,6 +148,9 @@ kbs_refvals
 wait_port "$REDIS_PORT" 100
 check "ctr task exec of a command the policy allows runs" bash -c \
   "ctr -a '$D/containerd.sock' -n cista task exec --exec-id e2 rx /usr/bin/redis-server --version | grep -q 'Redis server'"
+# with a terminal: the delegate's exec gets containerd's console socket (script gives ctr a pty)
+check "ctr task exec -t (console socket) of a command the policy allows runs" bash -c \
+  "script -qec \"ctr -a '$D/containerd.sock' -n cista task exec -t --exec-id e3 rx /usr/bin/redis-server --version\" /dev/null </dev/null | grep -q 'Redis server'"
 "${CTR[@]}" task kill -s SIGKILL rx >/dev/null 2>&1; sleep 0.3
 "${CTR[@]}" task rm rx >/dev/null 2>&1; "${CTR[@]}" c rm rx >/dev/null 2>&1
 
