@@ -468,6 +468,21 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Replace the @n bytes of @wire by one chain of our own (see send_reply()). */
+static void join_reply(struct evbuffer *wire, size_t n)
+{
+    uint8_t *joined = xmalloc(n);
+    if (evbuffer_copyout(wire, joined, n) != (ev_ssize_t)n || evbuffer_drain(wire, n) < 0) {
+        /* frozen or short: sent as it is, in several records */
+        crypto_free_secret(joined, n);
+        return;
+    }
+    if (evbuffer_add_reference(wire, joined, n, body_cleanup, NULL) < 0) {
+        crypto_free_secret(joined, n);
+        log_error("KBS: a reply was lost (no memory to join it); its client will time out");
+    }
+}
+
 static void send_reply(struct evhttp_request *hreq, kbs_response *rp)
 {
     kbs_response resp = *rp;
@@ -495,14 +510,15 @@ static void send_reply(struct evhttp_request *hreq, kbs_response *rp)
      * evhttp leaves the status line and headers in one chain of the connection's output buffer
      * and the body in another, and bufferevent_openssl makes one SSL_write (one TLS record, one
      * send(2), one loopback delivery) per chain. Nothing is written before the event loop sees
-     * the socket writable, so joining the chains here sends a small reply as one record. (The
-     * joined copy is freed without cleansing, as libevent's buffers of the request always were.)
+     * the socket writable, so joining the chains here sends a small reply as one record. The
+     * joined copy is ours, added by reference, and cleansed once sent as the body is: a reply
+     * may carry a bearer token (evbuffer_pullup would leave it in a chain libevent frees as is).
      */
     if (bev) {
         struct evbuffer *wire = bufferevent_get_output(bev);
         size_t n = evbuffer_get_length(wire);
         if (n > 0 && n <= KBS_REPLY_COALESCE_MAX)
-            evbuffer_pullup(wire, (ev_ssize_t)n);
+            join_reply(wire, n);
     }
 }
 
@@ -632,8 +648,7 @@ int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
         r = err_set_sys(err, -errno, "pipe");
         goto fail;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    s->nworkers = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    s->nworkers = cfg->workers ? cfg->workers : util_cpu_count();
     s->workers = xzalloc(s->nworkers * sizeof(worker));
     for (unsigned i = 0; i < s->nworkers; i++)
         if ((r = worker_setup(&s->workers[i], s, err)) < 0)

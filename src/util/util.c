@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,4 +297,88 @@ bool util_has_suffix(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* "QUOTA PERIOD" (v2 cpu.max) or a v1 quota file plus its period file: CPUs, rounded up; 0: none.
+ */
+static unsigned quota_cpus(const char *quota_path, const char *period_path)
+{
+    char buf[64] = {0};
+    long long quota = -1, period = 0;
+    _cleanup_close_ int fd = open(quota_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || util_read_all(fd, buf, sizeof(buf) - 1) <= 0)
+        return 0;
+    if (!period_path) {
+        if (strncmp(buf, "max", 3) == 0 || sscanf(buf, "%lld %lld", &quota, &period) != 2)
+            return 0;
+    } else {
+        char pbuf[32] = {0};
+        _cleanup_close_ int pfd = open(period_path, O_RDONLY | O_CLOEXEC);
+        if (sscanf(buf, "%lld", &quota) != 1 || pfd < 0 ||
+            util_read_all(pfd, pbuf, sizeof(pbuf) - 1) <= 0 || sscanf(pbuf, "%lld", &period) != 1)
+            return 0;
+    }
+    if (quota <= 0 || period <= 0)
+        return 0;
+    long long n = (quota + period - 1) / period;
+    return n > 4096 ? 4096 : (unsigned)n;
+}
+
+/*
+ * The quota of this process's own cgroup only (not its ancestors': a limit set higher up is
+ * what a container runtime puts on the container's own cgroup anyway).
+ */
+static unsigned cgroup_quota_cpus(void)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/cgroup", "re");
+    char line[512];
+    unsigned best = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || strstr(c2 + 1, ".."))
+            continue;
+        *c2 = 0;
+        const char *ctrl = c1 + 1, *path = c2 + 1;
+        unsigned n = 0;
+        if (*ctrl == 0) { /* v2: the unified hierarchy, alone or beside v1 (hybrid) */
+            _cleanup_free_ char *q = xasprintf("/sys/fs/cgroup%s/cpu.max", path);
+            _cleanup_free_ char *h = xasprintf("/sys/fs/cgroup/unified%s/cpu.max", path);
+            n = quota_cpus(q, NULL);
+            if (!n)
+                n = quota_cpus(h, NULL);
+        } else {
+            bool cpu = false;
+            for (char *sv = NULL, *t = strtok_r((char *)ctrl, ",", &sv); t;
+                 t = strtok_r(NULL, ",", &sv))
+                cpu |= strcmp(t, "cpu") == 0;
+            if (cpu) {
+                const char *dirs[] = {"cpu,cpuacct", "cpu"};
+                for (size_t i = 0; i < 2 && !n; i++) {
+                    _cleanup_free_ char *q =
+                        xasprintf("/sys/fs/cgroup/%s%s/cpu.cfs_quota_us", dirs[i], path);
+                    _cleanup_free_ char *p =
+                        xasprintf("/sys/fs/cgroup/%s%s/cpu.cfs_period_us", dirs[i], path);
+                    n = quota_cpus(q, p);
+                }
+            }
+        }
+        if (n && (!best || n < best))
+            best = n;
+    }
+    return best;
+}
+
+unsigned util_cpu_count(void)
+{
+    cpu_set_t set;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n <= 0)
+        n = 1;
+    unsigned q = cgroup_quota_cpus();
+    return q && q < (unsigned long)n ? q : (unsigned)n;
 }

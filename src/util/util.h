@@ -79,4 +79,11 @@ int util_rm_rf_at(int dirfd, const char *name, cista_error **err) CISTA_WUR;
 /* True when @s ends with @suffix. */
 bool util_has_suffix(const char *s, const char *suffix);
 
+/*
+ * The CPUs this process may actually use, for sizing thread pools: the CPUs of its affinity
+ * mask (taskset, cpusets), lowered to a cgroup CPU quota rounded up (cgroup v2 cpu.max, v1
+ * cpu.cfs_quota_us: a Kubernetes CPU limit). At least 1.
+ */
+unsigned util_cpu_count(void);
+
 #endif

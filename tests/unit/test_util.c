@@ -1,6 +1,7 @@
 /* test_util.c - errors, buffers, whole-file helpers. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,6 +170,28 @@ static void test_rm_rf_depth_limit(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The affinity mask bounds the count (taskset, cpusets); so would a cgroup quota. */
+static void test_cpu_count(void **state)
+{
+    (void)state;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = util_cpu_count();
+    assert_true(n >= 1);
+    assert_true(online <= 0 || n <= (unsigned long)online);
+    cpu_set_t saved, one;
+    assert_int_equal(sched_getaffinity(0, sizeof(saved), &saved), 0);
+    int first = 0;
+    while (!CPU_ISSET(first, &saved))
+        first++;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+    unsigned pinned = util_cpu_count();
+    assert_int_equal(sched_setaffinity(0, sizeof(saved), &saved), 0);
+    assert_int_equal(pinned, 1);
+    assert_int_equal(util_cpu_count(), n);
+}
+
 static void test_log_levels(void **state)
 {
     (void)state;
@@ -202,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_buf_secret_and_steal),
         cmocka_unit_test(test_read_write_file),
         cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_cpu_count),
         cmocka_unit_test(test_rm_rf_depth_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
