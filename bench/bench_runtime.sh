@@ -165,6 +165,21 @@ for p in "${pids[@]}"; do wait "$p"; done
 t1=$(now_ms)
 RPAR=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
 for i in $(seq 16); do runc --root "$TMP/runc" delete -f "rpar$i" >/dev/null 2>&1; done
+# and crun alone, the cheapest delegate
+CPAR=n/a
+if [ "$CRUN_OK" -gt 0 ]; then
+  wait_idle
+  t0=$(now_ms)
+  pids=()
+  for i in $(seq 16); do
+    "${CRUN_CMD[@]}" --root "$TMP/crun" run --bundle "$TMP/bundle" "cpar$i" >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  t1=$(now_ms)
+  CPAR=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
+  for i in $(seq 16); do "${CRUN_CMD[@]}" --root "$TMP/crun" delete -f "cpar$i" >/dev/null 2>&1; done
+fi
 PAR_LEFT=$(ls "$ROOT" | wc -l)
 
 log "redis-benchmark inside vs native"
@@ -300,8 +315,8 @@ decrypt+unpack $(col "$TMP/lat.sim" 5) ms; without it $(awk -v a="$SIM_TOT" -v b
 **16 confidential starts in parallel**: $PAR ms wall for all 16 vs $SIM_TOT ms for one
 (ratio $(awk -v a="$PAR" -v b="$SIM_TOT" 'BEGIN {printf "%.2f", a/b}'); target ≤ 3× one; on $(nproc) vCPUs); containers
 left behind: $PAR_LEFT; failed starts: $PAR_FAIL. For reference, 16 plaintext \`runc run\` in parallel
-took $RPAR ms vs $RUNC ms for one (ratio $(awk -v a="$RPAR" -v b="$RUNC" 'BEGIN {printf "%.2f", a/b}')): on 2 vCPUs the starts are
-CPU-bound, and runc's own share dominates.
+took $RPAR ms vs $RUNC ms for one (ratio $(awk -v a="$RPAR" -v b="$RUNC" 'BEGIN {printf "%.2f", a/b}'))$( [ "$CPAR" != n/a ] && echo ", and 16 plaintext \`crun run\` $CPAR ms vs $CRUN ms (ratio $(awk -v a="$CPAR" -v b="$CRUN" 'BEGIN {printf "%.2f", a/b}'))"): on $(nproc) vCPUs
+the starts are CPU-bound, and the delegate's own share dominates.
 
 **redis-benchmark** (\`-t set,get -n 100000 -c 50\`, requests/s, median of 3; redis 7 from the
 host, same binary in the image, host network):
