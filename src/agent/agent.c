@@ -260,6 +260,22 @@ static int check_binding(agent_sandbox *sb, const agent_tee *tee, EVP_PKEY *eph,
 
 /* ---- the tmpfs ---- */
 
+int agent__mount_tmpfs(const char *dir, unsigned long flags, const char *opts, cista_error **err)
+{
+    static bool warned;
+    _cleanup_free_ char *o = xasprintf("%s,noswap", opts);
+    if (mount("tmpfs", dir, "tmpfs", flags, o) == 0)
+        return 0;
+    if (errno != EINVAL || mount("tmpfs", dir, "tmpfs", flags, opts) < 0)
+        return err_set_sys(err, -errno, "mount a tmpfs on %s", dir);
+    if (!warned) {
+        warned = true;
+        log_warn("this kernel has no tmpfs noswap (Linux >= 6.4): TEE memory (decrypted images, "
+                 "secrets) may be swapped out; run without swap or with encrypted swap");
+    }
+    return 0;
+}
+
 static int mount_tee(const char *tee, const char *size, bool no_tmpfs, cista_error **err)
 {
     if (mkdir(tee, 0700) < 0 && errno != EEXIST)
@@ -267,8 +283,9 @@ static int mount_tee(const char *tee, const char *size, bool no_tmpfs, cista_err
     if (no_tmpfs)
         return 0;
     _cleanup_free_ char *opts = size ? xasprintf("mode=0700,size=%s", size) : xstrdup("mode=0700");
-    if (mount("tmpfs", tee, "tmpfs", MS_NODEV, opts) < 0)
-        return err_set_sys(err, -errno, "mount the sandbox tmpfs on %s", tee);
+    int r = agent__mount_tmpfs(tee, MS_NODEV, opts, err);
+    if (r < 0)
+        return err_wrap(err, "the sandbox tmpfs");
     if (mount(NULL, tee, NULL, MS_PRIVATE, NULL) < 0) {
         int e = -errno;
         umount2(tee, MNT_DETACH);
@@ -338,6 +355,15 @@ static int fetch_secrets(agent_sandbox *sb, agent_keysource *ks, cista_error **e
                 return err_set(err, -EINVAL,
                                "secret %s holds a NUL byte and cannot be the env variable %s",
                                ps[i].resource, s->env);
+            json_t *probe = json_stringn((const char *)s->data, s->size);
+            if (!probe)
+                return err_set(err, -EINVAL,
+                               "secret %s is not UTF-8 text and cannot be the env variable %s "
+                               "(give it to the container as a file)",
+                               ps[i].resource, s->env);
+            /* jansson keeps a copy: overwrite it before it is freed */
+            crypto_cleanse((char *)json_string_value(probe), s->size);
+            json_decref(probe);
             json_array_append_new(sb->secret_envs, json_string(s->env));
         }
     }
@@ -473,6 +499,33 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
     return 0;
 }
 
+/*
+ * A secret file is written into the rootfs before the mounts are made: one at or below a
+ * mount's destination (a host bind the policy allows, a volume) would be hidden by it, and the
+ * workload would read what the host put there instead.
+ */
+static int check_secret_paths(const agent_sandbox *sb, const json_t *mounts, cista_error **err)
+{
+    for (size_t i = 0; i < sb->secret_count; i++) {
+        const char *p = sb->secrets[i].path;
+        size_t k;
+        json_t *m;
+        json_array_foreach(mounts, k, m)
+        {
+            const char *d = json_string_value(json_object_get(m, "destination"));
+            size_t n = d ? strlen(d) : 0;
+            while (n > 1 && d[n - 1] == '/')
+                n--;
+            if (p && d && (!strcmp(d, "/") || (!strncmp(p, d, n) && (p[n] == 0 || p[n] == '/'))))
+                return err_set(err, -EPERM,
+                               "secret %s: its file %s would be hidden by the mount at %s; "
+                               "move the secret or the mount in the policy",
+                               sb->secrets[i].resource, p, d);
+        }
+    }
+    return 0;
+}
+
 static int save_state(agent_sandbox *sb, cista_error **err)
 {
     _cleanup_json_ json_t *st =
@@ -596,6 +649,8 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
                        "container's output (rule logs)");
 
     /* secrets: env from the policy, files on the tmpfs-backed rootfs, 0400 */
+    if ((rc = check_secret_paths(sb, json_object_get(cfg, "mounts"), err)) < 0)
+        return rc;
     _cleanup_close_ int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         return err_set_sys(err, -errno, "open %s", rootfs);
@@ -606,8 +661,11 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
         agent_secret *s = &sb->secrets[i];
         if (s->env) {
             _cleanup_free_ char *v = xasprintf("%s=%.*s", s->env, (int)s->size, (char *)s->data);
-            json_array_append_new(env, json_string(v));
+            int a = json_array_append_new(env, json_string(v));
             crypto_cleanse(v, strlen(v));
+            if (a < 0)
+                return err_set(err, -EINVAL, "secret %s: cannot be the env variable %s",
+                               s->resource, s->env);
         } else if ((rc = agent__inject_secret_file(rootfd, s->path, s->data, s->size, uid, gid,
                                                    err)) < 0) {
             return rc;

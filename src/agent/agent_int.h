@@ -98,6 +98,14 @@ int agent__rootfs_prepare(const char *sandbox_dir, const char *tee_dir, const im
 void agent__rootfs_release(const char *sandbox_dir);
 
 /* The standard (trusted) parts of every generated config. */
+/*
+ * Mount a tmpfs of TEE memory on @dir (flags, options as mount(2)), kept out of swap
+ * ("noswap", Linux 6.4): swap is the host's disk, or a disk it provides to the VM. An older
+ * kernel gets the mount without it and one warning per process.
+ */
+int agent__mount_tmpfs(const char *dir, unsigned long flags, const char *opts, cista_error **err)
+    __attribute__((warn_unused_result));
+
 json_t *agent__default_mounts(void);
 bool agent__is_default_mount(const char *destination);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "agent/agent.h"
 #include "agent/agent_int.h"
@@ -386,6 +387,95 @@ static int build_process(json_t **out, const img_config *ic, const json_t *rules
     return 0;
 }
 
+/*
+ * A seccomp filter of the host's request restricts the container and so may pass, but not one
+ * that hands syscalls to a user-space supervisor: SCMP_ACT_NOTIFY with a listener socket
+ * (runc's listenerPath, crun's receiver) lets whoever holds the listener answer the workload's
+ * syscalls and install its own fds in the process (SECCOMP_IOCTL_NOTIF_ADDFD), and
+ * SCMP_ACT_TRACE defers them to a ptracer.
+ */
+static int check_seccomp(const json_t *sc, cista_error **err)
+{
+    static const char *const refused[] = {"SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE"};
+    if (!json_is_object(sc))
+        return err_set(err, -EINVAL, "the host's config.json: linux.seccomp is not an object");
+    if (json_object_get(sc, "listenerPath") || json_object_get(sc, "listenerMetadata"))
+        return err_set(err, -EPERM,
+                       "the host's linux.seccomp names a listener: the workload's syscalls would "
+                       "be answered outside the TEE (refused)");
+    const char *action = json_string_value(json_object_get(sc, "defaultAction"));
+    json_t *flags = json_object_get(sc, "flags"), *calls = json_object_get(sc, "syscalls"), *v;
+    size_t i;
+    json_array_foreach(flags, i, v)
+    {
+        if (json_is_string(v) && !strcmp(json_string_value(v), "SECCOMP_FILTER_FLAG_NEW_LISTENER"))
+            return err_set(err, -EPERM,
+                           "the host's linux.seccomp asks for SECCOMP_FILTER_FLAG_NEW_LISTENER "
+                           "(a syscall supervisor outside the TEE; refused)");
+    }
+    for (i = 0; i <= json_array_size(calls); i++) {
+        if (i > 0)
+            action = json_string_value(json_object_get(json_array_get(calls, i - 1), "action"));
+        for (size_t k = 0; action && k < ARRAY_LEN(refused); k++)
+            if (!strcmp(action, refused[k]))
+                return err_set(err, -EPERM,
+                               "the host's linux.seccomp uses %s: the workload's syscalls would "
+                               "be decided outside the TEE (refused)",
+                               refused[k]);
+    }
+    return 0;
+}
+
+/*
+ * The annotations of the host's request that reach the delegate: only these namespaces, which
+ * runc and crun do not act on. Others may change how the container is made (crun's
+ * run.oci.seccomp.receiver, run.oci.handler, run.oci.keep_original_groups; runc's
+ * org.systemd.property.*), so they are dropped.
+ */
+static json_t *inert_annotations(const json_t *ann)
+{
+    static const char *const keep[] = {"io.kubernetes.", "io.cista.", "org.opencontainers.image.",
+                                       "io.container.manager", "io.podman.annotations."};
+    json_t *out = json_object();
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)ann, key, v)
+    {
+        bool ok = false;
+        for (size_t k = 0; k < ARRAY_LEN(keep) && !ok; k++)
+            ok = !strncmp(key, keep[k], strlen(keep[k]));
+        if (ok)
+            json_object_set(out, key, v);
+        else
+            log_info("dropping the host's annotation %s: only inert annotations reach the "
+                     "runtime of a confidential container",
+                     key);
+    }
+    return out;
+}
+
+/*
+ * Whether @path is the namespace of kind @type this process is in (the host's, as far as the
+ * container is concerned): its IPC objects (SysV shared memory, message queues), host name and
+ * cgroup view are not the container's to share. The network is the host's anyway (untrusted,
+ * as on any confidential VM), so joining it is left to the caller.
+ */
+static bool is_own_namespace(const char *type, const char *path)
+{
+    static const struct {
+        const char *oci, *proc;
+    } kinds[] = {{"ipc", "ipc"}, {"uts", "uts"}, {"cgroup", "cgroup"}};
+    for (size_t i = 0; i < ARRAY_LEN(kinds); i++) {
+        if (strcmp(type, kinds[i].oci))
+            continue;
+        _cleanup_free_ char *self = xasprintf("/proc/self/ns/%s", kinds[i].proc);
+        struct stat a, b;
+        return stat(path, &a) == 0 && stat(self, &b) == 0 && a.st_dev == b.st_dev &&
+               a.st_ino == b.st_ino;
+    }
+    return false;
+}
+
 static int build_namespaces(json_t **out, const json_t *hlinux, const agent_host_request *req,
                             cista_error **err)
 {
@@ -420,11 +510,17 @@ static int build_namespaces(json_t **out, const json_t *hlinux, const agent_host
                 log_warn("ignoring the host's request to join %s namespace %s", type, path);
                 path = NULL;
             }
+            if (path && is_own_namespace(type, path))
+                return err_set(err, -EPERM,
+                               "the host's request joins the runtime's own %s namespace (%s): "
+                               "refused for a confidential container",
+                               type, path);
             json_array_append_new(ns, path ? json_pack("{s:s,s:s}", "type", type, "path", path)
                                            : json_pack("{s:s}", "type", type));
         }
+        /* left out means shared with the runtime: never for these */
         for (size_t k = 0; k < ARRAY_LEN(known); k++)
-            if (!have[k] && (!strcmp(known[k], "mount") || !strcmp(known[k], "pid")))
+            if (!have[k] && strcmp(known[k], "network") && strcmp(known[k], "cgroup"))
                 json_array_append_new(ns, json_pack("{s:s}", "type", known[k]));
     } else {
         json_array_append_new(ns, json_pack("{s:s}", "type", "pid"));
@@ -586,11 +682,17 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
     json_object_set_new(lx, "maskedPaths", str_array(g_masked, ARRAY_LEN(g_masked)));
     json_object_set_new(lx, "readonlyPaths", str_array(g_readonly, ARRAY_LEN(g_readonly)));
     if (hlinux) {
-        static const char *const pass[] = {"cgroupsPath", "sysctl", "seccomp"};
+        static const char *const pass[] = {"cgroupsPath", "sysctl"};
         for (size_t k = 0; k < ARRAY_LEN(pass); k++) {
             json_t *v = json_object_get(hlinux, pass[k]);
             if (v)
                 json_object_set_new(lx, pass[k], json_deep_copy(v));
+        }
+        json_t *sc = json_object_get(hlinux, "seccomp");
+        if (sc) {
+            if ((rc = check_seccomp(sc, err)) < 0)
+                return rc;
+            json_object_set_new(lx, "seccomp", json_deep_copy(sc));
         }
         json_t *res = json_object_get(hlinux, "resources");
         if (json_is_object(res)) {
@@ -607,7 +709,7 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
     if (host) {
         json_t *ann = json_object_get(host, "annotations");
         if (json_is_object(ann))
-            json_object_set_new(c, "annotations", json_deep_copy(ann));
+            json_object_set_new(c, "annotations", inert_annotations(ann));
         if (json_object_get(host, "hooks"))
             log_warn("dropping the hooks of the host's request: host binaries never run for a "
                      "confidential container");

@@ -122,8 +122,9 @@ static int store_enter(int *out_lock, int *out_fd, const char *root, bool mount_
         if (!is_own_tmpfs(store, root)) {
             if (mkdirat(rootfd, STORE_DIR, 0700) < 0 && errno != EEXIST)
                 return err_set_sys(err, -errno, "mkdir %s", store);
-            if (mount("tmpfs", store, "tmpfs", MS_NODEV | MS_NOSUID, "mode=0700") < 0)
-                return err_set_sys(err, -errno, "mount the image store tmpfs on %s", store);
+            int r = agent__mount_tmpfs(store, MS_NODEV | MS_NOSUID, "mode=0700", err);
+            if (r < 0)
+                return err_wrap(err, "the image store");
             if (mount(NULL, store, NULL, MS_PRIVATE, NULL) < 0) {
                 int e = -errno;
                 umount2(store, MNT_DETACH);

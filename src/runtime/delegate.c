@@ -343,6 +343,24 @@ static int hide_cgroup_v2(const char **out_step)
 
 /* ---- the delegate ---- */
 
+/*
+ * The environment of a delegate: ours without the variables that change how crun makes a
+ * container (RUN_OCI_SECCOMP_RECEIVER hands the container's seccomp listener to a socket of the
+ * host's choosing). Made before fork: the array is freed by the caller, its strings are ours.
+ */
+static char **delegate_env(void)
+{
+    extern char **environ;
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = xzalloc((n + 1) * sizeof(char *));
+    for (size_t i = 0, k = 0; i < n; i++)
+        if (strncmp(environ[i], "RUN_OCI_", 8) != 0)
+            envp[k++] = environ[i];
+    return envp;
+}
+
 static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const char *delegate_root,
                  const char *const *argv, int out_fd, bool capture, cista_error **err)
 {
@@ -382,6 +400,7 @@ static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const 
     int pfd[2] = {-1, -1};
     if (capture && pipe2(pfd, O_CLOEXEC) < 0)
         return err_set_sys(err, -errno, "pipe");
+    _cleanup_free_ char **envp = delegate_env();
     pid_t pid = fork();
     if (pid < 0) {
         int e = -errno;
@@ -410,7 +429,7 @@ static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const 
                     av[0], step, strerror(-rc));
             _exit(127);
         }
-        execvp(av[0], (char *const *)av);
+        execvpe(av[0], (char *const *)av, envp);
         fprintf(stderr, "cista: exec %s: %s\n", av[0], strerror(errno));
         _exit(127);
     }

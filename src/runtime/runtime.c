@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +152,44 @@ static char *cdir(const rt_config *c, const char *id)
     return xasprintf("%s/%s", c->root, id);
 }
 
+/*
+ * state.json lies on the host's disk, outside the TEE: what it says must agree with what only a
+ * create makes. A container with a sandbox directory is confidential whatever the file says
+ * (else its exec and kill would skip the agent and its policy), its delegate keeps its state in
+ * the sandbox, and the delegate run is the configured runtime, runc or crun, never a program
+ * the file names.
+ */
+static int check_state(const json_t *st, const rt_config *c, const char *id, cista_error **err)
+{
+    _cleanup_free_ char *dir = xasprintf("%s/%s", c->root, id);
+    _cleanup_free_ char *tee = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
+    struct stat sb;
+    bool sandbox = lstat(tee, &sb) == 0 && S_ISDIR(sb.st_mode);
+    const char *mode = json_string_value(json_object_get(st, "mode"));
+    const char *d = json_string_value(json_object_get(st, "delegate"));
+    const char *droot = json_string_value(json_object_get(st, "delegate_root"));
+    _cleanup_free_ char *want_droot =
+        sandbox ? xasprintf("%s/%s", tee, AGENT_RUNC_ROOT) : xasprintf("%s/%s", dir, RT_PLAIN_RUNC);
+    if (sandbox && (!mode || strcmp(mode, "confidential")))
+        return err_set(err, -EPERM,
+                       "container \"%s\": its state file says mode \"%s\" but it has a TEE "
+                       "sandbox: the file was altered (refusing)",
+                       id, mode ? mode : "(none)");
+    if (d && strcmp(d, c->delegate) && strcmp(d, "runc") && strcmp(d, "crun"))
+        return err_set(err, -EPERM,
+                       "container \"%s\": its state file names the delegate \"%s\", which is "
+                       "neither the configured runtime (%s) nor runc or crun (refusing)",
+                       id, d, c->delegate);
+    _cleanup_free_ char *rd = droot ? realpath(droot, NULL) : NULL;
+    _cleanup_free_ char *rw = droot ? realpath(want_droot, NULL) : NULL;
+    if (droot && (rd && rw ? strcmp(rd, rw) : strcmp(droot, want_droot)))
+        return err_set(err, -EPERM,
+                       "container \"%s\": its state file names the delegate state %s, not %s "
+                       "(refusing)",
+                       id, droot, want_droot);
+    return 0;
+}
+
 static int load_state(json_t **out, const rt_config *c, const char *id, cista_error **err)
 {
     int rc;
@@ -163,7 +202,12 @@ static int load_state(json_t **out, const rt_config *c, const char *id, cista_er
         return err_set(err, -ENOENT, "container \"%s\" does not exist (no %s)", id, p);
     if ((rc = util_read_file(&data, &size, p, 1u << 20, err)) < 0)
         return rc;
-    return js_parse_object(out, data, size, 1u << 20, "container state", err);
+    _cleanup_json_ json_t *st = NULL;
+    if ((rc = js_parse_object(&st, data, size, 1u << 20, "container state", err)) < 0 ||
+        (rc = check_state(st, c, id, err)) < 0)
+        return rc;
+    *out = steal_ptr(&st);
+    return 0;
 }
 
 static const char *st_str(const json_t *st, const char *k)
@@ -659,6 +703,50 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
     return delegate_fail(rt__delegate(c, droot, av, -1, NULL, err), "kill", id, err);
 }
 
+/*
+ * Delete when the delegate failed or has no state of the container: its state goes only once its
+ * init is gone (killed with --force, else refused), or a running (confidential) container would
+ * be left that nothing manages or gates any more. The init is the pid of the pid file, if it is
+ * in a pid namespace other than ours (a pid reused by a host process is not); killing it ends
+ * the container's namespace.
+ */
+static int stop_orphan(const rt_config *c, const char *id, bool force, cista_error **err)
+{
+    _cleanup_free_ char *p = xasprintf("%s/%s/%s", c->root, id, RT_PID_FILE);
+    _cleanup_free_ char *text = NULL;
+    size_t size;
+    cista_error *e = NULL;
+    if (access(p, F_OK) != 0 || util_read_file(&text, &size, p, 64, &e) < 0) {
+        err_free(e);
+        return 0;
+    }
+    long pid = strtol(text, NULL, 10);
+    _cleanup_free_ char *ns = xasprintf("/proc/%ld/ns/pid", pid);
+    struct stat a, b;
+    if (pid <= 1 || stat(ns, &a) < 0 || stat("/proc/self/ns/pid", &b) < 0 ||
+        (a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+        return 0;
+    if (kill((pid_t)pid, 0) < 0)
+        return 0;
+    if (!force)
+        return err_set(err, -EBUSY,
+                       "container %s: its init %ld runs but the delegate has no state of it; "
+                       "`delete --force` kills it",
+                       id, pid);
+    log_warn("container %s: the delegate could not delete it; killing its init %ld", id, pid);
+    kill((pid_t)pid, SIGKILL);
+    for (int i = 0; i < 200; i++) {
+        if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+            return 0;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return err_set(err, -EBUSY,
+                   "delete --force %s: the delegate failed and the container's init %ld is still "
+                   "alive; its state is kept",
+                   id, pid);
+}
+
 int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
 {
     int rc;
@@ -680,11 +768,14 @@ int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
     c = st_config(&own_c, c, st);
     _cleanup_free_ char *dstate = droot ? xasprintf("%s/%s", droot, id) : NULL;
     /* a create that died, or a `run` that already cleaned up, left no delegate state */
-    rc = dstate && access(dstate, F_OK) == 0 ? rt__delegate(c, droot, av, -1, NULL, err) : 0;
+    bool have = dstate && access(dstate, F_OK) == 0;
+    rc = have ? rt__delegate(c, droot, av, -1, NULL, err) : 0;
     if (rc < 0)
         return rc;
     if (rc != 0 && !force)
         return delegate_fail(rc, "delete", id, err);
+    if ((rc != 0 || !have) && (rc = stop_orphan(c, id, force, err)) < 0)
+        return rc;
     remove_dir(c, id);
     log_info("container %s deleted", id);
     return 0;

@@ -117,6 +117,8 @@ build_bb "$TMP/img/bbs" 1 /bin/sleep 300 && mkdir -p "$TMP/enc/bbs" &&
 kbs_put default/image-key/bbs "$TMP/image-key.pem"
 policy "oci:$TMP/enc/bbs:1" "$TMP/bbs.policy.json" --allow-exec '["/bin/stat","-c","%a %u %s","/run/secrets/greeting"]' \
   --allow-exec '["/bin/true"]' --secret "bbs:kbs:///default/app/greeting=/run/secrets/greeting"
+# a secret file where a mount goes (here /dev/shm, one of cista's own) would be hidden by it
+policy "oci:$TMP/enc/bb:1" "$TMP/bbh.policy.json" --secret "bb:kbs:///default/app/greeting=/dev/shm/greeting"
 kbs_refvals
 "${C[@]}" -q run -d --name s1 --tee sim --kbs "$KBS_URL" --policy "$TMP/bbs.policy.json" "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/s1.err"
 check "exec allowed by the policy: the secret file is 0400, uid 0, 29 bytes" bash -c \
@@ -129,6 +131,25 @@ expect_refused "exec with an extra env variable is refused (rule process.env)" "
   "${C[@]}" exec -e LD_PRELOAD=/tmp/x.so s1 /bin/true
 expect_refused "signal not in the policy (SIGHUP) is refused (rule signals)" "rule signals" \
   "${C[@]}" kill s1 HUP
+check "the sandbox tmpfs is kept out of swap (noswap, or a warning on kernels before 6.4)" bash -c \
+  "grep ' $ROOT/s1/tee tmpfs ' /proc/mounts | grep -q noswap || grep -q 'no tmpfs noswap' '$TMP/s1.err'"
+# state.json is on the host's disk: edits that would bypass the agent are refused
+cp "$ROOT/s1/state.json" "$TMP/s1.state"
+python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['mode']='plain'; json.dump(d,open(p,'w'))" "$ROOT/s1/state.json"
+expect_refused "state.json edited to mode plain: exec is refused, not run past the policy" "altered" \
+  "${C[@]}" exec s1 /bin/sh -c id
+cp "$TMP/s1.state" "$ROOT/s1/state.json"
+python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['delegate']='/bin/echo'; json.dump(d,open(p,'w'))" "$ROOT/s1/state.json"
+expect_refused "state.json naming another program as delegate: refused" "neither the configured" \
+  "${C[@]}" kill s1 TERM
+cp "$TMP/s1.state" "$ROOT/s1/state.json"
+# the delegate cannot delete it (its state is damaged): rm -f kills the init before the state goes
+S1_PID=$(cat "$ROOT/s1/init.pid")
+for f in state.json status; do # runc's, crun's
+  [ -e "$ROOT/s1/tee/runc/s1/$f" ] && echo garbage >"$ROOT/s1/tee/runc/s1/$f"
+done
+check "rm -f when the delegate fails: the container's init is killed, not orphaned" bash -c \
+  "'$CISTA' -q --root '$ROOT' rm -f s1 && sleep 0.2 && ! kill -0 $S1_PID 2>/dev/null && [ ! -e '$ROOT/s1' ]"
 "${C[@]}" -q rm -f s1 >/dev/null 2>&1
 
 # ---- sandboxes of one image share one verified tree; what each writes stays its own ----
@@ -220,6 +241,9 @@ runs_nothing() { [ -z "$(ls "$ROOT")" ] && ! grep -q " $ROOT" /proc/mounts; }
 OTHER=$(printf 'ab%.0s' $(seq 32))
 expect_refused "policy hash not the one bound at launch: refused" "bound at launch" \
   "${C[@]}" run --rm --tee sim --policy-hash "$OTHER" --kbs "$KBS_URL" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+check "  ... and nothing was created or mounted" runs_nothing
+expect_refused "a secret file under a mount point is refused (it would be hidden)" "hidden by the mount" \
+  "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bbh.policy.json" "oci:$TMP/enc/bb:1"
 check "  ... and nothing was created or mounted" runs_nothing
 if [ -n "$TCTI" ]; then
   expect_refused "tpm: policy hash not the one bound at launch: refused" "bound at launch" \

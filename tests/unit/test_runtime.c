@@ -119,7 +119,10 @@ static const char g_host[] =
     "\"devices\":[{\"path\":\"/dev/sda\",\"type\":\"b\",\"major\":8,\"minor\":0}],"
     "\"resources\":{\"memory\":{\"limit\":1000000},\"devices\":[{\"allow\":true,\"access\":\"rwm\"}"
     "]},"
-    "\"cgroupsPath\":\"/x/y\"},\"annotations\":{\"a\":\"b\"}}";
+    "\"cgroupsPath\":\"/x/y\",\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ERRNO\","
+    "\"syscalls\":[{\"names\":[\"read\"],\"action\":\"SCMP_ACT_ALLOW\"}]}},"
+    "\"annotations\":{\"a\":\"b\",\"run.oci.seccomp.receiver\":\"/run/x.sock\","
+    "\"io.kubernetes.cri.container-name\":\"app\"}}";
 
 static void test_config_from_host_request(void **state)
 {
@@ -185,8 +188,24 @@ static void test_config_from_host_request(void **state)
         assert_int_equal(json_integer_value(json_object_get(rl, "hard")), (json_int_t)cur.rlim_max);
     assert_true(json_integer_value(json_object_get(rl, "soft")) <=
                 json_integer_value(json_object_get(rl, "hard")));
+    /* only inert annotations pass (crun acts on run.oci.*) */
+    json_t *ann = json_object_get(cfg, "annotations");
+    assert_null(json_object_get(ann, "a"));
+    assert_null(json_object_get(ann, "run.oci.seccomp.receiver"));
+    assert_string_equal(json_string_value(json_object_get(ann, "io.kubernetes.cri.container-name")),
+                        "app");
+    /* a restricting seccomp filter passes */
     assert_string_equal(
-        json_string_value(json_object_get(json_object_get(cfg, "annotations"), "a")), "b");
+        json_string_value(json_object_get(json_object_get(lx, "seccomp"), "defaultAction")),
+        "SCMP_ACT_ERRNO");
+    /* namespaces the request left out (shared with the runtime) are the container's own */
+    bool ipc = false, uts = false;
+    json_array_foreach(ns, i, v)
+    {
+        ipc |= !strcmp(json_string_value(json_object_get(v, "type")), "ipc");
+        uts |= !strcmp(json_string_value(json_object_get(v, "type")), "uts");
+    }
+    assert_true(ipc && uts);
 }
 
 static void test_config_bad_host_request(void **state)
@@ -203,6 +222,18 @@ static void test_config_bad_host_request(void **state)
         "{\"process\":{},\"linux\":{\"namespaces\":[{\"type\":\"user\"}]}}",
         "{\"process\":{},\"linux\":{\"namespaces\":[{\"type\":\"bogus\"}]}}",
         "{\"process\":",
+        /* a syscall supervisor outside the TEE */
+        "{\"process\":{},\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\","
+        "\"listenerPath\":\"/run/s.sock\"}}}",
+        "{\"process\":{},\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_NOTIFY\"}}}",
+        "{\"process\":{},\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\","
+        "\"syscalls\":[{\"names\":[\"openat\"],\"action\":\"SCMP_ACT_TRACE\"}]}}}",
+        "{\"process\":{},\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\","
+        "\"flags\":[\"SECCOMP_FILTER_FLAG_NEW_LISTENER\"]}}}",
+        "{\"process\":{},\"linux\":{\"seccomp\":3}}",
+        /* the runtime's own IPC namespace */
+        "{\"process\":{},\"linux\":{\"namespaces\":[{\"type\":\"ipc\",\"path\":"
+        "\"/proc/self/ns/ipc\"}]}}",
     };
     for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
         agent_host_request req = {.config = bad[i], .config_size = strlen(bad[i])};
