@@ -50,8 +50,10 @@ say "owner: encrypting it (ocicrypt JWE to the owner's key) and writing the poli
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out image-key.pem 2>/dev/null
 openssl pkey -in image-key.pem -pubout -out image-pub.pem
 "$CISTA" -q image pack --encrypt jwe:image-pub.pem oci:plain:app oci:app:1 >/dev/null
+# the broker's address is part of the policy: keys and secrets come from it only
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$CISTA" policy gen --image oci:app:1 --secret 'app:kbs:///default/token/api=/run/secrets/api-token' \
-  -o policy.json
+  --kbs "http://127.0.0.1:$PORT" -o policy.json
 HASH=$("$CISTA" policy hash --json policy.json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sha256"])')
 
 say "broker: cista kbs init + serve (SQLite, loopback), resources, reference values, release policy"
@@ -61,7 +63,6 @@ python3 - kbs/kbs.json "$WORK/sim/platform-pub.pem" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1])); d["sim_platform_keys"] = [sys.argv[2]]; json.dump(d, open(sys.argv[1], "w"))
 EOF
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$CISTA" kbs serve --config kbs/kbs.json --listen "127.0.0.1:$PORT" >kbs.log 2>&1 &
 KBS_PID=$!
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -370,6 +372,80 @@ static int fetch_secrets(agent_sandbox *sb, agent_keysource *ks, cista_error **e
     return 0;
 }
 
+static bool same_kbs(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    while (la > 8 && a[la - 1] == '/')
+        la--;
+    while (lb > 8 && b[lb - 1] == '/')
+        lb--;
+    return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/*
+ * The key source of a policy that pins its broker ("kbs": {"url", "ca"}): the pinned URL with
+ * the pinned CA (from a memfd: TEE memory, nothing the host can swap) or the system trust store,
+ * never the host's CA file; the host's request must name that broker. A policy that pins none
+ * uses the host's key source (*out stays NULL), with a warning for a KBS.
+ */
+static int pinned_keysource(agent_keysource **out, int *ca_fd, agent_sandbox *sb,
+                            const agent_launch_opts *o, cista_error **err)
+{
+    const char *url, *ca;
+    if (!pol_get_kbs(&url, &ca, sb->pol)) {
+        if (!strcmp(o->keys->ops->name, "kbs"))
+            log_warn("the policy pins no KBS: keys and secrets come from %s, which the host chose "
+                     "(pin it with `cista policy gen --kbs URL --kbs-ca FILE`)",
+                     o->kbs_url ? o->kbs_url : "a KBS");
+        return 0;
+    }
+    if (strcmp(o->keys->ops->name, "kbs"))
+        return err_set(err, -EACCES,
+                       "policy denies keys from the %s key source: it pins the KBS %s (rule kbs)",
+                       o->keys->ops->name, url);
+    if (!o->kbs_url || !same_kbs(o->kbs_url, url))
+        return err_set(err, -EACCES,
+                       "policy denies the KBS %s the host asks for: it pins %s (rule kbs)",
+                       o->kbs_url ? o->kbs_url : "(none)", url);
+    _cleanup_free_ char *ca_path = NULL;
+    if (ca) {
+        *ca_fd = memfd_create("cista-kbs-ca", MFD_CLOEXEC);
+        if (*ca_fd < 0 || util_write_all(*ca_fd, ca, strlen(ca)) < 0)
+            return err_set_sys(err, -errno, "the pinned KBS CA");
+        ca_path = xasprintf("/proc/self/fd/%d", *ca_fd);
+    }
+    int rc = agent_keysource_kbs_new(out, url, ca_path, err);
+    if (rc < 0)
+        return err_wrap(err, "the KBS the policy pins");
+    free(sb->kbs_url);
+    sb->kbs_url = xstrdup(url);
+    free(sb->kbs_ca);
+    sb->kbs_ca = NULL; /* the pinned CA file is written into the tmpfs once it exists */
+    log_info("keys and secrets from %s, the KBS the policy pins%s", url,
+             ca ? " (with its CA)" : " (system trust store)");
+    return 0;
+}
+
+/* The policy (what later operations are checked against) and the pinned KBS's CA, in TEE memory. */
+static int save_launch_files(agent_sandbox *sb, const agent_launch_opts *o, cista_error **err)
+{
+    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (tfd < 0)
+        return err_set_sys(err, -errno, "open %s", sb->tee_dir);
+    int rc = write_at(tfd, AGENT_POLICY, o->policy, o->policy_size, 0600, err);
+    if (rc < 0)
+        return rc;
+    /* for the volume daemons (rollback anchors at the pinned broker) */
+    const char *purl, *pca;
+    if (pol_get_kbs(&purl, &pca, sb->pol) && pca) {
+        if ((rc = write_at(tfd, AGENT_KBS_CA, pca, strlen(pca), 0600, err)) < 0)
+            return rc;
+        free(sb->kbs_ca);
+        sb->kbs_ca = xasprintf("%s/%s", sb->tee_dir, AGENT_KBS_CA);
+    }
+    return 0;
+}
+
 int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_error **err)
 {
     int rc;
@@ -429,9 +505,14 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
 
     /* 2. attestation with the key source, then image keys and secrets */
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    _cleanup_keysource_ agent_keysource *pinned = NULL;
+    _cleanup_close_ int ca_fd = -1;
+    if ((rc = pinned_keysource(&pinned, &ca_fd, sb, o, err)) < 0)
+        return rc;
+    agent_keysource *ks = pinned ? pinned : o->keys;
     json_t *claims = NULL;
-    if ((rc = o->keys->ops->attest(o->keys, &tee, eph, &claims, err)) < 0)
-        return err_wrap(err, "attestation (%s)", o->keys->ops->name);
+    if ((rc = ks->ops->attest(ks, &tee, eph, &claims, err)) < 0)
+        return err_wrap(err, "attestation (%s)", ks->ops->name);
     if (claims) {
         json_decref(sb->claims);
         sb->claims = claims;
@@ -444,14 +525,14 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
     if (encrypted) {
         _cleanup_free_ char *res = o->image_key_resource ? xstrdup(o->image_key_resource)
                                                          : agent_image_key_resource(sb->container);
-        if ((rc = o->keys->ops->get_image_keys(o->keys, res, &keys, &key_count, err)) < 0)
+        if ((rc = ks->ops->get_image_keys(ks, res, &keys, &key_count, err)) < 0)
             return err_wrap(err, "image key %s", res);
     }
-    rc = fetch_secrets(sb, o->keys, err);
+    rc = fetch_secrets(sb, ks, err);
     /* the volumes' master keys, through the same attested session */
     if (rc == 0)
-        rc = agent__volume_keys_fetch(&sb->vol_keys, &sb->vol_key_count, sb->pol, sb->container,
-                                      o->keys, err);
+        rc = agent__volume_keys_fetch(&sb->vol_keys, &sb->vol_key_count, sb->pol, sb->container, ks,
+                                      err);
     sb->t.keys = ms_since(&t0);
 
     /* 3. decrypt, verify and unpack into the sandbox's TEE memory */
@@ -487,11 +568,12 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
         return rc;
     sb->t.unpack = ms_since(&t0);
 
-    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno, "open %s", sb->tee_dir);
-    if ((rc = write_at(tfd, AGENT_POLICY, o->policy, o->policy_size, 0600, err)) < 0)
+    if ((rc = save_launch_files(sb, o, err)) < 0) {
+        cista_error *e2 = NULL;
+        if (agent_sandbox_destroy(o->dir, &e2) < 0)
+            err_free(e2);
         return rc;
+    }
     log_info("sandbox %s: image %s (%s) unpacked into TEE memory, %zu secrets fetched%s", o->dir,
              o->image_ref, img_manifest_digest(sb->img), sb->secret_count,
              sb->dev_keys ? " (DEVELOPMENT key source: keys from local files)" : "");
@@ -554,6 +636,15 @@ int agent_sandbox_open(agent_sandbox **out, const char *dir, const char *contain
     _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (tfd < 0)
         return err_set_sys(err, -errno == -ENOENT ? -ENOENT : -errno, "sandbox %s", dir);
+    /* the policy read back must be the one in TEE memory, not a file the host put there */
+    struct statfs sf;
+    struct stat a, b;
+    if (fstatfs(tfd, &sf) < 0 || sf.f_type != TMPFS_MAGIC || fstat(tfd, &a) < 0 ||
+        stat(dir, &b) < 0 || a.st_dev == b.st_dev)
+        return err_set(err, -EPERM,
+                       "sandbox %s: %s is not its TEE memory (tmpfs) any more; refusing to read "
+                       "its policy from there",
+                       dir, sb->tee_dir);
     _cleanup_free_ char *st = NULL, *pol = NULL;
     size_t st_size, pol_size;
     if ((rc = util_read_fileat(&st, &st_size, tfd, AGENT_STATE, 1u << 20, err)) < 0 ||

@@ -63,6 +63,8 @@
 #define AGENT_POLICY "policy.json"
 #define AGENT_LOG "container.log"
 #define AGENT_RUNC_ROOT "runc"
+/* DIR/tee/kbs-ca.pem: the CA of the KBS the policy pins (for the volume daemons) */
+#define AGENT_KBS_CA "kbs-ca.pem"
 /* DIR/tee/volumes/NAME: the decrypted volume NAME (FUSE); NAME.log: its daemon's log */
 #define AGENT_VOLUMES "volumes"
 /* DIR/tee/volumes.json: the volumes mounted for this sandbox (what delete unmounts) */

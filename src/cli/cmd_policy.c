@@ -34,7 +34,7 @@ static void usage_gen(FILE *out)
     fprintf(out,
             "Usage: cista policy gen (--image REF)... [--pod FILE.yaml [--pod-out FILE]]\n"
             "                        [--allow-exec CMD]... [--deny-logs] [--secret SPEC]...\n"
-            "                        [--volume SPEC]... -o FILE\n"
+            "                        [--volume SPEC]... [--kbs URL [--kbs-ca FILE]] -o FILE\n"
             "\n"
             "  --image REF        an image: oci:DIR[:TAG], oci-archive:FILE[:TAG] or\n"
             "                     docker-archive:FILE[:TAG]; 'YAMLIMAGE=REF' says which image\n"
@@ -53,6 +53,10 @@ static void usage_gen(FILE *out)
             "                     key: the KBS resource of the volume key; anchor: the KBS\n"
             "                     counter against rollback (rollback default strict with an\n"
             "                     anchor; without one only off)\n"
+            "  --kbs URL          pin the key broker: keys and secrets come only from it,\n"
+            "                     whatever the host asks for (recommended)\n"
+            "  --kbs-ca FILE      the CA (PEM) its certificate must chain to, put into the\n"
+            "                     policy (default: the TEE's system trust store)\n"
             "  -o, --output FILE  the policy (canonical JSON; '-' for stdout)\n");
 }
 
@@ -167,8 +171,11 @@ static int cmd_gen(int argc, char **argv)
         {"pod-out", required_argument, NULL, 'P'}, {"allow-exec", required_argument, NULL, 'e'},
         {"deny-logs", no_argument, NULL, 'L'},     {"secret", required_argument, NULL, 's'},
         {"volume", required_argument, NULL, 'v'},  {"output", required_argument, NULL, 'o'},
+        {"kbs", required_argument, NULL, 'k'},     {"kbs-ca", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
+    const char *kbs_ca_file = NULL;
+    _cleanup_free_ char *kbs_ca = NULL;
     const char **images = xzalloc((size_t)argc * sizeof(char *));
     char ***exec = xzalloc((size_t)argc * sizeof(char **));
     pol_gen_secret *secrets = xzalloc((size_t)argc * sizeof(*secrets));
@@ -242,6 +249,12 @@ static int cmd_gen(int argc, char **argv)
             }
             break;
         }
+        case 'k':
+            g.kbs_url = optarg;
+            break;
+        case 'K':
+            kbs_ca_file = optarg;
+            break;
         case 'o':
             output = optarg;
             break;
@@ -266,6 +279,19 @@ static int cmd_gen(int argc, char **argv)
     if (!pod && g.image_count == 0) {
         rc = cli_usage_report("give at least one --image or --pod", NULL);
         goto out;
+    }
+    if (kbs_ca_file && !g.kbs_url) {
+        rc = cli_usage_report("--kbs-ca needs --kbs", NULL);
+        goto out;
+    }
+    if (kbs_ca_file) {
+        size_t size;
+        if (util_read_file(&kbs_ca, &size, kbs_ca_file, 1u << 20, &e) < 0) {
+            err_wrap(&e, "--kbs-ca");
+            rc = cli_fail(steal_ptr(&e));
+            goto out;
+        }
+        g.kbs_ca = kbs_ca;
     }
     g.images = images;
     g.exec = (const char *const *const *)exec;

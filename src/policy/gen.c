@@ -1290,6 +1290,12 @@ int pol_gen(json_t **out, char **out_yaml, const pol_gen_opts *opts, cista_error
     json_t *doc = NULL;
     if (r == 0) {
         doc = json_pack("{s:s,s:O}", "version", POL_VERSION, "containers", g.containers);
+        if (opts->kbs_url) {
+            json_t *k = json_pack("{s:s}", "url", opts->kbs_url);
+            if (opts->kbs_ca)
+                json_object_set_new(k, "ca", json_string(opts->kbs_ca));
+            json_object_set_new(doc, "kbs", k);
+        }
         /* Whatever we write must be a policy we would accept. */
         size_t size;
         _cleanup_free_ char *canon = pol_canonical(doc, &size);

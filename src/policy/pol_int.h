@@ -79,6 +79,8 @@ typedef struct {
 struct pol_policy {
     pol_container *containers;
     size_t containers_len;
+    char *kbs_url; /* the pinned KBS, or NULL */
+    char *kbs_ca;  /* PEM the pinned KBS's certificate must chain to, or NULL */
 };
 
 extern const char *const pol__cap_set_names[POL_CAP_SETS];

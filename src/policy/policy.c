@@ -119,6 +119,8 @@ void pol_free(pol_policy *p)
     for (size_t i = 0; i < p->containers_len; i++)
         container_clear(&p->containers[i]);
     free(p->containers);
+    free(p->kbs_url);
+    free(p->kbs_ca);
     free(p);
 }
 
@@ -687,13 +689,48 @@ static int parse_container(pol_container *c, const json_t *obj, size_t index, ci
     return 0;
 }
 
+/*
+ * "kbs": {"url": "https://kbs.example:8443", "ca": "-----BEGIN CERTIFICATE-----..."}: the key
+ * broker the workload's keys and secrets must come from, and the CA (PEM) its certificate must
+ * chain to. Part of the measured policy, so the host cannot point the TEE at a broker of its own.
+ */
+static int parse_kbs(pol_policy *p, const json_t *kbs, cista_error **err)
+{
+    if (!kbs)
+        return 0;
+    if (!json_is_object(kbs))
+        return err_set(err, -EINVAL, "policy: kbs must be an object {\"url\", \"ca\"}");
+    static const char *const keys[] = {"url", "ca", NULL};
+    int r = check_members(kbs, keys, "policy.kbs", err);
+    if (r < 0)
+        return r;
+    const char *url = NULL, *ca = NULL;
+    if ((r = js_get_string(&url, kbs, "url", true, "policy.kbs", err)) < 0 ||
+        (r = js_get_string(&ca, kbs, "ca", false, "policy.kbs", err)) < 0)
+        return r;
+    if ((strncmp(url, "https://", 8) && strncmp(url, "http://", 7)) || strlen(url) > 2048 ||
+        strpbrk(url, " \t\r\n?#"))
+        return err_set(err, -EINVAL,
+                       "policy.kbs.url \"%.80s\" is not an http(s) URL of a KBS (no path "
+                       "query or fragment)",
+                       url);
+    if (ca && !strstr(ca, "-----BEGIN CERTIFICATE-----"))
+        return err_set(err, -EINVAL, "policy.kbs.ca is not a PEM certificate (bundle)");
+    p->kbs_url = xstrdup(url);
+    /* the same broker with or without a trailing slash */
+    for (size_t n = strlen(p->kbs_url); n > 8 && p->kbs_url[n - 1] == '/'; n--)
+        p->kbs_url[n - 1] = '\0';
+    p->kbs_ca = ca ? xstrdup(ca) : NULL;
+    return 0;
+}
+
 int pol_parse(pol_policy **out, const void *data, size_t size, cista_error **err)
 {
     _cleanup_json_ json_t *doc = NULL;
     int r = js_parse_object(&doc, data, size, POL_MAX_POLICY, "policy", err);
     if (r < 0)
         return r;
-    static const char *const keys[] = {"version", "containers", NULL};
+    static const char *const keys[] = {"version", "containers", "kbs", NULL};
     if ((r = check_members(doc, keys, "policy", err)) < 0)
         return r;
     const char *version;
@@ -722,8 +759,17 @@ int pol_parse(pol_policy **out, const void *data, size_t size, cista_error **err
                 return err_set(err, -EINVAL, "policy: container name \"%s\" appears twice",
                                p->containers[i].name);
     }
+    if ((r = parse_kbs(p, json_object_get(doc, "kbs"), err)) < 0)
+        return r;
     *out = steal_ptr(&guard);
     return 0;
+}
+
+int pol_get_kbs(const char **out_url, const char **out_ca, const pol_policy *p)
+{
+    *out_url = p->kbs_url;
+    *out_ca = p->kbs_ca;
+    return p->kbs_url != NULL;
 }
 
 int pol_load_file(pol_policy **out, const char *path, cista_error **err)

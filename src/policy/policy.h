@@ -127,6 +127,9 @@ typedef struct {
     size_t secret_count;
     const pol_gen_volume *volumes;
     size_t volume_count;
+    /* The KBS to pin (policy "kbs"): URL, and the PEM of its CA (may be NULL). Borrowed. */
+    const char *kbs_url;
+    const char *kbs_ca;
     /* Leave the image rule out instead of failing when no image matches a
      * YAML container (its pol_allow_image() then always denies). For tests
      * and fuzzing; the CLI never sets it. */
@@ -216,6 +219,13 @@ typedef struct {
 } pol_volume;
 
 #define POL_MAX_VOLUME_NAME 64
+
+/*
+ * The key broker the policy pins ("kbs": {"url", "ca"}), if any: 1 and its URL (no trailing
+ * slash) and CA bundle (PEM, or NULL: the system trust store), 0 when the policy names none
+ * (the host's choice is used). Borrowed from @p.
+ */
+int pol_get_kbs(const char **out_url, const char **out_ca, const pol_policy *p);
 
 /* The volumes of a container. *out borrows from @p; -ENOENT when there is no such container. */
 int pol_get_volumes(const pol_volume **out, size_t *out_count, const pol_policy *p,

@@ -192,9 +192,13 @@ for m in list(sys.modules.values()):
 }
 
 # policy IMAGE-REF OUT [gen options...]
+# policy IMAGE OUT [GEN-OPTIONS]: pinned to the test's KBS (unless POLICY_NO_KBS=1: the
+# development key source needs a policy that pins no broker)
 policy() {
   local img=$1 out=$2; shift 2
-  "$CISTA" -q policy gen --image "$img" -o "$out" "$@" >/dev/null
+  local pin=()
+  [ -n "${KBS_URL:-}" ] && [ -z "${POLICY_NO_KBS:-}" ] && pin=(--kbs "$KBS_URL")
+  "$CISTA" -q policy gen --image "$img" -o "$out" "${pin[@]}" "$@" >/dev/null
 }
 
 # policy_edit FILE PYTHON-EXPR-ON-d: edit a policy (d = the document) and write it canonically

@@ -76,9 +76,22 @@ if [ -n "$TCTI" ]; then
 fi
 check "nothing left under the state root after --rm" bash -c "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
 
-# development key source
+# the policy pins its KBS: the host cannot point the TEE at another broker or at local keys
+expect_refused "a KBS other than the one the policy pins is refused (rule kbs)" "rule kbs" \
+  "${C[@]}" run --rm --tee sim --kbs "http://127.0.0.1:9" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+expect_refused "the development key source with a policy that pins a KBS is refused (rule kbs)" "rule kbs" \
+  "${C[@]}" run --rm --tee sim --key-file "$TMP/image-key.pem" \
+  --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bb:1" "$TMP/bbdev.policy.json" \
+  --secret "bb:kbs:///default/app/greeting=/run/secrets/greeting"
+check "policy gen --kbs pins the broker in the policy" bash -c \
+  "grep -q '\"kbs\":{\"url\":\"$KBS_URL\"}' '$TMP/bb.policy.json' && ! grep -q '\"kbs\"' '$TMP/bbdev.policy.json'"
+kbs_refvals
+"${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bbdev.policy.json" "oci:$TMP/enc/bb:1" >"$TMP/nopin.out" 2>&1
+check "  ... and runs, warning that the policy pins no KBS" grep -q "pins no KBS" "$TMP/nopin.out"
+# development key source (a policy that pins no KBS)
 "${C[@]}" run --rm --tee sim --key-file "$TMP/image-key.pem" \
-  --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" --policy "$TMP/bb.policy.json" \
+  --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" --policy "$TMP/bbdev.policy.json" \
   "oci:$TMP/enc/bb:1" >"$TMP/dev.out" 2>&1
 check "dev key source (--key-file/--secret-file) runs and says DEVELOPMENT loudly" \
   bash -c "grep -q 'hello from bb' '$TMP/dev.out' && grep -q 'DEVELOPMENT' '$TMP/dev.out'"
@@ -153,7 +166,7 @@ check "rm -f when the delegate fails: the container's init is killed, not orphan
 "${C[@]}" -q rm -f s1 >/dev/null 2>&1
 
 # ---- sandboxes of one image share one verified tree; what each writes stays its own ----
-policy "oci:$TMP/enc/bbs:1" "$TMP/share.policy.json" --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]' \
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/share.policy.json" --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]' \
   --allow-exec '["/bin/cat","/etc/passwd"]'
 kbs_refvals
 for s in sh1 sh2; do
@@ -267,7 +280,7 @@ check "  ... and nothing was created or mounted" runs_nothing
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/wrong-key.pem" 2>/dev/null
 expect_refused "the wrong image key is refused" "key" \
   "${C[@]}" run --rm --tee sim --key-file "$TMP/wrong-key.pem" --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" \
-  --policy "$TMP/bb.policy.json" "oci:$TMP/enc/bb:1"
+  --policy "$TMP/bbdev.policy.json" "oci:$TMP/enc/bb:1"
 echo "{\"version\":\"1.0.0\",\"allOf\":[{\"claim\":\"host_data\",\"equals\":\"$OTHER\"}]}" >"$TMP/deny.json"
 kbs_policy default/image-key/bb "$TMP/deny.json"
 expect_refused "the KBS denies the image key (release policy): refused" "403|denied|not allowed|policy" \
@@ -277,7 +290,7 @@ kbs_policy default/image-key/bb "$TMP/release.json"
 
 # ---- OCI verbs: a bundle requesting cwd through a leaked fd (CVE-2024-21626) ----
 mkdir -p "$TMP/bundle/rootfs" && (cd "$TMP/bundle" && runc spec)
-python3 - "$TMP/bundle/config.json" "$TMP/bb.policy.json" "$TMP/enc/bb:1" <<'EOF'
+python3 - "$TMP/bundle/config.json" "$TMP/bbdev.policy.json" "$TMP/enc/bb:1" <<'EOF'
 import json, sys, base64
 p = sys.argv[1]; d = json.load(open(p))
 d["process"]["terminal"] = False

@@ -543,7 +543,39 @@ static void test_parse_errors(void **state)
     expect_parse_error("{\"version\":\"1\",\"containers\":[{\"name\":\"a\"}]}",
                        "\"process\" is missing");
     expect_parse_error("{\"version\":\"1\",\"containers\":[],\"version\":\"1\"}", "duplicate");
+    /* the pinned KBS */
+    expect_parse_error("{\"version\":\"1\",\"containers\":[],\"kbs\":\"x\"}", "object");
+    expect_parse_error("{\"version\":\"1\",\"containers\":[],\"kbs\":{}}", "url");
+    expect_parse_error("{\"version\":\"1\",\"containers\":[],\"kbs\":{\"url\":\"ftp://k\"}}",
+                       "not an http(s) URL");
+    expect_parse_error("{\"version\":\"1\",\"containers\":[],\"kbs\":{\"url\":\"https://k/?a\"}}",
+                       "not an http(s) URL");
+    expect_parse_error(
+        "{\"version\":\"1\",\"containers\":[],\"kbs\":{\"url\":\"https://k\",\"ca\":\"x\"}}",
+        "not a PEM");
+    expect_parse_error(
+        "{\"version\":\"1\",\"containers\":[],\"kbs\":{\"url\":\"https://k\",\"pin\":\"x\"}}",
+        "pin");
 #undef C
+}
+
+static void test_kbs_pin(void **state)
+{
+    (void)state;
+    const char *doc =
+        "{\"version\":\"1\",\"containers\":[],\"kbs\":{\"url\":\"https://kbs.example:8443//\","
+        "\"ca\":\"-----BEGIN CERTIFICATE-----\\nMII\\n-----END CERTIFICATE-----\\n\"}}";
+    _cleanup_pol_ pol_policy *p = NULL;
+    assert_int_equal(pol_parse(&p, doc, strlen(doc), NULL), 0);
+    const char *url = NULL, *ca = NULL;
+    assert_int_equal(pol_get_kbs(&url, &ca, p), 1);
+    assert_string_equal(url, "https://kbs.example:8443");
+    assert_non_null(strstr(ca, "BEGIN CERTIFICATE"));
+    const char *none = "{\"version\":\"1\",\"containers\":[]}";
+    _cleanup_pol_ pol_policy *q = NULL;
+    assert_int_equal(pol_parse(&q, none, strlen(none), NULL), 0);
+    assert_int_equal(pol_get_kbs(&url, &ca, q), 0);
+    assert_null(url);
 }
 
 static void test_path_normalize(void **state)
@@ -1102,13 +1134,13 @@ static void test_yaml_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_allow_deny_table),  cmocka_unit_test(test_deny_message),
-        cmocka_unit_test(test_parse_errors),      cmocka_unit_test(test_path_normalize),
-        cmocka_unit_test(test_hash_encodings),    cmocka_unit_test(test_gen_deployment),
-        cmocka_unit_test(test_gen_shapes),        cmocka_unit_test(test_gen_refusals),
-        cmocka_unit_test(test_gen_deterministic), cmocka_unit_test(test_gen_image),
-        cmocka_unit_test(test_yaml_limits),       cmocka_unit_test(test_volume_rules),
-        cmocka_unit_test(test_gen_volumes),
+        cmocka_unit_test(test_allow_deny_table), cmocka_unit_test(test_deny_message),
+        cmocka_unit_test(test_parse_errors),     cmocka_unit_test(test_path_normalize),
+        cmocka_unit_test(test_kbs_pin),          cmocka_unit_test(test_hash_encodings),
+        cmocka_unit_test(test_gen_deployment),   cmocka_unit_test(test_gen_shapes),
+        cmocka_unit_test(test_gen_refusals),     cmocka_unit_test(test_gen_deterministic),
+        cmocka_unit_test(test_gen_image),        cmocka_unit_test(test_yaml_limits),
+        cmocka_unit_test(test_volume_rules),     cmocka_unit_test(test_gen_volumes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
