@@ -26,7 +26,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 [ -f "$BUILD/libcista.a" ] || ninja -C "$BUILD" -j1 libcista.a >/dev/null
 PKGS="openssl jansson libarchive zlib libzstd yaml-0.1 libevent libevent_openssl
-      libevent_pthreads sqlite3 libpq fuse3 libcurl tss2-esys tss2-mu tss2-tctildr tss2-rc
+      libevent_pthreads sqlite3 libpq fuse3 tss2-esys tss2-mu tss2-tctildr tss2-rc
       libisal"
 # shellcheck disable=SC2086
 ${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -I"$BUILD" -o "$TMP/ev_bench" \

@@ -27,8 +27,8 @@ trap cleanup EXIT
 cd "$TMP"
 
 # The load driver, linked against the build's static library as meson.build links cista:
-# libarchive statically (--gc-sections drops its writers), libcurl and libpq not at all (the
-# client opens libcurl on first use, util/dynlib.h).
+# libarchive statically (--gc-sections drops its writers), libpq not at all (opened on first use,
+# util/dynlib.h; the client speaks HTTP itself, util/httpc.h).
 DEPS="openssl jansson zlib libzstd yaml-0.1 sqlite3 fuse3 tss2-esys tss2-mu tss2-tctildr tss2-rc libevent libevent_openssl libevent_pthreads"
 pkg-config --exists libisal 2>/dev/null && DEPS="$DEPS libisal"
 cc -O2 -I"$ROOT/src" "$ROOT/bench/kbs_load.c" "$ROOT/$BUILD/libcista.a" -Wl,--gc-sections \

@@ -7,7 +7,7 @@
  * Usage: kbs_load URL CA_FILE SIM_DIR CLIENTS SECONDS PATH [new|keepalive] [PRESIGN] [RATE]
  * "new" (default): a new TCP connection and a full TLS handshake (no
  * resumption) and a new session per round trip, as a CoCo guest doing one
- * RCAR per boot; the client thread keeps its curl handle across round trips
+ * RCAR per boot; the client thread keeps its KBS client across round trips
  * (kbs_client_reset) so that it does not reload the CA file every time.
  * "keepalive": each thread keeps one client (one connection) and repeats
  * the full RCAR round trip on it (new key, new challenge, new evidence).

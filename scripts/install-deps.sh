@@ -8,15 +8,16 @@ PKGS=(
   # build
   make meson ninja-build gcc clang pkg-config clang-format
   libssl-dev libjansson-dev libarchive-dev libzstd-dev zlib1g-dev libyaml-dev libtss2-dev
-  libevent-dev libsqlite3-dev libpq-dev libfuse3-dev libcurl4-openssl-dev libisal-dev
-  # run: opened with dlopen on first use, not linked (docs/development.md); the -dev packages
-  # above depend on them, named here for hosts that install only what runs
-  libpq5 libcurl4
+  libevent-dev libsqlite3-dev libpq-dev libfuse3-dev libisal-dev
+  # run: opened with dlopen on first use, not linked (docs/development.md); the -dev package
+  # above depends on it, named here for hosts that install only what runs
+  libpq5
   # tests: unit, sanitizers, fuzz replay
   libcmocka-dev libclang-rt-14-dev
   # integration peers and test images
   postgresql fuse3 gocryptfs runc crun containerd podman redis-server nginx-light redis-tools
-  swtpm swtpm-tools tpm2-tools skopeo umoci busybox-static python3 jq openssl zstd gzip tar time bc
+  swtpm swtpm-tools tpm2-tools skopeo umoci busybox-static python3 jq openssl curl zstd gzip tar
+  time bc
   # benchmarks (bench/, on demand)
   wrk
 )

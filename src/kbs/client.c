@@ -1,12 +1,10 @@
 /*
- * client.c - the KBS protocol client over libcurl (see client.h). libcurl is opened on the first
- * kbs_client_new() (util/dynlib.h), not linked: with its own dependencies (krb5, ldap, ssh2,
- * nghttp2, ...) it cost every cista process start milliseconds of dynamic loading, and most
- * processes (OCI state, kill, delete, ...) never talk to a KBS.
+ * client.c - the KBS protocol client (see client.h) over util/httpc.h, the in-house HTTP/1.1
+ * client on libssl: no libcurl to load, and nothing in the TEE's trusted computing base for
+ * HTTP but that small client and OpenSSL.
  */
 #include "kbs/client.h"
 
-#include <curl/curl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,64 +12,18 @@
 #include "crypto/crypto.h"
 #include "crypto/jose.h"
 #include "kbs/kbs.h"
-#include "util/buf.h"
 #include "util/codec.h"
-#include "util/dynlib.h"
+#include "util/httpc.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/util.h"
 
 struct kbs_client {
-    CURL *curl;
-    char *url;
+    httpc *http;
     char *version;
     EVP_PKEY *key;
     char *token;
-    bool fresh; /* the next request opens a new connection (kbs_client_reset) */
 };
-
-/*
- * The libcurl functions the client calls, with the prototypes of curl/curl.h: member f is
- * curl_f. They are filled before any client exists. curl_easy_setopt and curl_easy_getinfo are
- * variadic and are called through their pointers just as they would be directly; the argument
- * types are ours to get right (long for numbers, curl_off_t for _LARGE options), since the type
- * checks of curl's typecheck-gcc.h macros apply only to direct calls.
- */
-#define CURL_FUNCS(X)                                                                              \
-    X(easy_cleanup)                                                                                \
-    X(easy_getinfo)                                                                                \
-    X(easy_init)                                                                                   \
-    X(easy_perform)                                                                                \
-    X(easy_setopt)                                                                                 \
-    X(easy_strerror)                                                                               \
-    X(global_init)                                                                                 \
-    X(slist_append)                                                                                \
-    X(slist_free_all)
-
-#define CURL_DECLARE(f) __typeof__(curl_##f) *f;
-static struct {
-    CURL_FUNCS(CURL_DECLARE)
-} g_curl;
-#undef CURL_DECLARE
-
-static int bind_libcurl(dynlib *lib, cista_error **err)
-{
-    void *p = NULL;
-    int r;
-#define CURL_RESOLVE(f)                                                                            \
-    if ((r = dynlib_sym(&p, lib, "curl_" #f, err)) < 0)                                            \
-        return r;                                                                                  \
-    g_curl.f = (__typeof__(g_curl.f))p;
-    CURL_FUNCS(CURL_RESOLVE)
-#undef CURL_RESOLVE
-    /* Once per process, before any handle exists, as libcurl requires (dynlib runs this once). */
-    CURLcode rc = g_curl.global_init(CURL_GLOBAL_DEFAULT);
-    if (rc != CURLE_OK)
-        return err_set(err, -EIO, "KBS client: curl_global_init: %s", g_curl.easy_strerror(rc));
-    return 0;
-}
-
-static dynlib g_libcurl = DYNLIB_INIT("libcurl.so.4", "KBS client", "libcurl4", bind_libcurl);
 
 void kbs_secret_free(uint8_t *p, size_t size)
 {
@@ -89,36 +41,22 @@ int kbs_client_new(kbs_client **out, const kbs_client_opts *o, cista_error **err
                        "KBS %s: give the CA that signed its certificate (--ca FILE); the system "
                        "trust store is not used unless asked for",
                        o->url);
-    int r = dynlib_load(&g_libcurl, err);
+    httpc_opts ho = {
+        .url = o->url,
+        .ca_file = o->ca_file,
+        .system_trust = o->system_trust,
+        .timeout = o->timeout,
+        .body_max = 4u << 20,
+    };
+    httpc *h = NULL;
+    int r = httpc_new(&h, &ho, err);
     if (r < 0)
-        return r;
+        return err_wrap(err, "KBS client");
     if (!https)
         log_info("KBS %s: plain HTTP, no server authentication", o->url);
     kbs_client *c = xzalloc(sizeof(*c));
-    c->curl = g_curl.easy_init();
-    if (!c->curl) {
-        free(c);
-        return err_set(err, -ENOMEM, "curl_easy_init failed");
-    }
-    c->url = xstrdup(o->url);
-    size_t n = strlen(c->url);
-    while (n && c->url[n - 1] == '/')
-        c->url[--n] = 0;
+    c->http = h;
     c->version = xstrdup(o->version ? o->version : KBS_PROTOCOL_VERSION);
-    CURL *h = c->curl;
-    g_curl.easy_setopt(h, CURLOPT_COOKIEFILE, ""); /* in-memory cookie engine */
-    g_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    g_curl.easy_setopt(h, CURLOPT_TIMEOUT, o->timeout > 0 ? o->timeout : 30L);
-    g_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-    g_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    g_curl.easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    g_curl.easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    g_curl.easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (o->ca_file) {
-        g_curl.easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
-        if (!o->system_trust)
-            g_curl.easy_setopt(h, CURLOPT_CAPATH, NULL);
-    }
     *out = c;
     return 0;
 }
@@ -127,8 +65,7 @@ void kbs_client_free(kbs_client *c)
 {
     if (!c)
         return;
-    g_curl.easy_cleanup(c->curl);
-    free(c->url);
+    httpc_free(c->http);
     free(c->version);
     EVP_PKEY_free(c->key);
     if (c->token)
@@ -143,13 +80,10 @@ void kbs_client_reset(kbs_client *c)
     if (c->token)
         crypto_free_secret(c->token, strlen(c->token));
     c->token = NULL;
-    CURL *h = c->curl;
-    g_curl.easy_setopt(h, CURLOPT_COOKIELIST, "ALL"); /* the session cookie */
-    /* No TLS resumption: a new guest has no ticket. One cached connection: the next one made
-     * (FRESH_CONNECT) closes the previous. The loaded CA store is kept. */
-    g_curl.easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
-    g_curl.easy_setopt(h, CURLOPT_MAXCONNECTS, 1L);
-    c->fresh = true;
+    httpc_cookies_clear(c->http); /* the session cookie */
+    /* A new guest has no connection and no TLS ticket: the next request connects anew, with a
+     * full handshake, and no session is kept from now on. The loaded CA store is kept. */
+    httpc_disconnect(c->http, true);
 }
 
 void kbs__client_freep(kbs_client **c)
@@ -158,78 +92,25 @@ void kbs__client_freep(kbs_client **c)
     *c = NULL;
 }
 
-typedef struct {
-    cbuf b;
-    bool overflow;
-} sink;
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    sink *s = arg;
-    cista_error *e = NULL;
-    if (buf_append(&s->b, p, size * n, &e) < 0) {
-        err_free(e);
-        s->overflow = true;
-        return 0;
-    }
-    return size * n;
-}
-
 int kbs_client_request(kbs_client *c, long *out_status, uint8_t **out_body, size_t *out_size,
                        const char *method, const char *path, const char *bearer, const void *body,
                        size_t body_size, const char *content_type, cista_error **err)
 {
-    CURL *h = c->curl;
-    _cleanup_free_ char *url = xasprintf("%s%s", c->url, path);
-    sink s = {.b = CBUF_INIT};
-    buf_init(&s.b, 4u << 20, true);
-    struct curl_slist *hdrs = NULL;
-    _cleanup_free_ char *auth = bearer ? xasprintf("Authorization: Bearer %s", bearer) : NULL;
-    _cleanup_free_ char *ct =
-        xasprintf("Content-Type: %s", content_type ? content_type : "application/json");
-    if (auth)
-        hdrs = g_curl.slist_append(hdrs, auth);
-    if (body)
-        hdrs = g_curl.slist_append(hdrs, ct);
-    hdrs = g_curl.slist_append(hdrs, "Expect:");
-    g_curl.easy_setopt(h, CURLOPT_URL, url);
-    g_curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    g_curl.easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    if (body) {
-        g_curl.easy_setopt(h, CURLOPT_POSTFIELDS, body);
-        g_curl.easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_size);
-        g_curl.easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    }
-    g_curl.easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    g_curl.easy_setopt(h, CURLOPT_FRESH_CONNECT, c->fresh ? 1L : 0L);
-    c->fresh = false;
-    g_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    g_curl.easy_setopt(h, CURLOPT_WRITEDATA, &s);
-    CURLcode rc = g_curl.easy_perform(h);
-    g_curl.easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
-    g_curl.easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
-    g_curl.slist_free_all(hdrs);
-    if (auth)
-        crypto_cleanse(auth, strlen(auth));
-    if (rc != CURLE_OK) {
-        buf_free(&s.b);
-        if (s.overflow)
-            return err_set(err, -EMSGSIZE, "%s %s: response larger than 4 MiB", method, path);
-        return err_set(err,
-                       rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE
-                           ? -EKEYREJECTED
-                           : -ECONNREFUSED,
-                       "%s %s%s: %s", method, c->url, path, g_curl.easy_strerror(rc));
-    }
-    long st = 0;
-    g_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
-    *out_status = st;
-    buf_put(&s.b, "", 0);
-    *out_body = buf_steal(&s.b, out_size);
-    if (!*out_body) {
-        *out_body = (uint8_t *)xstrdup("");
-        *out_size = 0;
-    }
+    httpc_req q = {
+        .method = method,
+        .path = path,
+        .bearer = bearer,
+        .body = body,
+        .body_size = body_size,
+        .content_type = content_type,
+    };
+    httpc_resp resp;
+    int r = httpc_request(c->http, &resp, &q, err);
+    if (r < 0)
+        return r;
+    *out_status = resp.status;
+    *out_body = resp.body;
+    *out_size = resp.body_size;
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * client.h - the in-TEE side of the KBS protocol (RCAR 0.4.0, or 0.2.0 for
- * older brokers) over libcurl, as the runtime uses it to fetch secrets:
+ * older brokers) over HTTP(S) (util/httpc.h), as the runtime uses it to fetch secrets:
  * attest with the TEE's evidence bound to an ephemeral key, then fetch
  * resources wrapped (JWE) to that key. Also a generic authenticated request
  * for the admin CLI.

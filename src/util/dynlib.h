@@ -3,9 +3,9 @@
  *
  * Every cista process starts with the libraries it links, and the dynamic loader's work grows
  * with each of them and their own dependencies. Libraries that serve one feature only (libpq for
- * the KBS store on PostgreSQL, libcurl for the KBS client, which bring krb5, ldap, gnutls, ...)
- * are opened with dlopen() when that feature is first used, so the short-lived processes that
- * never use it (OCI `state`, `kill`, `delete`, ...) do not pay for them.
+ * the KBS store on PostgreSQL, which brings krb5, ldap, gnutls, ...) are opened with dlopen()
+ * when that feature is first used, so the short-lived processes that never use it (OCI `state`,
+ * `kill`, `delete`, ...) do not pay for them.
  *
  * A user declares a `static dynlib` with DYNLIB_INIT and a bind callback that resolves the
  * symbols it calls with dynlib_sym() into its own table of function pointers, declared with the
