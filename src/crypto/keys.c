@@ -171,6 +171,37 @@ static EVP_PKEY *decode_der(const uint8_t *der, size_t size, const char *structu
     return pkey;
 }
 
+/*
+ * The key type of a PKCS#8 PrivateKeyInfo, from its AlgorithmIdentifier: a decoder told the type
+ * tries one candidate instead of every provider's (~0.12 instead of ~0.46 ms warm, half of that
+ * cold: a key load in every `cista run`). NULL when unknown: the decoder then tries them all.
+ */
+static const char *pkcs8_keytype(const uint8_t *der, size_t size)
+{
+    const unsigned char *p = der;
+    PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)size);
+    const ASN1_OBJECT *alg = NULL;
+    const char *type = NULL;
+    if (p8 && PKCS8_pkey_get0(&alg, NULL, NULL, NULL, p8) == 1) {
+        switch (OBJ_obj2nid(alg)) {
+        case NID_X9_62_id_ecPublicKey:
+            type = "EC";
+            break;
+        case NID_rsaEncryption:
+            type = "RSA";
+            break;
+        case NID_rsassaPss:
+            type = "RSA-PSS";
+            break;
+        default:
+            break;
+        }
+    }
+    PKCS8_PRIV_KEY_INFO_free(p8); /* clears the key octets */
+    ERR_clear_error();
+    return type;
+}
+
 static EVP_PKEY *pubkey_of_cert(const uint8_t *der, size_t size)
 {
     const unsigned char *p = der;
@@ -208,10 +239,22 @@ static int pem_block(EVP_PKEY **out, const char *name, const char *header, const
                                "the PEM CERTIFICATE is not a valid X.509 certificate");
         return 1;
     }
+    if (strcmp(name, "PUBLIC KEY") == 0) {
+        const unsigned char *p = der;
+        *out = d2i_PUBKEY(NULL, &p, (long)size);
+        if (*out && p == der + size)
+            return 1;
+        EVP_PKEY_free(*out);
+        *out = NULL;
+        ERR_clear_error();
+    }
     for (size_t i = 0; i < ARRAY_LEN(kinds); i++) {
         if (strcmp(name, kinds[i].name) != 0)
             continue;
-        *out = decode_der(der, size, kinds[i].structure, kinds[i].keytype, kinds[i].selection);
+        const char *keytype = kinds[i].keytype;
+        if (!keytype && kinds[i].selection == EVP_PKEY_KEYPAIR)
+            keytype = pkcs8_keytype(der, size);
+        *out = decode_der(der, size, kinds[i].structure, keytype, kinds[i].selection);
         if (!*out)
             return err_set(err, -EINVAL, "the PEM block \"%s\" does not hold a valid %s key", name,
                            kinds[i].keytype ? kinds[i].keytype : "RSA or EC");
@@ -273,7 +316,10 @@ static int load_der(EVP_PKEY **out, const void *data, size_t size, cista_error *
         {"type-specific", "RSA", EVP_PKEY_PUBLIC_KEY},
     };
     for (size_t i = 0; i < ARRAY_LEN(kinds); i++) {
-        *out = decode_der(data, size, kinds[i].structure, kinds[i].keytype, kinds[i].selection);
+        const char *keytype = kinds[i].keytype;
+        if (!keytype && kinds[i].selection == EVP_PKEY_KEYPAIR)
+            keytype = pkcs8_keytype(data, size);
+        *out = decode_der(data, size, kinds[i].structure, keytype, kinds[i].selection);
         if (*out)
             return 0;
     }
