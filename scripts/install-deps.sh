@@ -17,7 +17,7 @@ PKGS=(
   # integration peers and test images
   postgresql fuse3 gocryptfs runc crun containerd podman redis-server nginx-light redis-tools
   swtpm swtpm-tools tpm2-tools skopeo umoci busybox-static python3 jq openssl curl zstd gzip tar
-  time bc
+  time bc sqlite3
   # benchmarks (bench/, on demand)
   wrk
 )

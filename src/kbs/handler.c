@@ -371,6 +371,7 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
     if ((r = kbs_parse_attest(&a, &doc, (kbs_proto)s.proto, s.tee, req->body, req->body_size,
                               &err)) < 0) {
         kbs_session_clear(&s);
+        (void)sess_consume(c, id, now); /* a challenge is used up whatever the outcome */
         problem_err(resp, 400, "InvalidRequest", err);
         _cleanup_free_ char *why = err_str(err);
         audit(c, req, "attest", tee, NULL, NULL, "deny", why);
@@ -392,6 +393,7 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         r = err_set(&err, -EACCES,
                     "runtime-data nonce does not match this session's challenge (a replay, or a "
                     "nonce from another session)");
+        (void)sess_consume(c, id, now);
         goto deny;
     }
     if ((r = sess_consume(c, id, now)) < 0) {
@@ -524,6 +526,12 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
                             char **out_tee, char **out_why)
 {
     cista_error *err = NULL;
+    /* first: an invalid path (control bytes, "..") never reaches the audit log or the store */
+    if (kbs_check_resource_path(path, &err) < 0) {
+        problem_err(resp, 400, "InvalidRequestPath", err);
+        err_free(err);
+        return false;
+    }
     time_t now = time(NULL);
     _cleanup_free_ char *token = NULL;
     const char *tok = bearer(req->authorization);
@@ -573,17 +581,20 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         err_free(err);
         return false;
     }
-    if (kbs_check_resource_path(path, &err) < 0) {
-        problem_err(resp, 400, "InvalidRequestPath", err);
-        err_free(err);
-        return false;
-    }
     _cleanup_json_ json_t *input = kbs_token_policy_input(payload, path);
     const char *tee = json_string_value(json_object_get(input, "tee"));
     _cleanup_free_ char *ptext = NULL, *pkey = NULL;
-    if (find_policy(c, &ptext, &pkey, path) < 0) {
+    int fr = find_policy(c, &ptext, &pkey, path);
+    if (fr == -ENOENT) {
         ptext = xstrdup(g_default_policy);
         pkey = xstrdup("(built-in default)");
+    } else if (fr < 0) {
+        /* the store failed: the policy that guards @path is unknown, so nothing is released
+         * (falling back to the default would release under a weaker rule) */
+        problem(resp, 503, "StorageError",
+                "the release policy of %s could not be read; try again later", path);
+        audit(c, req, event, tee, NULL, path, "error", "release policy unreadable (store error)");
+        return false;
     }
     _cleanup_release_ pol_release *pol = NULL;
     bool allow = false;

@@ -446,6 +446,26 @@ static void free_pending(pending *p)
     free(p);
 }
 
+/*
+ * A reply whose audit entries could not be written (store full or failing) does not leave as it
+ * was: what it carried (a token, a released secret, a new challenge) would be a decision with no
+ * record. The client gets 503 and may retry once the store works again.
+ */
+static void unaudited_reply(kbs_response *r, size_t entries)
+{
+    log_error("audit: %zu audit entries could not be written (see the error above); the reply "
+              "is withheld (503)",
+              entries);
+    kbs_response_clear(r);
+    buf_init(&r->body, 1u << 16, true);
+    buf_puts(&r->body, "{\"type\":\"https://github.com/confidential-containers/kbs/errors/"
+                       "StorageError\",\"title\":\"StorageError\",\"status\":503,\"detail\":"
+                       "\"the audit log could not be written; the decision is withheld, try "
+                       "again later\"}");
+    r->status = 503;
+    r->content_type = "application/problem+json";
+}
+
 /* Worker thread: send the replies whose audit entries are durable. */
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -459,9 +479,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     while (p) {
         pending *next = p->next;
         if (p->job.result < 0)
-            log_error("audit: a reply is sent although its %zu audit entries could not be "
-                      "written (see the error above)",
-                      p->job.count);
+            unaudited_reply(&p->resp, p->job.count);
         send_reply(p->hreq, &p->resp);
         free_pending(p);
         p = next;

@@ -27,13 +27,59 @@ const char *const pol__cap_set_names[POL_CAP_SETS] = {"bounding", "effective", "
 #define MAX_LIST 4096
 #define MAX_CONTAINERS 256
 
+/*
+ * Whether the groups of an ERE close where they open: "a)|(.*" would turn ^(%s)$ into
+ * ^(a)|(.*)$, which matches anything. Escaped characters and bracket expressions are skipped.
+ */
+static bool groups_balanced(const char *p)
+{
+    int depth = 0;
+    for (; *p; p++) {
+        if (*p == '\\') {
+            if (!*++p)
+                return false;
+        } else if (*p == '[') {
+            p++;
+            if (*p == '^')
+                p++;
+            if (*p == ']')
+                p++;
+            while (*p && *p != ']') {
+                if (p[0] == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+                    char close = p[1];
+                    p += 2;
+                    while (*p && !(p[0] == close && p[1] == ']'))
+                        p++;
+                    if (!*p)
+                        return false;
+                    p++;
+                }
+                p++;
+            }
+            if (!*p)
+                return false;
+        } else if (*p == '(') {
+            depth++;
+        } else if (*p == ')' && --depth < 0) {
+            return false;
+        }
+    }
+    return depth == 0;
+}
+
 int pol__regex_compile(regex_t *re, const char *pattern, const char *what, cista_error **err)
 {
     /*
      * Anchor here rather than trusting the author: an unanchored rule
      * "FOO=bar" would also match "XFOO=barx". The group keeps alternations
-     * inside the anchors ("a|b" becomes ^(a|b)$, not ^a|b$).
+     * inside the anchors ("a|b" becomes ^(a|b)$, not ^a|b$), if the pattern's own groups are
+     * balanced.
      */
+    if (!groups_balanced(pattern))
+        return err_set(err, -EINVAL,
+                       "%s: regex \"%s\": unbalanced parentheses (they could escape the "
+                       "anchoring)",
+                       what, pattern);
     _cleanup_free_ char *anchored = xasprintf("^(%s)$", pattern);
     int r = regcomp(re, anchored, REG_EXTENDED | REG_NOSUB);
     if (r != 0) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy/pol_int.h"
 #include "util/buf.h"
 #include "util/json.h"
 #include "util/util.h"
@@ -181,13 +182,10 @@ static int parse_cond(node *n, const json_t *j, const char *where, cista_error *
                            "release policy: %s: \"matches\" needs a regex string of at most 256 "
                            "bytes",
                            where);
-        _cleanup_free_ char *anch = xasprintf("^(%s)$", pat);
-        int rc = regcomp(&n->re, anch, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-            char msg[128];
-            regerror(rc, &n->re, msg, sizeof(msg));
-            return err_set(err, -EINVAL, "release policy: %s: regex \"%s\": %s", where, pat, msg);
-        }
+        _cleanup_free_ char *what = xasprintf("release policy: %s", where);
+        int rc = pol__regex_compile(&n->re, pat, what, err);
+        if (rc < 0)
+            return rc;
         n->has_re = true;
         break;
     }

@@ -312,6 +312,13 @@ check "200 concurrent clients all get the secret" bash -c "[ \$(grep -c '^top-s3
 check "audit log: hash chain intact, every decision recorded" bash -c \
   "'$CISTA' kbs admin ${A[*]} audit --limit 10000 >audit.txt; tail -1 audit.txt | grep -q 'hash chain: ok' && [ \$(grep -c ' resource allow ' audit.txt) -ge 200 ] && grep -q 'attest   deny' audit.txt"
 check "no secret in the server log or the audit log" bash -c "! grep -q -e top-s3cret -e prod-password $TMP/main.err audit.txt"
+# ---- an audit log that cannot be written: no decision leaves unrecorded ----
+sqlite3 k/kbs.db "CREATE TRIGGER test_audit_full BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'full (test)'); END;"
+expect_exit "audit log unwritable: the reply is withheld (503), nothing released unrecorded" 1 "503" \
+  "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim default/key/1
+sqlite3 k/kbs.db "DROP TRIGGER test_audit_full;"
+check "  ... and the secret is released again once the audit log works" bash -c \
+  "[ \"\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee sim --state-dir sim default/key/1 2>/dev/null)\" = top-s3cret ]"
 stop_pid "$MAIN_PID"
 check "SIGTERM stops the server cleanly" bash -c "! kill -0 $MAIN_PID 2>/dev/null"
 jq 'del(.tls)' k/kbs.json >k/plain.json

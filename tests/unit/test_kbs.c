@@ -184,6 +184,8 @@ static const rp_case RP_CASES[] = {
     {P1("{\"claim\":\"tee\",\"like\":\"snp\"}"), -1, NULL},
     {P1("{\"claim\":\"tee\"}"), -1, NULL},
     {P1("{\"claim\":\"tee\",\"matches\":\"(\"}"), -1, NULL},
+    {P1("{\"claim\":\"tee\",\"matches\":\"x)|(.*\"}"), -1, NULL},      /* escapes ^(..)$ */
+    {P1("{\"claim\":\"tee\",\"matches\":\"s[)]m|\\\\(x\"}"), 0, NULL}, /* ) in [], \\( */
     {P1("{\"claim\":\"tee\",\"gte\":\"1\"}"), -1, NULL},
     {P1("{\"claim\":\"tee\",\"in\":\"snp\"}"), -1, NULL},
     {P1("{\"claim\":\"\",\"equals\":1}"), -1, NULL},
@@ -860,10 +862,19 @@ static void test_rcar_inprocess(void **state)
     json_decref(o);
     _cleanup_pkey_ EVP_PKEY *eph = NULL;
     assert_int_equal(crypto_key_generate_ec(&eph, "P-256", NULL), 0);
-    /* nonce mismatch */
+    /* nonce mismatch: refused, and the challenge is used up (whatever the outcome) */
     _cleanup_free_ char *bad = attest_body(sim, "AAAA", eph, "AAAA");
     assert_int_equal(call(&r, "POST", "/kbs/v0/attest", bad, NULL, NULL), 401);
-    /* that consumed nothing? it did not: a mismatch is refused before the nonce is used */
+    _cleanup_free_ char *good0 = attest_body(sim, nonce, eph, nonce);
+    assert_int_equal(call(&r, "POST", "/kbs/v0/attest", good0, NULL, &o), 401);
+    assert_non_null(strstr(json_string_value(json_object_get(o, "detail")), "already used"));
+    json_decref(o);
+    free(nonce);
+    assert_int_equal(
+        call(&r, "POST", "/kbs/v0/auth", "{\"version\":\"0.4.0\",\"tee\":\"sim\"}", NULL, &o), 200);
+    nonce = xstrdup(json_string_value(json_object_get(o, "nonce")));
+    json_decref(o);
+    /* REPORT_DATA not binding this nonce and key */
     _cleanup_free_ char *wrongrd = attest_body(sim, nonce, eph, "other");
     assert_int_equal(call(&r, "POST", "/kbs/v0/attest", wrongrd, NULL, &o), 401);
     assert_non_null(strstr(json_string_value(json_object_get(o, "detail")), "report"));

@@ -530,7 +530,13 @@ static void test_parse_errors(void **state)
     expect_parse_error("{\"version\":\"1\",\"containers\":[{\"name\":\"a\",\"process\":{"
                        "\"args\":[\"/x\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},"
                        "\"env\":[{\"regex\":\"(unclosed\"}]}}]}",
-                       "does not compile");
+                       "unbalanced");
+    /* a pattern that would close the anchoring group: ^(A=1)|(.*)$ matches anything */
+    expect_parse_error("{\"version\":\"1\",\"containers\":[{\"name\":\"a\",\"process\":{"
+                       "\"args\":[\"/x\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},"
+                       "\"env\":[{\"regex\":\"A=1)|(.*\"}]}}]}",
+                       "unbalanced");
+
     expect_parse_error("{\"version\":\"1\",\"containers\":[{\"name\":\"a\",\"process\":{"
                        "\"args\":[\"/x\"],\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0},"
                        "\"env\":[{\"exact\":\"A=1\",\"regex\":\"A=.*\"}]}}]}",
