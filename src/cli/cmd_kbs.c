@@ -171,6 +171,26 @@ typedef struct {
     bool system_trust;
 } admin_opts;
 
+/* A JSON string for a terminal: control bytes and backslashes as \xNN; NULL when not a string. */
+static char *printable(const json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (!s)
+        return NULL;
+    cbuf b = CBUF_INIT;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[8];
+        if (ch < 0x20 || ch == 0x7f || ch == '\\') {
+            snprintf(esc, sizeof(esc), "\\x%02x", ch);
+            buf_puts(&b, esc);
+        } else {
+            buf_put(&b, s, 1);
+        }
+    }
+    return (char *)buf_steal(&b, NULL);
+}
+
 static int admin_request(long *st, uint8_t **body, size_t *size, const admin_opts *o,
                          const char *method, const char *path, const void *data, size_t dsize,
                          const char *ctype, cista_error **err)
@@ -468,14 +488,16 @@ static int cmd_admin(int argc, char **argv)
                 char ts[32];
                 gmtime_r(&t, &tm);
                 strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-                const char *res = json_string_value(json_object_get(en, "resource"));
-                const char *tee = json_string_value(json_object_get(en, "tee"));
+                /* fields may hold what a client sent: escaped, so no line can pose as another */
+                _cleanup_free_ char *res = printable(json_object_get(en, "resource"));
+                _cleanup_free_ char *tee = printable(json_object_get(en, "tee"));
+                _cleanup_free_ char *ev = printable(json_object_get(en, "event"));
+                _cleanup_free_ char *dec = printable(json_object_get(en, "decision"));
+                _cleanup_free_ char *why = printable(json_object_get(en, "reason"));
                 printf("%lld %s %-8s %-5s %s%s%s%s %s\n",
-                       (long long)json_integer_value(json_object_get(e, "id")), ts,
-                       json_string_value(json_object_get(en, "event")),
-                       json_string_value(json_object_get(en, "decision")), tee ? "tee=" : "",
-                       tee ? tee : "", res ? " resource=" : "", res ? res : "",
-                       json_string_value(json_object_get(en, "reason")));
+                       (long long)json_integer_value(json_object_get(e, "id")), ts, ev ? ev : "",
+                       dec ? dec : "", tee ? "tee=" : "", tee ? tee : "", res ? " resource=" : "",
+                       res ? res : "", why ? why : "");
             }
             const char *chain = json_string_value(json_object_get(d, "chain"));
             printf("# %zu entries shown, %lld in the log, hash chain: %s\n",

@@ -49,7 +49,8 @@ struct kbs_backend {
     X(PQresultErrorField)                                                                          \
     X(PQresultErrorMessage)                                                                        \
     X(PQresultStatus)                                                                              \
-    X(PQstatus)
+    X(PQstatus)                                                                                    \
+    X(PQtransactionStatus)
 
 #define PQ_DECLARE(f) __typeof__(f) *f;
 static struct {
@@ -119,6 +120,14 @@ static int run(kbs_backend *b, PGresult **out, const char *sql, int n, const cha
     for (int i = 0; i < n && i < 8; i++)
         fmts[i] = lens && lens[i] >= 0 ? 1 : 0;
     int attempt = 0;
+    /*
+     * Inside BEGIN ... COMMIT a lost connection lost the transaction: retrying this one statement
+     * on a new session would run it outside it (autocommitted, without the transaction's locks),
+     * and a retried COMMIT "succeeds" with nothing to commit. Only statements outside a
+     * transaction are retried; the caller sees the failure of the others.
+     */
+    PGTransactionStatusType ts = g_pq.PQtransactionStatus(b->conn);
+    bool in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR || ts == PQTRANS_ACTIVE;
     for (;;) {
         PGresult *res = g_pq.PQexecParams(b->conn, sql, n, NULL, vals, lens, fmts, binary_result);
         ExecStatusType st = res ? g_pq.PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -130,7 +139,7 @@ static int run(kbs_backend *b, PGresult **out, const char *sql, int n, const cha
             return 0;
         }
         /* A dropped connection (server restart) is retried once after a reset. */
-        if (g_pq.PQstatus(b->conn) != CONNECTION_OK && attempt++ == 0) {
+        if (g_pq.PQstatus(b->conn) != CONNECTION_OK && !in_tx && attempt++ == 0) {
             g_pq.PQclear(res);
             g_pq.PQreset(b->conn);
             if (g_pq.PQstatus(b->conn) == CONNECTION_OK)
