@@ -323,7 +323,7 @@ static int check_init_data(const json_t *claims, const char *digest_hex, cista_e
         name = "init_data";
     }
     if (!bound)
-        return 0; /* this TEE binds no launch data; the appraisal decides */
+        return 0; /* this TEE binds no launch data: the digest proves nothing */
     size_t n = strlen(digest_hex);
     bool ok = strncasecmp(bound, digest_hex, n) == 0;
     for (const char *p = bound + (strlen(bound) >= n ? n : strlen(bound)); ok && *p; p++)
@@ -333,7 +333,7 @@ static int check_init_data(const json_t *claims, const char *digest_hex, cista_e
                        "init-data digest %.16s… does not match the launch-bound %s %.16s…; the "
                        "guest presented other init-data than it was launched with",
                        digest_hex, name, bound);
-    return 0;
+    return 1;
 }
 
 static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
@@ -435,6 +435,15 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         init_hex = hex_encode(d, sizeof(d));
         if ((r = check_init_data(claims, init_hex, &err)) < 0)
             goto deny;
+        /*
+         * Evidence that binds no launch data (tpm, sgx) does not cover the init-data body, which
+         * the client alone chose: its digest must satisfy neither an init_data reference value
+         * nor a release rule, so it is dropped (the appraisal then sees no init-data).
+         */
+        if (r == 0) {
+            log_info("attest: the %s evidence binds no init-data; the client's is ignored", tee);
+            free(steal_ptr(&init_hex));
+        }
     }
     {
         _cleanup_free_ char *rvtext = NULL;
