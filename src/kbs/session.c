@@ -8,8 +8,11 @@
  * walks the table), so under a steady rate of attestations expired
  * sessions, and the tokens they hold, go within about one lifetime instead
  * of piling up until the table is full; when it is full anyway, all
- * expired sessions are swept before a new one is refused, so a flood of
- * /auth calls cannot grow memory past the bound.
+ * expired sessions are swept, and then the oldest session still waiting for
+ * its /attest (challenged) gives way: a flood of /auth calls can neither
+ * grow memory past the bound nor lock guests out for a nonce lifetime, and
+ * never evicts an attested session. Challenged sessions are kept in
+ * creation order (a list through the entries) so that costs O(1).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -23,6 +26,7 @@
 typedef struct entry entry;
 struct entry {
     entry *next;
+    entry *cprev, *cnext; /* the challenged list, while s.state is CHALLENGED */
     kbs_session s;
 };
 
@@ -32,8 +36,29 @@ struct kbs_sessions {
     size_t nbuckets;
     size_t count;
     size_t max;
-    size_t cursor; /* next bucket sweep_some() looks at */
+    size_t cursor;        /* next bucket sweep_some() looks at */
+    entry *chead, *ctail; /* challenged sessions, oldest first */
 };
+
+static void challenged_unlink(kbs_sessions *t, entry *e)
+{
+    if (e->s.state != KBS_SESSION_CHALLENGED)
+        return;
+    *(e->cprev ? &e->cprev->cnext : &t->chead) = e->cnext;
+    *(e->cnext ? &e->cnext->cprev : &t->ctail) = e->cprev;
+    e->cprev = e->cnext = NULL;
+}
+
+/* Unlink @e (at *pp in its bucket) from everything and free it. */
+static void entry_remove(kbs_sessions *t, entry **pp)
+{
+    entry *e = *pp;
+    *pp = e->next;
+    challenged_unlink(t, e);
+    kbs_session_clear(&e->s);
+    free(e);
+    t->count--;
+}
 
 /* Buckets sweep_some() checks per add: the table (max buckets) is walked once per max / 4 adds. */
 #define SWEEP_PER_ADD 4
@@ -97,14 +122,10 @@ static void sweep_bucket(kbs_sessions *t, size_t i, time_t now)
 {
     entry **pp = &t->buckets[i];
     while (*pp) {
-        entry *e = *pp;
-        if (e->s.expires <= now) {
-            *pp = e->next;
-            entry_free(e);
-            t->count--;
-        } else {
-            pp = &e->next;
-        }
+        if ((*pp)->s.expires <= now)
+            entry_remove(t, pp);
+        else
+            pp = &(*pp)->next;
     }
 }
 
@@ -123,6 +144,21 @@ static void sweep_some(kbs_sessions *t, time_t now)
 }
 
 /* Caller holds the lock. Constant-time comparison of the (secret) id. */
+static entry **lookup(kbs_sessions *t, const char *id);
+
+/* Drop the oldest challenged session; false when there is none (all attested or in use). */
+static bool evict_challenged(kbs_sessions *t)
+{
+    entry *e = t->chead;
+    if (!e)
+        return false;
+    entry **pp = lookup(t, e->s.id);
+    if (!pp)
+        return false;
+    entry_remove(t, pp);
+    return true;
+}
+
 static entry **lookup(kbs_sessions *t, const char *id)
 {
     if (strlen(id) != KBS_SESSION_ID_LEN)
@@ -142,6 +178,8 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     sweep_some(t, now);
     if (t->count >= t->max)
         sweep(t, now);
+    if (t->count >= t->max && s->state == KBS_SESSION_CHALLENGED)
+        evict_challenged(t);
     if (t->count >= t->max) {
         size_t max = t->max;
         pthread_mutex_unlock(&t->lock);
@@ -157,6 +195,11 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     e->next = *b;
     *b = e;
     t->count++;
+    if (e->s.state == KBS_SESSION_CHALLENGED) {
+        e->cprev = t->ctail;
+        *(t->ctail ? &t->ctail->cnext : &t->chead) = e;
+        t->ctail = e;
+    }
     pthread_mutex_unlock(&t->lock);
     return 0;
 }
@@ -169,10 +212,7 @@ int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t 
     if (!pp) {
         r = -ENOENT;
     } else if ((*pp)->s.expires <= now) {
-        entry *e = *pp;
-        *pp = e->next;
-        entry_free(e);
-        t->count--;
+        entry_remove(t, pp);
         r = -ETIMEDOUT;
     } else {
         *out = (*pp)->s;
@@ -193,8 +233,10 @@ int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now)
         r = -ETIMEDOUT;
     else if ((*pp)->s.state != KBS_SESSION_CHALLENGED)
         r = -EALREADY;
-    else
+    else {
+        challenged_unlink(t, *pp);
         (*pp)->s.state = KBS_SESSION_USED;
+    }
     pthread_mutex_unlock(&t->lock);
     return r;
 }
@@ -208,6 +250,7 @@ int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, t
         r = -ENOENT;
     } else {
         entry *e = *pp;
+        challenged_unlink(t, e);
         if (e->s.token)
             crypto_free_secret(e->s.token, strlen(e->s.token));
         e->s.token = xstrdup(token);

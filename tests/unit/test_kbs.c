@@ -352,16 +352,15 @@ static void test_sessions(void **state)
         mk_session(&s, i, i == 0 ? 100 : 1000);
         assert_int_equal(kbs_sessions_add(t, &s, 50, NULL), 0);
     }
+    /* full of challenged sessions, none expired: the oldest (0) gives way to a new one */
     mk_session(&s, 9, 1000);
-    _cleanup_err_ cista_error *err = NULL;
-    assert_int_equal(kbs_sessions_add(t, &s, 50, &err), -EBUSY); /* full, nothing expired */
-    assert_int_equal(kbs_sessions_add(t, &s, 150, NULL), 0);     /* session 0 swept */
+    assert_int_equal(kbs_sessions_add(t, &s, 50, NULL), 0);
     assert_int_equal(kbs_sessions_count(t), 3);
-    assert_int_equal(kbs_sessions_find(t, &f, s.id, 150), 0);
+    assert_int_equal(kbs_sessions_find(t, &f, s.id, 50), 0);
     assert_int_equal(f.nonce[0], 9);
     kbs_session_clear(&f);
     mk_session(&s, 0, 0);
-    assert_int_equal(kbs_sessions_find(t, &f, s.id, 150), -ENOENT);
+    assert_int_equal(kbs_sessions_find(t, &f, s.id, 50), -ENOENT);
     assert_int_equal(kbs_sessions_find(t, &f, "short", 150), -ENOENT);
     /* single-use nonce */
     mk_session(&s, 1, 0);
@@ -372,6 +371,16 @@ static void test_sessions(void **state)
     assert_int_equal(f.state, KBS_SESSION_ATTESTED);
     assert_string_equal(f.token, "tok");
     kbs_session_clear(&f);
+    /* attested (1, 9) and in-use (2) sessions never give way: full of them, a new one waits */
+    mk_session(&s, 9, 0);
+    assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok9", 2000), 0);
+    mk_session(&s, 2, 0);
+    assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
+    mk_session(&s, 7, 1000);
+    _cleanup_err_ cista_error *err = NULL;
+    assert_int_equal(kbs_sessions_add(t, &s, 200, &err), -EBUSY);
+    assert_int_equal(kbs_sessions_count(t), 3);
     /* expiry */
     mk_session(&s, 2, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 1000), -ETIMEDOUT);
