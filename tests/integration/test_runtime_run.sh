@@ -32,6 +32,7 @@ cleanup() {
   local id
   for id in "$ROOT"/*; do [ -d "$id" ] && "$CISTA" -q --root "$ROOT" rm -f "${id##*/}" >/dev/null 2>&1; done
   [ -n "$KBS_PID" ] && { kill "$KBS_PID" 2>/dev/null; wait "$KBS_PID" 2>/dev/null; }
+  [ -n "${TLS_KBS_PID:-}" ] && { kill "$TLS_KBS_PID" 2>/dev/null; wait "$TLS_KBS_PID" 2>/dev/null; }
   [ -n "$SWTPM_PID" ] && { kill "$SWTPM_PID" 2>/dev/null; wait "$SWTPM_PID" 2>/dev/null; }
   grep -o " ${TMP}[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$TMP" /tmp/cista-cve-21626-canary
@@ -89,6 +90,41 @@ check "policy gen --kbs pins the broker in the policy" bash -c \
 kbs_refvals
 "${C[@]}" run --rm --tee sim --kbs "$KBS_URL" --policy "$TMP/bbdev.policy.json" "oci:$TMP/enc/bb:1" >"$TMP/nopin.out" 2>&1
 check "  ... and runs, warning that the policy pins no KBS" grep -q "pins no KBS" "$TMP/nopin.out"
+# a pinned HTTPS KBS: the TEE trusts the policy's CA, never the host's (runtime config kbs_cert)
+mkdir -p "$TMP/pki" && (
+  cd "$TMP/pki" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+      -subj /CN=pin-ca -days 2 &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.csr \
+      -subj /CN=127.0.0.1 &&
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >ext.cnf &&
+    openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out tls.pem -days 2 \
+      -extfile ext.cnf &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key \
+      -out other.pem -subj /CN=host-ca -days 2
+) >/dev/null 2>&1
+TLS_PORT=$(free_port)
+jq --arg c "$TMP/pki/tls.pem" --arg k "$TMP/pki/tls.key" '.tls = {cert: $c, key: $k}' \
+  "$TMP/kbs/kbs.json" >"$TMP/kbs/tls.json"
+"$CISTA" kbs serve --config "$TMP/kbs/tls.json" --listen "127.0.0.1:$TLS_PORT" >"$TMP/kbs-tls.log" 2>&1 &
+TLS_KBS_PID=$!
+wait_port "$TLS_PORT" 50
+TLS_URL=https://127.0.0.1:$TLS_PORT
+KBS_URL=$TLS_URL policy "oci:$TMP/enc/bb:1" "$TMP/bbtls.policy.json" --kbs-ca "$TMP/pki/ca.pem" \
+  --secret "bb:kbs:///default/app/greeting=/run/secrets/greeting"
+KBS_URL=$TLS_URL policy "oci:$TMP/enc/bb:1" "$TMP/bbtlsx.policy.json" --kbs-ca "$TMP/pki/other.pem" \
+  --secret "bb:kbs:///default/app/greeting=/run/secrets/greeting"
+kbs_refvals
+echo "{\"kbs_cert\":\"$TMP/pki/other.pem\"}" >"$TMP/hostca.json"
+with_delegate "$TMP/hostca.json"
+check "pinned HTTPS KBS with the policy's CA: runs, though the host's kbs_cert is another CA" bash -c \
+  "'$CISTA' -q --root '$ROOT' run --rm --config '$TMP/hostca.json' --tee sim --kbs '$TLS_URL' \
+     --policy '$TMP/bbtls.policy.json' 'oci:$TMP/enc/bb:1' 2>&1 | grep -q s3cr3t-greeting"
+echo "{\"kbs_cert\":\"$TMP/pki/ca.pem\"}" >"$TMP/hostca2.json"
+with_delegate "$TMP/hostca2.json"
+expect_refused "a policy pinning another CA is refused though the host's kbs_cert would verify" "certificate" \
+  "${C[@]}" run --rm --config "$TMP/hostca2.json" --tee sim --kbs "$TLS_URL" \
+  --policy "$TMP/bbtlsx.policy.json" "oci:$TMP/enc/bb:1"
 # development key source (a policy that pins no KBS)
 "${C[@]}" run --rm --tee sim --key-file "$TMP/image-key.pem" \
   --secret-file "kbs:///default/app/greeting=$TMP/greeting.txt" --policy "$TMP/bbdev.policy.json" \
