@@ -466,6 +466,21 @@ static void unaudited_reply(kbs_response *r, size_t entries)
     r->content_type = "application/problem+json";
 }
 
+/*
+ * The request is done with: overwrite what libevent still holds of it before evhttp frees it
+ * as is, the body (a resource value an admin PUT, evidence) and the Authorization header (a
+ * token). Both are heap memory of @p->hreq, valid until the reply is sent.
+ */
+static void scrub_request(pending *p)
+{
+    if (p->req.body_size)
+        crypto_cleanse((void *)p->req.body, p->req.body_size);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(p->hreq);
+    char *au = in ? (char *)evhttp_find_header(in, "Authorization") : NULL;
+    if (au)
+        crypto_cleanse(au, strlen(au));
+}
+
 /* Worker thread: send the replies whose audit entries are durable. */
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -480,6 +495,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
         pending *next = p->next;
         if (p->job.result < 0)
             unaudited_reply(&p->resp, p->job.count);
+        scrub_request(p);
         send_reply(p->hreq, &p->resp);
         free_pending(p);
         p = next;
