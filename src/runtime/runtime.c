@@ -704,11 +704,39 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
 }
 
 /*
- * Delete when the delegate failed or has no state of the container: its state goes only once its
- * init is gone (killed with --force, else refused), or a running (confidential) container would
- * be left that nothing manages or gates any more. The init is the pid of the pid file, if it is
- * in a pid namespace other than ours (a pid reused by a host process is not); killing it ends
- * the container's namespace.
+ * Whether process @pid has the container's rootfs as its root: the sandbox's (confidential) or
+ * the generated plain bundle's root.path. A pid reused by another process, even one in a
+ * container of its own, has another root.
+ */
+static bool init_is_ours(const char *dir, long pid)
+{
+    _cleanup_free_ char *proot = xasprintf("/proc/%ld/root", pid);
+    struct stat a, b;
+    if (stat(proot, &a) < 0)
+        return false;
+    _cleanup_free_ char *conf = xasprintf("%s/%s/%s", dir, AGENT_TEE_DIR, AGENT_ROOTFS);
+    if (stat(conf, &b) == 0)
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    _cleanup_free_ char *cfgp = xasprintf("%s/%s/config.json", dir, RT_PLAIN_BUNDLE);
+    _cleanup_free_ char *text = NULL;
+    size_t size;
+    cista_error *e = NULL;
+    _cleanup_json_ json_t *cfg = NULL;
+    if (util_read_file(&text, &size, cfgp, AGENT_MAX_CONFIG, &e) < 0 ||
+        js_parse_object(&cfg, text, size, AGENT_MAX_CONFIG, "config", &e) < 0) {
+        err_free(e);
+        return false;
+    }
+    const char *rp = json_string_value(json_object_get(json_object_get(cfg, "root"), "path"));
+    return rp && stat(rp, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/*
+ * After the delegate's delete (failed, done, or skipped for want of its state): the container's
+ * state goes only once its init is gone (killed with --force, else refused), or a running
+ * (confidential) container would be left that nothing manages or gates any more. The init is the
+ * pid of the pid file, if it is in a pid namespace other than ours and its root is the
+ * container's rootfs (a reused pid is not); killing it ends the container's pid namespace.
  */
 static int stop_orphan(const rt_config *c, const char *id, bool force, cista_error **err)
 {
@@ -723,15 +751,16 @@ static int stop_orphan(const rt_config *c, const char *id, bool force, cista_err
     long pid = strtol(text, NULL, 10);
     _cleanup_free_ char *ns = xasprintf("/proc/%ld/ns/pid", pid);
     struct stat a, b;
+    _cleanup_free_ char *dir = cdir(c, id);
     if (pid <= 1 || stat(ns, &a) < 0 || stat("/proc/self/ns/pid", &b) < 0 ||
-        (a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+        (a.st_dev == b.st_dev && a.st_ino == b.st_ino) || !init_is_ours(dir, pid))
         return 0;
     if (kill((pid_t)pid, 0) < 0)
         return 0;
     if (!force)
         return err_set(err, -EBUSY,
-                       "container %s: its init %ld runs but the delegate has no state of it; "
-                       "`delete --force` kills it",
+                       "container %s: its init %ld still runs (the delegate did not stop "
+                       "it); `delete --force` kills it",
                        id, pid);
     log_warn("container %s: the delegate could not delete it; killing its init %ld", id, pid);
     kill((pid_t)pid, SIGKILL);
@@ -774,7 +803,9 @@ int rt_delete(const rt_config *c, const char *id, bool force, cista_error **err)
         return rc;
     if (rc != 0 && !force)
         return delegate_fail(rc, "delete", id, err);
-    if ((rc != 0 || !have) && (rc = stop_orphan(c, id, force, err)) < 0)
+    /* whatever the delegate said: a delegate whose state was damaged may "delete" a container
+     * without stopping it */
+    if ((rc = stop_orphan(c, id, force, err)) < 0)
         return rc;
     remove_dir(c, id);
     log_info("container %s deleted", id);
