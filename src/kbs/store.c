@@ -5,6 +5,14 @@
  * Sealed resource layout: version byte 0x01 || IV (12) || tag (16) ||
  * ciphertext, AES-256-GCM under the master key with AAD "cista-kbs-resource:"
  * || path.
+ *
+ * Documents (release policies, reference values) are stored as their text
+ * followed by "\n#cista-mac-v1:" and the hex HMAC-SHA256, under a key derived
+ * from the master key, of ns || 0 || key || 0 || text: whoever can write the
+ * database (its credentials, a replica's host) cannot loosen a policy or add
+ * a measurement without the master key. A document without a valid tag is an
+ * error (-EBADMSG), never a missing one. Deleting a row is not detected here:
+ * a resource then falls back to a broader policy (docs/kbs.md).
  */
 #include "kbs/store.h"
 
@@ -29,8 +37,12 @@ struct kbs_store {
     const kbs_backend_ops *ops;
     kbs_backend *b;
     uint8_t key[KBS_MASTER_KEY_SIZE];
+    uint8_t doc_key[32]; /* HMAC key of documents, derived from key */
     bool has_key;
 };
+
+#define DOC_TAG "\n#cista-mac-v1:"
+#define DOC_TAG_LEN (sizeof(DOC_TAG) - 1 + 64)
 
 int kbs_store_open(kbs_store **out, const kbs_store_opts *o, cista_error **err)
 {
@@ -52,6 +64,10 @@ int kbs_store_open(kbs_store **out, const kbs_store_opts *o, cista_error **err)
     if (o->master_key) {
         memcpy(s->key, o->master_key, KBS_MASTER_KEY_SIZE);
         s->has_key = true;
+        static const char label[] = "cista kbs document mac v1";
+        _cleanup_hmac_ crypto_hmac *m = crypto_hmac_new(CRYPTO_SHA256, s->key, sizeof(s->key));
+        crypto_hmac_update(m, label, sizeof(label) - 1);
+        crypto_hmac_final(m, s->doc_key);
     }
     *out = s;
     return 0;
@@ -63,6 +79,7 @@ void kbs_store_close(kbs_store *s)
         return;
     s->ops->close(s->b);
     crypto_cleanse(s->key, sizeof(s->key));
+    crypto_cleanse(s->doc_key, sizeof(s->doc_key));
     free(s);
 }
 
@@ -283,13 +300,58 @@ static int check_ns(const char *ns, const char *key, cista_error **err)
     return 0;
 }
 
+/* The hex tag of document @ns/@key with @n bytes of @text. */
+static void doc_mac(char out[65], const kbs_store *s, const char *ns, const char *key,
+                    const char *text, size_t n)
+{
+    uint8_t tag[32];
+    _cleanup_hmac_ crypto_hmac *m = crypto_hmac_new(CRYPTO_SHA256, s->doc_key, sizeof(s->doc_key));
+    crypto_hmac_update(m, ns, strlen(ns) + 1);
+    crypto_hmac_update(m, key, strlen(key) + 1);
+    crypto_hmac_update(m, text, n);
+    crypto_hmac_final(m, tag);
+    _cleanup_free_ char *hex = hex_encode(tag, sizeof(tag));
+    memcpy(out, hex, 65);
+}
+
 int kbs_store_set_doc(kbs_store *s, const char *ns, const char *key, const char *text,
                       cista_error **err)
 {
     int r = check_ns(ns, key, err);
     if (r < 0)
         return r;
-    return s->ops->kv_put(s->b, ns, key, text, strlen(text), err);
+    if (!s->has_key)
+        return s->ops->kv_put(s->b, ns, key, text, strlen(text), err);
+    char mac[65];
+    doc_mac(mac, s, ns, key, text, strlen(text));
+    _cleanup_free_ char *tagged = xasprintf("%s" DOC_TAG "%s", text, mac);
+    return s->ops->kv_put(s->b, ns, key, tagged, strlen(tagged), err);
+}
+
+/* Check and strip the tag of a stored document (@v, @n bytes, NUL-terminated by the caller). */
+static int doc_open(const kbs_store *s, char *v, size_t n, const char *ns, const char *key,
+                    cista_error **err)
+{
+    bool tagged = n >= DOC_TAG_LEN && !memcmp(v + n - DOC_TAG_LEN, DOC_TAG, sizeof(DOC_TAG) - 1);
+    if (!s->has_key) { /* nothing to check with: the text as written */
+        if (tagged)
+            v[n - DOC_TAG_LEN] = '\0';
+        return 0;
+    }
+    if (!tagged)
+        return err_set(err, -EBADMSG,
+                       "store: document %s/%s has no integrity tag: it was written outside this "
+                       "KBS (or by a cista before tags); set it again with `cista kbs admin`",
+                       ns, key);
+    char want[65];
+    doc_mac(want, s, ns, key, v, n - DOC_TAG_LEN);
+    if (!crypto_memeq(want, v + n - 64, 64))
+        return err_set(err, -EBADMSG,
+                       "store: document %s/%s was modified outside this KBS (its integrity tag "
+                       "does not match); refusing it",
+                       ns, key);
+    v[n - DOC_TAG_LEN] = '\0';
+    return 0;
 }
 
 int kbs_store_get_doc(kbs_store *s, char **out, const char *ns, const char *key, cista_error **err)
@@ -304,6 +366,10 @@ int kbs_store_get_doc(kbs_store *s, char **out, const char *ns, const char *key,
     if (memchr(v, 0, n)) {
         free(v);
         return err_set(err, -EBADMSG, "store: document %s/%s holds a NUL byte", ns, key);
+    }
+    if ((r = doc_open(s, (char *)v, n, ns, key, err)) < 0) {
+        free(v);
+        return r;
     }
     *out = (char *)v;
     return 0;

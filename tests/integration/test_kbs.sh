@@ -270,6 +270,13 @@ check "admin get-policy" bash -c "'$CISTA' kbs admin ${A[*]} get-policy 'default
 expect_exit "release policy deny: exit 3, names the rule, not the secret" 3 'snp-only' \
   "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim default/prod/db
 check "the deny message does not contain the secret" bash -c "! grep -q prod-password out.txt"
+# a database writer loosens the policy (snp -> sim) without the master key: refused, not released
+sqlite3 k/kbs.db "UPDATE kv SET value = CAST(replace(CAST(value AS TEXT), '\"snp\"', '\"sim\"') AS BLOB) WHERE ns = 'policy' AND key = 'default/prod/*'"
+sleep 1.2 # the policy cache's TTL
+expect_exit "a policy modified in the database (not through the KBS) releases nothing (503)" 1 "503" \
+  "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee sim --state-dir sim default/prod/db
+check "  ... and the server says the document was modified outside the KBS" grep -q "modified outside" "$TMP/main.err"
+check "admin set-policy again restores it (tagged)" "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/prod/*' deny.json
 echo '{"version":"1.0.0","anyOf":[{"allOf":[{"claim":"tee","equals":' >badpol.json
 expect_exit "malformed release policy is rejected by the admin API" 1 "400" \
   "$CISTA" kbs admin "${A[@]}" set-policy --key default badpol.json

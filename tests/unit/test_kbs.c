@@ -474,6 +474,33 @@ static void test_store_sqlite(void **state)
     assert_int_equal(kbs_store_get_doc(s, &doc, "policy", "default", NULL), 0);
     assert_string_equal(doc, "{\"a\":1}");
     assert_int_equal(kbs_store_set_doc(s, "secrets", "x", "{}", NULL), -EINVAL);
+    /* documents are tagged under the master key: a database writer cannot loosen a policy,
+     * move one to another key, or add an untagged one */
+    assert_int_equal(kbs_store_set_doc(s, "policy", "prod/*", "{\"b\":2}", NULL), 0);
+    {
+        sqlite3 *raw = NULL;
+        assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+        assert_int_equal(
+            sqlite3_exec(raw,
+                         "UPDATE kv SET value = replace(value, '\"a\":1', '\"a\":2') "
+                         "WHERE ns='policy' AND key='default';"
+                         "INSERT INTO kv SELECT ns, 'moved', value FROM kv WHERE key='prod/*';"
+                         "INSERT INTO kv VALUES ('policy', 'plain', '{}');",
+                         NULL, NULL, NULL),
+            SQLITE_OK);
+        sqlite3_close(raw);
+    }
+    char *bad = NULL;
+    _cleanup_err_ cista_error *de1 = NULL, *de2 = NULL, *de3 = NULL;
+    assert_int_equal(kbs_store_get_doc(s, &bad, "policy", "default", &de1), -EBADMSG);
+    assert_non_null(strstr(de1->msg, "modified"));
+    assert_int_equal(kbs_store_get_doc(s, &bad, "policy", "moved", &de2), -EBADMSG);
+    assert_int_equal(kbs_store_get_doc(s, &bad, "policy", "plain", &de3), -EBADMSG);
+    assert_non_null(strstr(de3->msg, "no integrity tag"));
+    _cleanup_free_ char *ok2 = NULL;
+    assert_int_equal(kbs_store_get_doc(s, &ok2, "policy", "prod/*", NULL), 0);
+    assert_string_equal(ok2, "{\"b\":2}");
+    assert_int_equal(kbs_store_set_doc(s, "policy", "default", "{\"a\":1}", NULL), 0);
     /* jti replay */
     assert_int_equal(kbs_store_use_jti(s, "abc", 1000, 900, NULL), 0);
     assert_int_equal(kbs_store_use_jti(s, "abc", 1000, 900, NULL), -EEXIST);
