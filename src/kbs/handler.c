@@ -449,8 +449,12 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         _cleanup_free_ char *rvtext = NULL;
         _cleanup_refvals_ pol_refvals *rv = NULL;
         cista_error *e2 = NULL;
-        if (kbs__doc_cache_get(c->sh->docs, c->store, &rvtext, "refvals", "default", &e2) == 0 &&
-            pol_refvals_parse(&rv, rvtext, strlen(rvtext), &e2) < 0) {
+        int gr = kbs__doc_cache_get(c->sh->docs, c->store, &rvtext, "refvals", "default", &e2);
+        if (gr < 0 && gr != -ENOENT) {
+            /* unreadable (or modified outside the KBS): appraised as having none */
+            _cleanup_free_ char *s2 = err_str(e2);
+            log_error("reference values: %s", s2);
+        } else if (gr == 0 && pol_refvals_parse(&rv, rvtext, strlen(rvtext), &e2) < 0) {
             _cleanup_free_ char *s2 = err_str(e2);
             log_error("stored reference values do not parse: %s", s2);
         }
