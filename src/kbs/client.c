@@ -118,7 +118,13 @@ char *kbs_client_problem_detail(const uint8_t *body, size_t size)
 {
     json_t *d = json_loadb((const char *)body, size, 0, NULL);
     const char *detail = json_string_value(json_object_get(d, "detail"));
-    char *out = detail ? xstrdup(detail) : xstrndup((const char *)body, size > 512 ? 512 : size);
+    const char *src = detail ? detail : (const char *)body;
+    size_t n = detail ? strlen(detail) : size;
+    /* the broker's words end up in logs and on terminals: bounded, no control bytes */
+    char *out = xstrndup(src, n > 512 ? 512 : n);
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     json_decref(d);
     return out;
 }

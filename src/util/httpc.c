@@ -98,6 +98,21 @@ static void free_secret_str(char *s)
     }
 }
 
+/* Up to @max bytes of untrusted @s for an error message, control bytes as '?'. */
+static const char *shown(char *out, size_t out_size, const char *s, size_t n, size_t max)
+{
+    if (n > max)
+        n = max;
+    if (n >= out_size)
+        n = out_size - 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        out[i] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+    }
+    out[n] = '\0';
+    return out;
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -298,6 +313,37 @@ static bool ip_canon(char *out, size_t size, const char *s, size_t n)
     return false;
 }
 
+/* Whether IP literal @host (canonical) lies in "ADDR/BITS" @e (@n bytes), as curl reads them. */
+static bool in_cidr(const char *host, const char *e, size_t n)
+{
+    const char *slash = memchr(e, '/', n);
+    char addr[INET6_ADDRSTRLEN + 2], bits_s[8];
+    size_t an = slash ? (size_t)(slash - e) : 0, bn = slash ? n - an - 1 : 0;
+    if (!slash || !an || an >= sizeof(addr) || !bn || bn >= sizeof(bits_s))
+        return false;
+    memcpy(addr, e, an);
+    addr[an] = 0;
+    memcpy(bits_s, slash + 1, bn);
+    bits_s[bn] = 0;
+    char *end;
+    long bits = strtol(bits_s, &end, 10);
+    uint8_t net[16], ip[16];
+    size_t len;
+    if (inet_pton(AF_INET, addr, net) == 1 && inet_pton(AF_INET, host, ip) == 1)
+        len = 4;
+    else if (inet_pton(AF_INET6, addr, net) == 1 && inet_pton(AF_INET6, host, ip) == 1)
+        len = 16;
+    else
+        return false;
+    if (*end || bits < 0 || (size_t)bits > len * 8)
+        return false;
+    size_t full = (size_t)bits / 8, rest = (size_t)bits % 8;
+    if (memcmp(net, ip, full))
+        return false;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return !rest || (net[full] & mask) == (ip[full] & mask);
+}
+
 bool httpc_no_proxy_match(const char *no_proxy, const char *host)
 {
     if (!no_proxy || !host)
@@ -317,6 +363,11 @@ bool httpc_no_proxy_match(const char *no_proxy, const char *host)
         if (n == 1 && e[0] == '*')
             return true;
         char eip[INET6_ADDRSTRLEN];
+        if (memchr(e, '/', n)) { /* a CIDR range: for IP literals only */
+            if (host_ip && in_cidr(hip, e, n))
+                return true;
+            continue;
+        }
         if (ip_canon(eip, sizeof(eip), e, n)) {
             if (host_ip && !strcmp(eip, hip))
                 return true;
@@ -444,7 +495,7 @@ static int64_t cookie_date(const char *s, size_t n)
     else if (year >= 0 && year <= 69)
         year += 2000;
     if (hh < 0 || day < 1 || day > 31 || mon < 0 || year < 1601 || hh > 23 || mi > 59 || ss > 59)
-        return -1;
+        return INT64_MIN; /* not a date (before 1970 is one: it deletes the cookie) */
     struct tm tm = {.tm_sec = ss,
                     .tm_min = mi,
                     .tm_hour = hh,
@@ -506,7 +557,7 @@ int httpc_jar_set(httpc_jar *j, const char *set_cookie, time_t now, cista_error 
             }
         } else if (ieq(key, kn2, "expires") && !have_max_age) {
             int64_t t = cookie_date(av, avn);
-            if (t >= 0) {
+            if (t != INT64_MIN) {
                 remove = t <= (int64_t)now;
                 expires = remove ? 0 : t;
             }
@@ -522,6 +573,13 @@ int httpc_jar_set(httpc_jar *j, const char *set_cookie, time_t now, cista_error 
         return 0;
     }
     if (i == j->count) {
+        for (size_t k = 0; j->count == HTTPC_COOKIES_MAX && k < j->count;) {
+            if (j->items[k].expires && j->items[k].expires <= now)
+                jar_remove(j, k); /* expired ones make room first */
+            else
+                k++;
+        }
+        i = j->count;
         if (j->count == HTTPC_COOKIES_MAX)
             return err_set(err, -ENOSPC, "Set-Cookie: already %d cookies kept", HTTPC_COOKIES_MAX);
         j->items[i].name = xstrndup(name, nn);
@@ -658,9 +716,11 @@ static int parse_head(httpc_parser *p, cista_error **err)
     size_t sl = ln && h[ln - 1] == '\r' ? ln - 1 : ln;
     if (sl < 12 || memcmp(h, "HTTP/1.", 7) || !isdigit((unsigned char)h[7]) || h[8] != ' ' ||
         !isdigit((unsigned char)h[9]) || !isdigit((unsigned char)h[10]) ||
-        !isdigit((unsigned char)h[11]) || (sl > 12 && h[12] != ' '))
-        return err_set(err, -EPROTO, "not an HTTP/1.x status line: \"%.*s\"",
-                       (int)(sl > 60 ? 60 : sl), h);
+        !isdigit((unsigned char)h[11]) || (sl > 12 && h[12] != ' ')) {
+        char sh[64];
+        return err_set(err, -EPROTO, "not an HTTP/1.x status line: \"%s\"",
+                       shown(sh, sizeof(sh), h, sl, 60));
+    }
     for (size_t i = 12; i < sl; i++) {
         unsigned char ch = (unsigned char)h[i];
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -797,9 +857,11 @@ static int chunk_size_line(httpc_parser *p, cista_error **err)
         return err_set(err, -EPROTO, "chunk size is not a hexadecimal number");
     while (i < n && is_ows((unsigned char)s[i]))
         i++;
-    if (i < n && s[i] != ';')
-        return err_set(err, -EPROTO, "chunk size followed by \"%.*s\"",
-                       (int)(n - i > 20 ? 20 : n - i), s + i);
+    if (i < n && s[i] != ';') {
+        char sh[24];
+        return err_set(err, -EPROTO, "chunk size followed by \"%s\"",
+                       shown(sh, sizeof(sh), s + i, n - i, 20));
+    }
     for (; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -1015,14 +1077,18 @@ static int bio_sock_read(BIO *b, char *data, int size)
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         BIO_set_retry_read(b);
+    if (n == 0 && size > 0)
+        BIO_set_flags(b, BIO_FLAGS_IN_EOF); /* what BIO_eof() reports: see bio_sock_ctrl() */
     return (int)n;
 }
 
 static long bio_sock_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
-    (void)b;
     (void)num;
     (void)ptr;
+    /* OpenSSL tells a TLS close without close_notify (a truncation) by BIO_eof() */
+    if (cmd == BIO_CTRL_EOF)
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
     return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
@@ -1073,6 +1139,8 @@ static int tls_setup(httpc *c, const httpc_opts *o, cista_error **err)
         return err_set_ssl(err, -ENOMEM, "SSL_CTX_new");
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    /* records are decrypted in place: wipe OpenSSL's read buffer (a token, the cookie) too */
+    SSL_CTX_set_options(c->ctx, SSL_OP_CLEANSE_PLAINTEXT);
     SSL_CTX_set_session_cache_mode(c->ctx,
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ctx, on_new_session);
@@ -1325,12 +1393,17 @@ static int tcp_connect(httpc *c, const httpc_url *to, int64_t deadline, cista_er
     if (g)
         return err_set(err, -ECONNREFUSED, "cannot resolve %s: %s", to->host,
                        g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
-    int64_t cdl = now_ms() + HTTPC_CONNECT_TIMEOUT * 1000;
-    if (cdl > deadline)
-        cdl = deadline;
     int code = -ECONNREFUSED;
     _cleanup_free_ char *why = NULL;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        /* each address gets its own connect timeout, within the request's deadline: an
+         * unreachable first address (IPv6 dropped on the way) leaves time for the others */
+        int64_t now = now_ms();
+        if (now >= deadline)
+            break;
+        int64_t cdl = now + HTTPC_CONNECT_TIMEOUT * 1000;
+        if (cdl > deadline)
+            cdl = deadline;
         char addr[INET6_ADDRSTRLEN] = "?";
         getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof(addr), NULL, 0, NI_NUMERICHOST);
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1348,7 +1421,7 @@ static int tcp_connect(httpc *c, const httpc_url *to, int64_t deadline, cista_er
                 why = xasprintf("connect to %s port %u: no answer within %ld s", addr, to->port,
                                 (long)(cdl == deadline ? c->timeout : HTTPC_CONNECT_TIMEOUT));
                 code = -ETIMEDOUT;
-                break; /* the time is up for the other addresses too */
+                continue;
             }
             int soerr = w < 0 ? -w : 0;
             socklen_t sl = sizeof(soerr);

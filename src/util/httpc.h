@@ -140,7 +140,7 @@ void httpc_url_clear(httpc_url *u);
  * Whether @host (a name, an IPv4 or an IPv6 literal with or without brackets) is exempt from
  * the proxy by @no_proxy, a comma-separated list as curl reads it: "*" for every host, a name
  * matching itself and its subdomains (a leading '.' is ignored), an IP address matching
- * exactly. Case-insensitive.
+ * exactly, "ADDR/BITS" matching IP addresses in that range. Case-insensitive.
  */
 bool httpc_no_proxy_match(const char *no_proxy, const char *host);
 

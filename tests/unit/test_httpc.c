@@ -300,6 +300,10 @@ static void test_cookie_jar(void **state)
     assert_int_equal(httpc_jar_set(&j, "b=1", now, NULL), 0);
     assert_int_equal(httpc_jar_set(&j, "b=2; Expires=Thu, 01 Jan 1970 00:00:00 GMT", now, NULL), 0);
     assert_int_equal(j.count, 1);
+    /* a date before 1970 is a date (in the past): it deletes, not a session cookie */
+    assert_int_equal(httpc_jar_set(&j, "b=1", now, NULL), 0);
+    assert_int_equal(httpc_jar_set(&j, "b=; Expires=Fri, 01 Jan 1960 00:00:00 GMT", now, NULL), 0);
+    assert_int_equal(j.count, 1);
     /* Max-Age wins over an Expires in the past; Expires in the future keeps it until then. */
     assert_int_equal(
         httpc_jar_set(&j, "c=1; Expires=Sun, 06 Nov 1994 08:49:37 GMT; Max-Age=60", now, NULL), 0);
@@ -334,6 +338,15 @@ static void test_cookie_jar(void **state)
     assert_int_equal(httpc_jar_set(&j, "one=more", now, NULL), -ENOSPC);
     assert_int_equal(httpc_jar_set(&j, "c5=replaced", now, NULL), 0); /* replacing still works */
     assert_int_equal(j.count, HTTPC_COOKIES_MAX);
+    /* a full jar whose cookies expired makes room instead of refusing the session cookie */
+    httpc_jar_clear(&j);
+    for (int i = 0; i < HTTPC_COOKIES_MAX; i++) {
+        char c[48];
+        snprintf(c, sizeof(c), "t%d=%d; Max-Age=10", i, i);
+        assert_int_equal(httpc_jar_set(&j, c, now, NULL), 0);
+    }
+    assert_int_equal(httpc_jar_set(&j, "kbs-session-id=x", now + 5, NULL), -ENOSPC);
+    assert_int_equal(httpc_jar_set(&j, "kbs-session-id=x", now + 11, NULL), 0);
     httpc_jar_clear(&j);
 }
 
@@ -445,7 +458,16 @@ static void test_no_proxy(void **state)
     assert_true(httpc_no_proxy_match("localhost,127.0.0.1", "127.0.0.1"));
     assert_false(httpc_no_proxy_match("127.0.0.1", "127.0.0.10"));
     assert_false(httpc_no_proxy_match("0.0.1", "127.0.0.1"));
-    assert_false(httpc_no_proxy_match("10.0.0.0/8", "10.1.2.3"));
+    /* CIDR ranges (curl >= 7.86), IP literals only */
+    assert_true(httpc_no_proxy_match("10.0.0.0/8", "10.1.2.3"));
+    assert_true(httpc_no_proxy_match("x.test, 192.168.4.0/22", "192.168.7.255"));
+    assert_false(httpc_no_proxy_match("192.168.4.0/22", "192.168.8.1"));
+    assert_true(httpc_no_proxy_match("0.0.0.0/0", "8.8.8.8"));
+    assert_true(httpc_no_proxy_match("fd00::/8", "[fd12::1]"));
+    assert_false(httpc_no_proxy_match("fd00::/8", "fe80::1"));
+    assert_false(httpc_no_proxy_match("10.0.0.0/33", "10.1.2.3"));
+    assert_false(httpc_no_proxy_match("10.0.0.0/8", "ten.example"));
+    assert_false(httpc_no_proxy_match("10.0.0.0/8", "::1"));
     assert_true(httpc_no_proxy_match("::1", "::1"));
     assert_true(httpc_no_proxy_match("[::1]", "::1"));
     assert_true(httpc_no_proxy_match("2001:DB8:0::1", "[2001:db8::1]"));
