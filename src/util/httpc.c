@@ -1623,8 +1623,29 @@ static void build_request(httpc *c, cbuf *b, const httpc_req *q)
  * One exchange on the current connection. *out_retry: it failed in a way that a closed idle
  * connection explains (reused, no byte of the response).
  */
-static int exchange(httpc *c, httpc_parser *p, const cbuf *req, bool no_body, int64_t deadline,
-                    bool *out_retry, cista_error **err)
+/*
+ * Whether a request may be sent again when the first attempt may have reached the server
+ * (RFC 9110 9.2.2): not a POST, which could be applied twice (a counter compare-and-set would
+ * then report a conflict for its own update).
+ */
+static bool idempotent(const char *method)
+{
+    static const char *const m[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"};
+    for (size_t i = 0; i < ARRAY_LEN(m); i++)
+        if (!strcmp(method, m[i]))
+            return true;
+    return false;
+}
+
+/* A kept-alive connection the server has closed (FIN or reset seen): not worth a request. */
+static bool conn_stale(const httpc *c)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+static int exchange(httpc *c, httpc_parser *p, const cbuf *req, bool no_body, bool may_resend,
+                    int64_t deadline, bool *out_retry, cista_error **err)
 {
     bool reused = c->served > 0;
     *out_retry = false;
@@ -1634,7 +1655,7 @@ static int exchange(httpc *c, httpc_parser *p, const cbuf *req, bool no_body, in
     if (r >= 0)
         r = read_response(c, p, &extra, deadline, err);
     if (r < 0) {
-        *out_retry = reused && r != -ETIMEDOUT && p->received == 0;
+        *out_retry = reused && may_resend && r != -ETIMEDOUT && p->received == 0;
         conn_close(c);
         return r;
     }
@@ -1670,9 +1691,14 @@ int httpc_request(httpc *c, httpc_resp *out, const httpc_req *q, cista_error **e
     cista_error *e = NULL;
     for (int attempt = 0;; attempt++) {
         bool retry = false;
+        if (c->fd >= 0 && c->served > 0 && conn_stale(c)) {
+            log_debug("%s: the kept-alive connection was closed by the server; a new one",
+                      c->url.authority);
+            conn_close(c);
+        }
         r = c->fd >= 0 ? 0 : conn_open(c, deadline, &e);
         if (r >= 0) {
-            r = exchange(c, &p, &req, no_body, deadline, &retry, &e);
+            r = exchange(c, &p, &req, no_body, idempotent(q->method), deadline, &retry, &e);
             have_p = true;
         }
         if (r >= 0 || !retry || attempt)

@@ -8,8 +8,10 @@
  * [IPv6] literal; connections with a 10 s connect timeout and a per-request deadline enforced
  * on every read and write; TLS 1.2 or later with the peer always verified (a CA file and/or the
  * system store, never neither), the host name or IP address checked, SNI for names, and the
- * last TLS session resumed on reconnect; keep-alive, with one retry on a new connection when a
- * reused idle connection turns out to be closed by the server; a cookie jar in memory
+ * last TLS session resumed on reconnect; keep-alive: a kept-alive connection the server has
+ * closed is replaced before a request is sent on it, and a request that fails on a reused one
+ * before any byte of response is sent once more on a new one if it is idempotent (not a POST,
+ * which the server may have applied); a cookie jar in memory
  * (name=value only, as a session cookie needs); proxies from the environment as curl reads them
  * (https_proxy / HTTPS_PROXY through a CONNECT tunnel, http_proxy, no_proxy / NO_PROXY; http://
  * proxies without credentials only).

@@ -755,6 +755,29 @@ static void test_retry_after_idle_close(void **state)
     srv_free(&s2);
 }
 
+static void test_no_post_resent(void **state)
+{
+    (void)state;
+    /* The server reads a POST on the reused connection and closes without a response: it may
+     * have applied it, so the client reports the failure instead of sending it again. */
+    srv s = {.nresp = 3, .resp = {OK2, "", OK2}, .action = {KEEP, CLOSE, KEEP}};
+    srv_start(&s);
+    _cleanup_httpc_ httpc *c = client("http", "127.0.0.1", s.port, NULL, 5);
+    assert_int_equal(get(c, "/1", "ok", NULL), 200);
+    httpc_req q = {.method = "POST", .path = "/counter", .body = "{}", .body_size = 2};
+    httpc_resp resp;
+    _cleanup_err_ cista_error *e = NULL;
+    assert_int_equal(httpc_request(c, &resp, &q, &e), -EPROTO);
+    assert_int_equal(get(c, "/3", "ok", NULL), 200); /* the next request: a new connection */
+    srv_stop(&s);
+    assert_int_equal(s.accepts, 2);
+    int posts = 0;
+    for (int i = 0; i < MAXR; i++)
+        posts += s.req[i] && strstr(s.req[i], "POST /counter ") != NULL;
+    assert_int_equal(posts, 1);
+    srv_free(&s);
+}
+
 static void test_no_retry_on_fresh_connection(void **state)
 {
     (void)state;
@@ -1054,6 +1077,7 @@ int main(void)
         cmocka_unit_test(test_keepalive_cookies_headers),
         cmocka_unit_test(test_retry_after_idle_close),
         cmocka_unit_test(test_no_retry_on_fresh_connection),
+        cmocka_unit_test(test_no_post_resent),
         cmocka_unit_test(test_connection_close),
         cmocka_unit_test(test_timeout_and_refused),
         cmocka_unit_test_setup_teardown(test_tls_verify_and_resume, tls_setup, tls_teardown),
