@@ -137,10 +137,11 @@ static int sess_consume(kbs_ctx *c, const char *id, time_t now)
     return r;
 }
 
-static int sess_set_token(kbs_ctx *c, const char *id, const char *token, time_t exp)
+static int sess_set_token(kbs_ctx *c, const char *id, const char *token, json_t *payload,
+                          time_t exp)
 {
     if (c->sh->sessions)
-        return kbs_sessions_set_token(c->sh->sessions, id, token, exp);
+        return kbs_sessions_set_token(c->sh->sessions, id, token, payload, exp);
     cista_error *e = NULL;
     int r = kbs_store_session_set_token(c->store, id, token, exp, &e);
     err_free(e);
@@ -385,6 +386,7 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
     char digest[65] = "";
     _cleanup_free_ char *init_hex = NULL;
     _cleanup_free_ char *token = NULL; /* declared before the first goto (cleanup attribute) */
+    _cleanup_json_ json_t *payload = NULL;
     const char *fail_kind = "AttestationError";
     pol_appraisal ap;
     memset(&ap, 0, sizeof(ap));
@@ -466,13 +468,13 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         r = err_set(&err, -EPERM, "appraisal: contraindicated: %s", ap.reason);
         goto deny;
     }
-    if ((r = kbs_token_issue_hdr(&token, c->sh->sign_key, c->sh->token_hdr, claims,
+    if ((r = kbs_token_issue_hdr(&token, &payload, c->sh->sign_key, c->sh->token_hdr, claims,
                                  pol_status_name(ap.status), ap.reason, a.tee_pubkey, nonce,
                                  init_hex, c->sh->cfg->token_lifetime, now, &err)) < 0) {
         fail_kind = "InternalError";
         goto deny;
     }
-    sess_set_token(c, id, token, now + c->sh->cfg->token_lifetime);
+    sess_set_token(c, id, token, payload, now + c->sh->cfg->token_lifetime);
     {
         _cleanup_json_ json_t *o = json_pack("{s:s}", "token", token);
         reply_json(resp, 200, o);
@@ -558,13 +560,16 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     bool held = false;
     bool memory = c->sh->sessions != NULL;
     char *sess_token = NULL;
+    _cleanup_json_ json_t *payload = NULL;
     if (!tok || memory) {
         char id[KBS_SESSION_ID_LEN + 1];
         kbs_session s;
         memset(&s, 0, sizeof(s));
         if (cookie_session(id, req->cookie) && sess_find(c, &s, id, now) == 0 &&
-            s.state == KBS_SESSION_ATTESTED && s.token)
+            s.state == KBS_SESSION_ATTESTED && s.token) {
             sess_token = steal_ptr(&s.token);
+            payload = steal_ptr(&s.payload);
+        }
         kbs_session_clear(&s);
     }
     if (tok) {
@@ -583,9 +588,15 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         audit(c, req, event, NULL, NULL, path, "deny", "not attested");
         return false;
     }
-    _cleanup_json_ json_t *payload = NULL;
-    int r = held ? kbs_token_decode_issued(&payload, token, strlen(token), now, &err)
+    /* a held token's payload is the one signed for it, kept with the session (memory table) */
+    int r;
+    if (held && payload) {
+        r = kbs_token_check_issued(payload, now, &err);
+    } else {
+        json_decref(steal_ptr(&payload));
+        r = held ? kbs_token_decode_issued(&payload, token, strlen(token), now, &err)
                  : kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
+    }
     free_secret_str(steal_ptr(&token));
     if (r < 0) {
         problem_err(resp, 401, "TokenVerifierError", err);

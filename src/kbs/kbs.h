@@ -192,6 +192,10 @@ typedef struct {
     uint8_t state; /* kbs_session_state */
     time_t expires;
     char *token; /* attested sessions only; owned by the table, copied out by find */
+    /* The payload @token carries, as signed (memory table only, else NULL): a resource request
+     * on the session needs neither to decode the token nor to parse its JSON again. Never
+     * modified once set, so threads share it by reference (jansson's counts are atomic). */
+    json_t *payload;
 } kbs_session;
 
 typedef struct kbs_sessions kbs_sessions;
@@ -208,8 +212,10 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
 int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t now);
 /* Atomically move CHALLENGED → USED. -EALREADY when the nonce was used, -ENOENT, -ETIMEDOUT. */
 int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now);
-/* Mark attested with @token (copied), valid until @expires. */
-int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, time_t expires);
+/* Mark attested with @token (copied) and its @payload (a reference taken; may be NULL), valid
+ * until @expires. */
+int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, json_t *payload,
+                           time_t expires);
 size_t kbs_sessions_count(kbs_sessions *t);
 /* Bytes held by the table per idle (challenged) session, for the benchmark. */
 size_t kbs_sessions_idle_bytes(void);
@@ -239,11 +245,13 @@ int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char 
  */
 int kbs_token_header(json_t **out, EVP_PKEY *key, cista_error **err)
     __attribute__((warn_unused_result));
-/* kbs_token_issue() with @hdr = kbs_token_header(@key) (borrowed). */
-int kbs_token_issue_hdr(char **out, EVP_PKEY *key, const json_t *hdr, const json_t *claims,
-                        const char *status, const char *reason, const json_t *tee_pubkey,
-                        const char *nonce, const char *init_data_hex, unsigned lifetime, time_t now,
-                        cista_error **err) __attribute__((warn_unused_result));
+/* kbs_token_issue() with @hdr = kbs_token_header(@key) (borrowed). When @out_payload is not
+ * NULL it receives the signed payload (new reference; the caller must not modify it). */
+int kbs_token_issue_hdr(char **out, json_t **out_payload, EVP_PKEY *key, const json_t *hdr,
+                        const json_t *claims, const char *status, const char *reason,
+                        const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
+                        unsigned lifetime, time_t now, cista_error **err)
+    __attribute__((warn_unused_result));
 /*
  * Verify a token issued by kbs_token_issue() with @key: signature, issuer,
  * iat ≤ now + 60 s skew, exp > now. *out is the payload (new reference).
@@ -259,6 +267,10 @@ int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size
  */
 int kbs_token_decode_issued(json_t **out, const char *token, size_t size, time_t now,
                             cista_error **err) __attribute__((warn_unused_result));
+/* The issuer and time checks of kbs_token_decode_issued() on a payload kbs_token_issue_hdr()
+ * returned and the caller has held since. */
+int kbs_token_check_issued(const json_t *payload, time_t now, cista_error **err)
+    __attribute__((warn_unused_result));
 /*
  * The document release policies evaluate, built from a verified token
  * payload: the annotated evidence claims, plus "appraisal": {"status",

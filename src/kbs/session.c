@@ -91,6 +91,7 @@ void kbs_session_clear(kbs_session *s)
 {
     if (s->token)
         crypto_free_secret(s->token, strlen(s->token));
+    json_decref(s->payload);
     crypto_cleanse(s, sizeof(*s));
 }
 
@@ -191,6 +192,7 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     entry *e = xzalloc(sizeof(*e));
     e->s = *s;
     e->s.token = s->token ? xstrdup(s->token) : NULL;
+    e->s.payload = json_incref(s->payload);
     entry **b = &t->buckets[hash_id(s->id) % t->nbuckets];
     e->next = *b;
     *b = e;
@@ -217,6 +219,7 @@ int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t 
     } else {
         *out = (*pp)->s;
         out->token = (*pp)->s.token ? xstrdup((*pp)->s.token) : NULL;
+        out->payload = json_incref((*pp)->s.payload);
     }
     pthread_mutex_unlock(&t->lock);
     return r;
@@ -241,7 +244,8 @@ int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now)
     return r;
 }
 
-int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, time_t expires)
+int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, json_t *payload,
+                           time_t expires)
 {
     pthread_mutex_lock(&t->lock);
     entry **pp = lookup(t, id);
@@ -254,6 +258,8 @@ int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, t
         if (e->s.token)
             crypto_free_secret(e->s.token, strlen(e->s.token));
         e->s.token = xstrdup(token);
+        json_decref(e->s.payload);
+        e->s.payload = json_incref(payload);
         e->s.state = KBS_SESSION_ATTESTED;
         e->s.expires = expires;
     }

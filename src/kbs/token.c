@@ -51,14 +51,14 @@ int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char 
     int r = kbs_token_header(&hdr, key, err);
     if (r < 0)
         return r;
-    return kbs_token_issue_hdr(out, key, hdr, claims, status, reason, tee_pubkey, nonce,
+    return kbs_token_issue_hdr(out, NULL, key, hdr, claims, status, reason, tee_pubkey, nonce,
                                init_data_hex, lifetime, now, err);
 }
 
-int kbs_token_issue_hdr(char **out, EVP_PKEY *key, const json_t *hdr, const json_t *claims,
-                        const char *status, const char *reason, const json_t *tee_pubkey,
-                        const char *nonce, const char *init_data_hex, unsigned lifetime, time_t now,
-                        cista_error **err)
+int kbs_token_issue_hdr(char **out, json_t **out_payload, EVP_PKEY *key, const json_t *hdr,
+                        const json_t *claims, const char *status, const char *reason,
+                        const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
+                        unsigned lifetime, time_t now, cista_error **err)
 {
     _cleanup_json_ json_t *ev = json_deep_copy(claims);
     if (!json_is_object(ev))
@@ -80,7 +80,10 @@ int kbs_token_issue_hdr(char **out, EVP_PKEY *key, const json_t *hdr, const json
                   KBS_EAR_PROFILE, "ear.verifier-id", "developer", "cista", "build", "cista-kbs",
                   "submods", "cpu0", cpu0);
     _cleanup_free_ char *text = js_dump_compact(payload);
-    return jws_sign(out, hdr, text, strlen(text), key, err);
+    int r = jws_sign(out, hdr, text, strlen(text), key, err);
+    if (r == 0 && out_payload)
+        *out_payload = steal_ptr(&payload);
+    return r;
 }
 
 /* iat/exp checks shared by both token kinds. */
@@ -101,6 +104,15 @@ static int check_times(const json_t *p, time_t now, json_int_t *iat_out, json_in
     return 0;
 }
 
+int kbs_token_check_issued(const json_t *p, time_t now, cista_error **err)
+{
+    const char *iss = json_string_value(json_object_get(p, "iss"));
+    if (!iss || strcmp(iss, KBS_TOKEN_ISSUER) != 0)
+        return err_set(err, -EKEYREJECTED, "attestation token: issuer is not %s", KBS_TOKEN_ISSUER);
+    json_int_t iat, exp;
+    return check_times(p, now, &iat, &exp, "attestation token", err);
+}
+
 /* Issuer and times of a token payload whose origin the caller established. */
 static int check_payload(json_t **out, const uint8_t *payload, size_t psize, time_t now,
                          cista_error **err)
@@ -109,11 +121,7 @@ static int check_payload(json_t **out, const uint8_t *payload, size_t psize, tim
     int r;
     if ((r = js_parse_object(&p, payload, psize, JWS_MAX_SIZE, "attestation token", err)) < 0)
         return r;
-    const char *iss = json_string_value(json_object_get(p, "iss"));
-    if (!iss || strcmp(iss, KBS_TOKEN_ISSUER) != 0)
-        return err_set(err, -EKEYREJECTED, "attestation token: issuer is not %s", KBS_TOKEN_ISSUER);
-    json_int_t iat, exp;
-    if ((r = check_times(p, now, &iat, &exp, "attestation token", err)) < 0)
+    if ((r = kbs_token_check_issued(p, now, err)) < 0)
         return r;
     *out = steal_ptr(&p);
     return 0;

@@ -366,7 +366,7 @@ static void test_sessions(void **state)
     mk_session(&s, 1, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), -EALREADY);
-    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok", 2000), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok", NULL, 2000), 0);
     assert_int_equal(kbs_sessions_find(t, &f, s.id, 1500), 0);
     assert_int_equal(f.state, KBS_SESSION_ATTESTED);
     assert_string_equal(f.token, "tok");
@@ -374,7 +374,7 @@ static void test_sessions(void **state)
     /* attested (1, 9) and in-use (2) sessions never give way: full of them, a new one waits */
     mk_session(&s, 9, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
-    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok9", 2000), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok9", NULL, 2000), 0);
     mk_session(&s, 2, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
     mk_session(&s, 7, 1000);

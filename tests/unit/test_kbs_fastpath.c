@@ -329,8 +329,9 @@ static void test_token_header_and_decode(void **state)
     assert_int_equal(kbs_token_header(&hdr, k, NULL), 0);
     _cleanup_json_ json_t *claims = json_pack("{s:s,s:b}", "tee", "sim", "insecure", 1);
     _cleanup_free_ char *t1 = NULL, *t2 = NULL;
-    assert_int_equal(kbs_token_issue_hdr(&t1, k, hdr, claims, "affirming", NULL, jwk, "n", NULL,
-                                         300, 1000, NULL),
+    _cleanup_json_ json_t *signed_payload = NULL;
+    assert_int_equal(kbs_token_issue_hdr(&t1, &signed_payload, k, hdr, claims, "affirming", NULL,
+                                         jwk, "n", NULL, 300, 1000, NULL),
                      0);
     assert_int_equal(
         kbs_token_issue(&t2, k, claims, "affirming", NULL, jwk, "n", NULL, 300, 1000, NULL), 0);
@@ -345,6 +346,12 @@ static void test_token_header_and_decode(void **state)
     assert_int_equal(kbs_token_verify(&pv, k, t1, strlen(t1), 1100, NULL), 0);
     assert_int_equal(kbs_token_decode_issued(&pd, t1, strlen(t1), 1100, NULL), 0);
     assert_true(json_equal(pv, pd));
+    /* the payload handed back at issue is the one signed, with the same checks */
+    assert_true(json_equal(pv, signed_payload));
+    assert_int_equal(kbs_token_check_issued(signed_payload, 1100, NULL), 0);
+    _cleanup_err_ cista_error *e5 = NULL, *e6 = NULL;
+    assert_int_equal(kbs_token_check_issued(signed_payload, 1300, &e5), -EKEYEXPIRED);
+    assert_int_equal(kbs_token_check_issued(signed_payload, 800, &e6), -EKEYREJECTED);
     json_t *x = NULL;
     _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
     assert_int_equal(kbs_token_decode_issued(&x, t1, strlen(t1), 1300, &e1), -EKEYEXPIRED);
