@@ -248,6 +248,9 @@ static void admin_help(void)
            "  get-policy [KEY]  delete-policy KEY  list-policies\n"
            "  audit [--after ID] [--limit N]           read the audit log (and check its\n"
            "                                           hash chain)\n"
+           "  audit-adopt HASH                         accept the log's unkeyed entries (from\n"
+           "                                           a cista before keyed chains), once,\n"
+           "                                           after reviewing them\n"
            "  token                                    print a fresh admin token (for curl)\n"
            "\n"
            "Options:\n"
@@ -472,6 +475,19 @@ static int cmd_admin(int argc, char **argv)
     } else if (!strcmp(cmd, "list-resources")) {
         r = admin_request(&st, &body, &bsize, &o, "GET", "/kbs/v0/admin/resources", NULL, 0, NULL,
                           &err);
+    } else if (!strcmp(cmd, "audit-adopt")) {
+        if (nargs != 1 || strlen(args[0]) != 64 || strspn(args[0], "0123456789abcdef") != 64)
+            return cli_usage_error("kbs admin", "audit-adopt needs one HASH: the 64 hex digits "
+                                                "that `audit` names");
+        _cleanup_json_ json_t *j = json_pack("{s:s}", "head", args[0]);
+        _cleanup_free_ char *text = js_dump_compact(j);
+        r = admin_request(&st, &body, &bsize, &o, "POST", "/kbs/v0/audit/adopt", text, strlen(text),
+                          "application/json", &err);
+        if (r < 0 || admin_status(st, body, bsize, cmd, &err) < 0)
+            return cli_fail(err);
+        if (!g_cli.quiet)
+            printf(g_cli.json ? "{\"status\":\"ok\"}\n" : "ok\n");
+        return CLI_EXIT_OK;
     } else if (!strcmp(cmd, "audit")) {
         _cleanup_free_ char *url = xasprintf("/kbs/v0/audit?after=%ld&limit=%ld", o.after, o.limit);
         r = admin_request(&st, &body, &bsize, &o, "GET", url, NULL, 0, NULL, &err);

@@ -1004,6 +1004,22 @@ static void admin_audit(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
     admin_done(c, req, resp, r, err, "audit", NULL);
 }
 
+/* POST {"head": "<hex>"}: adopt the log's unkeyed prefix ending there (kbs_store_audit_adopt()). */
+static void admin_audit_adopt(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
+{
+    cista_error *err = NULL;
+    _cleanup_json_ json_t *d = NULL;
+    const char *head = NULL;
+    int r = js_parse_object(&d, req->body, req->body_size, 4096, "audit adopt request", &err);
+    if (r == 0)
+        r = js_get_string(&head, d, "head", true, "audit adopt request", &err);
+    if (r == 0)
+        r = kbs_store_audit_adopt(c->store, head, &err);
+    /* the adoption itself goes into the (keyed) log, with the hash adopted */
+    _cleanup_free_ char *action = r == 0 ? xasprintf("audit-adopt %s", head) : NULL;
+    admin_done(c, req, resp, r, err, action ? action : "audit-adopt", NULL);
+}
+
 static void admin_resource(kbs_ctx *c, const kbs_request *req, kbs_response *resp, const char *path,
                            bool read)
 {
@@ -1139,6 +1155,9 @@ void kbs_handle(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
     } else if (!strcmp(p, "audit") && get) {
         if (admin_auth(c, req, resp, "the audit log"))
             admin_audit(c, req, resp);
+    } else if (!strcmp(p, "audit/adopt") && post) {
+        if (admin_auth(c, req, resp, "the audit log"))
+            admin_audit_adopt(c, req, resp);
     } else if (!strcmp(p, "token-key") && get) {
         _cleanup_json_ json_t *jwk = NULL;
         cista_error *err = NULL;

@@ -1,6 +1,7 @@
 /*
  * store.c - the backend-independent half of the KBS store (see store.h):
- * argument checks, encryption of resources at rest, and the audit hash chain.
+ * argument checks, encryption of resources at rest, document tags and the
+ * audit chain.
  *
  * Sealed resource layout: version byte 0x01 || IV (12) || tag (16) ||
  * ciphertext, AES-256-GCM under the master key with AAD "cista-kbs-resource:"
@@ -13,6 +14,41 @@
  * a measurement without the master key. A document without a valid tag is an
  * error (-EBADMSG), never a missing one. Deleting a row is not detected here:
  * a resource then falls back to a broader policy (docs/kbs.md).
+ *
+ * The audit log is a chain: each entry stores its predecessor's hash (prev,
+ * "" for the first) and its own hash over prev || "\n" || time || "\n" ||
+ * body, in one of two forms:
+ *   unkeyed (written by a cista before keyed chains, or by a store without a
+ *   master key): 64 hex digits of SHA-256(input). Anyone can recompute it, so
+ *   it only shows accidents.
+ *   keyed: "hmac:" and the hex HMAC-SHA256(A, input), A derived from the
+ *   master key ("cista kbs audit mac v1"). Without the master key no one can
+ *   make a keyed entry that verifies.
+ * The form is read from the stored hash, so dropping "hmac:" makes an entry
+ * unkeyed, which is the rewrite below. A valid chain is an unkeyed prefix
+ * (possibly empty) followed by keyed entries only. Why a database writer,
+ * who lacks the master key, cannot edit keyed entries by downgrading them to
+ * the unkeyed form:
+ * - Rewriting keyed entry i in the unkeyed form changes its hash, so entry
+ *   i+1 no longer links (its prev is under its MAC). The rewrite must go on
+ *   to the end of the log, and if a keyed entry precedes entry i, an unkeyed
+ *   entry after a keyed one is refused. The first keyed entry's MAC covers
+ *   the last unkeyed hash, which (SHA-256 chain) pins the unkeyed prefix.
+ * - What remains is rewriting every keyed entry: an all-unkeyed log, exactly
+ *   what a store written by an older cista looks like. No marker row can tell
+ *   the two apart by its presence, since a row is deleted as easily as
+ *   written (a tag shows a modification, not a deletion). So an unkeyed
+ *   prefix is never accepted on the database's word: an administrator adopts
+ *   it once, after the upgrade (kbs_store_audit_adopt()), which stores a
+ *   tagged document naming the prefix's last hash, and the prefix must end
+ *   exactly there: an unkeyed entry after it is a rewritten keyed entry, an
+ *   earlier end means removed entries. Deleting the document makes the prefix
+ *   unadopted again, which is reported. Appending never adopts anything: what
+ *   it sees may be the writer's rewrite. A log started by this cista has no
+ *   unkeyed prefix and needs no adoption.
+ * Not detectable from inside the database: removal of the newest entries and
+ * a restore of an older copy of the whole database; both need an anchor kept
+ * outside it (docs/kbs.md).
  */
 #include "kbs/store.h"
 
@@ -33,16 +69,37 @@
 #define SEAL_VERSION 0x01
 #define SEAL_HDR (1 + 12 + 16)
 
+/* How entries are chained (see the top of this file); the backends only see it as opaque. */
+struct kbs_audit_mac {
+    bool keyed;
+    uint8_t key[32]; /* HMAC key of the chain, derived from the master key */
+};
+
 struct kbs_store {
     const kbs_backend_ops *ops;
     kbs_backend *b;
     uint8_t key[KBS_MASTER_KEY_SIZE];
     uint8_t doc_key[32]; /* HMAC key of documents, derived from key */
     bool has_key;
+    kbs_audit_mac audit;
 };
 
 #define DOC_TAG "\n#cista-mac-v1:"
 #define DOC_TAG_LEN (sizeof(DOC_TAG) - 1 + 64)
+
+#define AUDIT_KEYED "hmac:"
+/* The tagged document naming the adopted unkeyed prefix's last hash. */
+#define AUDIT_ADOPT_NS "audit"
+#define AUDIT_ADOPT_KEY "adopted-unkeyed-prefix"
+
+/* @out = HMAC-SHA256(@key, @label): one key per purpose, so a tag of one kind never passes as
+ * another. */
+static void derive_key(uint8_t out[32], const uint8_t key[KBS_MASTER_KEY_SIZE], const char *label)
+{
+    _cleanup_hmac_ crypto_hmac *m = crypto_hmac_new(CRYPTO_SHA256, key, KBS_MASTER_KEY_SIZE);
+    crypto_hmac_update(m, label, strlen(label));
+    crypto_hmac_final(m, out);
+}
 
 int kbs_store_open(kbs_store **out, const kbs_store_opts *o, cista_error **err)
 {
@@ -64,10 +121,9 @@ int kbs_store_open(kbs_store **out, const kbs_store_opts *o, cista_error **err)
     if (o->master_key) {
         memcpy(s->key, o->master_key, KBS_MASTER_KEY_SIZE);
         s->has_key = true;
-        static const char label[] = "cista kbs document mac v1";
-        _cleanup_hmac_ crypto_hmac *m = crypto_hmac_new(CRYPTO_SHA256, s->key, sizeof(s->key));
-        crypto_hmac_update(m, label, sizeof(label) - 1);
-        crypto_hmac_final(m, s->doc_key);
+        derive_key(s->doc_key, s->key, "cista kbs document mac v1");
+        derive_key(s->audit.key, s->key, "cista kbs audit mac v1");
+        s->audit.keyed = true;
     }
     *out = s;
     return 0;
@@ -80,6 +136,7 @@ void kbs_store_close(kbs_store *s)
     s->ops->close(s->b);
     crypto_cleanse(s->key, sizeof(s->key));
     crypto_cleanse(s->doc_key, sizeof(s->doc_key));
+    crypto_cleanse(&s->audit, sizeof(s->audit));
     free(s);
 }
 
@@ -314,18 +371,25 @@ static void doc_mac(char out[65], const kbs_store *s, const char *ns, const char
     memcpy(out, hex, 65);
 }
 
-int kbs_store_set_doc(kbs_store *s, const char *ns, const char *key, const char *text,
-                      cista_error **err)
+/* Store @text as document @ns/@key, tagged when the store has a master key. */
+static int doc_put(kbs_store *s, const char *ns, const char *key, const char *text,
+                   cista_error **err)
 {
-    int r = check_ns(ns, key, err);
-    if (r < 0)
-        return r;
     if (!s->has_key)
         return s->ops->kv_put(s->b, ns, key, text, strlen(text), err);
     char mac[65];
     doc_mac(mac, s, ns, key, text, strlen(text));
     _cleanup_free_ char *tagged = xasprintf("%s" DOC_TAG "%s", text, mac);
     return s->ops->kv_put(s->b, ns, key, tagged, strlen(tagged), err);
+}
+
+int kbs_store_set_doc(kbs_store *s, const char *ns, const char *key, const char *text,
+                      cista_error **err)
+{
+    int r = check_ns(ns, key, err);
+    if (r < 0)
+        return r;
+    return doc_put(s, ns, key, text, err);
 }
 
 /* Check and strip the tag of a stored document (@v, @n bytes, NUL-terminated by the caller). */
@@ -354,14 +418,13 @@ static int doc_open(const kbs_store *s, char *v, size_t n, const char *ns, const
     return 0;
 }
 
-int kbs_store_get_doc(kbs_store *s, char **out, const char *ns, const char *key, cista_error **err)
+/* Read document @ns/@key and check its tag; -ENOENT when missing. Caller frees *out. */
+static int doc_get(kbs_store *s, char **out, const char *ns, const char *key, cista_error **err)
 {
-    int r = check_ns(ns, key, err);
-    if (r < 0)
-        return r;
     uint8_t *v = NULL;
     size_t n = 0;
-    if ((r = s->ops->kv_get(s->b, &v, &n, ns, key, err)) < 0)
+    int r = s->ops->kv_get(s->b, &v, &n, ns, key, err);
+    if (r < 0)
         return r;
     if (memchr(v, 0, n)) {
         free(v);
@@ -373,6 +436,14 @@ int kbs_store_get_doc(kbs_store *s, char **out, const char *ns, const char *key,
     }
     *out = (char *)v;
     return 0;
+}
+
+int kbs_store_get_doc(kbs_store *s, char **out, const char *ns, const char *key, cista_error **err)
+{
+    int r = check_ns(ns, key, err);
+    if (r < 0)
+        return r;
+    return doc_get(s, out, ns, key, err);
 }
 
 int kbs_store_delete_doc(kbs_store *s, const char *ns, const char *key, cista_error **err)
@@ -422,18 +493,45 @@ int kbs_store_session_set_token(kbs_store *s, const char *id, const char *token,
 
 /* ---- audit ---- */
 
-void kbs__audit_hash(char out[65], const char *prev_hex, int64_t time, const char *body)
+static bool audit_is_keyed(const char *hash)
 {
-    _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
+    return !strncmp(hash, AUDIT_KEYED, sizeof(AUDIT_KEYED) - 1);
+}
+
+/* The hash of an entry: keyed under @mac, or unkeyed when @mac is NULL (see the top). */
+static void audit_hash(char out[KBS__AUDIT_HASH_MAX], const kbs_audit_mac *mac, const char *prev,
+                       int64_t time, const char *body)
+{
     char t[32];
     snprintf(t, sizeof(t), "\n%lld\n", (long long)time);
-    crypto_hash_update(h, prev_hex, strlen(prev_hex));
-    crypto_hash_update(h, t, strlen(t));
-    crypto_hash_update(h, body, strlen(body));
     uint8_t d[32];
-    crypto_hash_final(h, d);
+    if (mac) {
+        _cleanup_hmac_ crypto_hmac *m = crypto_hmac_new(CRYPTO_SHA256, mac->key, sizeof(mac->key));
+        crypto_hmac_update(m, prev, strlen(prev));
+        crypto_hmac_update(m, t, strlen(t));
+        crypto_hmac_update(m, body, strlen(body));
+        crypto_hmac_final(m, d);
+    } else {
+        _cleanup_hash_ crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
+        crypto_hash_update(h, prev, strlen(prev));
+        crypto_hash_update(h, t, strlen(t));
+        crypto_hash_update(h, body, strlen(body));
+        crypto_hash_final(h, d);
+    }
     _cleanup_free_ char *hex = hex_encode(d, sizeof(d));
-    memcpy(out, hex, 65);
+    snprintf(out, KBS__AUDIT_HASH_MAX, "%s%s", mac ? AUDIT_KEYED : "", hex);
+}
+
+int kbs__audit_link(char out[KBS__AUDIT_HASH_MAX], const kbs_audit_mac *mac, const char *prev,
+                    int64_t time, const char *body, cista_error **err)
+{
+    if (!mac->keyed && audit_is_keyed(prev))
+        return err_set(err, -ENOKEY,
+                       "audit: the newest entry of the log is keyed under a master key and this "
+                       "store has none; an unkeyed entry after it would break the chain "
+                       "(configure the KBS's master_key)");
+    audit_hash(out, mac->keyed ? mac : NULL, prev, time, body);
+    return 0;
 }
 
 static void set_opt(json_t *o, const char *k, const char *v)
@@ -463,7 +561,7 @@ int kbs_store_audit_append_bodies(kbs_store *s, const char *const *bodies, const
 {
     if (count == 0)
         return 0;
-    return s->ops->audit_append(s->b, bodies, times, count, err);
+    return s->ops->audit_append(s->b, &s->audit, bodies, times, count, err);
 }
 
 int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, cista_error **err)
@@ -472,7 +570,7 @@ int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, c
     if (!body)
         return err_set(err, -EINVAL, "audit: entry is not valid UTF-8");
     const char *b = body;
-    return s->ops->audit_append(s->b, &b, &now, 1, err);
+    return s->ops->audit_append(s->b, &s->audit, &b, &now, 1, err);
 }
 
 int kbs_store_audit_list(kbs_store *s, json_t **out, int64_t after, size_t limit, cista_error **err)
@@ -493,11 +591,26 @@ int kbs_store_audit_list(kbs_store *s, json_t **out, int64_t after, size_t limit
     return 0;
 }
 
-int kbs_store_audit_verify(kbs_store *s, size_t *out_count, cista_error **err)
+/* What audit_walk() found. */
+typedef struct {
+    size_t count;
+    size_t unkeyed;                         /* entries in the unkeyed prefix */
+    int64_t first_id;                       /* of the log */
+    int64_t last_unkeyed_id;                /* of the unkeyed prefix */
+    char unkeyed_head[KBS__AUDIT_HASH_MAX]; /* the prefix's last hash, "" when it is empty */
+} audit_walk_result;
+
+/*
+ * Walk the whole chain: each entry links to its predecessor, its hash matches its contents
+ * (SHA-256 when unkeyed, the MAC when keyed, which needs the master key), and no unkeyed entry
+ * follows a keyed one or the adopted prefix ending at hash @adopted (NULL: none adopted).
+ * Whether the unkeyed prefix is adopted is the caller's check.
+ */
+static int audit_walk(kbs_store *s, audit_walk_result *out, const char *adopted, cista_error **err)
 {
-    char prev[65] = "";
-    int64_t after = 0;
-    size_t count = 0;
+    memset(out, 0, sizeof(*out));
+    char prev[KBS__AUDIT_HASH_MAX] = "";
+    int64_t after = 0, first_keyed = 0;
     for (;;) {
         _cleanup_json_ json_t *page = NULL;
         int r = s->ops->audit_list(s->b, &page, after, 1000, err);
@@ -509,30 +622,156 @@ int kbs_store_audit_verify(kbs_store *s, size_t *out_count, cista_error **err)
         json_t *e;
         json_array_foreach(page, i, e)
         {
-            int64_t id = json_integer_value(json_object_get(e, "id"));
+            long long id = json_integer_value(json_object_get(e, "id"));
             const char *p = json_string_value(json_object_get(e, "prev"));
             const char *h = json_string_value(json_object_get(e, "hash"));
             const char *body = json_string_value(json_object_get(e, "body"));
             int64_t t = json_integer_value(json_object_get(e, "time"));
             if (!p || !h || !body)
-                return err_set(err, -EBADMSG, "audit entry %lld is incomplete", (long long)id);
+                return err_set(err, -EBADMSG, "audit entry %lld is incomplete", id);
             if (strcmp(p, prev) != 0)
                 return err_set(err, -EBADMSG,
                                "audit entry %lld does not link to its predecessor (an entry was "
                                "removed or reordered)",
-                               (long long)id);
-            char want[65];
-            kbs__audit_hash(want, p, t, body);
-            if (strcmp(want, h) != 0)
+                               id);
+            bool keyed = audit_is_keyed(h);
+            if (keyed && !s->audit.keyed)
+                return err_set(err, -ENOKEY,
+                               "audit entry %lld is keyed (an HMAC under the master key) and this "
+                               "store was opened without a master key, so the log cannot be "
+                               "verified; configure the KBS's master_key",
+                               id);
+            /* the hash first: an entry that fails it was edited carelessly; one that passes
+             * but is out of place was rewritten with the unkeyed chain recomputed */
+            char want[KBS__AUDIT_HASH_MAX];
+            audit_hash(want, keyed ? &s->audit : NULL, p, t, body);
+            size_t n = strlen(want);
+            if (strlen(h) != n || !crypto_memeq(want, h, n))
                 return err_set(err, -EBADMSG,
-                               "audit entry %lld: its hash does not match its contents (the "
-                               "entry was modified)",
-                               (long long)id);
-            memcpy(prev, h, 65);
+                               "audit entry %lld: its %s does not match its contents (the entry "
+                               "was modified%s)",
+                               id, keyed ? "MAC" : "hash",
+                               keyed ? ", or written under another master key" : "");
+            if (!keyed && first_keyed)
+                return err_set(err, -EBADMSG,
+                               "audit entry %lld is unkeyed but follows keyed entries (from entry "
+                               "%lld): a keyed entry was rewritten in the unkeyed form",
+                               id, (long long)first_keyed);
+            if (!keyed && adopted && *adopted && !strcmp(p, adopted))
+                return err_set(err, -EBADMSG,
+                               "audit entry %lld is unkeyed but the adopted unkeyed prefix ends "
+                               "before it: a keyed entry was rewritten in the unkeyed form",
+                               id);
+            if (out->count == 0)
+                out->first_id = id;
+            if (keyed) {
+                if (!first_keyed)
+                    first_keyed = id;
+            } else {
+                out->unkeyed++;
+                out->last_unkeyed_id = id;
+                memcpy(out->unkeyed_head, h, n + 1);
+            }
+            memcpy(prev, h, n + 1);
             after = id;
-            count++;
+            out->count++;
         }
     }
-    *out_count = count;
     return 0;
+}
+
+/* The adopted unkeyed prefix's last hash into *out (caller frees), or NULL when none was. */
+static int audit_adopted(kbs_store *s, char **out, cista_error **err)
+{
+    *out = NULL;
+    _cleanup_free_ char *doc = NULL;
+    cista_error *e2 = NULL;
+    int r = doc_get(s, &doc, AUDIT_ADOPT_NS, AUDIT_ADOPT_KEY, &e2);
+    if (r == -ENOENT) {
+        err_free(e2);
+        return 0;
+    }
+    if (r < 0) {
+        _cleanup_free_ char *why = err_str(e2);
+        err_free(e2);
+        return err_set(err, r, "audit: the record of the adopted unkeyed entries: %s", why);
+    }
+    _cleanup_json_ json_t *d = json_loads(doc, 0, NULL);
+    const char *head = json_string_value(json_object_get(d, "head"));
+    if (!head || !*head) /* tagged, so written by a KBS: never expected */
+        return err_set(err, -EBADMSG,
+                       "audit: the record of the adopted unkeyed entries names no hash");
+    *out = xstrdup(head);
+    return 0;
+}
+
+int kbs_store_audit_verify(kbs_store *s, size_t *out_count, cista_error **err)
+{
+    _cleanup_free_ char *adopted = NULL;
+    int r;
+    /* Without the master key the record cannot be authenticated: an unkeyed log is checked as
+     * it always was, and a keyed entry is an error (audit_walk). */
+    if (s->audit.keyed && (r = audit_adopted(s, &adopted, err)) < 0)
+        return r;
+    audit_walk_result w;
+    if ((r = audit_walk(s, &w, adopted, err)) < 0)
+        return r;
+    if (s->audit.keyed && w.unkeyed > 0 && !adopted)
+        return err_set(err, -EBADMSG,
+                       "audit entries %lld-%lld are unkeyed (written by a cista before keyed "
+                       "chains, or without a master key) and were never adopted, so nothing "
+                       "shows a database writer did not rewrite them; review them, then adopt "
+                       "them once with `cista kbs admin audit-adopt %s`",
+                       (long long)w.first_id, (long long)w.last_unkeyed_id, w.unkeyed_head);
+    if (adopted && strcmp(adopted, w.unkeyed_head) != 0) {
+        if (w.unkeyed == 0)
+            return err_set(err, -EBADMSG,
+                           "the adopted unkeyed prefix ends at hash %s, but the log has no "
+                           "unkeyed entries: entries were removed",
+                           adopted);
+        return err_set(err, -EBADMSG,
+                       "the adopted unkeyed prefix ends at hash %s, but the log's unkeyed "
+                       "entries end at entry %lld (hash %s): unkeyed entries were removed or "
+                       "rewritten",
+                       adopted, (long long)w.last_unkeyed_id, w.unkeyed_head);
+    }
+    *out_count = w.count;
+    return 0;
+}
+
+int kbs_store_audit_adopt(kbs_store *s, const char *head, cista_error **err)
+{
+    if (!s->audit.keyed)
+        return err_set(err, -ENOKEY, "audit: adopting unkeyed entries needs the master key");
+    if (!head || strlen(head) != 64 || strspn(head, "0123456789abcdef") != 64)
+        return err_set(err, -EINVAL,
+                       "audit: the hash to adopt must be the 64 lower-case hex digits of the "
+                       "last unkeyed entry's hash");
+    _cleanup_free_ char *adopted = NULL;
+    int r = audit_adopted(s, &adopted, err);
+    if (r < 0)
+        return r;
+    if (adopted && !strcmp(adopted, head))
+        return 0;
+    if (adopted)
+        return err_set(err, -EINVAL,
+                       "audit: the unkeyed entries ending at hash %s were already adopted; "
+                       "adopting another prefix would accept whatever a database writer put "
+                       "there (the log was modified since, if it no longer ends there)",
+                       adopted);
+    audit_walk_result w;
+    if ((r = audit_walk(s, &w, NULL, err)) < 0) {
+        err_wrap(err, "audit: not adopting");
+        return r;
+    }
+    if (w.unkeyed == 0)
+        return err_set(err, -EINVAL, "audit: the log has no unkeyed entries: nothing to adopt");
+    if (strcmp(w.unkeyed_head, head) != 0)
+        return err_set(err, -EINVAL,
+                       "audit: the unkeyed entries (%lld-%lld) end at hash %s, not %s: review "
+                       "the log again",
+                       (long long)w.first_id, (long long)w.last_unkeyed_id, w.unkeyed_head, head);
+    _cleanup_json_ json_t *d = json_pack("{s:s}", "head", head);
+    _cleanup_free_ char *text = json_dumps(d, JSON_COMPACT);
+    return doc_put(s, AUDIT_ADOPT_NS, AUDIT_ADOPT_KEY, text, err);
 }

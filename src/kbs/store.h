@@ -11,16 +11,24 @@
  * sessions (when shared between replicas), used admin token ids (replay
  * protection) and the audit log. The audit log is append-only: this module
  * has no code path that updates or deletes an entry, and every entry holds
- * the SHA-256 of its predecessor (a hash chain), so kbs_store_audit_verify()
- * detects an edited, removed or reordered entry. Monotonic counters
+ * its predecessor's hash and its own, an HMAC under a key derived from the
+ * master key (a keyed hash chain), so kbs_store_audit_verify() detects an
+ * entry edited, inserted, removed or reordered by anyone without the master
+ * key, even one who recomputes the chain. It cannot detect the newest
+ * entries removed, or the whole database restored from an older copy: that
+ * needs an anchor outside the database. Entries written by a cista before
+ * keyed chains (unkeyed SHA-256) are accepted only as a prefix an
+ * administrator adopted (kbs_store_audit_adopt(); store.c explains why
+ * nothing weaker is sound). A store without a master key writes unkeyed
+ * entries, as before, and cannot verify keyed ones. Monotonic counters
  * (rollback anchors: {generation, root}) are advanced only by an atomic
  * compare-and-set that is durable when the call returns.
  *
  * Thread-safety: a kbs_store is one database connection; use one per
  * thread. Several stores (threads, processes, replicas) may share a
  * database. Trust assumption: the database is outside the TEE but inside
- * the operator's trust; what it returns is still checked (GCM tags, hash
- * chain, sizes).
+ * the operator's trust; what it returns is still checked (GCM tags, document
+ * tags, the keyed hash chain, sizes).
  */
 #ifndef CISTA_KBS_STORE_H
 #define CISTA_KBS_STORE_H
@@ -157,8 +165,22 @@ int kbs_store_audit_append_bodies(kbs_store *s, const char *const *bodies, const
  */
 int kbs_store_audit_list(kbs_store *s, json_t **out, int64_t after, size_t limit, cista_error **err)
     __attribute__((warn_unused_result));
-/* Walk the whole chain; -EBADMSG naming the first entry that does not link. */
+/*
+ * Walk the whole chain: 0 and the number of entries when it verifies; -EBADMSG naming the first
+ * entry that does not (modified, removed or reordered, unkeyed after keyed entries) or an unkeyed
+ * prefix that was never adopted (the message gives the hash to adopt); -ENOKEY when the log holds
+ * keyed entries and the store has no master key.
+ */
 int kbs_store_audit_verify(kbs_store *s, size_t *out_count, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * Adopt the log's unkeyed prefix (entries written by a cista before keyed chains), once, after an
+ * administrator reviewed it: @head (borrowed) must be the hash of its last entry, as the verify
+ * message shows. Stores a record tagged under the master key; from then on the prefix verifies
+ * and must end exactly there. Idempotent for the same @head; -EINVAL for another head, an
+ * already adopted prefix or a log without unkeyed entries; -ENOKEY without the master key.
+ */
+int kbs_store_audit_adopt(kbs_store *s, const char *head, cista_error **err)
     __attribute__((warn_unused_result));
 
 #endif

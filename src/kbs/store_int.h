@@ -10,6 +10,12 @@
 
 typedef struct kbs_backend kbs_backend;
 
+/* How audit entries are chained: opaque outside store.c (it holds the chain's key). */
+typedef struct kbs_audit_mac kbs_audit_mac;
+
+/* Room for an entry's hash string and its NUL: "hmac:" and 64 hex digits when keyed. */
+#define KBS__AUDIT_HASH_MAX 72
+
 typedef struct {
     const char *name;
     int (*open)(kbs_backend **out, const kbs_store_opts *o, cista_error **err);
@@ -30,10 +36,11 @@ typedef struct {
                           cista_error **err);
     /*
      * Append @count entries (@bodies[i] at @times[i]) in order after the current last entry,
-     * in ONE transaction (one durable commit; the backend locks the chain head).
+     * in ONE transaction (one durable commit; the backend locks the chain head), each hashed
+     * with kbs__audit_link(@mac, ...) on its predecessor's stored hash.
      */
-    int (*audit_append)(kbs_backend *b, const char *const *bodies, const time_t *times,
-                        size_t count, cista_error **err);
+    int (*audit_append)(kbs_backend *b, const kbs_audit_mac *mac, const char *const *bodies,
+                        const time_t *times, size_t count, cista_error **err);
     int (*audit_list)(kbs_backend *b, json_t **out, int64_t after, size_t limit, cista_error **err);
     /* counters: @root_hex is lower-case hex (checked by store.c); -ENOENT when missing */
     int (*counter_get)(kbs_backend *b, kbs_counter *out, const char *path, cista_error **err);
@@ -57,7 +64,13 @@ extern const kbs_backend_ops kbs__pg_ops;
 int kbs__counter_from_row(kbs_counter *out, int64_t gen, const char *root_hex, int64_t updated,
                           cista_error **err);
 
-/* hash = hex SHA-256(prev_hex || "\n" || time || "\n" || body); @out holds 65 bytes. */
-void kbs__audit_hash(char out[65], const char *prev_hex, int64_t time, const char *body);
+/*
+ * The hash to store for the entry (@time, @body) after the entry whose stored hash is @prev ("" for
+ * the first): keyed under @mac when the store has a master key, unkeyed otherwise (store.c).
+ * -ENOKEY when @mac is unkeyed and @prev is keyed: that entry would break the chain.
+ */
+int kbs__audit_link(char out[KBS__AUDIT_HASH_MAX], const kbs_audit_mac *mac, const char *prev,
+                    int64_t time, const char *body, cista_error **err)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -367,13 +367,13 @@ static int pg_sess_set_token(kbs_backend *b, const char *id, const char *token, 
                vals, NULL, 0, "session token", err);
 }
 
-static int pg_audit_append(kbs_backend *b, const char *const *bodies, const time_t *times,
-                           size_t count, cista_error **err)
+static int pg_audit_append(kbs_backend *b, const kbs_audit_mac *mac, const char *const *bodies,
+                           const time_t *times, size_t count, cista_error **err)
 {
     int r = run(b, NULL, "BEGIN", 0, NULL, NULL, 0, "begin", err);
     if (r < 0)
         return r;
-    char prev[65] = "";
+    char prev[KBS__AUDIT_HASH_MAX] = "";
     {
         _cleanup_res_ PGresult *res = NULL;
         if ((r = run(b, NULL, "SELECT pg_advisory_xact_lock(" LOCK_AUDIT ")", 0, NULL, NULL, 0,
@@ -386,8 +386,9 @@ static int pg_audit_append(kbs_backend *b, const char *const *bodies, const time
             snprintf(prev, sizeof(prev), "%s", g_pq.PQgetvalue(res, 0, 0));
     }
     for (size_t i = 0; i < count; i++) {
-        char hash[65], t[32];
-        kbs__audit_hash(hash, prev, (int64_t)times[i], bodies[i]);
+        char hash[KBS__AUDIT_HASH_MAX], t[32];
+        if ((r = kbs__audit_link(hash, mac, prev, (int64_t)times[i], bodies[i], err)) < 0)
+            goto fail;
         snprintf(t, sizeof(t), "%lld", (long long)times[i]);
         const char *vals[4] = {t, bodies[i], prev, hash};
         if ((r = run(b, NULL, "INSERT INTO audit (time, body, prev, hash) VALUES ($1, $2, $3, $4)",

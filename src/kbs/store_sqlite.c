@@ -355,13 +355,13 @@ static int sq_sess_set_token(kbs_backend *b, const char *id, const char *token, 
     return step_done(b->db, st, err, "session token");
 }
 
-static int sq_audit_append(kbs_backend *b, const char *const *bodies, const time_t *times,
-                           size_t count, cista_error **err)
+static int sq_audit_append(kbs_backend *b, const kbs_audit_mac *mac, const char *const *bodies,
+                           const time_t *times, size_t count, cista_error **err)
 {
     int r = run(b, "BEGIN IMMEDIATE", err);
     if (r < 0)
         return r;
-    char prev[65] = "";
+    char prev[KBS__AUDIT_HASH_MAX] = "";
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         if ((r = prep(b, &st, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", err)) < 0)
@@ -380,8 +380,9 @@ static int sq_audit_append(kbs_backend *b, const char *const *bodies, const time
                       err)) < 0)
             goto fail;
         for (size_t i = 0; i < count; i++) {
-            char hash[65];
-            kbs__audit_hash(hash, prev, (int64_t)times[i], bodies[i]);
+            char hash[KBS__AUDIT_HASH_MAX];
+            if ((r = kbs__audit_link(hash, mac, prev, (int64_t)times[i], bodies[i], err)) < 0)
+                goto fail;
             sqlite3_reset(st);
             sqlite3_bind_int64(st, 1, (sqlite3_int64)times[i]);
             sqlite3_bind_text(st, 2, bodies[i], -1, SQLITE_STATIC);

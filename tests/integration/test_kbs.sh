@@ -326,6 +326,24 @@ expect_exit "audit log unwritable: the reply is withheld (503), nothing released
 sqlite3 k/kbs.db "DROP TRIGGER test_audit_full;"
 check "  ... and the secret is released again once the audit log works" bash -c \
   "[ \"\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee sim --state-dir sim default/key/1 2>/dev/null)\" = top-s3cret ]"
+# ---- a database writer edits an audit entry and recomputes the chain without the master key ----
+# unkeyed_hash PREV TIME BODY: the hash a cista before keyed chains stored (SHA-256, no key)
+unkeyed_hash() { printf '%s\n%s\n%s' "$1" "$2" "$3" | sha256sum | cut -c1-64; }
+TID=$(sqlite3 k/kbs.db "SELECT min(id) FROM audit WHERE body LIKE '%\"decision\":\"deny\"%'")
+sqlite3 k/kbs.db "DROP TRIGGER audit_no_update; UPDATE audit SET body = replace(body, '\"decision\":\"deny\"', '\"decision\":\"allow\"') WHERE id = $TID"
+prev=$(sqlite3 k/kbs.db "SELECT hash FROM audit WHERE id < $TID ORDER BY id DESC LIMIT 1")
+sqlite3 -separator $'\x1f' k/kbs.db "SELECT id, time, body FROM audit WHERE id >= $TID ORDER BY id" >rows.txt
+{ echo 'BEGIN;'
+  while IFS=$'\x1f' read -r id t b; do
+    h=$(unkeyed_hash "$prev" "$t" "$b")
+    echo "UPDATE audit SET prev = '$prev', hash = '$h' WHERE id = $id;"
+    prev=$h
+  done <rows.txt
+  echo 'COMMIT;'; } >rechain.sql
+sqlite3 k/kbs.db <rechain.sql
+# "unkeyed but follows keyed": the recomputed SHA-256 matched (the edit was done well); only the key shows it
+expect_exit "an audit entry edited in SQLite with the SHA-256 chain recomputed: chain broken (exit 3)" 3 \
+  "hash chain: audit entry $TID is unkeyed but follows keyed entries" "$CISTA" kbs admin "${A[@]}" audit --limit 1
 stop_pid "$MAIN_PID"
 check "SIGTERM stops the server cleanly" bash -c "! kill -0 $MAIN_PID 2>/dev/null"
 jq 'del(.tls)' k/kbs.json >k/plain.json
@@ -350,6 +368,31 @@ if start_kbs short k2/kbs.json; then
   st=$(curl -s -o resp.json -w '%{http_code}' -H "Authorization: Bearer $(cat stok.jwt)" "$SURL/kbs/v0/resource/default/key/1")
   expect_status "expired attestation token is refused" 401 "expired" "$st $(jq -r .detail resp.json)"
   stop_pid "$SPID"
+fi
+
+# ---- a store written by an older cista: its unkeyed audit entries must be adopted once ----
+cp -r k k4 && rm -f k4/kbs.db*
+sqlite3 k4/kbs.db "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
+prev=
+for i in 1 2 3; do
+  b="{\"decision\":\"allow\",\"event\":\"auth\",\"reason\":\"old $i\",\"tee\":\"sim\"}"
+  h=$(unkeyed_hash "$prev" "$((1000 + i))" "$b")
+  sqlite3 k4/kbs.db "INSERT INTO audit (time, body, prev, hash) VALUES ($((1000 + i)), '$b', '$prev', '$h')"
+  prev=$h
+done
+jq '.listen = "127.0.0.1:0" | del(.tls)' k/kbs.json >k4/kbs.json
+if start_kbs legacy k4/kbs.json; then
+  LURL=http://$KBS_ADDR; LPID=$KBS_PID
+  L=(--url "$LURL" --admin-key k4/admin-key.pem)
+  "$CISTA" kbs get-resource --url "$LURL" --tee sim --state-dir sim default/key/1 >/dev/null 2>&1 # keyed entries follow
+  expect_exit "unkeyed entries of an older cista are not accepted until adopted (exit 3, names the hash)" 3 \
+    "entries 1-3 are unkeyed.*audit-adopt $prev" "$CISTA" kbs admin "${L[@]}" audit
+  expect_exit "audit-adopt of another hash is refused" 1 "end at hash $prev" \
+    "$CISTA" kbs admin "${L[@]}" audit-adopt "$(printf '%064d' 0)"
+  check "audit-adopt HASH" "$CISTA" -q kbs admin "${L[@]}" audit-adopt "$prev"
+  check "  ... then the chain verifies, and the adoption is in the log" bash -c \
+    "'$CISTA' kbs admin ${L[*]} audit >adopt.txt; tail -1 adopt.txt | grep -q 'hash chain: ok' && grep -Eq 'admin +allow +audit-adopt $prev' adopt.txt"
+  stop_pid "$LPID"
 fi
 
 # ---- crash: kill -9 under write load, every acknowledged write survives ----

@@ -1,7 +1,8 @@
 /*
  * test_kbs.c - the key broker: RFC 8785 canonicalisation, the runtime-data
  * binding, release-policy and appraisal tables, the session table, the
- * SQLite store (round trips, encryption at rest, audit chain), JWS (RFC
+ * SQLite store (round trips, encryption at rest, the keyed audit chain
+ * against a database writer, unkeyed entries of an older cista), JWS (RFC
  * 7515 A.3), tokens, and a transport-free RCAR exchange with sim evidence
  * including its refusals.
  */
@@ -553,6 +554,324 @@ static void test_store_sqlite(void **state)
     _cleanup_err_ cista_error *err = NULL;
     assert_int_equal(kbs_store_audit_verify(s, &count, &err), -EBADMSG);
     assert_non_null(strstr(err->msg, "entry 2"));
+}
+
+/* ---- the keyed audit chain, and what a database writer can and cannot do to it ---- */
+
+/* An entry's hash as a cista before keyed chains wrote it: hex SHA-256(prev "\n" time "\n" body).
+ */
+static void unkeyed_hash(char out[65], const char *prev, long long t, const char *body)
+{
+    char ts[32];
+    snprintf(ts, sizeof(ts), "\n%lld\n", t);
+    uint8_t d[32];
+    crypto_hash *h = crypto_hash_new(CRYPTO_SHA256);
+    crypto_hash_update(h, prev, strlen(prev));
+    crypto_hash_update(h, ts, strlen(ts));
+    crypto_hash_update(h, body, strlen(body));
+    crypto_hash_final(h, d);
+    crypto_hash_free(h);
+    _cleanup_free_ char *hex = hex_encode(d, sizeof(d));
+    memcpy(out, hex, 65);
+}
+
+static sqlite3 *raw_open(const char *db)
+{
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open(db, &raw), SQLITE_OK);
+    return raw;
+}
+
+static void raw_exec(sqlite3 *raw, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(raw, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+}
+
+/* Append @n entries the way a cista before keyed chains did (plain SQL, unkeyed hashes). */
+static void append_unkeyed(const char *db, int n, long long t0)
+{
+    sqlite3 *raw = raw_open(db);
+    char prev[128] = "";
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(raw, "SELECT hash FROM audit ORDER BY id DESC LIMIT 1", -1, &st, NULL),
+        SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        snprintf(prev, sizeof(prev), "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    for (int i = 0; i < n; i++) {
+        char body[96], hash[65];
+        snprintf(
+            body, sizeof(body),
+            "{\"decision\":\"allow\",\"event\":\"auth\",\"reason\":\"old %d\",\"tee\":\"sim\"}", i);
+        unkeyed_hash(hash, prev, t0 + i, body);
+        assert_int_equal(sqlite3_prepare_v2(raw,
+                                            "INSERT INTO audit (time, body, prev, hash) VALUES "
+                                            "(?1, ?2, ?3, ?4)",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(st, 1, t0 + i);
+        sqlite3_bind_text(st, 2, body, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, prev, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, hash, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_finalize(st);
+        memcpy(prev, hash, 65);
+    }
+    sqlite3_close(raw);
+}
+
+/*
+ * What a database writer without the master key does to hide an edit: drop the append-only
+ * triggers, then recompute the plain SHA-256 chain over entries @from to @to (each rewritten in
+ * the unkeyed form, the first linked to entry @from - 1 as stored).
+ */
+static void rechain_unkeyed(sqlite3 *raw, int64_t from, int64_t to)
+{
+    raw_exec(raw, "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete");
+    char prev[128] = "";
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(raw, "SELECT hash FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT 1", -1,
+                           &st, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(st, 1, from);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        snprintf(prev, sizeof(prev), "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    for (int64_t id = from; id <= to; id++) {
+        assert_int_equal(
+            sqlite3_prepare_v2(raw, "SELECT time, body FROM audit WHERE id = ?1", -1, &st, NULL),
+            SQLITE_OK);
+        sqlite3_bind_int64(st, 1, id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+            sqlite3_finalize(st);
+            break;
+        }
+        char hash[65];
+        unkeyed_hash(hash, prev, sqlite3_column_int64(st, 0),
+                     (const char *)sqlite3_column_text(st, 1));
+        sqlite3_finalize(st);
+        assert_int_equal(sqlite3_prepare_v2(raw,
+                                            "UPDATE audit SET prev = ?1, hash = ?2 WHERE id = ?3",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_text(st, 1, prev, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, hash, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, id);
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_finalize(st);
+        memcpy(prev, hash, 65);
+    }
+}
+
+/* Verify expecting failure @code with @words in the message. */
+static void verify_fails(kbs_store *s, int code, const char *words)
+{
+    size_t count = 0;
+    _cleanup_err_ cista_error *err = NULL;
+    assert_int_equal(kbs_store_audit_verify(s, &count, &err), code);
+    assert_non_null(err);
+    if (!strstr(err->msg, words))
+        fail_msg("verify: \"%s\" does not say \"%s\"", err->msg, words);
+}
+
+static void append_keyed(kbs_store *s, int n, time_t t0)
+{
+    for (int i = 0; i < n; i++) {
+        kbs_audit_entry e = {
+            "resource", "sim",        NULL, "default/key/1", i % 2 ? "deny" : "allow",
+            "new",      "127.0.0.1:1"};
+        assert_int_equal(kbs_store_audit_append(s, &e, t0 + i, NULL), 0);
+    }
+}
+
+static void test_audit_keyed(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/keyed.db", g_tmp);
+    uint8_t mk[32], mk2[32];
+    memset(mk, 7, sizeof(mk));
+    memset(mk2, 8, sizeof(mk2));
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .master_key = mk, .init_schema = true};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    append_keyed(s, 3, 1000);
+    const char *bodies[2] = {"{\"event\":\"auth\",\"n\":1}", "{\"event\":\"auth\",\"n\":2}"};
+    time_t times[2] = {1003, 1004};
+    assert_int_equal(kbs_store_audit_append_bodies(s, bodies, times, 2, NULL), 0);
+    size_t count = 0;
+    assert_int_equal(kbs_store_audit_verify(s, &count, NULL), 0);
+    assert_int_equal(count, 5);
+    /* every entry is keyed; the first links to "" */
+    _cleanup_json_ json_t *list = NULL;
+    assert_int_equal(kbs_store_audit_list(s, &list, 0, 10, NULL), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "prev")), "");
+    for (size_t i = 0; i < json_array_size(list); i++)
+        assert_int_equal(
+            strncmp(json_string_value(json_object_get(json_array_get(list, i), "hash")),
+                    "hmac:", 5),
+            0);
+    /* without the master key: keyed entries cannot be checked, and none can be added unkeyed */
+    {
+        kbs_store_opts o2 = o;
+        o2.master_key = NULL;
+        _cleanup_store_ kbs_store *s2 = NULL;
+        assert_int_equal(kbs_store_open(&s2, &o2, NULL), 0);
+        verify_fails(s2, -ENOKEY, "without a master key");
+        kbs_audit_entry e = {"auth", "sim", NULL, NULL, "allow", "x", NULL};
+        _cleanup_err_ cista_error *err = NULL;
+        assert_int_equal(kbs_store_audit_append(s2, &e, 2000, &err), -ENOKEY);
+        assert_non_null(strstr(err->msg, "would break the chain"));
+    }
+    /* another master key: every MAC fails */
+    {
+        kbs_store_opts o2 = o;
+        o2.master_key = mk2;
+        _cleanup_store_ kbs_store *s2 = NULL;
+        assert_int_equal(kbs_store_open(&s2, &o2, NULL), 0);
+        verify_fails(s2, -EBADMSG, "entry 1: its MAC does not match");
+    }
+    /* a database writer edits entry 3 and recomputes the plain SHA-256 chain from there */
+    {
+        sqlite3 *raw = raw_open(db);
+        raw_exec(raw, "DROP TRIGGER audit_no_update");
+        raw_exec(raw, "UPDATE audit SET body = replace(body, 'allow', 'deny') WHERE id = 3");
+        rechain_unkeyed(raw, 3, INT64_MAX);
+        sqlite3_close(raw);
+    }
+    verify_fails(s, -EBADMSG, "entry 3 is unkeyed but follows keyed entries");
+    /* ... or from the first entry: an all-unkeyed log, which is never accepted unadopted */
+    {
+        sqlite3 *raw = raw_open(db);
+        rechain_unkeyed(raw, 1, INT64_MAX);
+        sqlite3_close(raw);
+    }
+    verify_fails(s, -EBADMSG, "entries 1-5 are unkeyed");
+    verify_fails(s, -EBADMSG, "never adopted");
+    /* ... and keeping the keyed form with a recomputed SHA-256 is a MAC mismatch */
+    {
+        sqlite3 *raw = raw_open(db);
+        raw_exec(raw, "UPDATE audit SET prev = '', hash = 'hmac:' || hash WHERE id = 1");
+        sqlite3_close(raw);
+    }
+    verify_fails(s, -EBADMSG, "entry 1: its MAC does not match");
+}
+
+static void test_audit_legacy(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/legacy.db", g_tmp);
+    uint8_t mk[32];
+    memset(mk, 7, sizeof(mk));
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .master_key = mk, .init_schema = true};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    /* entries 1-3 written by an older cista, then this one appends keyed entries 4-6 */
+    append_unkeyed(db, 3, 500);
+    char head[65] = "", second[65] = "";
+    {
+        _cleanup_json_ json_t *list = NULL;
+        assert_int_equal(kbs_store_audit_list(s, &list, 0, 10, NULL), 0);
+        snprintf(second, sizeof(second), "%s",
+                 json_string_value(json_object_get(json_array_get(list, 1), "hash")));
+        snprintf(head, sizeof(head), "%s",
+                 json_string_value(json_object_get(json_array_get(list, 2), "hash")));
+    }
+    verify_fails(s, -EBADMSG, head); /* the message names the hash to adopt */
+    append_keyed(s, 3, 600);
+    verify_fails(s, -EBADMSG, "entries 1-3 are unkeyed");
+    verify_fails(s, -EBADMSG, "audit-adopt");
+    /* adoption needs the prefix's last hash exactly */
+    {
+        _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL;
+        assert_int_equal(kbs_store_audit_adopt(s, second, &e1), -EINVAL);
+        assert_non_null(strstr(e1->msg, head));
+        assert_int_equal(kbs_store_audit_adopt(s, "not-a-hash", &e2), -EINVAL);
+    }
+    assert_int_equal(kbs_store_audit_adopt(s, head, NULL), 0);
+    size_t count = 0;
+    assert_int_equal(kbs_store_audit_verify(s, &count, NULL), 0);
+    assert_int_equal(count, 6);
+    assert_int_equal(kbs_store_audit_adopt(s, head, NULL), 0); /* idempotent */
+    {
+        _cleanup_err_ cista_error *err = NULL;
+        assert_int_equal(kbs_store_audit_adopt(s, second, &err), -EINVAL);
+        assert_non_null(strstr(err->msg, "already adopted"));
+    }
+    append_keyed(s, 2, 700);
+    assert_int_equal(kbs_store_audit_verify(s, &count, NULL), 0);
+    assert_int_equal(count, 8);
+    /* a store without the master key: cannot verify the keyed part nor adopt */
+    {
+        kbs_store_opts o2 = o;
+        o2.master_key = NULL;
+        _cleanup_store_ kbs_store *s2 = NULL;
+        assert_int_equal(kbs_store_open(&s2, &o2, NULL), 0);
+        verify_fails(s2, -ENOKEY, "entry 4 is keyed");
+        _cleanup_err_ cista_error *err = NULL;
+        assert_int_equal(kbs_store_audit_adopt(s2, head, &err), -ENOKEY);
+    }
+    /* the adoption record is tagged: an edit is refused */
+    {
+        sqlite3 *raw = raw_open(db);
+        raw_exec(raw, "UPDATE kv SET value = replace(value, 'head', 'hea' || 'd ') "
+                      "WHERE ns = 'audit'");
+        sqlite3_close(raw);
+        verify_fails(s, -EBADMSG, "modified");
+        raw = raw_open(db);
+        raw_exec(raw, "UPDATE kv SET value = replace(value, 'head ', 'head') WHERE ns = 'audit'");
+        sqlite3_close(raw);
+        assert_int_equal(kbs_store_audit_verify(s, &count, NULL), 0);
+    }
+    /* downgrade: the keyed entries 4-8 rewritten unkeyed (with an edit) run past the adopted
+     * prefix */
+    _cleanup_free_ char *copy = xasprintf("%s/legacy-copy.db", g_tmp);
+    {
+        sqlite3 *raw = raw_open(db);
+        _cleanup_free_ char *sql = xasprintf("VACUUM INTO '%s'", copy);
+        raw_exec(raw, sql);
+        raw_exec(raw, "DROP TRIGGER audit_no_update");
+        raw_exec(raw, "UPDATE audit SET body = replace(body, 'deny', 'allow') WHERE id = 5");
+        rechain_unkeyed(raw, 4, INT64_MAX);
+        sqlite3_close(raw);
+    }
+    verify_fails(s, -EBADMSG, "entry 4 is unkeyed but the adopted unkeyed prefix ends before it");
+    /* ... and deleting the adoption record as well leaves an unadopted log, never an accepted
+     * one (a row's deletion is what a tag cannot show) */
+    {
+        sqlite3 *raw = raw_open(db);
+        raw_exec(raw, "DELETE FROM kv WHERE ns = 'audit'");
+        sqlite3_close(raw);
+    }
+    verify_fails(s, -EBADMSG, "entries 1-8 are unkeyed");
+    /* on the untouched copy: removing the unkeyed entries (all of them, or the oldest) shows */
+    kbs_store_opts oc = o;
+    oc.sqlite_path = copy;
+    _cleanup_store_ kbs_store *sc = NULL;
+    assert_int_equal(kbs_store_open(&sc, &oc, NULL), 0);
+    assert_int_equal(kbs_store_audit_verify(sc, &count, NULL), 0);
+    {
+        sqlite3 *raw = raw_open(copy);
+        raw_exec(raw, "DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE id = 1");
+        rechain_unkeyed(raw, 2, 3);
+        sqlite3_close(raw);
+    }
+    verify_fails(sc, -EBADMSG, "entry 4 does not link");
+    {
+        sqlite3 *raw = raw_open(copy);
+        rechain_unkeyed(raw, 2, INT64_MAX);
+        sqlite3_close(raw);
+    }
+    verify_fails(sc, -EBADMSG, "the log's unkeyed entries end at entry 8");
+    {
+        sqlite3 *raw = raw_open(copy);
+        raw_exec(raw, "DELETE FROM audit");
+        sqlite3_close(raw);
+    }
+    verify_fails(sc, -EBADMSG, "the log has no unkeyed entries: entries were removed");
 }
 
 /* ---- JWS and tokens ---- */
@@ -1278,6 +1597,8 @@ int main(void)
         cmocka_unit_test(test_sessions),
         cmocka_unit_test_setup_teardown(test_store_sqlite, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_store_counters, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_audit_keyed, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_audit_legacy, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_jws_rfc7515),
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_parsers),

@@ -709,9 +709,13 @@ static void test_server_pool(void **state)
     pthread_join(st, &rv);
     assert_int_equal((int)(intptr_t)rv, 0);
     kbs_server_free(s);
-    /* Every round trip's auth, attest and resource entries are in the log, chain intact. */
+    /* Every round trip's auth, attest and resource entries are in the log, chain intact (keyed:
+     * checking it needs the master key). */
     _cleanup_free_ char *db = xasprintf("%s/kbs.db", dir);
-    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db};
+    _cleanup_free_ char *mkp = xasprintf("%s/master.key", dir);
+    uint8_t mk[KBS_MASTER_KEY_SIZE];
+    assert_int_equal(kbs_master_key_load(mk, mkp, NULL), 0);
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .master_key = mk};
     _cleanup_store_ kbs_store *st2 = NULL;
     assert_int_equal(kbs_store_open(&st2, &o, NULL), 0);
     size_t count = 0;
