@@ -160,6 +160,7 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
                                       "tpm_aks",
                                       "collateral",
                                       "reject_contraindicated",
+                                      "audit_adopt",
                                       NULL};
     if ((r = check_members(d, top, path, err)) < 0)
         return r;
@@ -240,6 +241,8 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
         (json_object_get(d, "reject_contraindicated") &&
          (r = js_get_bool(&c->reject_contraindicated, d, "reject_contraindicated", true, path,
                           err)) < 0) ||
+        (json_object_get(d, "audit_adopt") &&
+         (r = js_get_bool(&c->audit_adopt, d, "audit_adopt", true, path, err)) < 0) ||
         (r = js_get_object(&o, d, "collateral", false, path, err)) < 0)
         goto fail;
     if (o) {

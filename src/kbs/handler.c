@@ -1008,6 +1008,20 @@ static void admin_audit(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
 static void admin_audit_adopt(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
 {
     cista_error *err = NULL;
+    /*
+     * Off unless the KBS's own configuration says so: a database writer who rewrote the log and
+     * deleted the adoption record gets the same "never adopted" report as a genuine upgrade, and
+     * must not be one admin click away from having the rewrite accepted.
+     */
+    if (!c->sh->cfg->audit_adopt) {
+        problem(resp, 403, "AdoptionDisabled",
+                "adopting unkeyed audit entries is off: it is a one-time step right after "
+                "upgrading from a cista before keyed chains (set \"audit_adopt\": true in the "
+                "KBS config for it, then remove it); a log that asks to be adopted again was "
+                "rewritten");
+        audit(c, req, "admin", NULL, NULL, NULL, "deny", "audit-adopt: adoption is off");
+        return;
+    }
     _cleanup_json_ json_t *d = NULL;
     const char *head = NULL;
     int r = js_parse_object(&d, req->body, req->body_size, 4096, "audit adopt request", &err);

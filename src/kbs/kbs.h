@@ -79,6 +79,7 @@ typedef struct {
     size_t tpm_ak_count;
     json_t *collateral;          /* {tee: directory} */
     bool reject_contraindicated; /* refuse to issue a token for a contraindicated result */
+    bool audit_adopt; /* POST /audit/adopt allowed (once, after upgrading; off by default) */
 } kbs_config;
 
 /* Defaults (listen 127.0.0.1:8080, SQLite, 300 s tokens and nonces, ...). Caller frees. */

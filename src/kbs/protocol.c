@@ -407,12 +407,56 @@ static int json_or_string(json_t **out, const json_t *v, const char *what, cista
     return 0;
 }
 
+/* Longest JWK member: the base64url modulus of an 8192-bit RSA key is 1366 characters. */
+#define KBS_JWK_MEMBER_MAX 1400
+
+/* An array of at most @max strings of at most 32 characters (key_ops). */
+static bool short_strings(const json_t *a, size_t max)
+{
+    if (!json_is_array(a) || json_array_size(a) > max)
+        return false;
+    size_t i;
+    json_t *x;
+    json_array_foreach(a, i, x)
+    {
+        if (!json_is_string(x) || json_string_length(x) > 32)
+            return false;
+    }
+    return true;
+}
+
 static int check_jwk(const json_t *jwk, cista_error **err)
 {
     if (!json_is_object(jwk))
         return err_set(err, -EINVAL, "attest request: tee-pubkey must be a JWK object");
     if (json_object_get(jwk, "d") || json_object_get(jwk, "p"))
         return err_set(err, -EINVAL, "attest request: tee-pubkey holds a private key part");
+    /*
+     * Only a public key's members, each short: the JWK goes into the token and stays in memory
+     * with the attested session, so padding it (the body may be 2 MiB) would let one attesting
+     * guest pin megabytes per session.
+     */
+    static const char *const allowed[] = {"kty", "crv", "x",   "y",       "n",
+                                          "e",   "alg", "use", "key_ops", "kid"};
+    const char *m;
+    json_t *v;
+    json_object_foreach((json_t *)jwk, m, v)
+    {
+        bool known = false;
+        for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]) && !known; i++)
+            known = !strcmp(m, allowed[i]);
+        if (!known)
+            return err_set(err, -EINVAL,
+                           "attest request: tee-pubkey has an unexpected member "
+                           "(a public JWK has kty, crv, x, y, n, e, alg, use, "
+                           "key_ops, kid)");
+        if (!(json_is_string(v) && json_string_length(v) <= KBS_JWK_MEMBER_MAX) &&
+            !(!strcmp(m, "key_ops") && short_strings(v, 8)))
+            return err_set(err, -EINVAL,
+                           "attest request: tee-pubkey member \"%s\" is not a string of at most "
+                           "%d characters",
+                           m, KBS_JWK_MEMBER_MAX);
+    }
     EVP_PKEY *k = NULL;
     /* Partial validation suffices on the prime-order curves JWKs may use (jose.h). */
     int r = jwk_to_key_partial(&k, jwk, err);

@@ -584,17 +584,7 @@ static int worker_setup(worker *w, kbs_server *s, cista_error **err)
     w->s = s;
     pthread_mutex_init(&w->done_mu, NULL);
     w->done_mu_init = true;
-    /*
-     * The changelist folds the epoll_ctl calls evhttp makes per request (read off while the
-     * request is handled, write on for the reply, then back) into one per fd and loop turn:
-     * 12 epoll_ctl per round trip without it. Safe here: no fd is dup'ed into a base.
-     */
-    struct event_config *ec = event_config_new();
-    if (ec)
-        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    w->base = ec ? event_base_new_with_config(ec) : NULL;
-    if (ec)
-        event_config_free(ec);
+    w->base = event_base_new();
     w->http = w->base ? evhttp_new(w->base) : NULL;
     if (!w->http)
         return err_set(err, -ENOMEM, "libevent: cannot create an event base / evhttp");

@@ -370,7 +370,9 @@ static int pg_sess_set_token(kbs_backend *b, const char *id, const char *token, 
 static int pg_audit_append(kbs_backend *b, const kbs_audit_mac *mac, const char *const *bodies,
                            const time_t *times, size_t count, cista_error **err)
 {
-    int r = run(b, NULL, "BEGIN", 0, NULL, NULL, 0, "begin", err);
+    /* READ COMMITTED whatever the database's default: under REPEATABLE READ the snapshot
+     * predates the advisory lock, and two replicas could both extend the same head */
+    int r = run(b, NULL, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, 0, "begin", err);
     if (r < 0)
         return r;
     char prev[KBS__AUDIT_HASH_MAX] = "";
@@ -417,15 +419,22 @@ static int pg_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
                 2, vals, NULL, 0, "audit list", err);
     if (r < 0)
         return r;
-    json_t *arr = json_array();
-    for (int i = 0; i < g_pq.PQntuples(res); i++)
-        json_array_append_new(
-            arr, json_pack("{s:I,s:I,s:s,s:s,s:s}", "id",
-                           (json_int_t)strtoll(g_pq.PQgetvalue(res, i, 0), NULL, 10), "time",
-                           (json_int_t)strtoll(g_pq.PQgetvalue(res, i, 1), NULL, 10), "body",
-                           g_pq.PQgetvalue(res, i, 2), "prev", g_pq.PQgetvalue(res, i, 3), "hash",
-                           g_pq.PQgetvalue(res, i, 4)));
-    *out = arr;
+    _cleanup_json_ json_t *arr = json_array();
+    for (int i = 0; i < g_pq.PQntuples(res); i++) {
+        long long id = strtoll(g_pq.PQgetvalue(res, i, 0), NULL, 10);
+        /* as in the SQLite backend: a row that cannot be carried is an error, never skipped */
+        json_t *e = json_pack("{s:I,s:I,s:s,s:s,s:s}", "id", (json_int_t)id, "time",
+                              (json_int_t)strtoll(g_pq.PQgetvalue(res, i, 1), NULL, 10), "body",
+                              g_pq.PQgetvalue(res, i, 2), "prev", g_pq.PQgetvalue(res, i, 3),
+                              "hash", g_pq.PQgetvalue(res, i, 4));
+        if (!e)
+            return err_set(err, -EBADMSG,
+                           "audit entry %lld cannot be read as UTF-8 text: it was written "
+                           "outside this KBS",
+                           id);
+        json_array_append_new(arr, e);
+    }
+    *out = steal_ptr(&arr);
     return 0;
 }
 

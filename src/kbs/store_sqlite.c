@@ -415,12 +415,22 @@ static int sq_audit_list(kbs_backend *b, json_t **out, int64_t after, size_t lim
     _cleanup_json_ json_t *a = json_array();
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_array_append_new(a, json_pack("{s:I,s:I,s:s,s:s,s:s}", "id",
-                                           (json_int_t)sqlite3_column_int64(st, 0), "time",
-                                           (json_int_t)sqlite3_column_int64(st, 1), "body",
-                                           (const char *)sqlite3_column_text(st, 2), "prev",
-                                           (const char *)sqlite3_column_text(st, 3), "hash",
-                                           (const char *)sqlite3_column_text(st, 4)));
+        long long id = sqlite3_column_int64(st, 0);
+        const char *body = (const char *)sqlite3_column_text(st, 2);
+        /* A row the listing cannot carry (NULL, a NUL inside, not UTF-8) is an error: skipping
+         * it would hide it, and every entry after it, from the chain's verification. */
+        json_t *e = body && strlen(body) == (size_t)sqlite3_column_bytes(st, 2)
+                        ? json_pack("{s:I,s:I,s:s,s:s,s:s}", "id", (json_int_t)id, "time",
+                                    (json_int_t)sqlite3_column_int64(st, 1), "body", body, "prev",
+                                    (const char *)sqlite3_column_text(st, 3), "hash",
+                                    (const char *)sqlite3_column_text(st, 4))
+                        : NULL;
+        if (!e)
+            return err_set(err, -EBADMSG,
+                           "audit entry %lld cannot be read as text (NULL, NUL byte or not "
+                           "UTF-8): it was written outside this KBS",
+                           id);
+        json_array_append_new(a, e);
     }
     if (rc != SQLITE_DONE)
         return db_err(b->db, rc, err, "audit list");

@@ -80,6 +80,10 @@ int kbs_token_issue_hdr(char **out, json_t **out_payload, EVP_PKEY *key, const j
                   KBS_EAR_PROFILE, "ear.verifier-id", "developer", "cista", "build", "cista-kbs",
                   "submods", "cpu0", cpu0);
     _cleanup_free_ char *text = js_dump_compact(payload);
+    /* what verification accepts back, so a token never works by cookie and fails as a bearer */
+    if (!text || strlen(text) > JWS_MAX_SIZE / 2)
+        return err_set(err, -E2BIG, "token: the claims are too large for a token (%zu bytes)",
+                       text ? strlen(text) : 0);
     int r = jws_sign(out, hdr, text, strlen(text), key, err);
     if (r == 0 && out_payload)
         *out_payload = steal_ptr(&payload);

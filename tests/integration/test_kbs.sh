@@ -202,6 +202,10 @@ N5=$(auth j5)
 OTHERJWK=$JWK
 JWK=$(jq -c '.x = "'"$(printf '%064x' 1 | b64u)"'"' <<<"$OTHERJWK")
 expect_status "tee-pubkey that is not a valid key is refused" 400 "tee-pubkey" "$(attest j5 "$(body "$N5" "$N5")")"
+# padding the JWK (it is kept with the attested session and put into the token) is refused
+N5b=$(auth j5b)
+JWK=$(jq -c --arg pad "$(head -c 20000 /dev/zero | tr '\0' a)" '.pad = $pad' <<<"$OTHERJWK")
+expect_status "tee-pubkey with extra members (padding) is refused" 400 "unexpected member" "$(attest j5b "$(body "$N5b" "$N5b")")"
 JWK=$OTHERJWK
 if [ "$TPM_OK" = 1 ]; then
   N6=$(auth j6 tpm)
@@ -344,6 +348,8 @@ sqlite3 k/kbs.db <rechain.sql
 # "unkeyed but follows keyed": the recomputed SHA-256 matched (the edit was done well); only the key shows it
 expect_exit "an audit entry edited in SQLite with the SHA-256 chain recomputed: chain broken (exit 3)" 3 \
   "hash chain: audit entry $TID is unkeyed but follows keyed entries" "$CISTA" kbs admin "${A[@]}" audit --limit 1
+expect_exit "audit-adopt is refused unless the KBS config switches adoption on" 3 "audit entries is off" \
+  "$CISTA" kbs admin "${A[@]}" audit-adopt "$(printf '%064d' 0)"
 stop_pid "$MAIN_PID"
 check "SIGTERM stops the server cleanly" bash -c "! kill -0 $MAIN_PID 2>/dev/null"
 jq 'del(.tls)' k/kbs.json >k/plain.json
@@ -380,7 +386,7 @@ for i in 1 2 3; do
   sqlite3 k4/kbs.db "INSERT INTO audit (time, body, prev, hash) VALUES ($((1000 + i)), '$b', '$prev', '$h')"
   prev=$h
 done
-jq '.listen = "127.0.0.1:0" | del(.tls)' k/kbs.json >k4/kbs.json
+jq '.listen = "127.0.0.1:0" | del(.tls) | .audit_adopt = true' k/kbs.json >k4/kbs.json
 if start_kbs legacy k4/kbs.json; then
   LURL=http://$KBS_ADDR; LPID=$KBS_PID
   L=(--url "$LURL" --admin-key k4/admin-key.pem)
