@@ -60,6 +60,7 @@ struct agent_sandbox {
     json_t *secret_envs;         /* names of env vars that hold secrets (not in exec checks) */
     agent__volume_key *vol_keys; /* released at launch, used by create_config */
     size_t vol_key_count;
+    agent__rootfs_kind rootfs; /* set when tee/rootfs is mounted; kept in agent.json */
     /* what the volume daemons need (launch only) */
     char *kbs_url, *kbs_ca, *volume_exe, *tee_name, *sim_state_dir, *tpm_tcti;
 };
@@ -145,6 +146,25 @@ bool agent_sandbox_logs_allowed(const agent_sandbox *sb)
 bool agent_sandbox_dev_keys(const agent_sandbox *sb)
 {
     return sb->dev_keys;
+}
+
+static const char *const g_rootfs_names[] = {
+    [AGENT__ROOTFS_OVERLAY] = "overlay",
+    [AGENT__ROOTFS_READONLY_BIND] = "readonly-bind",
+    [AGENT__ROOTFS_PRIVATE] = "private",
+};
+
+const char *agent_sandbox_rootfs(const agent_sandbox *sb)
+{
+    return (size_t)sb->rootfs < ARRAY_LEN(g_rootfs_names) ? g_rootfs_names[sb->rootfs] : NULL;
+}
+
+static agent__rootfs_kind rootfs_kind(const char *name)
+{
+    for (size_t i = 0; name && i < ARRAY_LEN(g_rootfs_names); i++)
+        if (g_rootfs_names[i] && !strcmp(name, g_rootfs_names[i]))
+            return (agent__rootfs_kind)i;
+    return AGENT__ROOTFS_NONE;
 }
 
 /* Parse the policy, resolve the container, keep the document for the rules. */
@@ -547,8 +567,10 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
             _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
             img_unpack_opts uo = {0};
             rc = img_unpack(sb->img, rootfs, keys, key_count, &uo, err);
+            sb->rootfs = AGENT__ROOTFS_PRIVATE;
         } else {
-            rc = agent__rootfs_prepare(o->dir, sb->tee_dir, sb->img, keys, key_count, &shared, err);
+            /* mounted by agent_sandbox_create_config(): the final config says how */
+            rc = agent__rootfs_prepare(o->dir, sb->img, keys, key_count, &shared, err);
         }
         if (rc == 0 && shared)
             log_info("sandbox %s: the verified tree of %s is shared with other sandboxes "
@@ -610,12 +632,12 @@ static int check_secret_paths(const agent_sandbox *sb, const json_t *mounts, cis
 
 static int save_state(agent_sandbox *sb, cista_error **err)
 {
-    _cleanup_json_ json_t *st =
-        json_pack("{s:s,s:b,s:b,s:O,s:s,s:{s:f,s:f,s:f,s:f,s:f}}", "container", sb->container,
-                  "logs", sb->logs_allowed, "dev_keys", sb->dev_keys, "secret_envs",
-                  sb->secret_envs ? sb->secret_envs : json_array(), "policy_sha256",
-                  sb->policy_hash, "timings_ms", "bind", sb->t.bind, "attest", sb->t.attest, "keys",
-                  sb->t.keys, "unpack", sb->t.unpack, "config", sb->t.config);
+    _cleanup_json_ json_t *st = json_pack(
+        "{s:s,s:b,s:b,s:O,s:s,s:{s:f,s:f,s:f,s:f,s:f},s:s*}", "container", sb->container, "logs",
+        sb->logs_allowed, "dev_keys", sb->dev_keys, "secret_envs",
+        sb->secret_envs ? sb->secret_envs : json_array(), "policy_sha256", sb->policy_hash,
+        "timings_ms", "bind", sb->t.bind, "attest", sb->t.attest, "keys", sb->t.keys, "unpack",
+        sb->t.unpack, "config", sb->t.config, "rootfs", agent_sandbox_rootfs(sb));
     if (sb->claims)
         json_object_set(st, "claims", sb->claims);
     _cleanup_free_ char *s = js_dump_pretty(st);
@@ -659,6 +681,7 @@ int agent_sandbox_open(agent_sandbox **out, const char *dir, const char *contain
     sb->dev_keys = json_is_true(json_object_get(sj, "dev_keys"));
     json_t *se = json_object_get(sj, "secret_envs");
     sb->secret_envs = json_is_array(se) ? json_incref(se) : json_array();
+    sb->rootfs = rootfs_kind(json_string_value(json_object_get(sj, "rootfs")));
     json_t *cl = json_object_get(sj, "claims");
     if (cl)
         sb->claims = json_incref(cl);
@@ -742,6 +765,15 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
     /* secrets: env from the policy, files on the tmpfs-backed rootfs, 0400 */
     if ((rc = check_secret_paths(sb, json_object_get(cfg, "mounts"), err)) < 0)
         return rc;
+    /* the rootfs, from the shared tree: how depends on the final config and the secret files */
+    if (sb->rootfs == AGENT__ROOTFS_NONE) {
+        bool secret_files = false;
+        for (size_t i = 0; i < sb->secret_count; i++)
+            secret_files |= sb->secrets[i].path != NULL;
+        if ((rc = agent__rootfs_mount(&sb->rootfs, sb->dir, sb->tee_dir, sb->img, cfg, sb->rules,
+                                      secret_files, err)) < 0)
+            return err_wrap(err, "the container's rootfs");
+    }
     _cleanup_close_ int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         return err_set_sys(err, -errno, "open %s", rootfs);
@@ -962,6 +994,12 @@ int agent_copy_in(agent_sandbox *sb, const char *path, const void *data, size_t 
     _cleanup_decision_ pol_decision d = {0};
     if (pol_allow_copy(&d, sb->pol, sb->container, path) < 0)
         return agent__deny(err, &d, "copying a file in");
+    /* the kernel would refuse the write too (the bind is read-only); this says why */
+    if (sb->rootfs == AGENT__ROOTFS_READONLY_BIND)
+        return err_set(err, -EROFS,
+                       "copy to %s: the container's root is read-only (a read-only bind of the "
+                       "image tree other containers share); nothing can be copied into it",
+                       path);
     _cleanup_free_ char *rel = pol_path_normalize(path);
     if (!rel || !strcmp(rel, "/"))
         return err_set(err, -EINVAL, "copy: \"%s\" is not a file path", path);

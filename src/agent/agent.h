@@ -12,14 +12,17 @@
  *      snp/tdx: HOST_DATA / MRCONFIGID) - nothing else runs before this;
  *   2. attestation with an ephemeral P-256 key through the key source (KBS),
  *      then the image keys and the secrets the policy names;
- *   3. decrypt, verify and unpack the image into the tmpfs, after checking
- *      its manifest digest and every diff_id against the policy;
+ *   3. decrypt, verify and unpack the image into TEE memory (the shared
+ *      image store, or the tmpfs), after checking its manifest digest and
+ *      every diff_id against the policy;
  * then agent_sandbox_create_config() builds the container's OCI config from
  * the image config and the policy, takes from the host's request only what
- * the policy allows (pol_allow_create()), injects the secrets (files of mode
- * 0400 in the rootfs, which lives on the tmpfs, or env) and writes the bundle
- * into the tmpfs. Later operations (exec, logs, signals, copy) go through
- * agent_allow_*(), which ask the policy and log every denial with its rule.
+ * the policy allows (pol_allow_create()), mounts the rootfs (an overlay of
+ * the shared tree, or a read-only bind of it when the root is read-only and
+ * nothing needs writing into it), injects the secrets (files of mode 0400 in
+ * the rootfs, or env) and writes the bundle into the tmpfs. Later operations
+ * (exec, logs, signals, copy) go through agent_allow_*(), which ask the
+ * policy and log every denial with its rule.
  *
  * The agent never starts processes: running the bundle is the runtime's job
  * (src/runtime), so this API can later become a vsock protocol between a
@@ -187,9 +190,13 @@ typedef struct {
 
 /*
  * Run launch steps 1-3 (see above) for a new sandbox in opts->dir. On
- * success the tmpfs holds the policy, the verified rootfs and the fetched
- * secrets (in memory only, not yet injected). On failure nothing of the
- * image is left: the tmpfs is unmounted. New sandbox to the caller.
+ * success the tmpfs holds the policy, the sandbox references the verified
+ * tree in the image store (or holds its own copy at tee/rootfs with
+ * private_rootfs) and the fetched secrets are in memory only, not yet
+ * injected; the shared tree is mounted at tee/rootfs by
+ * agent_sandbox_create_config(), which knows the final config. On failure
+ * nothing of the image is left: the tmpfs is unmounted. New sandbox to the
+ * caller.
  * Codes: -EPERM policy hash not bound, -EACCES policy denial, -EBADMSG
  * image verification, -ENOKEY no key opens the image, others I/O.
  */
@@ -238,9 +245,10 @@ typedef struct agent_host_request {
 /*
  * Launch step 4: build the OCI config from the image config and the policy
  * plus what the host asks (@req), refuse what the policy does not allow
- * (-EACCES, with the rule in the message and the log), inject the secrets
- * and write DIR/tee/config.json. *out_bundle (caller frees) is the bundle
- * directory to hand to the OCI runtime (DIR/tee).
+ * (-EACCES, with the rule in the message and the log), mount the rootfs
+ * from the shared tree (see agent_rootfs_bind_blocker()), inject the
+ * secrets and write DIR/tee/config.json. *out_bundle (caller frees) is the
+ * bundle directory to hand to the OCI runtime (DIR/tee).
  */
 int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agent_host_request *req,
                                 cista_error **err) __attribute__((warn_unused_result));
@@ -259,7 +267,10 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
 int agent_allow_logs(agent_sandbox *sb, cista_error **err) __attribute__((warn_unused_result));
 int agent_allow_signal(agent_sandbox *sb, int sig, cista_error **err)
     __attribute__((warn_unused_result));
-/* Copy @data into the container's rootfs at @path (policy "copy"); mode 0644. */
+/*
+ * Copy @data into the container's rootfs at @path (policy "copy"); mode 0644. -EROFS when the
+ * rootfs is the read-only bind of the shared image tree (nothing may write that tree).
+ */
 int agent_copy_in(agent_sandbox *sb, const char *path, const void *data, size_t size,
                   cista_error **err) __attribute__((warn_unused_result));
 
@@ -284,6 +295,12 @@ const char *agent_sandbox_policy_hash(const agent_sandbox *sb);
 bool agent_sandbox_logs_allowed(const agent_sandbox *sb);
 /* Whether the key source was the insecure development one. */
 bool agent_sandbox_dev_keys(const agent_sandbox *sb);
+/*
+ * What the rootfs is: "overlay" (of the shared image tree), "readonly-bind" (of that tree),
+ * "private" (the sandbox's own copy), or NULL (not mounted yet; a sandbox made before this was
+ * recorded). A static string.
+ */
+const char *agent_sandbox_rootfs(const agent_sandbox *sb);
 
 /* ---- building blocks (exposed for tests/unit/test_runtime.c) ---- */
 
@@ -304,6 +321,17 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
 int agent_clamp_rlimits(json_t *config);
 /* Parse a signal "9", "KILL", "SIGKILL"; -EINVAL when unknown. */
 int agent_parse_signal(const char *s);
+/*
+ * Why the container of the final OCI @config (policy container @rules) cannot run on a
+ * read-only bind of the shared image tree @treefd instead of an overlay, or NULL when it can:
+ * root.readonly is true, no secret file goes into the rootfs (@secret_files false), no
+ * capability set of the process or of the policy holds CAP_SYS_ADMIN (it could remount the
+ * tree writable for every container of the image), and every mount point and the cwd that is
+ * not below an earlier mount exists in the tree, resolved in it as runc and crun resolve them
+ * (they would create a missing one: EROFS). A new string for the log; borrowed inputs (rootfs.c).
+ */
+char *agent_rootfs_bind_blocker(const json_t *config, const json_t *rules, bool secret_files,
+                                int treefd);
 
 /* ---- encrypted volumes (volumes.c; docs/runtime.md "Volumes") ---- */
 

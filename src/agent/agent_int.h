@@ -83,17 +83,38 @@ int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_poli
  */
 int agent__volumes_unmount(const char *tee_dir, cista_error **err);
 
+/* ---- rootfs.c ---- */
+
+/* What a sandbox's rootfs (DIR/tee/rootfs) is; agent.json "rootfs" keeps it for later verbs. */
+typedef enum {
+    AGENT__ROOTFS_NONE,          /* not mounted yet, or a sandbox of a cista that kept no record */
+    AGENT__ROOTFS_OVERLAY,       /* overlay: the shared tree and an upper layer on the tmpfs */
+    AGENT__ROOTFS_READONLY_BIND, /* read-only bind of the shared tree (nothing may write it) */
+    AGENT__ROOTFS_PRIVATE,       /* the sandbox's own copy on its tmpfs (image_store private) */
+} agent__rootfs_kind;
+
 /*
- * Mount @tee_dir/rootfs for the sandbox in @sandbox_dir (R/ID): an overlay of
- * the image's shared tree in the image store R/.images (unpacked by
- * img_unpack() on first use; on later use only after @keys proved they open
- * every encrypted layer) and a private upper layer in @tee_dir. *shared is
- * set when the tree already existed. A reference keeps the tree until
- * agent__rootfs_release(). Nothing is left behind on failure (rootfs.c).
+ * Take a reference for the sandbox in @sandbox_dir (R/ID) to the shared tree of @img in the
+ * image store R/.images, unpacking it there with img_unpack() on first use; on later use only
+ * after @keys proved they open every encrypted layer. *shared is set when the tree already
+ * existed. Mounts nothing in the sandbox: agent__rootfs_mount() does, once the final config is
+ * known. The reference keeps the tree until agent__rootfs_release(). Nothing is left behind on
+ * failure. Inputs borrowed (rootfs.c).
  */
-int agent__rootfs_prepare(const char *sandbox_dir, const char *tee_dir, const img_image *img,
-                          EVP_PKEY *const *keys, size_t key_count, bool *shared, cista_error **err)
+int agent__rootfs_prepare(const char *sandbox_dir, const img_image *img, EVP_PKEY *const *keys,
+                          size_t key_count, bool *shared, cista_error **err)
     __attribute__((warn_unused_result));
+/*
+ * Mount @tee_dir/rootfs from the tree of @img the sandbox references: a read-only bind of it
+ * when agent_rootfs_bind_blocker() finds nothing against that in the final @config, the policy
+ * container @rules and @secret_files (whether secrets will be written into the rootfs), else an
+ * overlay with an upper layer in @tee_dir. Logs the choice and the reason at info; *out says
+ * which. On failure nothing is mounted; the reference stays for agent__rootfs_release().
+ * Inputs borrowed.
+ */
+int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, const char *tee_dir,
+                        const img_image *img, const json_t *config, const json_t *rules,
+                        bool secret_files, cista_error **err) __attribute__((warn_unused_result));
 /* Drop the sandbox's reference; the last one removes the tree. After unmounting. */
 void agent__rootfs_release(const char *sandbox_dir);
 

@@ -503,7 +503,8 @@ static int cmd_inspect(int argc, char **argv)
     bool json = true;
     int r = simple_opts(argc, argv,
                         "Usage: cista inspect ID\n\nMode, TEE, image, policy hash, key source, "
-                        "attestation claims and launch timings of a container (JSON).\n",
+                        "attestation claims, launch timings and rootfs kind (overlay, "
+                        "readonly-bind, private) of a container (JSON).\n",
                         &json);
     if (r >= 0)
         return r;

@@ -997,6 +997,8 @@ int rt_inspect(json_t **out, const rt_config *c, const char *id, cista_error **e
         const json_t *cl = agent_sandbox_claims(sb);
         if (cl)
             json_object_set_new(st, "claims", json_deep_copy(cl));
+        if (agent_sandbox_rootfs(sb))
+            json_object_set_new(st, "rootfs", json_string(agent_sandbox_rootfs(sb)));
     }
     json_object_del(st, "delegate_root");
     *out = st;

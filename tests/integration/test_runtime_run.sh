@@ -2,6 +2,8 @@
 # test_runtime_run.sh - `cista run` end to end: encrypted images built at test time (busybox,
 # redis, nginx, python), the embedded KBS on SQLite and swtpm started here on loopback, run
 # confidentially with the sim and the tpm TEE and checked from outside (redis-cli, HTTP GET);
+# the shared image store, and read-only roots on a read-only bind of it (or the overlay when a
+# secret file, CAP_SYS_ADMIN or a mount point missing from the image rules the bind out);
 # refusals (policy hash not bound, tampered layer, wrong key, KBS denies, image not in the
 # policy, command and env not allowed, exec/logs/signals denied) and escape regressions
 # (CVE-2019-5736, CVE-2024-21626).
@@ -239,6 +241,118 @@ check "image_store private: the sandbox tmpfs holds its own copy, no store is mo
   "[ \$(df -k --output=used '$ROOT/pv/tee' | tail -1) -gt 512 ] && ! grep -q ' $ROOT/.images' /proc/mounts &&
    [ \"\$('$CISTA' -q --root '$ROOT' exec pv /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ]"
 "${C[@]}" -q rm -f pv >/dev/null 2>&1
+
+# ---- a read-only root: a read-only bind of the shared tree instead of the overlay ----
+ro_exec=(--allow-exec '["/bin/cat","/etc/passwd"]' --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]'
+  --allow-exec '["/bin/sh","-c","echo tmp >/dev/shm/f && cat /dev/shm/f"]')
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/ro.policy.json" "${ro_exec[@]}"
+policy_edit "$TMP/ro.policy.json" 'c["read_only_rootfs"] = True'
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/rosec.policy.json" "${ro_exec[@]}" \
+  --allow-exec '["/bin/cat","/run/secrets/greeting"]' --secret "bbs:kbs:///default/app/greeting=/run/secrets/greeting"
+policy_edit "$TMP/rosec.policy.json" 'c["read_only_rootfs"] = True'
+# (the host asks for the read-only root here; tmpfs mounts at /tmp, in the image, and /scratch, not)
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/romnt.policy.json" \
+  --allow-exec '["/bin/sh","-c","echo tmp >/tmp/f && cat /tmp/f"]' \
+  --allow-exec '["/bin/sh","-c","echo tmp >/scratch/f && cat /scratch/f"]'
+policy_edit "$TMP/romnt.policy.json" 'c["mounts"] += [{"destination": d, "type": "tmpfs",
+  "source": {"exact": "tmpfs"}, "options": ["nosuid", "nodev", "size=1m"]} for d in ("/tmp", "/scratch")]'
+kbs_refvals
+# ro_bind ID: the sandbox's rootfs is the store's tmpfs bound read-only (no overlay) at a tree of
+# the store, and the container's / is that same tree, read-only
+ro_bind() {
+  local fstype opts fsroot pid
+  read -r fstype opts fsroot < <(findmnt -n -o FSTYPE,OPTIONS,FSROOT "$ROOT/$1/tee/rootfs") || return 1
+  echo "$1: $fstype $opts $fsroot"
+  [ "$fstype" = tmpfs ] && [[ ,$opts, == *,ro,*nosuid,*nodev,* ]] && [[ $fsroot == /*/rootfs ]] &&
+    [ -d "$ROOT/.images$fsroot" ] && [ "$("$CISTA" -q --root "$ROOT" inspect "$1" | jq -r .rootfs)" = readonly-bind ] ||
+    return 1
+  pid=$(cat "$ROOT/$1/init.pid")
+  grep " $fsroot / ro[, ]" "/proc/$pid/mountinfo" | grep -q ' - tmpfs '
+}
+for s in ro1 ro2; do
+  "${C[@]}" --log-level info run -d --name $s --tee sim --kbs "$KBS_URL" --policy "$TMP/ro.policy.json" \
+    "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/$s.err"
+done
+ro_bind_both() { ro_bind ro1 && ro_bind ro2 && grep -q 'read-only bind of the shared image tree' "$TMP/ro1.err"; }
+check "read-only root: the rootfs is a read-only bind of the store's tree, also the container's / (no overlay)" \
+  ro_bind_both
+check "  ... and the sandbox tmpfs holds no copy and no upper layer" bash -c \
+  "[ \$(df -k --output=used '$ROOT/ro1/tee' | tail -1) -lt 256 ] && [ ! -e '$ROOT/ro1/tee/upper' ]"
+check "read-only root: the workload reads the image and writes a tmpfs mount (/dev/shm)" bash -c \
+  "[ \"\$('$CISTA' -q --root '$ROOT' exec ro1 /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ] &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec ro1 /bin/sh -c 'echo tmp >/dev/shm/f && cat /dev/shm/f')\" = tmp ]"
+expect_fail "read-only root: a write to / in the container fails with EROFS" "Read-only file system" \
+  "${C[@]}" exec ro1 /bin/sh -c 'echo mine >/etc/passwd'
+check "  ... and the host side cannot write through the sandbox's rootfs either" bash -c \
+  "out=\$(touch '$ROOT/ro1/tee/rootfs/x' 2>&1); [ \$? != 0 ] && [[ \$out == *'Read-only file system'* ]]"
+check "two read-only-root containers share one tree; neither changed it for the other" bash -c \
+  "[ \"\$(ls '$ROOT'/.images/*/refs | tr '\n' ' ')\" = 'ro1 ro2 ' ] &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec ro2 /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ] &&
+   grep -q '^root:' '$ROOT'/.images/*/rootfs/etc/passwd && [ ! -e '$ROOT'/.images/*/rootfs/x ]"
+"${C[@]}" -q rm -f ro1 >/dev/null 2>&1
+check "read-only root: rm drops one reference; the other container keeps the tree and runs" bash -c \
+  "[ \"\$(ls '$ROOT'/.images/*/refs)\" = ro2 ] && ! grep -q ' $ROOT/ro1' /proc/mounts &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec ro2 /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ]"
+"${C[@]}" -q rm -f ro2 >/dev/null 2>&1
+check "  ... and the last rm removes the tree and unmounts the store" bash -c \
+  "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
+# fallback: a secret file has to be written into the rootfs: the overlay, root still read-only
+"${C[@]}" --log-level info run -d --name ros --tee sim --kbs "$KBS_URL" --policy "$TMP/rosec.policy.json" \
+  "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/ros.err"
+check "read-only root with a secret file: an overlay (logged why), the secret is there" bash -c \
+  "[ \"\$(findmnt -n -o FSTYPE '$ROOT/ros/tee/rootfs')\" = overlay ] &&
+   [ \"\$('$CISTA' -q --root '$ROOT' inspect ros | jq -r .rootfs)\" = overlay ] &&
+   grep -q 'not a read-only bind: a secret is injected as a file' '$TMP/ros.err' &&
+   '$CISTA' -q --root '$ROOT' exec ros /bin/cat /run/secrets/greeting | grep -q s3cr3t-greeting"
+expect_fail "  ... and / is still read-only in the container (root.readonly)" "Read-only file system" \
+  "${C[@]}" exec ros /bin/sh -c 'echo mine >/etc/passwd'
+"${C[@]}" -q rm -f ros >/dev/null 2>&1
+# fallback: CAP_SYS_ADMIN could remount the bind writable: the overlay, which takes the write
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/rocap.policy.json" --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]' \
+  --allow-exec '["/bin/busybox","mount","-o","remount,rw","/"]' --allow-exec '["/bin/cat","/etc/passwd"]'
+policy_edit "$TMP/rocap.policy.json" 'c["read_only_rootfs"] = True
+for s in ("bounding", "effective", "permitted"): c["capabilities"][s].append("CAP_SYS_ADMIN")'
+kbs_refvals
+"${C[@]}" --log-level info run -d --name rocap --tee sim --kbs "$KBS_URL" --policy "$TMP/rocap.policy.json" \
+  "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/rocap.err"
+"${C[@]}" -q exec rocap /bin/busybox mount -o remount,rw / >/dev/null 2>&1
+"${C[@]}" -q exec rocap /bin/sh -c 'echo mine >/etc/passwd' >/dev/null 2>&1
+check "read-only root with CAP_SYS_ADMIN: an overlay (logged why); remount,rw / writes only its upper layer" bash -c \
+  "[ \"\$(findmnt -n -o FSTYPE '$ROOT/rocap/tee/rootfs')\" = overlay ] && grep -q 'not a read-only bind: the process has CAP_SYS_ADMIN' '$TMP/rocap.err' &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec rocap /bin/cat /etc/passwd)\" = mine ] && grep -q '^root:' '$ROOT'/.images/*/rootfs/etc/passwd"
+"${C[@]}" -q rm -f rocap >/dev/null 2>&1
+# OCI bundles asking for a read-only root, with a tmpfs at DEST
+ro_bundle() { # DIR DEST
+  mkdir -p "$1" && (cd "$1" && rm -f config.json && runc spec) &&
+    python3 - "$1/config.json" "$2" "$TMP/romnt.policy.json" "$TMP/enc/bbs:1" "$KBS_URL" <<'EOF'
+import json, sys, base64
+p, dest, pol, img, kbs = sys.argv[1:]
+d = json.load(open(p))
+d["process"].update(terminal=False, args=[], env=[])
+for s in ("ambient", "inheritable"):
+    d["process"]["capabilities"][s] = []
+d["root"]["readonly"] = True
+d["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "nodev", "size=1m"]})
+d["annotations"] = {"io.cista.image": "oci:" + img, "io.cista.kbs": kbs, "io.cista.tee": "sim",
+                    "io.cista.policy": base64.b64encode(open(pol, "rb").read()).decode()}
+json.dump(d, open(p, "w"))
+EOF
+}
+for m in tmp scratch; do
+  ro_bundle "$TMP/robundle-$m" "/$m" &&
+    "${C[@]}" --log-level info create --bundle "$TMP/robundle-$m" "rob-$m" </dev/null >/dev/null 2>"$TMP/rob-$m.err" &&
+    "${C[@]}" -q start "rob-$m" </dev/null >/dev/null 2>>"$TMP/rob-$m.err" ||
+    { echo "# rob-$m:"; grep -E "error|denied" "$TMP/rob-$m.err" | diag; }
+done
+rob_tmp() { ro_bind rob-tmp && [ "$("${C[@]}" -q exec rob-tmp /bin/sh -c 'echo tmp >/tmp/f && cat /tmp/f')" = tmp ]; }
+check "OCI bundle with root.readonly and a tmpfs at /tmp (in the image): the read-only bind, runs" rob_tmp
+check "  ... a tmpfs at /scratch (not in the image): the overlay (logged why), runs" bash -c \
+  "[ \"\$(findmnt -n -o FSTYPE '$ROOT/rob-scratch/tee/rootfs')\" = overlay ] &&
+   grep -q 'not a read-only bind: mount point \"/scratch\" is not in the image' '$TMP/rob-scratch.err' &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec rob-scratch /bin/sh -c 'echo tmp >/scratch/f && cat /scratch/f')\" = tmp ]"
+"${C[@]}" -q rm -f rob-tmp rob-scratch >/dev/null 2>&1
+check "  ... both removed: nothing left" bash -c "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
 
 # The delegate recorded at create drives every later verb, whatever configuration a caller reads.
 OTHER=$([ "$(basename "$DELEGATE")" = crun ] && echo runc || echo crun)

@@ -1,6 +1,7 @@
 /* test_runtime.c - the runtime and agent building blocks: config generation from image +
  * policy + host request, annotation parsing, runtime configuration, policy denials as errors,
- * rlimit clamping, secret file injection, ids and signals. */
+ * rlimit clamping, secret file injection, ids and signals, when a rootfs may be a read-only bind
+ * of the shared image tree, and copy refused into one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -450,6 +452,208 @@ static void test_secret_injection(void **state)
     close(tfd);
 }
 
+/* mkdir -p of each of @paths (relative) below @root */
+static void make_dirs(const char *root, const char *const *paths)
+{
+    for (size_t i = 0; paths[i]; i++) {
+        _cleanup_free_ char *p = xasprintf("%s/%s", root, paths[i]);
+        for (char *s = p + strlen(root) + 1; *s; s++) {
+            if (*s == '/') {
+                *s = '\0';
+                mkdir(p, 0755);
+                *s = '/';
+            }
+        }
+        assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
+    }
+}
+
+static void rm_tmp(const char *dir)
+{
+    cista_error *err = NULL;
+    int tfd = open("/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_int_equal(util_rm_rf_at(tfd, dir + 5, &err), 0);
+    close(tfd);
+}
+
+/* @cfg's blocker over @treefd as a string compared with @want (NULL: none) */
+static void expect_blocker(const json_t *cfg, const json_t *r, bool secret_files, int treefd,
+                           const char *want)
+{
+    _cleanup_free_ char *why = agent_rootfs_bind_blocker(cfg, r, secret_files, treefd);
+    if (!want) {
+        if (why)
+            fail_msg("unexpected blocker: %s", why);
+        return;
+    }
+    if (!why || !strstr(why, want))
+        fail_msg("blocker \"%s\" does not say \"%s\"", why ? why : "(none)", want);
+}
+
+static void test_rootfs_bind_blocker(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/cista-test-bind.XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    _cleanup_free_ char *tree = xasprintf("%s/tree", tmpl);
+    _cleanup_free_ char *outside = xasprintf("%s/outside", tmpl);
+    static const char *const dirs[] = {"tree/proc", "tree/dev",         "tree/sys", "tree/app",
+                                       "tree/data", "outside/data/sub", NULL};
+    make_dirs(tmpl, dirs);
+    int treefd = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(treefd >= 0);
+    img_config ic = image_config();
+    _cleanup_json_ json_t *r = rules();
+    agent_host_request req = {0};
+    _cleanup_json_ json_t *cfg = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_build_config(&cfg, &ic, r, &req, tree, &err), 0);
+    json_t *mounts = json_object_get(cfg, "mounts");
+    json_t *caps = json_object_get(json_object_get(cfg, "process"), "capabilities");
+
+    /* read-only root, cista's mounts (/dev/pts in the /dev tmpfs), cwd /app: the bind */
+    expect_blocker(cfg, r, false, treefd, NULL);
+    expect_blocker(cfg, r, true, treefd, "secret");
+    json_object_set_new(json_object_get(cfg, "root"), "readonly", json_false());
+    expect_blocker(cfg, r, false, treefd, "root.readonly is false");
+    json_object_set_new(json_object_get(cfg, "root"), "readonly", json_true());
+
+    /* CAP_SYS_ADMIN in any set of the process, or allowed by the policy (exec) */
+    static const char *const sets[] = {"bounding", "effective", "permitted", "ambient"};
+    for (size_t i = 0; i < ARRAY_LEN(sets); i++) {
+        json_t *set = json_object_get(caps, sets[i]);
+        json_array_append_new(set, json_string("CAP_SYS_ADMIN"));
+        expect_blocker(cfg, r, false, treefd, "CAP_SYS_ADMIN");
+        json_array_remove(set, json_array_size(set) - 1);
+    }
+    expect_blocker(cfg, r, false, treefd, NULL);
+    json_t *pbound = json_object_get(json_object_get(r, "capabilities"), "bounding");
+    json_array_append_new(pbound, json_string("cap_sys_admin"));
+    expect_blocker(cfg, r, false, treefd, "policy allows CAP_SYS_ADMIN");
+    json_array_remove(pbound, json_array_size(pbound) - 1);
+
+    /* a mount point in the tree; one below an earlier mount; one missing */
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/data/", "type",
+                                            "tmpfs", "source", "tmpfs"));
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/data/x/y", "type",
+                                            "tmpfs", "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, NULL);
+    size_t n = json_array_size(mounts);
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/srv/x", "type",
+                                            "tmpfs", "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, "mount point \"/srv/x\" is not in the image");
+    /* below /srv only when /srv is mounted first (and /srv itself must be in the image) */
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/srv", "type", "tmpfs",
+                                            "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, "mount point \"/srv/x\"");
+    make_dirs(tmpl, (const char *const[]){"tree/srv", NULL});
+    expect_blocker(cfg, r, false, treefd, "mount point \"/srv/x\"");
+    json_array_remove(mounts, n);
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/srv/x", "type",
+                                            "tmpfs", "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, NULL);
+    json_array_remove(mounts, n);
+    json_array_remove(mounts, n);
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "rel", "type", "tmpfs",
+                                            "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, "not a clean absolute path");
+    json_array_remove(mounts, json_array_size(mounts) - 1);
+
+    /* resolved in the tree: a symlink to an absolute path stays in it (outside/data/sub exists) */
+    _cleanup_free_ char *lnk = xasprintf("%s/link", tree);
+    assert_int_equal(symlink(outside, lnk), 0);
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/link/data/sub",
+                                            "type", "tmpfs", "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, "/link/data/sub");
+    json_array_remove(mounts, json_array_size(mounts) - 1);
+    _cleanup_free_ char *lnk2 = xasprintf("%s/applink", tree);
+    assert_int_equal(symlink("/app", lnk2), 0);
+    json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/applink", "type",
+                                            "tmpfs", "source", "tmpfs"));
+    expect_blocker(cfg, r, false, treefd, NULL);
+
+    /* the cwd: in the tree, or below a mount (made there), else missing */
+    json_t *proc = json_object_get(cfg, "process");
+    json_object_set_new(proc, "cwd", json_string("/data/work"));
+    expect_blocker(cfg, r, false, treefd, NULL);
+    json_object_set_new(proc, "cwd", json_string("/opt"));
+    expect_blocker(cfg, r, false, treefd, "the working directory \"/opt\"");
+
+    close(treefd);
+    rm_tmp(tmpl);
+}
+
+/* A sandbox on a tmpfs (agent_sandbox_open() insists) whose agent.json says @rootfs. */
+static void make_sandbox(const char *dir, const char *rootfs)
+{
+    static const char policy[] =
+        "{\"version\":\"1\",\"containers\":[{\"name\":\"app\",\"process\":{\"args\":[\"/x\"],"
+        "\"cwd\":\"/\",\"user\":{\"uid\":0,\"gid\":0}},\"copy\":[\"/etc/\"]}]}";
+    _cleanup_free_ char *tee = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(mkdir(tee, 0700), 0);
+    assert_int_equal(mount("tmpfs", tee, "tmpfs", MS_NODEV, "mode=0700"), 0);
+    static const char *const dirs[] = {AGENT_ROOTFS "/etc", NULL};
+    make_dirs(tee, dirs);
+    _cleanup_free_ char *st = rootfs
+                                  ? xasprintf("{\"container\":\"app\",\"rootfs\":\"%s\"}", rootfs)
+                                  : xstrdup("{\"container\":\"app\"}");
+    int tfd = open(tee, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(tfd >= 0);
+    cista_error *err = NULL;
+    assert_int_equal(util_write_file_atomic(tfd, "agent.json", st, strlen(st), 0600, &err), 0);
+    assert_int_equal(util_write_file_atomic(tfd, AGENT_POLICY, policy, strlen(policy), 0600, &err),
+                     0);
+    close(tfd);
+}
+
+static void test_copy_refused_into_readonly_bind(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/cista-test-cp.XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    _cleanup_free_ char *probe = xasprintf("%s/probe", tmpl);
+    assert_int_equal(mkdir(probe, 0700), 0);
+    if (mount("tmpfs", probe, "tmpfs", 0, NULL) < 0) {
+        rm_tmp(tmpl);
+        skip(); /* needs CAP_SYS_ADMIN for the sandbox tmpfs */
+    }
+    umount2(probe, MNT_DETACH);
+    static const struct {
+        const char *name, *rootfs, *kind;
+        int rc;
+    } cases[] = {
+        {"ro", "readonly-bind", "readonly-bind", -EROFS},
+        {"ov", "overlay", "overlay", 0},
+        {"old", NULL, NULL, 0}, /* made before the kind was recorded */
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        _cleanup_free_ char *dir = xasprintf("%s/%s", tmpl, cases[i].name);
+        make_sandbox(dir, cases[i].rootfs);
+        agent_sandbox *sb = NULL;
+        cista_error *err = NULL;
+        assert_int_equal(agent_sandbox_open(&sb, dir, NULL, &err), 0);
+        if (cases[i].kind)
+            assert_string_equal(agent_sandbox_rootfs(sb), cases[i].kind);
+        else
+            assert_null(agent_sandbox_rootfs(sb));
+        assert_int_equal(agent_copy_in(sb, "/etc/app.conf", "x=1\n", 4, &err), cases[i].rc);
+        _cleanup_free_ char *f =
+            xasprintf("%s/%s/%s/etc/app.conf", dir, AGENT_TEE_DIR, AGENT_ROOTFS);
+        if (cases[i].rc) {
+            assert_non_null(strstr(err->msg, "read-only"));
+            err_clear(&err);
+            assert_int_not_equal(access(f, F_OK), 0);
+        } else {
+            assert_int_equal(access(f, F_OK), 0);
+        }
+        agent_sandbox_free(sb);
+        _cleanup_free_ char *tee = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
+        assert_int_equal(umount2(tee, MNT_DETACH), 0);
+    }
+    rm_tmp(tmpl);
+}
+
 static void test_ids_and_signals(void **state)
 {
     (void)state;
@@ -530,6 +734,8 @@ int main(void)
         cmocka_unit_test(test_secret_injection),
         cmocka_unit_test(test_ids_and_signals),
         cmocka_unit_test(test_keysource_dev),
+        cmocka_unit_test(test_rootfs_bind_blocker),
+        cmocka_unit_test(test_copy_refused_into_readonly_bind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
