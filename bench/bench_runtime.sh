@@ -245,6 +245,25 @@ wait_port "$NGINX_PORT" 100
 wait_idle
 WRK_NAT3=$(wrk_rps "$NNPORT"); WRK_PRIV=$(wrk_rps "$NGINX_PORT")
 NGP_TMPFS_KB=$(df -k "$ROOT/ngp/tee" | awk 'NR==2 {print $3}')
+# the same with a read-only root (Kubernetes readOnlyRootFilesystem): the rootfs is a read-only
+# bind of the shared tree, no overlay and no copy. The image writes its pid file and temp paths
+# to /dev/shm (the runtime's tmpfs), and the policy injects no secret file (which needs the overlay).
+"$CISTA" -q --root "$ROOT" rm -f ngp >/dev/null 2>&1
+build_nginx "$TMP/img/nginxro" 1 "$NGINX_PORT" /dev/shm
+mkdir -p "$TMP/enc/nginxro"
+"$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/nginxro:1" "oci:$TMP/enc/nginxro:1" >/dev/null
+policy "oci:$TMP/enc/nginxro:1" "$TMP/nginxro.policy.json"
+policy_edit "$TMP/nginxro.policy.json" 'c["read_only_rootfs"] = True'
+kbs_put default/image-key/nginxro "$TMP/image-key.pem"
+kbs_refvals
+"$CISTA" -q --root "$ROOT" run -d --name ngro --network host --tee sim --kbs "$KBS_URL" \
+  --policy "$TMP/nginxro.policy.json" "oci:$TMP/enc/nginxro:1" >/dev/null 2>&1
+wait_port "$NGINX_PORT" 100
+NGRO_KIND=$("$CISTA" -q --root "$ROOT" inspect ngro 2>/dev/null | jq -r .rootfs)
+NGRO_TMPFS_KB=$(df -k "$ROOT/ngro/tee" | awk 'NR==2 {print $3}')
+wait_idle
+WRK_NAT4=$(wrk_rps "$NNPORT"); WRK_RO=$(wrk_rps "$NGINX_PORT")
+"$CISTA" -q --root "$ROOT" rm -f ngro >/dev/null 2>&1
 
 # memory: what stays resident per running confidential container besides the app itself
 CPID=$("$CISTA" --root "$ROOT" state rb 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
@@ -349,9 +368,12 @@ measured twice, alternating; nginx with 1 worker, the host's binary in the image
 | 2 | $WRK_NAT2 | $WRK_CISTA2 | $(awk -v a="$WRK_CISTA2" -v b="$WRK_NAT2" 'BEGIN {printf "%.3f", a/b}') |
 
 | 3, \`image_store: "private"\` | $WRK_NAT3 | $WRK_PRIV | $(awk -v a="$WRK_PRIV" -v b="$WRK_NAT3" 'BEGIN {printf "%.3f", a/b}') |
+| 4, read-only root (rootfs: $NGRO_KIND) | $WRK_NAT4 | $WRK_RO | $(awk -v a="$WRK_RO" -v b="$WRK_NAT4" 'BEGIN {printf "%.3f", a/b}') |
 
 Rounds 1–2 use the default shared image store (rootfs = overlay of the shared tree; the
 sandbox tmpfs holds $NG_TMPFS_KB kB); round 3 \`image_store: "private"\` (the sandbox's own copy on its
-tmpfs, $((NGP_TMPFS_KB / 1024)) MB, no overlay). nginx opens and stats the file on every request, and
-overlayfs lookups cost that: choose per node between memory and per-open cost.
+tmpfs, $((NGP_TMPFS_KB / 1024)) MB, no overlay); round 4 the policy's \`read_only_rootfs\` (a read-only bind
+of the shared tree, the sandbox tmpfs holds $NGRO_TMPFS_KB kB). nginx opens and stats the file on every
+request, and overlayfs lookups cost that: a read-only root avoids it for free; otherwise choose per
+node between memory (private) and per-open cost (shared).
 EOF

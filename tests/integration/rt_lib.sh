@@ -121,8 +121,8 @@ build_redis() { # LAYOUT TAG PORT
   rm -rf "$r"
 }
 
-build_nginx() { # LAYOUT TAG PORT
-  local r=$TMP/rootfs-nginx
+build_nginx() { # LAYOUT TAG PORT [WRITABLE-DIR: pid file and temp paths, default /tmp]
+  local r=$TMP/rootfs-nginx w=${4:-/tmp}
   rm -rf "$r"; base_rootfs "$r"
   copy_bin "$r" /usr/sbin/nginx
   mkdir -p "$r"/var/log/nginx "$r"/var/lib/nginx "$r"/www "$r"/etc/nginx
@@ -131,13 +131,13 @@ build_nginx() { # LAYOUT TAG PORT
 daemon off;
 user root;
 worker_processes 1;
-pid /tmp/nginx.pid;
+pid $w/nginx.pid;
 error_log stderr;
 events { worker_connections 64; }
 http {
   access_log off;
-  client_body_temp_path /tmp/cb; proxy_temp_path /tmp/px; fastcgi_temp_path /tmp/fc;
-  uwsgi_temp_path /tmp/uw; scgi_temp_path /tmp/sc;
+  client_body_temp_path $w/cb; proxy_temp_path $w/px; fastcgi_temp_path $w/fc;
+  uwsgi_temp_path $w/uw; scgi_temp_path $w/sc;
   server { listen 127.0.0.1:$3; location / { root /www; } }
 }
 EOF
