@@ -161,6 +161,7 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
                                       "collateral",
                                       "reject_contraindicated",
                                       "audit_adopt",
+                                      "release_default",
                                       NULL};
     if ((r = check_members(d, top, path, err)) < 0)
         return r;
@@ -229,6 +230,15 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
             c->sessions = xstrdup(s);
         }
     }
+    s = NULL;
+    if ((r = js_get_string(&s, d, "release_default", false, path, err)) < 0)
+        goto fail;
+    if (s && strcmp(s, "affirming") && strcmp(s, "deny")) {
+        r = err_set(err, -EINVAL, "%s: release_default \"%s\": expected affirming or deny", path,
+                    s);
+        goto fail;
+    }
+    c->release_default_deny = s && !strcmp(s, "deny");
     if ((r = get_path(&c->master_key_file, d, "master_key", base, path, err)) < 0 ||
         (r = get_path(&c->signing_key_file, d, "signing_key", base, path, err)) < 0 ||
         (r = get_path(&c->admin_pubkey_file, d, "admin_public_key", base, path, err)) < 0 ||

@@ -609,6 +609,16 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     const char *tee = json_string_value(json_object_get(input, "tee"));
     _cleanup_free_ char *ptext = NULL, *pkey = NULL;
     int fr = find_policy(c, &ptext, &pkey, path);
+    if (fr == -ENOENT && c->sh->cfg->release_default_deny) {
+        /* the configuration, out of a database writer's reach, says a missing policy is no
+         * policy: deleting rows cannot widen a release to the built-in default */
+        problem(resp, 403, "PolicyDeny",
+                "no release policy covers %s (none for it, its type, its repository or "
+                "\"default\"), and release_default is deny",
+                path);
+        audit(c, req, event, tee, NULL, path, "deny", "no release policy (release_default deny)");
+        return false;
+    }
     if (fr == -ENOENT) {
         ptext = xstrdup(g_default_policy);
         pkey = xstrdup("(built-in default)");
@@ -840,12 +850,16 @@ static void admin_done(kbs_ctx *c, const kbs_request *req, kbs_response *resp, i
                        cista_error *err, const char *action, const char *target)
 {
     if (r < 0) {
+        /* 409: what the store holds fails its integrity check (a document's tag, the audit
+         * chain) or needs the master key; the request itself was fine */
         int st = r == -ENOENT                                                               ? 404
                  : (r == -EINVAL || r == -EPROTONOSUPPORT || r == -E2BIG || r == -EMSGSIZE) ? 400
+                 : (r == -EBADMSG || r == -ENOKEY)                                          ? 409
                                                                                             : 500;
         problem_err(resp, st,
                     st == 404   ? "ResourceNotFound"
                     : st == 400 ? "InvalidRequest"
+                    : st == 409 ? "IntegrityError"
                                 : "StorageError",
                     err);
         _cleanup_free_ char *why = err_str(err);
@@ -1030,7 +1044,8 @@ static void admin_audit_adopt(kbs_ctx *c, const kbs_request *req, kbs_response *
     if (r == 0)
         r = kbs_store_audit_adopt(c->store, head, &err);
     /* the adoption itself goes into the (keyed) log, with the hash adopted */
-    _cleanup_free_ char *action = r == 0 ? xasprintf("audit-adopt %s", head) : NULL;
+    /* the hash goes into the log whatever the outcome (head is bounded by the 4 KiB body) */
+    _cleanup_free_ char *action = head ? xasprintf("audit-adopt %s", head) : NULL;
     admin_done(c, req, resp, r, err, action ? action : "audit-adopt", NULL);
 }
 

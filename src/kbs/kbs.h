@@ -80,6 +80,9 @@ typedef struct {
     json_t *collateral;          /* {tee: directory} */
     bool reject_contraindicated; /* refuse to issue a token for a contraindicated result */
     bool audit_adopt; /* POST /audit/adopt allowed (once, after upgrading; off by default) */
+    /* a resource no stored policy covers is refused ("release_default": "deny"), instead of
+     * released on an affirming appraisal (the built-in default) */
+    bool release_default_deny;
 } kbs_config;
 
 /* Defaults (listen 127.0.0.1:8080, SQLite, 300 s tokens and nonces, ...). Caller frees. */

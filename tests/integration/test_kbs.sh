@@ -401,6 +401,27 @@ if start_kbs legacy k4/kbs.json; then
   stop_pid "$LPID"
 fi
 
+# ---- release_default deny: with no covering policy (e.g. its rows deleted) nothing is released ----
+cp -r k k5 && rm -f k5/kbs.db*
+jq '.listen = "127.0.0.1:0" | del(.tls) | .release_default = "deny"' k/kbs.json >k5/kbs.json
+if start_kbs deny-default k5/kbs.json; then
+  DURL=http://$KBS_ADDR; DPID=$KBS_PID
+  D=(--url "$DURL" --admin-key k5/admin-key.pem)
+  "$CISTA" -q kbs admin "${D[@]}" set-reference-values rv.json
+  "$CISTA" -q kbs admin "${D[@]}" put-resource default/key/1 --value dd-secret
+  expect_exit "release_default deny: a resource no stored policy covers is refused (403)" 3 \
+    "release_default is deny" "$CISTA" kbs get-resource --url "$DURL" --tee sim --state-dir sim default/key/1
+  echo '{"version":"1.0.0","anyOf":[{"allOf":[{"claim":"tee","equals":"sim"}]}]}' >simpol.json
+  "$CISTA" -q kbs admin "${D[@]}" set-policy simpol.json
+  check "  ... and released once \"default\" has a policy" bash -c \
+    "[ \"\$('$CISTA' kbs get-resource --url $DURL --tee sim --state-dir sim default/key/1 2>/dev/null)\" = dd-secret ]"
+  sqlite3 k5/kbs.db "DELETE FROM kv WHERE ns = 'policy'"
+  sleep 1.2 # the policy cache's TTL
+  expect_exit "  ... and refused again when a database writer deletes that policy row" 3 \
+    "release_default is deny" "$CISTA" kbs get-resource --url "$DURL" --tee sim --state-dir sim default/key/1
+  stop_pid "$DPID"
+fi
+
 # ---- crash: kill -9 under write load, every acknowledged write survives ----
 cp -r k k3 && rm -f k3/kbs.db*
 jq '.listen = "127.0.0.1:0" | del(.tls)' k/kbs.json >k3/kbs.json
