@@ -1297,7 +1297,8 @@ int kbs__ctx_new(kbs_ctx **out, kbs_shared *sh, bool init_schema, cista_error **
                         .sqlite_path = sh->cfg->sqlite_path,
                         .pg_dsn = sh->cfg->pg_dsn,
                         .master_key = sh->has_master_key ? sh->master_key : NULL,
-                        .init_schema = init_schema};
+                        .init_schema = init_schema,
+                        .max_sessions = sh->cfg->max_sessions};
     kbs_store *st = NULL;
     int r = kbs_store_open(&st, &o, err);
     if (r < 0)

@@ -70,7 +70,7 @@ typedef struct {
     char *admin_pubkey_file;
     unsigned token_lifetime; /* seconds */
     unsigned nonce_lifetime; /* seconds a challenge stays valid */
-    size_t max_sessions;     /* bound of the in-memory table */
+    size_t max_sessions;     /* bound of the session table (memory or store) */
     unsigned workers;        /* 0: one per online CPU */
     unsigned timeout;        /* seconds of idle/slow client allowed */
     char **sim_keys;         /* trusted sim platform public keys (files) */

@@ -52,6 +52,10 @@ typedef struct {
     const char *pg_dsn;        /* postgres: libpq connection string */
     const uint8_t *master_key; /* KBS_MASTER_KEY_SIZE bytes, borrowed; NULL: resources unusable */
     bool init_schema;          /* create tables if missing */
+    /* Bound on stored sessions (0: none). When it is reached, the session that has waited
+     * longest for its /attest gives way; attested ones never do. Checked before each add, so
+     * replicas adding at the same moment may pass it by a few. */
+    size_t max_sessions;
 } kbs_store_opts;
 
 int kbs_store_open(kbs_store **out, const kbs_store_opts *opts, cista_error **err)

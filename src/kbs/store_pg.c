@@ -25,6 +25,7 @@
 
 struct kbs_backend {
     PGconn *conn;
+    size_t max_sessions;
 };
 
 /*
@@ -168,6 +169,7 @@ static int pg_open(kbs_backend **out, const kbs_store_opts *o, cista_error **err
     if (r < 0)
         return r;
     kbs_backend *b = xzalloc(sizeof(*b));
+    b->max_sessions = o->max_sessions;
     b->conn = g_pq.PQconnectdb(o->pg_dsn);
     if (!b->conn || g_pq.PQstatus(b->conn) != CONNECTION_OK) {
         _cleanup_free_ char *m = xstrdup(b->conn ? g_pq.PQerrorMessage(b->conn) : "out of memory");
@@ -279,6 +281,30 @@ static int pg_use_jti(kbs_backend *b, const char *jti, time_t exp, time_t now, c
     return 0;
 }
 
+/* At the bound, drop the challenged session that expires first (as the memory table does). */
+static int pg_sess_make_room(kbs_backend *b, cista_error **err)
+{
+    _cleanup_res_ PGresult *res = NULL;
+    int r = run(b, &res, "SELECT count(*)::text FROM sessions", 0, NULL, NULL, 0, "count sessions",
+                err);
+    if (r < 0)
+        return r;
+    if (strtoull(g_pq.PQgetvalue(res, 0, 0), NULL, 10) < b->max_sessions)
+        return 0;
+    _cleanup_res_ PGresult *del = NULL;
+    if ((r = run(b, &del,
+                 "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE state = 0"
+                 " ORDER BY expires LIMIT 1)",
+                 0, NULL, NULL, 0, "evict a session", err)) < 0)
+        return r;
+    if (strcmp(g_pq.PQcmdTuples(del), "0") == 0)
+        return err_set(err, -EBUSY,
+                       "the session table is full (%zu attested or attesting sessions); retry "
+                       "later or raise sessions.max",
+                       b->max_sessions);
+    return 0;
+}
+
 static int pg_sess_add(kbs_backend *b, const kbs_session *s, time_t now, cista_error **err)
 {
     char t[32], p[8], h[8], st[8], ex[32];
@@ -286,7 +312,7 @@ static int pg_sess_add(kbs_backend *b, const kbs_session *s, time_t now, cista_e
     const char *v1[1] = {t};
     int r = run(b, NULL, "DELETE FROM sessions WHERE expires < $1", 1, v1, NULL, 0,
                 "prune sessions", err);
-    if (r < 0)
+    if (r < 0 || (b->max_sessions && (r = pg_sess_make_room(b, err)) < 0))
         return r;
     snprintf(p, sizeof(p), "%d", s->proto);
     snprintf(h, sizeof(h), "%d", s->hash);

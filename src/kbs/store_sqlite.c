@@ -25,6 +25,7 @@
 
 struct kbs_backend {
     sqlite3 *db;
+    size_t max_sessions;
     size_t nstmts;
     struct {
         const char *sql;
@@ -96,6 +97,7 @@ static int sq_open(kbs_backend **out, const kbs_store_opts *o, cista_error **err
     }
     kbs_backend *b = xzalloc(sizeof(*b));
     b->db = db;
+    b->max_sessions = o->max_sessions;
     sqlite3_busy_timeout(db, 10000);
     int r =
         exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err);
@@ -266,6 +268,33 @@ static int sq_use_jti(kbs_backend *b, const char *jti, time_t exp, time_t now, c
     return 0;
 }
 
+/* At the bound, drop the challenged session that expires first (as the memory table does). */
+static int sq_sess_make_room(kbs_backend *b, cista_error **err)
+{
+    _cleanup_stmt_ sqlite3_stmt *cnt = NULL;
+    int r = prep(b, &cnt, "SELECT count(*) FROM sessions", err);
+    if (r < 0)
+        return r;
+    int rc = sqlite3_step(cnt);
+    if (rc != SQLITE_ROW)
+        return db_err(b->db, rc, err, "count sessions");
+    if ((size_t)sqlite3_column_int64(cnt, 0) < b->max_sessions)
+        return 0;
+    _cleanup_stmt_ sqlite3_stmt *ev = NULL;
+    if ((r = prep(b, &ev,
+                  "DELETE FROM sessions WHERE id = (SELECT id FROM sessions WHERE state = 0"
+                  " ORDER BY expires LIMIT 1)",
+                  err)) < 0 ||
+        (r = step_done(b->db, ev, err, "evict a session")) < 0)
+        return r;
+    if (sqlite3_changes(b->db) == 0)
+        return err_set(err, -EBUSY,
+                       "the session table is full (%zu attested or attesting sessions); retry "
+                       "later or raise sessions.max",
+                       b->max_sessions);
+    return 0;
+}
+
 static int sq_sess_add(kbs_backend *b, const kbs_session *s, time_t now, cista_error **err)
 {
     _cleanup_stmt_ sqlite3_stmt *del = NULL;
@@ -274,6 +303,8 @@ static int sq_sess_add(kbs_backend *b, const kbs_session *s, time_t now, cista_e
         return r;
     sqlite3_bind_int64(del, 1, (sqlite3_int64)now);
     if ((r = step_done(b->db, del, err, "prune sessions")) < 0)
+        return r;
+    if (b->max_sessions && (r = sq_sess_make_room(b, err)) < 0)
         return r;
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     r = prep(b, &st,

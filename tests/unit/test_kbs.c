@@ -1021,6 +1021,42 @@ static void *ctr_racer(void *arg)
     return NULL;
 }
 
+/* Stored sessions are bounded like the memory table: the challenged one expiring first gives
+ * way, attested ones never. */
+static void test_store_sessions_bounded(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/sess-bound.db", g_tmp);
+    kbs_store_opts o = {
+        .kind = "sqlite", .sqlite_path = db, .init_schema = true, .max_sessions = 3};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    kbs_session ss, f;
+    for (int i = 1; i <= 3; i++) {
+        mk_session(&ss, i, 2000 + i);
+        assert_int_equal(kbs_store_session_add(s, &ss, 1000, NULL), 0);
+    }
+    /* full: session 1 (challenged, expiring first) gives way to 4 */
+    mk_session(&ss, 4, 2004);
+    assert_int_equal(kbs_store_session_add(s, &ss, 1000, NULL), 0);
+    mk_session(&ss, 1, 0);
+    assert_int_equal(kbs_store_session_find(s, &f, ss.id, 1000, NULL), -ENOENT);
+    for (int i = 2; i <= 4; i++) {
+        mk_session(&ss, i, 0);
+        assert_int_equal(kbs_store_session_find(s, &f, ss.id, 1000, NULL), 0);
+        kbs_session_clear(&f);
+        assert_int_equal(kbs_store_session_consume(s, ss.id, 1000, NULL), 0);
+        assert_int_equal(kbs_store_session_set_token(s, ss.id, "tok", 3000, NULL), 0);
+    }
+    /* all attested: nothing gives way, the add is refused */
+    mk_session(&ss, 5, 2005);
+    _cleanup_err_ cista_error *e = NULL;
+    assert_int_equal(kbs_store_session_add(s, &ss, 1000, &e), -EBUSY);
+    assert_non_null(strstr(e->msg, "sessions.max"));
+    /* once they expire, there is room again */
+    assert_int_equal(kbs_store_session_add(s, &ss, 3001, NULL), 0);
+}
+
 static void test_store_counters(void **state)
 {
     (void)state;
@@ -1596,6 +1632,7 @@ int main(void)
         cmocka_unit_test(test_appraisal),
         cmocka_unit_test(test_sessions),
         cmocka_unit_test_setup_teardown(test_store_sqlite, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_store_sessions_bounded, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_store_counters, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_audit_keyed, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_audit_legacy, setup_tmp, teardown_tmp),
