@@ -311,6 +311,27 @@ if [ "$TPM_OK" = 1 ]; then
   "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/tpm/*' tpmpol.json
   check "RCAR with swtpm quote evidence (registered AK, PCR 23 reference) releases" bash -c \
     "[ \"\$('$CISTA' kbs get-resource --url $URL --ca ca.pem --tee tpm --tcti '$TCTI' --tpm-eventlog tpm.log --pcrs sha256:0-7,23 default/tpm/k 2>/dev/null)\" = tpm-secret ]"
+  # init-data with evidence that binds no launch data: the quote covers only the nonce and key,
+  # so the client's init-data must neither reach the token nor satisfy a release rule
+  N7=$(auth j7 tpm)
+  J7=$(jq -cS -n --arg n "$N7" --argjson k "$JWK" '{"additional-evidence": "", nonce: $n, "tee-pubkey": $k}')
+  RD7=$(printf '%s' "$J7" | sha384sum | cut -c1-96)00000000000000000000000000000000
+  "$CISTA" -q evidence get --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcrs sha256:0-7,23 \
+    --report-data "$RD7" -o tpm-ev7.json >/dev/null 2>&1
+  ID7="algorithm = \"sha256\"  # chosen by the client"
+  B7=$(jq -nc --arg n "$N7" --argjson k "$JWK" --arg id "$ID7" --slurpfile e tpm-ev7.json \
+    '{"init-data": {format: "toml", body: $id}, "runtime-data": {nonce: $n, "tee-pubkey": $k}, "tee-evidence": {primary_evidence: $e[0], additional_evidence: ""}}')
+  expect_status "tpm evidence with the client's init-data attests (hand-made RCAR)" 200 "ey" "$(attest j7 "$B7")"
+  jq -r .token resp.json >tok7.jwt
+  jwt_payload() { cut -d. -f2 "$1" | tr '_-' '/+' | { read -r s; while [ $((${#s} % 4)) != 0 ]; do s=$s=; done; echo "$s"; } | base64 -d; }
+  check "  ... but the init-data, which a TPM quote does not bind, is not in its token" bash -c \
+    "$(declare -f jwt_payload); jwt_payload tok7.jwt | jq -e '[.. | objects | has(\"init_data_digest\")] | any | not' >/dev/null"
+  ID7D=$(printf '%s' "$ID7" | sha256sum | cut -c1-64)
+  jq -n --arg d "$ID7D" '{version: "1.0.0", anyOf: [{allOf: [{claim: "tee", equals: "tpm"}, {claim: "init_data_digest", equals: $d}]}]}' >idpol.json
+  "$CISTA" -q kbs admin "${A[@]}" set-policy --key 'default/tpmid/*' idpol.json
+  "$CISTA" -q kbs admin "${A[@]}" put-resource default/tpmid/k --value 'needs-init-data' >/dev/null 2>&1
+  st=$("${CURL[@]}" -o resp.json -w '%{http_code}' -H "Authorization: Bearer $(cat tok7.jwt)" "$URL/kbs/v0/resource/default/tpmid/k")
+  expect_status "  ... nor satisfies a release rule on init_data_digest (403)" 403 "init_data_digest" "$st $(jq -r .detail resp.json)"
   "$CISTA" -q evidence extend --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcr 23 --type cista.policy --digest "$D1" >/dev/null 2>&1
   expect_exit "tpm with PCR 23 changed: contraindicated, exit 3" 3 "pcrs.sha256.23" \
     "$CISTA" kbs get-resource --url "$URL" --ca ca.pem --tee tpm --tcti "$TCTI" --tpm-eventlog tpm.log --pcrs sha256:0-7,23 default/tpm/k
