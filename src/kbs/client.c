@@ -222,6 +222,9 @@ int kbs_client_attest(kbs_client *c, const ev_ops *tee, const ev_get_opts *get, 
     c->key = key;
     if (out_token)
         *out_token = xstrdup(token);
+    /* the parsed reply's copy of the bearer token goes back to the heap wiped (jansson's string
+     * is ours until the decref; its lexer's scratch copy is freed inside json_loadb) */
+    crypto_cleanse((char *)token, strlen(token));
     return 0;
 }
 
