@@ -1381,18 +1381,87 @@ static ssize_t conn_read(httpc *c, uint8_t *buf, size_t size, int64_t deadline, 
 
 /* ---- connecting ---- */
 
-static int tcp_connect(httpc *c, const httpc_url *to, int64_t deadline, cista_error **err)
+/*
+ * What an asynchronous lookup reads and writes until it completes. On the heap, because a lookup
+ * that timed out and cannot be cancelled (glibc's resolver thread is inside it) still owns it:
+ * then it is left to that thread, a bounded leak, rather than freed under it.
+ */
+typedef struct {
+    struct gaicb cb;
+    struct addrinfo hints;
+    char *name;
+    char service[8];
+} lookup;
+
+static void lookup_free(lookup *l)
 {
-    char port[8];
-    snprintf(port, sizeof(port), "%u", to->port);
+    free(l->name);
+    free(l);
+}
+
+/*
+ * Resolve @host within @deadline. getaddrinfo() itself waits as long as the resolver
+ * configuration says (several servers × attempts × timeout, or forever on a stuck NSS module),
+ * which would let a slow DNS hold a container's launch past every deadline; a literal address
+ * needs no lookup.
+ */
+static int resolve(struct addrinfo **out, const char *host, unsigned port, bool numeric,
+                   int64_t deadline, cista_error **err)
+{
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
-                             .ai_flags = to->host_is_ip ? AI_NUMERICHOST : 0};
+                             .ai_flags = numeric ? AI_NUMERICHOST : 0};
+    char service[8];
+    snprintf(service, sizeof(service), "%u", port);
+    if (numeric) {
+        int g = getaddrinfo(host, service, &hints, out);
+        return g ? err_set(err, -ECONNREFUSED, "cannot resolve %s: %s", host, gai_strerror(g)) : 0;
+    }
+    lookup *l = xzalloc(sizeof(*l));
+    l->hints = hints;
+    l->name = xstrdup(host);
+    memcpy(l->service, service, sizeof(service));
+    l->cb.ar_name = l->name;
+    l->cb.ar_service = l->service;
+    l->cb.ar_request = &l->hints;
+    struct gaicb *list[1] = {&l->cb};
+    int g = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+    if (g) {
+        lookup_free(l);
+        return err_set(err, -ECONNREFUSED, "cannot resolve %s: %s", host, gai_strerror(g));
+    }
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
+        const struct gaicb *const wait[1] = {&l->cb};
+        int s = gai_suspend(wait, 1, &ts);
+        if (s != EAI_AGAIN && s != EAI_INTR)
+            break; /* done (0, EAI_ALLDONE) or failed: gai_error() says which */
+    }
+    g = gai_error(&l->cb);
+    if (g == EAI_INPROGRESS) {
+        if (gai_cancel(&l->cb) == EAI_CANCELED)
+            lookup_free(l);
+        return err_set(err, -ETIMEDOUT, "resolving %s did not finish within the request's deadline",
+                       host);
+    }
+    if (g) {
+        lookup_free(l);
+        return err_set(err, -ECONNREFUSED, "cannot resolve %s: %s", host, gai_strerror(g));
+    }
+    *out = l->cb.ar_result;
+    lookup_free(l);
+    return 0;
+}
+
+static int tcp_connect(httpc *c, const httpc_url *to, int64_t deadline, cista_error **err)
+{
     struct addrinfo *res = NULL;
-    int g = getaddrinfo(to->host, port, &hints, &res);
-    if (g)
-        return err_set(err, -ECONNREFUSED, "cannot resolve %s: %s", to->host,
-                       g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
+    int g = resolve(&res, to->host, to->port, to->host_is_ip, deadline, err);
+    if (g < 0)
+        return g;
     int code = -ECONNREFUSED;
     _cleanup_free_ char *why = NULL;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
