@@ -324,14 +324,17 @@ int agent_parse_signal(const char *s);
 /*
  * Why the container of the final OCI @config (policy container @rules) cannot run on a
  * read-only bind of the shared image tree @treefd instead of an overlay, or NULL when it can:
- * root.readonly is true, no secret file goes into the rootfs (@secret_files false), no
+ * root.readonly is true and the policy asks for it (read_only_rootfs), no secret file goes into
+ * the rootfs (@secret_files false), the policy allows no copy into it, the tree holds no FIFO,
+ * socket or device node (@special_files false: shared between containers even read-only), no
  * capability set of the process or of the policy holds CAP_SYS_ADMIN (it could remount the
- * tree writable for every container of the image), and every mount point and the cwd that is
+ * tree writable for every container of the image) or CAP_DAC_READ_SEARCH (open_by_handle_at
+ * reaches the whole store through the bind), and every mount point and the cwd that is
  * not below an earlier mount exists in the tree, resolved in it as runc and crun resolve them
  * (they would create a missing one: EROFS). A new string for the log; borrowed inputs (rootfs.c).
  */
 char *agent_rootfs_bind_blocker(const json_t *config, const json_t *rules, bool secret_files,
-                                int treefd);
+                                bool special_files, int treefd);
 
 /* ---- encrypted volumes (volumes.c; docs/runtime.md "Volumes") ---- */
 

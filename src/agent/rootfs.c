@@ -54,6 +54,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fts.h>
 #include <linux/magic.h>
 #include <string.h>
 #include <strings.h>
@@ -307,8 +308,10 @@ static int mount_readonly_bind(const char *tee_dir, const char *tree, cista_erro
     return 0;
 }
 
-static bool has_sys_admin(const json_t *caps)
+/* Whether any capability set of @caps names CAP_@name (either spelling, any case). */
+static bool has_cap(const json_t *caps, const char *name)
 {
+    _cleanup_free_ char *full = xasprintf("CAP_%s", name);
     const char *set;
     json_t *v;
     json_object_foreach((json_t *)caps, set, v)
@@ -318,7 +321,7 @@ static bool has_sys_admin(const json_t *caps)
         json_array_foreach(v, i, c)
         {
             const char *s = json_string_value(c);
-            if (s && (!strcasecmp(s, "CAP_SYS_ADMIN") || !strcasecmp(s, "SYS_ADMIN")))
+            if (s && (!strcasecmp(s, full) || !strcasecmp(s, name)))
                 return true;
         }
     }
@@ -358,12 +361,30 @@ static char *missing_in_tree(int treefd, const char *what, const char *path)
 }
 
 char *agent_rootfs_bind_blocker(const json_t *config, const json_t *rules, bool secret_files,
-                                int treefd)
+                                bool special_files, int treefd)
 {
     if (!json_is_true(json_object_get(json_object_get(config, "root"), "readonly")))
         return xstrdup("root.readonly is false");
+    /*
+     * The bind shares more than the overlay does (the tree's inodes: flock, inotify, statfs of
+     * the store), so only the owner's policy may choose it: the host asking for a read-only
+     * root gets one, on the overlay.
+     */
+    if (!json_is_true(json_object_get(rules, "read_only_rootfs")))
+        return xstrdup("the policy does not make the root read-only (read_only_rootfs): a "
+                       "read-only root the host asked for stays on the overlay");
     if (secret_files)
         return xstrdup("a secret is injected as a file into the rootfs");
+    if (json_array_size(json_object_get(rules, "copy")) > 0)
+        return xstrdup("the policy allows the host to copy files into the container");
+    /*
+     * A FIFO or socket is opened for writing even on a read-only mount, and on the bind it is
+     * the same inode in every container of the image: a channel between them, which the
+     * overlay (one overlay inode per container) does not open.
+     */
+    if (special_files)
+        return xstrdup("the image holds a FIFO, socket or device node, which the bind would "
+                       "share between the containers of the image");
     /*
      * The container's root would be a bind of the tree that every sandbox of this image
      * shares, read-only only through a flag of that one mount. CAP_SYS_ADMIN in the
@@ -376,12 +397,22 @@ char *agent_rootfs_bind_blocker(const json_t *config, const json_t *rules, bool 
      * the container started on the bind.
      */
     json_t *proc = json_object_get(config, "process");
-    if (has_sys_admin(json_object_get(proc, "capabilities")))
+    if (has_cap(json_object_get(proc, "capabilities"), "SYS_ADMIN"))
         return xstrdup("the process has CAP_SYS_ADMIN, with which it could remount the shared "
                        "tree writable");
-    if (has_sys_admin(json_object_get(rules, "capabilities")))
+    if (has_cap(json_object_get(rules, "capabilities"), "SYS_ADMIN"))
         return xstrdup("the policy allows CAP_SYS_ADMIN, with which an exec could remount the "
                        "shared tree writable");
+    /*
+     * open_by_handle_at() (CAP_DAC_READ_SEARCH) decodes a handle relative to the mount it is
+     * given but not confined to the bound subtree: through the bind, a guessed handle reaches
+     * the whole store tmpfs, every other image's decrypted tree. Through the overlay it does
+     * not (ESTALE).
+     */
+    if (has_cap(json_object_get(proc, "capabilities"), "DAC_READ_SEARCH") ||
+        has_cap(json_object_get(rules, "capabilities"), "DAC_READ_SEARCH"))
+        return xstrdup("CAP_DAC_READ_SEARCH (open_by_handle_at) could reach other images' trees "
+                       "in the store through the bind");
     /*
      * runc and crun create a missing mount point (and the cwd) in the rootfs before they make
      * it read-only; on the bind that is EROFS and the container would not start. A path below
@@ -459,6 +490,49 @@ int agent__rootfs_prepare(const char *sandbox_dir, const img_image *img, EVP_PKE
     return rc;
 }
 
+/* Whether the tree at @treefd holds anything but directories, regular files and symlinks
+ * (FIFOs, sockets, device nodes); an unreadable tree counts as holding them. */
+static bool scan_special(int treefd)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", treefd);
+    char *const paths[] = {path, NULL};
+    FTS *f = fts_open(paths, FTS_PHYSICAL | FTS_NOCHDIR, NULL);
+    if (!f)
+        return true;
+    bool special = false;
+    FTSENT *e;
+    while (!special && (e = fts_read(f)) != NULL) {
+        if (e->fts_info == FTS_DNR || e->fts_info == FTS_ERR || e->fts_info == FTS_NS)
+            special = true;
+        else if (e->fts_level > 0 && e->fts_statp &&
+                 (S_ISFIFO(e->fts_statp->st_mode) || S_ISSOCK(e->fts_statp->st_mode) ||
+                  S_ISCHR(e->fts_statp->st_mode) || S_ISBLK(e->fts_statp->st_mode)))
+            special = true;
+    }
+    fts_close(f);
+    return special;
+}
+
+/*
+ * scan_special() of the tree of manifest @hex, once per tree: the answer is kept next to it in
+ * the store (HEX/special), written under the store lock the caller holds. The tree never
+ * changes once renamed in.
+ */
+static bool tree_has_special(int storefd, const char *hex, int treefd)
+{
+    _cleanup_free_ char *rel = xasprintf("%s/special", hex);
+    char c = 0;
+    _cleanup_close_ int fd = openat(storefd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 && read(fd, &c, 1) == 1 && (c == '0' || c == '1'))
+        return c == '1';
+    bool special = scan_special(treefd);
+    cista_error *e = NULL;
+    if (util_write_file_atomic(storefd, rel, special ? "1" : "0", 1, 0600, &e) < 0)
+        err_free(e); /* only a cache: scanned again next time */
+    return special;
+}
+
 static int mount_in_store(agent__rootfs_kind *out, int storefd, const char *root, const char *id,
                           const char *tee_dir, const img_image *img, const json_t *config,
                           const json_t *rules, bool secret_files, cista_error **err)
@@ -476,7 +550,12 @@ static int mount_in_store(agent__rootfs_kind *out, int storefd, const char *root
     if (treefd < 0)
         return err_set_sys(err, -errno, "open the image tree %s", rel);
     _cleanup_free_ char *tree = xasprintf("%s/%s/%s", root, STORE_DIR, rel);
-    _cleanup_free_ char *why = agent_rootfs_bind_blocker(config, rules, secret_files, treefd);
+    /* the scan only when it can matter (a read-only root the policy asks for) */
+    bool ro = json_is_true(json_object_get(json_object_get(config, "root"), "readonly")) &&
+              json_is_true(json_object_get(rules, "read_only_rootfs"));
+    bool special = ro && tree_has_special(storefd, hex, treefd);
+    _cleanup_free_ char *why =
+        agent_rootfs_bind_blocker(config, rules, secret_files, special, treefd);
     if (why) {
         if ((rc = mount_overlay(tee_dir, tree, err)) < 0)
             return rc;

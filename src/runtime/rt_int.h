@@ -14,6 +14,7 @@
 #define RT_PLAIN_RUNC "runc"
 #define RT_PLAIN_LOG "container.log"
 #define RT_PID_FILE "init.pid"
+#define RT_INIT_START_FILE "init.start" /* its start time (/proc/PID/stat field 22) */
 
 /* Resolve "auto" and check the name: "sim", "tpm", "snp" or "tdx". Caller frees. */
 char *rt__resolve_tee(const rt_config *c, const char *want, cista_error **err);

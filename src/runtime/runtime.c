@@ -274,6 +274,47 @@ static int lock_dir(const char *dir, cista_error **err)
     return fd;
 }
 
+/* Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot. */
+static int proc_start_time(long pid, unsigned long long *out)
+{
+    _cleanup_free_ char *p = xasprintf("/proc/%ld/stat", pid);
+    _cleanup_free_ char *text = NULL;
+    size_t n;
+    cista_error *e = NULL;
+    if (util_read_file(&text, &n, p, 4096, &e) < 0) {
+        err_free(e);
+        return -ESRCH;
+    }
+    /* the command name (field 2) may hold spaces and parentheses: count from its last ')' */
+    const char *s = strrchr(text, ')');
+    for (int field = 2; s && field < 22; field++)
+        s = strchr(s + 1, ' ');
+    if (!s)
+        return -EINVAL;
+    *out = strtoull(s + 1, NULL, 10);
+    return 0;
+}
+
+/* The start time of the init the delegate just created (pid file in @dir), for init_is_ours(). */
+static void record_init_start(const char *dir)
+{
+    _cleanup_free_ char *pp = xasprintf("%s/%s", dir, RT_PID_FILE);
+    _cleanup_free_ char *text = NULL;
+    size_t n;
+    cista_error *e = NULL;
+    unsigned long long t;
+    if (util_read_file(&text, &n, pp, 64, &e) < 0 ||
+        proc_start_time(strtol(text, NULL, 10), &t) < 0) {
+        err_free(e);
+        return;
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%llu\n", t);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || util_write_file_atomic(dfd, RT_INIT_START_FILE, buf, (size_t)len, 0600, &e) < 0)
+        err_free(e);
+}
+
 static void remove_dir(const rt_config *c, const char *id)
 {
     cista_error *e = NULL;
@@ -570,6 +611,8 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         remove_dir(c, id);
         return err_wrap(err, "create %s", id);
     }
+    if (!(o && (o->run_pid || o->pid_file)))
+        record_init_start(dir);
     log_info("container %s created (%s)", id, st_str(st, "mode"));
     return 0;
 }
@@ -706,10 +749,22 @@ int rt_kill(const rt_config *c, const char *id, int sig, bool all, cista_error *
 /*
  * Whether process @pid has the container's rootfs as its root: the sandbox's (confidential) or
  * the generated plain bundle's root.path. A pid reused by another process, even one in a
- * container of its own, has another root.
+ * container of its own, has another root — except in another sandbox of the same image whose
+ * rootfs is also the read-only bind of the shared tree: so the init's start time, recorded at
+ * create, must match too.
  */
 static bool init_is_ours(const char *dir, long pid)
 {
+    _cleanup_free_ char *sp = xasprintf("%s/%s", dir, RT_INIT_START_FILE);
+    _cleanup_free_ char *want = NULL;
+    size_t wn;
+    cista_error *se = NULL;
+    if (util_read_file(&want, &wn, sp, 64, &se) == 0) {
+        unsigned long long now = 0;
+        if (proc_start_time(pid, &now) < 0 || strtoull(want, NULL, 10) != now)
+            return false;
+    }
+    err_free(se);
     _cleanup_free_ char *proot = xasprintf("/proc/%ld/root", pid);
     struct stat a, b;
     if (stat(proot, &a) < 0)

@@ -196,6 +196,8 @@ expect_refused "state.json naming another program as delegate: refused" "neither
 cp "$TMP/s1.state" "$ROOT/s1/state.json"
 # the delegate cannot delete it (its state is damaged): rm -f kills the init before the state goes
 S1_PID=$(cat "$ROOT/s1/init.pid")
+check "the init's start time is recorded at create (a reused pid is not taken for it)" bash -c \
+  "[ \"\$(cat '$ROOT/s1/init.start')\" = \"\$(awk '{print \$22}' /proc/$S1_PID/stat)\" ]"
 for f in state.json status; do # runc's, crun's
   [ -e "$ROOT/s1/tee/runc/s1/$f" ] && echo garbage >"$ROOT/s1/tee/runc/s1/$f"
 done
@@ -256,6 +258,8 @@ POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/romnt.policy.json" \
   --allow-exec '["/bin/sh","-c","echo tmp >/scratch/f && cat /scratch/f"]'
 policy_edit "$TMP/romnt.policy.json" 'c["mounts"] += [{"destination": d, "type": "tmpfs",
   "source": {"exact": "tmpfs"}, "options": ["nosuid", "nodev", "size=1m"]} for d in ("/tmp", "/scratch")]'
+cp "$TMP/romnt.policy.json" "$TMP/romnt-host.policy.json" # the host alone asks for the read-only root
+policy_edit "$TMP/romnt.policy.json" 'c["read_only_rootfs"] = True'
 kbs_refvals
 # ro_bind ID: the sandbox's rootfs is the store's tmpfs bound read-only (no overlay) at a tree of
 # the store, and the container's / is that same tree, read-only
@@ -322,9 +326,9 @@ check "read-only root with CAP_SYS_ADMIN: an overlay (logged why); remount,rw / 
    [ \"\$('$CISTA' -q --root '$ROOT' exec rocap /bin/cat /etc/passwd)\" = mine ] && grep -q '^root:' '$ROOT'/.images/*/rootfs/etc/passwd"
 "${C[@]}" -q rm -f rocap >/dev/null 2>&1
 # OCI bundles asking for a read-only root, with a tmpfs at DEST
-ro_bundle() { # DIR DEST
+ro_bundle() { # DIR DEST [POLICY]
   mkdir -p "$1" && (cd "$1" && rm -f config.json && runc spec) &&
-    python3 - "$1/config.json" "$2" "$TMP/romnt.policy.json" "$TMP/enc/bbs:1" "$KBS_URL" <<'EOF'
+    python3 - "$1/config.json" "$2" "${3:-$TMP/romnt.policy.json}" "$TMP/enc/bbs:1" "$KBS_URL" <<'EOF'
 import json, sys, base64
 p, dest, pol, img, kbs = sys.argv[1:]
 d = json.load(open(p))
@@ -339,8 +343,10 @@ d["annotations"] = {"io.cista.image": "oci:" + img, "io.cista.kbs": kbs, "io.cis
 json.dump(d, open(p, "w"))
 EOF
 }
-for m in tmp scratch; do
-  ro_bundle "$TMP/robundle-$m" "/$m" &&
+for m in tmp scratch hosttmp; do
+  pol=$TMP/romnt.policy.json dest=/$m
+  [ $m = hosttmp ] && pol=$TMP/romnt-host.policy.json dest=/tmp
+  ro_bundle "$TMP/robundle-$m" "$dest" "$pol" &&
     "${C[@]}" --log-level info create --bundle "$TMP/robundle-$m" "rob-$m" </dev/null >/dev/null 2>"$TMP/rob-$m.err" &&
     "${C[@]}" -q start "rob-$m" </dev/null >/dev/null 2>>"$TMP/rob-$m.err" ||
     { echo "# rob-$m:"; grep -E "error|denied" "$TMP/rob-$m.err" | diag; }
@@ -351,7 +357,12 @@ check "  ... a tmpfs at /scratch (not in the image): the overlay (logged why), r
   "[ \"\$(findmnt -n -o FSTYPE '$ROOT/rob-scratch/tee/rootfs')\" = overlay ] &&
    grep -q 'not a read-only bind: mount point \"/scratch\" is not in the image' '$TMP/rob-scratch.err' &&
    [ \"\$('$CISTA' -q --root '$ROOT' exec rob-scratch /bin/sh -c 'echo tmp >/scratch/f && cat /scratch/f')\" = tmp ]"
-"${C[@]}" -q rm -f rob-tmp rob-scratch >/dev/null 2>&1
+check "  ... root.readonly asked by the host alone (the policy does not): the overlay, read-only" bash -c \
+  "[ \"\$(findmnt -n -o FSTYPE '$ROOT/rob-hosttmp/tee/rootfs')\" = overlay ] &&
+   grep -q 'the policy does not make the root read-only' '$TMP/rob-hosttmp.err' &&
+   awk '\$5 == \"/\" {print \$6}' /proc/\$(cat '$ROOT/rob-hosttmp/init.pid')/mountinfo | grep -q '^ro' &&
+   [ \"\$('$CISTA' -q --root '$ROOT' exec rob-hosttmp /bin/sh -c 'echo tmp >/tmp/f && cat /tmp/f')\" = tmp ]"
+"${C[@]}" -q rm -f rob-tmp rob-scratch rob-hosttmp >/dev/null 2>&1
 check "  ... both removed: nothing left" bash -c "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
 
 # The delegate recorded at create drives every later verb, whatever configuration a caller reads.

@@ -480,7 +480,7 @@ static void rm_tmp(const char *dir)
 static void expect_blocker(const json_t *cfg, const json_t *r, bool secret_files, int treefd,
                            const char *want)
 {
-    _cleanup_free_ char *why = agent_rootfs_bind_blocker(cfg, r, secret_files, treefd);
+    _cleanup_free_ char *why = agent_rootfs_bind_blocker(cfg, r, secret_files, false, treefd);
     if (!want) {
         if (why)
             fail_msg("unexpected blocker: %s", why);
@@ -517,6 +517,20 @@ static void test_rootfs_bind_blocker(void **state)
     json_object_set_new(json_object_get(cfg, "root"), "readonly", json_false());
     expect_blocker(cfg, r, false, treefd, "root.readonly is false");
     json_object_set_new(json_object_get(cfg, "root"), "readonly", json_true());
+    /* only the policy may choose the bind: a read-only root the host asked for stays on the
+     * overlay; so does one whose policy allows copying in */
+    json_object_set_new(r, "read_only_rootfs", json_false());
+    expect_blocker(cfg, r, false, treefd, "the policy does not make the root read-only");
+    json_object_set_new(r, "read_only_rootfs", json_true());
+    json_object_set_new(r, "copy", json_pack("[s]", "/etc/app/"));
+    expect_blocker(cfg, r, false, treefd, "copy files into the container");
+    json_object_del(r, "copy");
+    {
+        /* a FIFO (or socket, device) in the tree would be one channel between the containers */
+        _cleanup_free_ char *why = agent_rootfs_bind_blocker(cfg, r, false, true, treefd);
+        assert_non_null(why);
+        assert_non_null(strstr(why, "FIFO"));
+    }
 
     /* CAP_SYS_ADMIN in any set of the process, or allowed by the policy (exec) */
     static const char *const sets[] = {"bounding", "effective", "permitted", "ambient"};
@@ -531,6 +545,14 @@ static void test_rootfs_bind_blocker(void **state)
     json_array_append_new(pbound, json_string("cap_sys_admin"));
     expect_blocker(cfg, r, false, treefd, "policy allows CAP_SYS_ADMIN");
     json_array_remove(pbound, json_array_size(pbound) - 1);
+    /* CAP_DAC_READ_SEARCH: open_by_handle_at through the bind reaches the whole store */
+    json_array_append_new(pbound, json_string("CAP_DAC_READ_SEARCH"));
+    expect_blocker(cfg, r, false, treefd, "CAP_DAC_READ_SEARCH");
+    json_array_remove(pbound, json_array_size(pbound) - 1);
+    json_t *peff = json_object_get(caps, "effective");
+    json_array_append_new(peff, json_string("DAC_READ_SEARCH"));
+    expect_blocker(cfg, r, false, treefd, "CAP_DAC_READ_SEARCH");
+    json_array_remove(peff, json_array_size(peff) - 1);
 
     /* a mount point in the tree; one below an earlier mount; one missing */
     json_array_append_new(mounts, json_pack("{s:s,s:s,s:s}", "destination", "/data/", "type",
