@@ -25,8 +25,8 @@
  *    nothing needs to write into the rootfs before the container starts: no
  *    secret file to inject, and every mount point and the cwd already in the
  *    image (runc and crun create missing ones, which fails with EROFS). And
- *    never when the container may hold CAP_SYS_ADMIN (see
- *    agent_rootfs_bind_blocker()). What remains shared is what overlayfs hid:
+ *    never when the container may hold CAP_SYS_ADMIN, among the other
+ *    conditions of agent_rootfs_bind_blocker(). What remains shared is what overlayfs hid:
  *    the tree's inodes themselves, so a flock() or an inotify watch on an
  *    image file is seen by every container of the image (docs/runtime.md).
  *
@@ -494,10 +494,10 @@ int agent__rootfs_prepare(const char *sandbox_dir, const img_image *img, EVP_PKE
  * (FIFOs, sockets, device nodes); an unreadable tree counts as holding them. */
 static bool scan_special(int treefd)
 {
-    char path[64];
+    char path[64]; /* a magic link to the tree: followed as the walk's root (FTS_COMFOLLOW) */
     snprintf(path, sizeof(path), "/proc/self/fd/%d", treefd);
     char *const paths[] = {path, NULL};
-    FTS *f = fts_open(paths, FTS_PHYSICAL | FTS_NOCHDIR, NULL);
+    FTS *f = fts_open(paths, FTS_PHYSICAL | FTS_COMFOLLOW | FTS_NOCHDIR, NULL);
     if (!f)
         return true;
     bool special = false;

@@ -325,6 +325,21 @@ check "read-only root with CAP_SYS_ADMIN: an overlay (logged why); remount,rw / 
   "[ \"\$(findmnt -n -o FSTYPE '$ROOT/rocap/tee/rootfs')\" = overlay ] && grep -q 'not a read-only bind: the process has CAP_SYS_ADMIN' '$TMP/rocap.err' &&
    [ \"\$('$CISTA' -q --root '$ROOT' exec rocap /bin/cat /etc/passwd)\" = mine ] && grep -q '^root:' '$ROOT'/.images/*/rootfs/etc/passwd"
 "${C[@]}" -q rm -f rocap >/dev/null 2>&1
+# fallback: a FIFO in the image would be one pipe between every container of the image on the bind
+r=$TMP/rootfs-fifo; base_rootfs "$r"; mkfifo "$r/pipe"
+make_image "$TMP/img/bbf" 1 "$r" "PATH=/bin" /bin/sleep 300; rm -rf "$r"
+mkdir -p "$TMP/enc/bbf"
+"$CISTA" -q image pack --encrypt "jwe:$TMP/image-pub.pem" "oci:$TMP/img/bbf:1" "oci:$TMP/enc/bbf:1" >/dev/null
+kbs_put default/image-key/bbf "$TMP/image-key.pem"
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbf:1" "$TMP/bbf.policy.json"
+policy_edit "$TMP/bbf.policy.json" 'c["read_only_rootfs"] = True'
+kbs_refvals
+"${C[@]}" --log-level info run -d --name rofifo --tee sim --kbs "$KBS_URL" --policy "$TMP/bbf.policy.json" \
+  "oci:$TMP/enc/bbf:1" >/dev/null 2>"$TMP/rofifo.err"
+check "read-only root, an image with a FIFO: the overlay (logged why), the answer kept with the tree" bash -c \
+  "[ \"\$(findmnt -n -o FSTYPE '$ROOT/rofifo/tee/rootfs')\" = overlay ] &&
+   grep -q 'not a read-only bind: the image holds a FIFO' '$TMP/rofifo.err' && [ \"\$(cat '$ROOT'/.images/*/special)\" = 1 ]"
+"${C[@]}" -q rm -f rofifo >/dev/null 2>&1
 # OCI bundles asking for a read-only root, with a tmpfs at DEST
 ro_bundle() { # DIR DEST [POLICY]
   mkdir -p "$1" && (cd "$1" && rm -f config.json && runc spec) &&
