@@ -101,6 +101,6 @@ say "a command the policy does not allow is refused before anything runs"
 if "$CISTA" --root "$WORK/state" run --rm --kbs "$CISTA_KBS_URL" --policy policy.json --tee sim \
   oci:app:1 -- /bin/sh -c 'cat /run/secrets/api-token' 2>&1 | grep 'error'; then :; fi
 
-say "the KBS audit log (hash-chained)"
+say "the KBS audit log (a hash chain keyed by the master key)"
 "$CISTA" kbs admin audit 2>/dev/null | tail -n 6 || true
 say "demo complete"
