@@ -287,16 +287,31 @@ static int mount_overlay(const char *tee_dir, const char *lower, cista_error **e
 }
 
 /*
- * Bind @tree at @tee_dir/rootfs and make that mount read-only, nosuid and nodev. A bind takes
- * the flags of the mount it comes from (the store's, writable) and ignores MS_RDONLY given with
- * MS_BIND: the remount is what makes it read-only. Until then the mount is on the sandbox's
- * private tmpfs, where only the agent looks.
+ * Bind the tree @treefd (the one the checks looked at) at @tee_dir/rootfs, read-only, nosuid and
+ * nodev. With the new mount API the detached clone gets its flags before it is attached, so it
+ * is never writable and never a different tree than @treefd. On kernels before 5.12 a bind of
+ * the path @tree and a remount (a bind takes the flags of the mount it comes from, the store's,
+ * and ignores MS_RDONLY given with MS_BIND), on the sandbox's private tmpfs where only the agent
+ * looks.
  */
-static int mount_readonly_bind(const char *tee_dir, const char *tree, cista_error **err)
+static int mount_readonly_bind(const char *tee_dir, int treefd, const char *tree, cista_error **err)
 {
     _cleanup_free_ char *merged = xasprintf("%s/%s", tee_dir, AGENT_ROOTFS);
     if (mkdir(merged, 0700) < 0)
         return err_set_sys(err, -errno, "mkdir %s", merged);
+    _cleanup_close_ int mfd = open_tree(
+        treefd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_NO_AUTOMOUNT);
+    if (mfd >= 0) {
+        struct mount_attr a = {.attr_set =
+                                   MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+        if (mount_setattr(mfd, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
+            return err_set_sys(err, -errno, "make the bind of the image tree read-only");
+        if (move_mount(mfd, "", AT_FDCWD, merged, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return err_set_sys(err, -errno, "attach the bind of the image tree on %s", merged);
+        return 0;
+    }
+    if (errno != ENOSYS)
+        return err_set_sys(err, -errno, "clone the image tree %s", tree);
     if (mount(tree, merged, NULL, MS_BIND, NULL) < 0)
         return err_set_sys(err, -errno, "bind the image tree %s on %s", tree, merged);
     if (mount(NULL, merged, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
@@ -565,7 +580,7 @@ static int mount_in_store(agent__rootfs_kind *out, int storefd, const char *root
         *out = AGENT__ROOTFS_OVERLAY;
         return 0;
     }
-    if ((rc = mount_readonly_bind(tee_dir, tree, err)) < 0)
+    if ((rc = mount_readonly_bind(tee_dir, treefd, tree, err)) < 0)
         return rc;
     log_info("sandbox %s: the rootfs is a read-only bind of the shared image tree (root.readonly: "
              "no overlay, no copy)",
