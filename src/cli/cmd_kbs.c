@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -143,6 +144,18 @@ static int cmd_serve(int argc, char **argv)
         cfg->insecure_http = true;
     if (workers >= 0)
         cfg->workers = (unsigned)workers;
+    /*
+     * Every connection is a descriptor: the usual soft limit (1024) would be reached long before
+     * limits.connections_per_peer of a couple of peers. Raising the soft limit up to the hard one
+     * needs no privilege.
+     */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("kbs serve: cannot raise the descriptor limit to %llu: %s",
+                     (unsigned long long)rl.rlim_max, strerror(errno));
+    }
     if (kbs_server_new(&g_server, cfg, &err) < 0)
         return cli_fail(err);
     signal(SIGPIPE, SIG_IGN);

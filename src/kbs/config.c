@@ -26,6 +26,12 @@ kbs_config *kbs_config_new(void)
     c->nonce_lifetime = 300;
     c->max_sessions = 10000;
     c->timeout = 10;
+    /* Generous: a cluster behind one NAT address is one peer. A full handshake costs ~0.3 ms
+     * of server CPU, so 200/s is at most ~6% of a core per address, and 2000 guests behind one
+     * address can still all boot at once. */
+    c->conns_per_peer = 512;
+    c->handshakes_per_peer = 200;
+    c->handshake_burst = 2000;
     c->reject_contraindicated = true;
     c->collateral = json_object();
     return c;
@@ -156,6 +162,7 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
                                       "token_lifetime",
                                       "workers",
                                       "timeout",
+                                      "limits",
                                       "sim_platform_keys",
                                       "tpm_aks",
                                       "collateral",
@@ -229,6 +236,20 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
             free(c->sessions);
             c->sessions = xstrdup(s);
         }
+    }
+    if ((r = js_get_object(&o, d, "limits", false, path, err)) < 0)
+        goto fail;
+    if (o) {
+        static const char *const m[] = {"connections_per_peer", "handshakes_per_peer_per_s",
+                                        "handshake_burst", NULL};
+        if ((r = check_members(o, m, "limits", err)) < 0 ||
+            (r = get_uint(&c->conns_per_peer, o, "connections_per_peer", 0, 1000000, "limits",
+                          err)) < 0 ||
+            (r = get_uint(&c->handshakes_per_peer, o, "handshakes_per_peer_per_s", 0, 1000000,
+                          "limits", err)) < 0 ||
+            (r = get_uint(&c->handshake_burst, o, "handshake_burst", 1, 10000000, "limits", err)) <
+                0)
+            goto fail;
     }
     s = NULL;
     if ((r = js_get_string(&s, d, "release_default", false, path, err)) < 0)

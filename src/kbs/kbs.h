@@ -73,7 +73,11 @@ typedef struct {
     size_t max_sessions;     /* bound of the session table (memory or store) */
     unsigned workers;        /* 0: one per online CPU */
     unsigned timeout;        /* seconds of idle/slow client allowed */
-    char **sim_keys;         /* trusted sim platform public keys (files) */
+    /* "limits": per client IP address, TLS only (0: unlimited; see peers.h) */
+    unsigned conns_per_peer;      /* open TLS connections */
+    unsigned handshakes_per_peer; /* TLS handshakes per second, sustained */
+    unsigned handshake_burst;     /* TLS handshakes at once, after an idle while */
+    char **sim_keys;              /* trusted sim platform public keys (files) */
     size_t sim_key_count;
     char **tpm_aks; /* registered TPM attestation keys (files) */
     size_t tpm_ak_count;

@@ -35,6 +35,13 @@
  * by all workers through the one SSL_CTX) let a returning client resume
  * without a certificate signature; HTTP/1.1 keep-alive lets a client run
  * auth, attest and resource on one connection.
+ *
+ * Per-peer limits (config "limits", peers.h): open TLS connections and TLS
+ * handshakes per second of one client address, decided in the ClientHello
+ * callback, before the handshake's key exchange and signature. Not in
+ * make_bev(): evhttp calls it before it has the socket, and a NULL there
+ * makes evhttp fall back to a plain-text connection. Plain HTTP has no
+ * such hook and no per-peer limits.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -56,10 +63,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crypto/crypto.h"
 #include "kbs/kbs_int.h"
+#include "kbs/peers.h"
 #include "util/log.h"
 #include "util/util.h"
 
@@ -82,6 +91,9 @@ struct kbs_server {
     const kbs_config *cfg;
     kbs_shared *sh;
     SSL_CTX *ssl;
+    kbs_peers *peers;       /* NULL: no per-peer limits (plain HTTP, or all limits 0) */
+    struct event *peers_ev; /* the summary of refusals (on the first worker's loop) */
+    uint64_t peers_logged_conns, peers_logged_rate; /* refusals counted by earlier summaries */
     int listen_fd;
     char addr[80];
     unsigned nworkers;
@@ -213,6 +225,181 @@ out:
     return r;
 }
 
+/* ---- per-peer limits ---- */
+
+/*
+ * A connection counted in the peer table, kept as ex_data of its SSL object: OpenSSL calls
+ * peer_ticket_free() whenever that SSL is freed (bufferevent_openssl frees it with the
+ * connection: close, timeout, error or server shutdown), which releases the count.
+ */
+typedef struct {
+    kbs_peers *t;
+    kbs_peer_addr a;
+} peer_ticket;
+
+static pthread_once_t g_peer_once = PTHREAD_ONCE_INIT;
+static int g_peer_idx = -1;
+/* ex_data of a connection decided on but not counted (the table was full) */
+static char g_peer_uncounted;
+
+static void peer_ticket_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    peer_ticket *tk = ptr;
+    if (!tk || ptr == &g_peer_uncounted)
+        return;
+    kbs_peers_release(tk->t, &tk->a);
+    free(tk);
+}
+
+static void peer_idx_init(void)
+{
+    g_peer_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, peer_ticket_free);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The log lines kbs_peers_admit() asked for (never one per refused connection). */
+static void log_peer_note(const kbs_server *s, const kbs_peer_addr *a, kbs_peers_verdict v,
+                          const kbs_peers_note *n)
+{
+    const kbs_config *c = s->cfg;
+    if (n->log_full)
+        log_warn("KBS: the peer table is full (%d addresses, each holding a TLS connection): "
+                 "connections of new addresses are admitted without per-peer limits",
+                 KBS_PEERS_MAX_ENTRIES);
+    if (n->log_peer) {
+        char addr[KBS_PEER_ADDR_STRLEN];
+        kbs_peer_addr_format(addr, a);
+        if (v == KBS_PEERS_REFUSE_CONNS)
+            log_warn("KBS: TLS handshake from %s refused: it holds %u connections "
+                     "(limits.connections_per_peer); %llu refused since the last such line "
+                     "for this address (at most one per %d s)",
+                     addr, n->peer_conns, (unsigned long long)n->peer_refused,
+                     KBS_PEERS_LOG_INTERVAL_MS / 1000);
+        else
+            log_warn("KBS: TLS handshake from %s refused: more than %u handshakes per second "
+                     "after a burst of %u (limits.handshakes_per_peer_per_s, "
+                     "limits.handshake_burst); %llu refused since the last such line for this "
+                     "address (at most one per %d s)",
+                     addr, c->handshakes_per_peer, c->handshake_burst,
+                     (unsigned long long)n->peer_refused, KBS_PEERS_LOG_INTERVAL_MS / 1000);
+    }
+    if (n->log_flood)
+        log_warn("KBS: TLS handshakes of more than %d addresses refused within %d s: further "
+                 "addresses are not logged until the %d s are over (%llu handshakes refused "
+                 "since the start)",
+                 KBS_PEERS_LOG_LINES, KBS_PEERS_LOG_INTERVAL_MS / 1000,
+                 KBS_PEERS_LOG_INTERVAL_MS / 1000, (unsigned long long)n->refused_total);
+}
+
+/*
+ * Every KBS_PEERS_LOG_INTERVAL_MS, on the first I/O worker: how many handshakes were refused
+ * since the previous summary, so a burst of refusals is counted even when its peer's log line
+ * came before most of them.
+ */
+static void on_peers_summary(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kbs_server *s = arg;
+    kbs_peers_stats st;
+    kbs_peers_get_stats(&st, s->peers);
+    uint64_t dc = st.refused_conns - s->peers_logged_conns,
+             dr = st.refused_rate - s->peers_logged_rate;
+    if (!dc && !dr)
+        return;
+    s->peers_logged_conns = st.refused_conns;
+    s->peers_logged_rate = st.refused_rate;
+    log_warn("KBS: %llu TLS handshakes refused in the last %d s: %llu over "
+             "limits.connections_per_peer, %llu over limits.handshakes_per_peer_per_s (%zu "
+             "addresses tracked, %zu connections open)",
+             (unsigned long long)(dc + dr), KBS_PEERS_LOG_INTERVAL_MS / 1000,
+             (unsigned long long)dc, (unsigned long long)dr, st.entries, st.conns);
+}
+
+/*
+ * ClientHello callback: the first point of a handshake where the connection has its socket
+ * (bufferevent_openssl has set the SSL's BIO) and nothing costly has been done: the key share
+ * is computed and the certificate signed only after it returns. A refusal fails the handshake
+ * with an internal_error alert and evhttp closes the connection. Called again for the second
+ * ClientHello after a HelloRetryRequest: that handshake was decided on already.
+ */
+static int on_client_hello(SSL *ssl, int *al, void *arg)
+{
+    kbs_server *s = arg;
+    if (SSL_get_ex_data(ssl, g_peer_idx))
+        return SSL_CLIENT_HELLO_SUCCESS;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    kbs_peer_addr a;
+    int fd = SSL_get_fd(ssl);
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+        !kbs_peer_addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl)) {
+        /* the client is gone already (ENOTCONN): nobody to serve */
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    kbs_peers_note note;
+    kbs_peers_verdict v = kbs_peers_admit(s->peers, &note, &a, now_ms());
+    log_peer_note(s, &a, v, &note);
+    void *mark = &g_peer_uncounted;
+    switch (v) {
+    case KBS_PEERS_ADMIT: {
+        peer_ticket *tk = xmalloc(sizeof(*tk));
+        *tk = (peer_ticket){.t = s->peers, .a = a};
+        mark = tk;
+        break;
+    }
+    case KBS_PEERS_ADMIT_UNCOUNTED:
+        break;
+    default:
+        /* No TLS alert says "too many connections": internal_error is the one that blames
+         * neither the client's configuration nor its certificate. */
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    if (SSL_set_ex_data(ssl, g_peer_idx, mark) != 1) {
+        /* out of memory: nothing would release the count, so neither count nor serve it */
+        if (mark != &g_peer_uncounted) {
+            kbs_peers_release(s->peers, &a);
+            free(mark);
+        }
+        *al = SSL_AD_INTERNAL_ERROR;
+        return SSL_CLIENT_HELLO_ERROR;
+    }
+    return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* The peer table and the ClientHello callback on @ctx, unless every limit is 0. */
+static int setup_peer_limits(kbs_server *s, SSL_CTX *ctx, cista_error **err)
+{
+    const kbs_config *c = s->cfg;
+    if (!c->conns_per_peer && !c->handshakes_per_peer)
+        return 0;
+    pthread_once(&g_peer_once, peer_idx_init);
+    if (g_peer_idx < 0)
+        return err_set_ssl(err, -ENOMEM, "TLS: cannot register the per-peer limits' ex_data");
+    kbs_peers_limits lim = {.conns_max = c->conns_per_peer,
+                            .hs_per_s = c->handshakes_per_peer,
+                            .hs_burst = c->handshake_burst};
+    int r = kbs_peers_new(&s->peers, &lim, KBS_PEERS_MAX_ENTRIES, err);
+    if (r < 0)
+        return r;
+    SSL_CTX_set_client_hello_cb(ctx, on_client_hello, s);
+    return 0;
+}
+
 static int make_ssl(kbs_server *s, cista_error **err)
 {
     const kbs_config *c = s->cfg;
@@ -249,6 +436,11 @@ static int make_ssl(kbs_server *s, cista_error **err)
         SSL_CTX_free(ctx);
         return err_set_ssl(err, -EINVAL, "TLS key %s (or it does not match the certificate)",
                            c->tls_key);
+    }
+    int r = setup_peer_limits(s, ctx, err);
+    if (r < 0) {
+        SSL_CTX_free(ctx);
+        return r;
     }
     s->ssl = ctx;
     return 0;
@@ -687,6 +879,14 @@ int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
     for (unsigned i = 0; i < s->nworkers; i++)
         if ((r = worker_setup(&s->workers[i], s, err)) < 0)
             goto fail;
+    if (s->peers) {
+        s->peers_ev = event_new(s->workers[0].base, -1, EV_PERSIST, on_peers_summary, s);
+        struct timeval tv = {KBS_PEERS_LOG_INTERVAL_MS / 1000, 0};
+        if (!s->peers_ev || event_add(s->peers_ev, &tv) < 0) {
+            r = err_set(err, -ENOMEM, "libevent: cannot add the per-peer limits' timer");
+            goto fail;
+        }
+    }
     pthread_mutex_init(&s->q_mu, NULL);
     pthread_cond_init(&s->q_cv, NULL);
     s->q_tail = &s->q_head;
@@ -710,6 +910,10 @@ int kbs_server_run(kbs_server *s, cista_error **err)
 {
     log_info("KBS listening on %s (%s, %u I/O workers, %u request handlers, store %s)", s->addr,
              s->ssl ? "TLS" : "plain HTTP", s->nworkers, s->nhandlers, s->cfg->store);
+    if (s->peers)
+        log_info("KBS per-peer limits: %u TLS connections, %u TLS handshakes/s after a burst of "
+                 "%u (0: unlimited)",
+                 s->cfg->conns_per_peer, s->cfg->handshakes_per_peer, s->cfg->handshake_burst);
     for (unsigned i = 0; i < s->nhandlers; i++) {
         int rc = pthread_create(&s->handlers[i].th, NULL, handler_main, &s->handlers[i]);
         if (rc != 0) {
@@ -767,6 +971,8 @@ void kbs_server_free(kbs_server *s)
         pthread_mutex_destroy(&s->q_mu);
         pthread_cond_destroy(&s->q_cv);
     }
+    if (s->peers_ev)
+        event_free(s->peers_ev);
     for (unsigned i = 0; s->workers && i < s->nworkers; i++)
         worker_teardown(&s->workers[i]);
     free(s->workers);
@@ -778,6 +984,8 @@ void kbs_server_free(kbs_server *s)
         close(s->stop_pipe[1]);
     if (s->ssl)
         SSL_CTX_free(s->ssl);
+    /* after the workers: freeing their connections released every count */
+    kbs_peers_free(s->peers);
     kbs__shared_free(s->sh);
     free(s);
 }

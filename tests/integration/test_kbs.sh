@@ -343,6 +343,7 @@ seq 200 | timeout 120 xargs -P 25 -I{} sh -c \
 check "200 concurrent clients all get the secret" bash -c "[ \$(grep -c '^top-s3cret$' conc.txt) = 200 ]"
 check "audit log: hash chain intact, every decision recorded" bash -c \
   "'$CISTA' kbs admin ${A[*]} audit --limit 10000 >audit.txt; tail -1 audit.txt | grep -q 'hash chain: ok' && [ \$(grep -c ' resource allow ' audit.txt) -ge 200 ] && grep -q 'attest   deny' audit.txt"
+check "the default per-peer limits refused no handshake of the run" bash -c "! grep -q 'TLS handshake.*refused' $TMP/main.err"
 check "no secret in the server log or the audit log" bash -c "! grep -q -e top-s3cret -e prod-password $TMP/main.err audit.txt"
 # ---- an audit log that cannot be written: no decision leaves unrecorded ----
 sqlite3 k/kbs.db "CREATE TRIGGER test_audit_full BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'full (test)'); END;"
@@ -376,6 +377,102 @@ check "SIGTERM stops the server cleanly" bash -c "! kill -0 $MAIN_PID 2>/dev/nul
 jq 'del(.tls)' k/kbs.json >k/plain.json
 expect_exit "plain HTTP on a non-loopback address is refused" 1 "refusing plain HTTP" \
   "$CISTA" kbs serve --config k/plain.json --listen 0.0.0.0:0
+
+# ---- per-peer TLS limits: open connections and handshake rate of one address ----
+# tlsconn.py ADDR hold: one TLS connection, "A" once up, held until killed (60 s at most).
+# tlsconn.py ADDR seq SPEC: handshakes one after another, each closed at once, e.g. "8,p1.2,3" is
+# 8 of them, a 1.2 s pause, 3 more; prints a letter each ("A" done, "R" refused with the KBS's
+# internal_error alert, "E" another failure) and "|" for a pause.
+cat >tlsconn.py <<'PY'
+import socket, ssl, sys, time
+host, port = sys.argv[1].rsplit(':', 1)
+ctx = ssl.create_default_context(cafile='ca.pem')
+def attempt():
+    s = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        return ctx.wrap_socket(s, server_hostname=host), 'A'
+    except ssl.SSLError as e:
+        s.close()
+        return None, 'R' if e.reason == 'TLSV1_ALERT_INTERNAL_ERROR' else 'E'
+if sys.argv[2] == 'hold':
+    t, r = attempt()
+    print(r, flush=True)
+    if t:
+        time.sleep(60)
+else:
+    out = ''
+    for step in sys.argv[3].split(','):
+        if step[0] == 'p':
+            time.sleep(float(step[1:]))
+            out += '|'
+            continue
+        for _ in range(int(step)):
+            t, r = attempt()
+            out += r
+            if t:
+                t.close()
+    print(out)
+PY
+cp -r k k6
+jq '.listen = "127.0.0.1:0" | .limits = {connections_per_peer: 3, handshakes_per_peer_per_s: 0}' k/kbs.json >k6/kbs.json
+if start_kbs conncap k6/kbs.json; then
+  CPID6=$KBS_PID; A6=$KBS_ADDR
+  HOLD=()
+  for i in 1 2 3; do
+    python3 tlsconn.py "$A6" hold >"hold.$i" 2>&1 &
+    HOLD+=($!); PIDS+=($!)
+  done
+  for _ in $(seq 100); do [ "$(cat hold.1 hold.2 hold.3 | grep -c '^A$')" = 3 ] && break; sleep 0.05; done
+  check "connections_per_peer 3: three TLS connections of one address are up" \
+    [ "$(cat hold.1 hold.2 hold.3 | grep -c '^A$')" = 3 ]
+  check "  ... a fourth handshake, and nine more, are refused (internal_error alert)" \
+    [ "$(python3 tlsconn.py "$A6" seq 10)" = RRRRRRRRRR ]
+  check "  ... logged once for the ten, not once per connection" \
+    [ "$(grep -c 'TLS handshake from 127.0.0.1 refused: it holds 3 connections (limits.connections_per_peer)' "$TMP/conncap.err")" = 1 ]
+  kill "${HOLD[0]}"; wait "${HOLD[0]}" 2>/dev/null
+  got=R
+  for _ in $(seq 40); do got=$(python3 tlsconn.py "$A6" seq 1); [ "$got" = A ] && break; sleep 0.05; done
+  check "  ... one closes: a new handshake is accepted" [ "$got" = A ]
+  kill "${HOLD[1]}" "${HOLD[2]}"; wait "${HOLD[1]}" "${HOLD[2]}" 2>/dev/null
+  sleep 0.2
+  check "  ... and RCAR works under the cap" bash -c \
+    "[ \"\$('$CISTA' kbs get-resource --url https://$A6 --ca ca.pem --tee sim --state-dir sim default/key/1 2>/dev/null)\" = top-s3cret ]"
+  stop_pid "$CPID6"
+fi
+cp -r k k7
+jq '.listen = "127.0.0.1:0" | .limits = {connections_per_peer: 0, handshakes_per_peer_per_s: 1, handshake_burst: 5}' k/kbs.json >k7/kbs.json
+if start_kbs hsrate k7/kbs.json; then
+  R7=$(python3 tlsconn.py "$KBS_ADDR" seq 8,p1.3,3)
+  check "handshakes_per_peer_per_s 1, burst 5: 5 handshakes, refused, one more after 1.3 s ($R7)" \
+    [ "$R7" = "AAAAARRR|ARR" ]
+  check "  ... logged once" \
+    [ "$(grep -c 'TLS handshake from 127.0.0.1 refused: more than 1 handshakes per second' "$TMP/hsrate.err")" = 1 ]
+  stop_pid "$KBS_PID"
+fi
+# a connection the server closes itself (idle past "timeout", the client still there) is released
+jq '.listen = "127.0.0.1:0" | .timeout = 2 | .limits = {connections_per_peer: 1}' k/kbs.json >k7/t.json
+if start_kbs idlecap k7/t.json; then
+  python3 tlsconn.py "$KBS_ADDR" hold >hold.t 2>&1 &
+  HT=$!; PIDS+=($HT)
+  for _ in $(seq 100); do grep -q '^A$' hold.t && break; sleep 0.05; done
+  r1=$(python3 tlsconn.py "$KBS_ADDR" seq 1)
+  sleep 2.5
+  r2=$(python3 tlsconn.py "$KBS_ADDR" seq 1)
+  kill -0 "$HT" 2>/dev/null && r2="$r2 (its client still up)"
+  check "connections_per_peer 1: refused while one is open, accepted once the server timed it out" \
+    [ "$(cat hold.t) $r1 $r2" = "A R A (its client still up)" ]
+  kill "$HT"; wait "$HT" 2>/dev/null
+  sleep 0.3
+  # s_client offers a key share for X448 only, which the KBS does not take: a HelloRetryRequest
+  # and a second ClientHello on the same connection, which must not count a second time
+  HRR=$(openssl s_client -connect "$KBS_ADDR" -CAfile ca.pem -groups X448:X25519 -tls1_3 -msg </dev/null 2>&1)
+  check "  ... a TLS 1.3 handshake with a HelloRetryRequest (two ClientHellos) counts once" bash -c \
+    '[ "$(grep -c ServerHello <<<"$1")" = 2 ] && grep -q "New, TLSv1.3, Cipher is" <<<"$1"' _ "$HRR"
+  stop_pid "$KBS_PID"
+fi
+jq '.limits = {connections_per_peer: 3, conections: 1}' k/kbs.json >k7/bad.json
+expect_exit "an unknown member of limits is refused at startup" 1 'limits: unknown member "conections"' \
+  "$CISTA" kbs serve --config k7/bad.json
 
 # ---- short lifetimes: expired session and token ----
 cp -r k k2 && rm -f k2/kbs.db*
