@@ -117,7 +117,8 @@ int rt_confidential_from_annotations(rt_confidential *out, bool *out_present, co
             return err_wrap(err, "annotation %s", RT_ANN_POLICY);
         }
         c.policy = (char *)p;
-    } else if ((rc = util_read_file(&c.policy, &c.policy_size, polf, POL_MAX_POLICY, err)) < 0) {
+    } else if ((rc = util_read_regular_file(&c.policy, &c.policy_size, polf, POL_MAX_POLICY, err)) <
+               0) {
         rt_confidential_clear(&c);
         return err_wrap(err, "annotation %s", RT_ANN_POLICY_FILE);
     }
@@ -315,6 +316,32 @@ static void record_init_start(const char *dir)
         err_free(e);
 }
 
+/*
+ * containerd and podman name the pid file themselves (--pid-file): the delegate wrote the init's
+ * pid there, not into @dir. A copy in @dir keeps delete --force able to find and kill an init
+ * whose delegate state is lost (stop_orphan()); what the host's file says is checked there like
+ * ours (another pid namespace, the container's root, the recorded start time).
+ */
+static void adopt_pid_file(const char *dir, const char *host_pid_file)
+{
+    _cleanup_free_ char *text = NULL;
+    size_t n;
+    cista_error *e = NULL;
+    long pid = 0;
+    if (util_read_regular_file(&text, &n, host_pid_file, 64, &e) == 0)
+        pid = strtol(text, NULL, 10);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%ld", pid);
+    if (pid <= 0 || dfd < 0 ||
+        util_write_file_atomic(dfd, RT_PID_FILE, buf, (size_t)len, 0600, &e) < 0) {
+        log_warn("create: the init's pid could not be kept (%s): delete --force may not find "
+                 "it if the delegate's state is lost",
+                 e ? e->msg : "no pid in the pid file");
+        err_free(e);
+    }
+}
+
 static void remove_dir(const rt_config *c, const char *id)
 {
     cista_error *e = NULL;
@@ -389,6 +416,99 @@ static int plain_bundle(char **out, const char *dir, const char *bundle, json_t 
     if (rc < 0)
         return rc;
     *out = steal_ptr(&b);
+    return 0;
+}
+
+static bool str_in(const char *s, const char *const *list)
+{
+    for (; s && *list; list++)
+        if (!strcmp(s, *list))
+            return true;
+    return false;
+}
+
+static bool is_bind_mount(const json_t *m)
+{
+    const char *type = json_string_value(json_object_get(m, "type"));
+    if (type && !strcmp(type, "bind"))
+        return true;
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(m, "options"), i, o)
+    {
+        if (str_in(json_string_value(o), (const char *const[]){"bind", "rbind", NULL}))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The pod sandbox (pause) container runs plain even where plain containers are not allowed, but
+ * its image and config are the host's: it is host code beside the confidential containers of
+ * its pod (inside the TEE, when the pod is a confidential VM). So it keeps only what pause
+ * needs: no bind mount (the state root holds every sandbox's TEE memory and the image store,
+ * and /proc/PID/root is another container's root), no device, no hook, no capability, no new
+ * privileges, and a pid and mount namespace of its own. Pseudo-filesystems and tmpfs mounts stay;
+ * the network, ipc and uts namespaces the CRI made for the pod may be joined.
+ */
+int rt__confine_pod_sandbox(json_t *cfg, const char *id, cista_error **err)
+{
+    static const char *const kinds[] = {"proc",   "sysfs",  "tmpfs",   "devpts",
+                                        "mqueue", "cgroup", "cgroup2", NULL};
+    static const char *const own_ns[] = {"pid", "mount", "user", "cgroup", NULL};
+    json_t *proc = json_object_get(cfg, "process");
+    if (!json_is_object(proc))
+        return err_set(err, -EINVAL, "pod sandbox %s: config.json has no process", id);
+    json_t *caps = json_object();
+    for (const char *const *k = (const char *const[]){"bounding", "effective", "inheritable",
+                                                      "permitted", "ambient", NULL};
+         *k; k++)
+        json_object_set_new(caps, *k, json_array());
+    json_object_set_new(proc, "capabilities", caps);
+    json_object_set_new(proc, "noNewPrivileges", json_true());
+    json_object_del(cfg, "hooks");
+    json_t *kept = json_array();
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(cfg, "mounts"), i, m)
+    {
+        const char *dst = st_str(m, "destination");
+        if (!is_bind_mount(m) && str_in(st_str(m, "type"), kinds))
+            json_array_append(kept, m);
+        else
+            log_info("pod sandbox %s: its mount on %s is dropped (a pod sandbox gets no bind "
+                     "mounts)",
+                     id, dst ? dst : "?");
+    }
+    json_object_set_new(cfg, "mounts", kept);
+    json_t *lx = json_object_get(cfg, "linux");
+    if (!json_is_object(lx)) {
+        lx = json_object();
+        json_object_set_new(cfg, "linux", lx);
+    }
+    json_object_del(lx, "devices");
+    json_t *ns = json_object_get(lx, "namespaces");
+    if (!json_is_array(ns)) {
+        ns = json_array();
+        json_object_set_new(lx, "namespaces", ns);
+    }
+    bool pid = false, mnt = false;
+    json_array_foreach(ns, i, m)
+    {
+        const char *t = json_string_value(json_object_get(m, "type"));
+        const char *path = json_string_value(json_object_get(m, "path"));
+        if (str_in(t, own_ns) && path && *path)
+            return err_set(err, -EPERM,
+                           "pod sandbox %s: it would join the %s namespace at %s; a pod "
+                           "sandbox runs plain only in a pid and mount namespace of its own",
+                           id, t, path);
+        pid |= t && !strcmp(t, "pid");
+        mnt |= t && !strcmp(t, "mount");
+    }
+    if (!pid)
+        json_array_append_new(ns, json_pack("{s:s}", "type", "pid"));
+    if (!mnt)
+        json_array_append_new(ns, json_pack("{s:s}", "type", "mount"));
     return 0;
 }
 
@@ -500,7 +620,7 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
     _cleanup_json_ json_t *cfg = NULL;
     if (bundle) {
         _cleanup_free_ char *p = xasprintf("%s/config.json", bundle);
-        if ((rc = util_read_file(&host, &host_size, p, AGENT_MAX_CONFIG, err)) < 0)
+        if ((rc = util_read_regular_file(&host, &host_size, p, AGENT_MAX_CONFIG, err)) < 0)
             return rc;
         if ((rc = js_parse_object(&cfg, host, host_size, AGENT_MAX_CONFIG, p, err)) < 0)
             return rc;
@@ -522,6 +642,8 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         rt_confidential_clear(&ann_conf);
         conf = NULL;
     }
+    if (pod_sandbox && !conf && !c->allow_plain && (rc = rt__confine_pod_sandbox(cfg, id, err)) < 0)
+        return rc;
     if (!conf && !c->allow_plain && !pod_sandbox) {
         rt_confidential_clear(&ann_conf);
         return err_set(err, -EPERM,
@@ -611,7 +733,9 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         remove_dir(c, id);
         return err_wrap(err, "create %s", id);
     }
-    if (!(o && (o->run_pid || o->pid_file)))
+    if (o && o->pid_file && !o->run_pid)
+        adopt_pid_file(dir, o->pid_file);
+    if (!(o && o->run_pid))
         record_init_start(dir);
     log_info("container %s created (%s)", id, st_str(st, "mode"));
     return 0;
@@ -880,7 +1004,8 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
     _cleanup_free_ char *proc = NULL;
     size_t proc_size = 0;
     if (o->process_file) {
-        if ((rc = util_read_file(&proc, &proc_size, o->process_file, AGENT_MAX_CONFIG, err)) < 0)
+        if ((rc = util_read_regular_file(&proc, &proc_size, o->process_file, AGENT_MAX_CONFIG,
+                                         err)) < 0)
             return rc;
     } else {
         if (!o->args || !o->args[0])

@@ -45,9 +45,18 @@ int js_parse(json_t **out, const void *data, size_t size, size_t max, const char
     json_error_t je;
     /* Duplicate keys are an ambiguity attackers use to show two parsers two documents. */
     json_t *v = json_loadb(data, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (!v)
+    if (!v) {
+        /*
+         * jansson quotes the text around the error ("invalid token near 'xyz'"): the document
+         * may be a secret, or a file a less trusted party pointed us at, and the message may
+         * reach a log or another party. Line and column say where without saying what.
+         */
+        char *near = strstr(je.text, " near '");
+        if (near)
+            *near = '\0';
         return err_set(err, -EINVAL, "%s: invalid JSON at line %d column %d: %s", what, je.line,
                        je.column, je.text);
+    }
     if (depth_of(v, JS_MAX_DEPTH + 1) > JS_MAX_DEPTH) {
         json_decref(v);
         return err_set(err, -EINVAL, "%s: JSON nested deeper than %d levels", what, JS_MAX_DEPTH);

@@ -126,15 +126,11 @@ int util_write_all(int fd, const void *buf, size_t size)
     return 0;
 }
 
-int util_read_fileat(char **out, size_t *out_size, int dirfd, const char *path, size_t max,
-                     cista_error **err)
+/* Read open file @fd (named @path in errors), whose fstat is @st. */
+static int read_fd(char **out, size_t *out_size, int fd, const struct stat *stp, const char *path,
+                   size_t max, cista_error **err)
 {
-    _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return err_set_sys(err, -errno, "open %s", path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return err_set_sys(err, -errno, "stat %s", path);
+    const struct stat st = *stp;
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
         return err_set(err, -EFBIG, "%s is %lld bytes, more than the limit of %zu", path,
                        (long long)st.st_size, max);
@@ -168,9 +164,37 @@ int util_read_fileat(char **out, size_t *out_size, int dirfd, const char *path, 
     return 0;
 }
 
+int util_read_fileat(char **out, size_t *out_size, int dirfd, const char *path, size_t max,
+                     cista_error **err)
+{
+    _cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return err_set_sys(err, -errno, "stat %s", path);
+    return read_fd(out, out_size, fd, &st, path, max, err);
+}
+
 int util_read_file(char **out, size_t *out_size, const char *path, size_t max, cista_error **err)
 {
     return util_read_fileat(out, out_size, AT_FDCWD, path, max, err);
+}
+
+int util_read_regular_file(char **out, size_t *out_size, const char *path, size_t max,
+                           cista_error **err)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open %s", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return err_set_sys(err, -errno, "stat %s", path);
+    if (!S_ISREG(st.st_mode))
+        return err_set(err, -EINVAL, "%s is not a regular file", path);
+    /* a regular file never blocks: no need to clear O_NONBLOCK */
+    return read_fd(out, out_size, fd, &st, path, max, err);
 }
 
 int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t size, mode_t mode,

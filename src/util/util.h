@@ -60,6 +60,13 @@ int util_read_file(char **out, size_t *out_size, const char *path, size_t max,
                    cista_error **err) CISTA_WUR;
 int util_read_fileat(char **out, size_t *out_size, int dirfd, const char *path, size_t max,
                      cista_error **err) CISTA_WUR;
+/*
+ * The same for a file a less trusted party names (a bundle's config.json, a
+ * process file): only a regular file, opened without blocking, so a FIFO or a
+ * device there is an error (-EINVAL) instead of a hang or a read of a device.
+ */
+int util_read_regular_file(char **out, size_t *out_size, const char *path, size_t max,
+                           cista_error **err) CISTA_WUR;
 
 /*
  * Write @size bytes atomically: a temporary file in the same directory,

@@ -378,6 +378,22 @@ check "  ... root.readonly asked by the host alone (the policy does not): the ov
    awk '\$5 == \"/\" {print \$6}' /proc/\$(cat '$ROOT/rob-hosttmp/init.pid')/mountinfo | grep -q '^ro' &&
    [ \"\$('$CISTA' -q --root '$ROOT' exec rob-hosttmp /bin/sh -c 'echo tmp >/tmp/f && cat /tmp/f')\" = tmp ]"
 "${C[@]}" -q rm -f rob-tmp rob-scratch rob-hosttmp >/dev/null 2>&1
+# containerd and podman name the pid file: delete --force still finds the init (kept in the state)
+if ro_bundle "$TMP/robundle-pf" /tmp &&
+  "${C[@]}" -q create --bundle "$TMP/robundle-pf" --pid-file "$TMP/pf.pid" rob-pf </dev/null >/dev/null 2>"$TMP/rob-pf.err" &&
+  "${C[@]}" -q start rob-pf </dev/null >/dev/null 2>>"$TMP/rob-pf.err"; then
+  PF_PID=$(cat "$TMP/pf.pid")
+  check "create --pid-file: the init's pid and start time are kept in the state too" bash -c \
+    "[ \"\$(cat '$ROOT/rob-pf/init.pid')\" = $PF_PID ] &&
+     [ \"\$(cat '$ROOT/rob-pf/init.start')\" = \"\$(awk '{print \$22}' /proc/$PF_PID/stat)\" ]"
+  for f in state.json status; do
+    [ -e "$ROOT/rob-pf/tee/runc/rob-pf/$f" ] && echo garbage >"$ROOT/rob-pf/tee/runc/rob-pf/$f"
+  done
+  check "  ... its delegate state lost, delete --force kills that init" bash -c \
+    "'$CISTA' -q --root '$ROOT' delete --force rob-pf && sleep 0.2 && ! kill -0 $PF_PID 2>/dev/null && [ ! -e '$ROOT/rob-pf' ]"
+else
+  not_ok "create --pid-file of a confidential bundle"; grep -E "error|denied" "$TMP/rob-pf.err" | diag
+fi
 check "  ... both removed: nothing left" bash -c "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
 
 # The delegate recorded at create drives every later verb, whatever configuration a caller reads.
@@ -492,6 +508,41 @@ json.dump(d, open(p, "w"))
 EOF
 expect_refused "a plain bundle is refused unless the configuration allows plain containers" "allow_plain" \
   env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/pb" plain0
+# a pod's sandbox (pause) container runs plain without allow_plain, but confined: no binds (the
+# state root holds every sandbox's TEE memory), no capabilities, its own pid namespace
+cp -a "$TMP/pb" "$TMP/podsb"
+python3 - "$TMP/podsb/config.json" "$ROOT" <<'EOF'
+import json, sys
+p, root = sys.argv[1:]; d = json.load(open(p))
+d["annotations"] = {"io.kubernetes.cri.container-type": "sandbox"}
+d["process"]["args"] = ["/bin/sleep", "30"]
+d["process"]["capabilities"]["bounding"].append("CAP_SYS_ADMIN")
+d["mounts"].append({"destination": "/store", "type": "bind", "source": root, "options": ["rbind"]})
+json.dump(d, open(p, "w"))
+EOF
+if env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" -q create --bundle "$TMP/podsb" podsb >/dev/null 2>"$TMP/podsb.err"; then
+  check "a pod sandbox bundle runs plain without allow_plain, its bind of the state root dropped, no capabilities" python3 -c "
+import json
+d = json.load(open('$ROOT/podsb/bundle/config.json'))
+assert not [m for m in d['mounts'] if m['destination'] == '/store'], 'bind kept'
+assert all(v == [] for v in d['process']['capabilities'].values()), 'capabilities kept'
+assert d['process']['noNewPrivileges'] is True
+assert any(n['type'] == 'pid' and 'path' not in n for n in d['linux']['namespaces'])"
+else
+  not_ok "a pod sandbox bundle runs plain without allow_plain"; diag <"$TMP/podsb.err"
+fi
+env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" -q delete --force podsb >/dev/null 2>&1
+python3 - "$TMP/podsb/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p))
+d["linux"]["namespaces"] = [n for n in d["linux"]["namespaces"] if n["type"] != "pid"] + [{"type": "pid", "path": "/proc/1/ns/pid"}]
+json.dump(d, open(p, "w"))
+EOF
+expect_refused "  ... one that would join the host's pid namespace is refused" "pid namespace at /proc/1/ns/pid" \
+  env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/podsb" podsb2
+mkfifo "$TMP/fifo-bundle-config" && mkdir -p "$TMP/fifob" && ln -sf "$TMP/fifo-bundle-config" "$TMP/fifob/config.json"
+expect_fail "a bundle whose config.json is a FIFO is refused at once (no hang)" "not a regular file" \
+  timeout 10 env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/fifob" fifob
 echo '{"allow_plain":true}' >"$TMP/plain.json"
 with_delegate "$TMP/plain.json"
 leaks=0
