@@ -1179,6 +1179,9 @@ int rt_inspect(json_t **out, const rt_config *c, const char *id, cista_error **e
             json_object_set_new(st, "claims", json_deep_copy(cl));
         if (agent_sandbox_rootfs(sb))
             json_object_set_new(st, "rootfs", json_string(agent_sandbox_rootfs(sb)));
+        /* the policy's answer kept in TEE state, not state.json's copy on the host's disk
+         * (`cista run` streams the output on it) */
+        json_object_set_new(st, "logs", json_boolean(agent_sandbox_logs_allowed(sb)));
     }
     json_object_del(st, "delegate_root");
     *out = st;

@@ -439,6 +439,9 @@ sleep 0.3
 expect_refused "logs denied by the policy: cista logs refuses (rule logs)" "rule logs" "${C[@]}" logs nl
 check "logs denied: the output stayed in the sandbox tmpfs, not in the host state" bash -c \
   "grep -q 'hello from bb' '$ROOT/nl/tee/container.log' && ! grep -rqs 'hello from bb' '$ROOT/nl/state.json'"
+python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['logs']=True; json.dump(d,open(p,'w'))" "$ROOT/nl/state.json"
+check "  ... state.json edited to allow logs: inspect (what cista run streams on) still says no" bash -c \
+  "[ \"\$('$CISTA' -q --root '$ROOT' inspect nl | jq .logs)\" = false ]"
 "${C[@]}" -q rm -f nl >/dev/null 2>&1
 
 # ---- refusals before anything of the image runs ----
