@@ -837,6 +837,41 @@ static int cmd_id_verb(int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+static int cmd_update(int argc, char **argv)
+{
+    static const char text[] = "--resources FILE|- ID\n\nSet the container's cgroup limits "
+                               "from an OCI LinuxResources JSON document (as runc update "
+                               "--resources; - reads standard input).\n";
+    int r = oci_usage("update", text, argc, argv);
+    if (r >= 0)
+        return r;
+    static const struct option opts[] = {{"resources", required_argument, NULL, 'r'}, {0}};
+    const char *res = NULL;
+    optind = 0;
+    int o;
+    while ((o = getopt_long(argc, argv, "+r:", opts, NULL)) != -1) {
+        if (o != 'r')
+            return cli_usage_see("update", "only --resources is supported");
+        res = optarg;
+    }
+    if (!res || optind != argc - 1)
+        return cli_usage_see("update", "--resources FILE|- and one container ID are expected");
+    _cleanup_rt_config_ rt_config *c = NULL;
+    int rc = load_config(&c, NULL);
+    if (rc)
+        return rc;
+    cista_error *e = NULL;
+    _cleanup_free_ char *data = NULL;
+    size_t size = 0;
+    if (!strcmp(res, "-"))
+        rc = util_read_file(&data, &size, "/dev/stdin", 1u << 20, &e);
+    else
+        rc = util_read_regular_file(&data, &size, res, 1u << 20, &e);
+    if (rc < 0 || rt_update(c, argv[optind], data, size, &e) < 0)
+        return fail(e);
+    return CLI_EXIT_OK;
+}
+
 static int cmd_kill(int argc, char **argv)
 {
     static const char text[] = "[--all] ID [SIGNAL]\n\nSend SIGNAL (default SIGTERM; a "
@@ -959,7 +994,7 @@ int cli_run(int argc, char **argv)
         {"inspect", cmd_inspect}, {"create", cmd_create}, {"start", cmd_id_verb},
         {"state", cmd_id_verb},   {"pause", cmd_id_verb}, {"resume", cmd_id_verb},
         {"kill", cmd_kill},       {"delete", cmd_delete}, {"features", cmd_features},
-        {"spec", cmd_spec},
+        {"spec", cmd_spec},       {"update", cmd_update},
     };
     for (size_t i = 0; i < ARRAY_LEN(verbs); i++)
         if (!strcmp(argv[0], verbs[i].name))

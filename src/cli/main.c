@@ -44,6 +44,7 @@ static const struct {
     {"delete", cli_run, "OCI runtime: delete a container"},
     {"pause", cli_run, "OCI runtime: freeze a container"},
     {"resume", cli_run, "OCI runtime: thaw a container"},
+    {"update", cli_run, "OCI runtime: set a container's cgroup limits"},
     {"features", cli_run, "OCI runtime: supported features (JSON)"},
     {"spec", cli_run, "OCI runtime: write a default config.json"},
 };

@@ -774,6 +774,29 @@ int rt_pause(const rt_config *c, const char *id, bool pause, cista_error **err)
     return simple(c, id, pause ? "pause" : "resume", NULL, err);
 }
 
+int rt_update(const rt_config *c, const char *id, const char *resources, size_t size,
+              cista_error **err)
+{
+    int rc;
+    _cleanup_json_ json_t *res = NULL, *st = NULL;
+    if ((rc = js_parse_object(&res, resources, size, 1u << 20, "update --resources", err)) < 0 ||
+        (rc = load_state(&st, c, id, err)) < 0)
+        return rc;
+    /* the delegate reads a file: ours, in the container's state directory, re-serialised */
+    _cleanup_free_ char *dir = cdir(c, id);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return err_set_sys(err, -errno, "container \"%s\"", id);
+    _cleanup_free_ char *text = js_dump_pretty(res);
+    if ((rc = util_write_file_atomic(dfd, "update.json", text, strlen(text), 0600, err)) < 0)
+        return rc;
+    _cleanup_free_ char *path = xasprintf("%s/update.json", dir);
+    const char *extra[] = {"--resources", path, NULL};
+    rc = simple(c, id, "update", extra, err);
+    unlinkat(dfd, "update.json", 0);
+    return rc;
+}
+
 int rt_state(json_t **out, const rt_config *c, const char *id, cista_error **err)
 {
     int rc;

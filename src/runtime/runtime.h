@@ -185,6 +185,13 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
             cista_error **err) __attribute__((warn_unused_result));
 int rt_pause(const rt_config *c, const char *id, bool pause, cista_error **err)
     __attribute__((warn_unused_result));
+/*
+ * New cgroup limits: @resources is an OCI LinuxResources JSON document (what kubelet's in-place
+ * resize and CPU manager send through containerd), handed to the delegate's `update`. Only
+ * limits change; the host sets cgroups either way, so no policy rule gates it.
+ */
+int rt_update(const rt_config *c, const char *id, const char *resources, size_t size,
+              cista_error **err) __attribute__((warn_unused_result));
 /* The container's processes: JSON array of pids (new reference). */
 int rt_ps(json_t **out, const rt_config *c, const char *id, cista_error **err)
     __attribute__((warn_unused_result));

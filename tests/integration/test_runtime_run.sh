@@ -184,6 +184,18 @@ expect_refused "signal not in the policy (SIGHUP) is refused (rule signals)" "ru
   "${C[@]}" kill s1 HUP
 check "the sandbox tmpfs is kept out of swap (noswap, or a warning on kernels before 6.4)" bash -c \
   "grep ' $ROOT/s1/tee tmpfs ' /proc/mounts | grep -q noswap || grep -q 'no tmpfs noswap' '$TMP/s1.err'"
+# kubelet's in-place resize and CPU manager reach the runtime as `update --resources`
+upd_pids() {
+  local pid cg f
+  pid=$(cat "$ROOT/s1/init.pid")
+  printf '{"pids":{"limit":321}}' | "${C[@]}" -q update --resources - s1 || return 1
+  cg=$(awk -F: '$2 == "pids" {print $3}' /proc/$pid/cgroup)
+  if [ -n "$cg" ]; then f=/sys/fs/cgroup/pids$cg/pids.max; else f=/sys/fs/cgroup$(awk -F: '$1 == 0 {print $3}' /proc/$pid/cgroup)/pids.max; fi
+  [ "$(cat "$f")" = 321 ]
+}
+check "update --resources: the container's cgroup limit changes (pids.max 321)" upd_pids
+expect_fail "  ... of a container that does not exist: refused" "does not exist" \
+  bash -c "echo '{}' | '$CISTA' -q --root '$ROOT' update --resources - nosuch"
 # state.json is on the host's disk: edits that would bypass the agent are refused
 cp "$ROOT/s1/state.json" "$TMP/s1.state"
 python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['mode']='plain'; json.dump(d,open(p,'w'))" "$ROOT/s1/state.json"
