@@ -548,6 +548,26 @@ static int cmd_logs(int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/*
+ * --preserve-fds N hands the caller's descriptors 3..N+2 to the container (socket activation).
+ * The delegate is started with stdio only, and a confidential container takes nothing from the
+ * host but its stdio and console: N > 0 is refused rather than silently dropped.
+ */
+static int check_preserve_fds(const char *verb, const char *arg)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(arg, &end, 10);
+    if (errno || *end || end == arg)
+        return cli_usage_see(verb, "--preserve-fds wants a number");
+    if (n > 0)
+        return cli_usage_see(verb,
+                             "--preserve-fds %lu: cista passes no descriptors of the caller "
+                             "into a container (only its stdio and console)",
+                             n);
+    return -1;
+}
+
 static int cmd_exec(int argc, char **argv)
 {
     static const char usage[] =
@@ -563,8 +583,9 @@ static int cmd_exec(int argc, char **argv)
         "  --console-socket SOCK  send the terminal's master fd there\n"
         "  -t, --tty              allocate a terminal (with CMD)\n"
         "  -e, --env NAME=VALUE   add an env variable (with CMD)\n"
-        "  --cwd DIR              working directory (with CMD)\n";
-    enum { O_PID = 256, O_CONSOLE, O_CWD };
+        "  --cwd DIR              working directory (with CMD)\n"
+        "  --preserve-fds 0       accepted (no descriptor of the caller is passed)\n";
+    enum { O_PID = 256, O_CONSOLE, O_CWD, O_PRESERVE };
     static const struct option opts[] = {
         {"process", required_argument, NULL, 'p'},
         {"detach", no_argument, NULL, 'd'},
@@ -573,6 +594,7 @@ static int cmd_exec(int argc, char **argv)
         {"tty", no_argument, NULL, 't'},
         {"env", required_argument, NULL, 'e'},
         {"cwd", required_argument, NULL, O_CWD},
+        {"preserve-fds", required_argument, NULL, O_PRESERVE},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -605,6 +627,12 @@ static int cmd_exec(int argc, char **argv)
         case O_CWD:
             o.cwd = optarg;
             break;
+        case O_PRESERVE: {
+            int r = check_preserve_fds("exec", optarg);
+            if (r >= 0)
+                return r;
+            break;
+        }
         case 'h':
         default:
             return cli_usage_text(usage, ch == 'h');
@@ -756,7 +784,7 @@ static int cmd_create(int argc, char **argv)
         "(or io.cista.policy-file) annotations is confidential: its rootfs is ignored; the\n"
         "image is decrypted into the sandbox's memory after attestation and the container\n"
         "is built from image + policy. Other bundles run only with \"allow_plain\".\n"
-        "Accepted and ignored: --no-pivot, --no-new-keyring, --preserve-fds N.\n";
+        "Accepted and ignored: --no-pivot, --no-new-keyring, --preserve-fds 0.\n";
     int r = oci_usage("create", text, argc, argv);
     if (r >= 0)
         return r;
@@ -784,9 +812,14 @@ static int cmd_create(int argc, char **argv)
         case O_CONSOLE:
             o.console_socket = optarg;
             break;
+        case O_PRESERVE: {
+            int pr = check_preserve_fds("create", optarg);
+            if (pr >= 0)
+                return pr;
+            break;
+        }
         case O_NOPIVOT:
         case O_NOKEYRING:
-        case O_PRESERVE:
             break;
         default:
             return cli_usage_see("create", "bad option");

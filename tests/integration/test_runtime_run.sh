@@ -196,6 +196,9 @@ upd_pids() {
 check "update --resources: the container's cgroup limit changes (pids.max 321)" upd_pids
 expect_fail "  ... of a container that does not exist: refused" "does not exist" \
   bash -c "echo '{}' | '$CISTA' -q --root '$ROOT' update --resources - nosuch"
+expect_fail "exec --preserve-fds 1: refused with the reason, not silently dropped" "passes no descriptors" \
+  "${C[@]}" exec --preserve-fds 1 s1 /bin/true
+check "  ... --preserve-fds 0 (what podman may pass) is accepted" "${C[@]}" -q exec --preserve-fds 0 s1 /bin/true
 # state.json is on the host's disk: edits that would bypass the agent are refused
 cp "$ROOT/s1/state.json" "$TMP/s1.state"
 python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['mode']='plain'; json.dump(d,open(p,'w'))" "$ROOT/s1/state.json"
