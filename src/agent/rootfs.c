@@ -34,6 +34,7 @@
  * start with a dot, so none of this is mistaken for a container):
  *   R/.images-lock          flock: mounting the store
  *   R/.images/              the store: tmpfs, mode 0700, nodev, nosuid
+ *   R/.images/.cista-store  marker: the tmpfs's device and birth time, made at mount
  *   R/.images/HEX.lock      flock per manifest: one unpack at a time, refs
  *   R/.images/HEX/rootfs    the tree img_unpack() made (renamed in when whole)
  *   R/.images/HEX/refs/ID   one empty file per sandbox that uses it
@@ -50,18 +51,29 @@
  * layer's key (img_keys_check()): a cached tree never stands in for a key
  * release. The tree is never written once made: overlayfs copies up, and the
  * bind is read-only.
+ *
+ * R is the host's (--root): what is at R/.images is not trusted by its name.
+ * The store is opened without following a symlink and used only when it is
+ * the tmpfs cista mounts there (store_check()): a mount of its own directly on
+ * R/.images, nothing stacked on it, the whole of a tmpfs, nodev, nosuid, its
+ * root 0700 and ours, and the marker naming that very tmpfs. Everything
+ * below is reached from that fd, one component at a time with O_NOFOLLOW and
+ * on the same mount; the tree is unpacked into, overlaid from and bound from
+ * /proc/self/fd of the checked directories, never by a path through R. What a
+ * host that is root on the same kernel can still do (mount a look-alike tmpfs
+ * and forge the marker, or write into the real store) is in docs/runtime.md.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fts.h>
-#include <linux/magic.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "agent/agent_int.h"
@@ -71,6 +83,7 @@
 
 #define STORE_DIR ".images"
 #define STORE_LOCK ".images-lock"
+#define STORE_MARKER ".cista-store"
 
 /* R and ID of a sandbox directory R/ID. */
 static int split_sandbox_dir(char **root, const char **id, const char *dir, cista_error **err)
@@ -103,22 +116,255 @@ static int lock_file(int dirfd, const char *name, const char *what, cista_error 
     return fd;
 }
 
-static bool is_own_tmpfs(const char *path, const char *parent)
+/* The mount @fd is on: statx (Linux 5.8), else /proc/self/fdinfo (3.15). */
+static int fd_mount_id(int fd, uint64_t *out)
 {
-    struct statfs sf;
-    struct stat a, b;
-    return statfs(path, &sf) == 0 && sf.f_type == TMPFS_MAGIC && stat(path, &a) == 0 &&
-           stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) == 0 &&
+        (sx.stx_mask & STATX_MNT_ID)) {
+        *out = sx.stx_mnt_id;
+        return 0;
+    }
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "mnt_id: %" SCNu64, out) == 1)
+            return 0;
+    return -ENOTSUP;
+}
+
+/* What /proc/self/mountinfo says of one mount. */
+typedef struct {
+    uint64_t parent; /* the mount it is attached to */
+    bool whole;      /* the root of its file system, not a bind of a part of it */
+    bool nodev, nosuid;
+    char fstype[32];
+} mount_facts;
+
+static bool has_opt(const char *opts, const char *opt)
+{
+    size_t n = strlen(opt);
+    for (const char *p = opts; p; p = strchr(p, ',')) {
+        p += *p == ',';
+        if (!strncmp(p, opt, n) && (p[n] == ',' || p[n] == 0))
+            return true;
+    }
+    return false;
+}
+
+/* The facts of mount @id; -ENOENT when this mount namespace has none by that id. */
+static int mount_facts_get(mount_facts *out, uint64_t id)
+{
+    _cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return -errno;
+    _cleanup_free_ char *line = NULL;
+    size_t cap = 0;
+    /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS */
+    while (getline(&line, &cap, f) > 0) {
+        uint64_t mid = 0, parent = 0;
+        int n = 0;
+        if (sscanf(line, "%" SCNu64 " %" SCNu64 " %*u:%*u %n", &mid, &parent, &n) < 2 || !n ||
+            mid != id)
+            continue;
+        char *save = NULL;
+        const char *root = strtok_r(line + n, " \n", &save);
+        const char *point = strtok_r(NULL, " \n", &save);
+        const char *opts = strtok_r(NULL, " \n", &save);
+        const char *t;
+        while ((t = strtok_r(NULL, " \n", &save)) && strcmp(t, "-"))
+            ;
+        const char *fstype = t ? strtok_r(NULL, " \n", &save) : NULL;
+        if (!root || !point || !opts || !fstype)
+            return -EBADMSG;
+        out->parent = parent;
+        out->whole = !strcmp(root, "/");
+        out->nodev = has_opt(opts, "nodev");
+        out->nosuid = has_opt(opts, "nosuid");
+        snprintf(out->fstype, sizeof(out->fstype), "%s", fstype);
+        return 0;
+    }
+    return -ENOENT;
 }
 
 /*
- * Enter the store of @root: its lock held shared (nobody unmounts the store
- * while it is held), mounting the tmpfs first when it is not there. With
- * @mount false a missing store is -ENOENT. The lock fd and a store fd to the
- * caller.
+ * The marker's text for the store whose root is @sfd: its superblock (device number) and the
+ * birth time of its root, which only mounting a new tmpfs sets (no call sets a birth time), so
+ * the marker of one tmpfs does not fit another, even one that got the same device number after
+ * the first was unmounted. NULL when the root cannot be looked at.
  */
-static int store_enter(int *out_lock, int *out_fd, const char *root, bool mount_it,
-                       cista_error **err)
+static char *marker_text(int sfd)
+{
+    struct statx sx;
+    if (statx(sfd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME, &sx) <
+        0)
+        return NULL;
+    if (!(sx.stx_mask &
+          STATX_BTIME)) /* a kernel whose tmpfs keeps no birth time: the device alone */
+        sx.stx_btime = (struct statx_timestamp){0};
+    return xasprintf("cista image store: tmpfs %u:%u born %lld.%09u\n", sx.stx_dev_major,
+                     sx.stx_dev_minor, (long long)sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec);
+}
+
+static int store_refuse(cista_error **err, const char *store, const char *why)
+{
+    return err_set(err, -EPERM,
+                   "%s is not the image store cista mounted there: %s. The host's runtime root was "
+                   "tampered with; no tree in it is used. Remove or unmount it (after deleting "
+                   "the sandboxes that use it) and start again",
+                   store, why);
+}
+
+/*
+ * Whether @sfd, opened as @store (@rootfd/.images without following a symlink), is the tmpfs
+ * cista mounted there: 0, -ENOENT when nothing is mounted there (a plain directory of the
+ * runtime root), -EPERM (err filled) when something else is.
+ *
+ * Why each check: the directory is resolved without symlinks, so it is whatever is mounted at
+ * exactly @rootfd/.images; its parent mount being @rootfd's means nothing is stacked on a mount
+ * there; a whole tmpfs (not a bind of a part of some file system, not another file system
+ * type), nodev and nosuid, root 0700 and ours, is what store_mount() makes; the marker, written
+ * only by store_mount(), names this very tmpfs (marker_text()), so a tmpfs someone else mounted
+ * there does not pass by copying an earlier store's marker. A host that is root on this kernel can
+ * still mount a look-alike and write the marker (docs/runtime.md).
+ */
+static int store_check(int rootfd, int sfd, const char *store, cista_error **err)
+{
+    uint64_t rid = 0, sid = 0;
+    if (fd_mount_id(rootfd, &rid) < 0 || fd_mount_id(sfd, &sid) < 0)
+        return err_set(err, -ENOTSUP,
+                       "cannot tell which mount %s is on (no statx mount id, no "
+                       "/proc/self/fdinfo); is /proc mounted?",
+                       store);
+    if (sid == rid)
+        return -ENOENT;
+    mount_facts m = {0};
+    int r = mount_facts_get(&m, sid);
+    if (r < 0)
+        return err_set_sys(err, r, "find mount %" PRIu64 " of %s in /proc/self/mountinfo", sid,
+                           store);
+    _cleanup_free_ char *why = NULL;
+    struct stat st = {0};
+    if (m.parent != rid)
+        why = xasprintf("a file system is mounted over another one there (mount %" PRIu64
+                        " on mount %" PRIu64
+                        ", expected directly on the runtime root's mount %" PRIu64 ")",
+                        sid, m.parent, rid);
+    else if (strcmp(m.fstype, "tmpfs") || !m.whole)
+        why = xasprintf("it is %s %s, expected the root of a tmpfs",
+                        m.whole ? "the root of a" : "a bind of a directory of a", m.fstype);
+    else if (!m.nodev || !m.nosuid)
+        why = xstrdup("it is mounted without nodev or nosuid");
+    else if (fstat(sfd, &st) < 0)
+        return err_set_sys(err, -errno, "stat %s", store);
+    else if ((st.st_mode & 07777) != 0700 || st.st_uid != geteuid())
+        why = xasprintf("its root has mode %04o and owner %u, expected 0700 and %u",
+                        (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)geteuid());
+    if (why)
+        return store_refuse(err, store, why);
+
+    _cleanup_close_ int mfd = openat(sfd, STORE_MARKER, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat ms;
+    char buf[128] = {0};
+    ssize_t n = -1;
+    if (mfd >= 0 && fstat(mfd, &ms) == 0 && S_ISREG(ms.st_mode) && ms.st_dev == st.st_dev &&
+        ms.st_uid == geteuid())
+        n = util_read_all(mfd, buf, sizeof(buf) - 1);
+    _cleanup_free_ char *want = marker_text(sfd);
+    if (n < 0 || !want || strcmp(buf, want))
+        return store_refuse(err, store,
+                            mfd < 0 ? "it carries no marker " STORE_MARKER
+                                    : "its marker " STORE_MARKER " names another tmpfs");
+    return 0;
+}
+
+/*
+ * Open @store (@rootfd/.images) without following a symlink and check it (store_check()):
+ * the fd to *out (owned by the caller). -ENOENT (err untouched) when there is no store: no
+ * directory, or a plain one.
+ */
+static int store_open(int *out, int rootfd, const char *store, cista_error **err)
+{
+    _cleanup_close_ int fd =
+        openat(rootfd, STORE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return -ENOENT;
+        if (errno == ELOOP || errno == ENOTDIR)
+            return store_refuse(err, store, "it is a symbolic link or not a directory");
+        return err_set_sys(err, -errno, "open %s", store);
+    }
+    int r = store_check(rootfd, fd, store, err);
+    if (r < 0)
+        return r;
+    *out = steal_fd(&fd);
+    return 0;
+}
+
+/*
+ * Mount the store's tmpfs on @rootfd/.images (under the exclusive lock; store_open() said there
+ * is none). Onto the directory's fd, not its path: a symlink swapped in cannot move the mount
+ * elsewhere. Private, so nothing mounted in it propagates; then the marker.
+ */
+static int store_mount(int rootfd, const char *store, cista_error **err)
+{
+    if (mkdirat(rootfd, STORE_DIR, 0700) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s", store);
+    _cleanup_close_ int dfd =
+        openat(rootfd, STORE_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return errno == ELOOP || errno == ENOTDIR
+                   ? store_refuse(err, store, "it is a symbolic link or not a directory")
+                   : err_set_sys(err, -errno, "open %s", store);
+    char target[64];
+    snprintf(target, sizeof(target), "/proc/self/fd/%d", dfd);
+    int r = agent__mount_tmpfs(target, MS_NODEV | MS_NOSUID, "mode=0700", err);
+    if (r < 0)
+        return err_wrap(err, "the image store %s", store);
+    /* the tmpfs is on the directory dfd names; by its name it must be there too */
+    _cleanup_close_ int sfd =
+        openat(rootfd, STORE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    uint64_t rid = 0, sid = 0;
+    mount_facts m = {0};
+    if (sfd < 0 || fd_mount_id(rootfd, &rid) < 0 || fd_mount_id(sfd, &sid) < 0 || sid == rid ||
+        mount_facts_get(&m, sid) < 0 || m.parent != rid || strcmp(m.fstype, "tmpfs")) {
+        log_warn("image store: %s was replaced while a tmpfs was mounted on it; that (empty) "
+                 "tmpfs stays where the directory went",
+                 store);
+        return store_refuse(err, store, "it was replaced while cista mounted the store");
+    }
+    snprintf(target, sizeof(target), "/proc/self/fd/%d", sfd);
+    _cleanup_free_ char *marker = NULL;
+    if (mount(NULL, target, NULL, MS_PRIVATE, NULL) < 0)
+        r = err_set_sys(err, -errno, "make %s a private mount", store);
+    else if (!(marker = marker_text(sfd)))
+        r = err_set_sys(err, -errno, "stat %s", store);
+    else if ((r = util_write_file_atomic(sfd, STORE_MARKER, marker, strlen(marker), 0400, err)) < 0)
+        err_wrap(err, "the image store %s", store);
+    if (r < 0) {
+        umount2(target, MNT_DETACH);
+        return r;
+    }
+    log_debug("image store: tmpfs mounted on %s", store);
+    return 0;
+}
+
+/* An entered store: the lock held shared, the runtime root and the checked store open. */
+typedef struct {
+    int lock;   /* R/.images-lock, flock shared */
+    int rootfd; /* R */
+    int fd;     /* R/.images, checked by store_check() */
+    char *path; /* R/.images, for messages */
+} store_handle;
+
+/*
+ * Enter the store of @root: its lock held shared (nobody unmounts the store while it is held),
+ * mounting the tmpfs first when there is none. With @mount_it false a missing store is -ENOENT
+ * (err untouched). A store that is not cista's is refused (-EPERM), never mounted over or used.
+ * Release with store_leave().
+ */
+static int store_enter(store_handle *out, const char *root, bool mount_it, cista_error **err)
 {
     _cleanup_close_ int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
@@ -127,39 +373,32 @@ static int store_enter(int *out_lock, int *out_fd, const char *root, bool mount_
         openat(rootfd, STORE_LOCK, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lk < 0)
         return err_set_sys(err, -errno, "open the lock of the image store in %s", root);
-    _cleanup_free_ char *store = xasprintf("%s/%s", root, STORE_DIR);
+    _cleanup_free_ char *path = xasprintf("%s/%s", root, STORE_DIR);
     for (int tries = 0; tries < 16; tries++) {
         if (flock(lk, LOCK_SH) < 0)
             return err_set_sys(err, -errno, "lock the image store");
-        if (is_own_tmpfs(store, root)) {
-            int fd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (fd < 0)
-                return err_set_sys(err, -errno, "open %s", store);
-            *out_fd = fd;
-            *out_lock = steal_fd(&lk);
+        int fd = -1;
+        int r = store_open(&fd, rootfd, path, err);
+        if (r == 0) {
+            *out = (store_handle){.lock = steal_fd(&lk),
+                                  .rootfd = steal_fd(&rootfd),
+                                  .fd = fd,
+                                  .path = steal_ptr(&path)};
             return 0;
         }
-        if (!mount_it)
-            return -ENOENT;
+        if (r != -ENOENT || !mount_it)
+            return r;
         /* flock cannot upgrade atomically: re-check under the exclusive lock */
         if (flock(lk, LOCK_EX) < 0)
             return err_set_sys(err, -errno, "lock the image store");
-        if (!is_own_tmpfs(store, root)) {
-            if (mkdirat(rootfd, STORE_DIR, 0700) < 0 && errno != EEXIST)
-                return err_set_sys(err, -errno, "mkdir %s", store);
-            int r = agent__mount_tmpfs(store, MS_NODEV | MS_NOSUID, "mode=0700", err);
-            if (r < 0)
-                return err_wrap(err, "the image store");
-            if (mount(NULL, store, NULL, MS_PRIVATE, NULL) < 0) {
-                int e = -errno;
-                umount2(store, MNT_DETACH);
-                return err_set_sys(err, e, "make %s a private mount", store);
-            }
-            log_debug("image store: tmpfs mounted on %s", store);
-        }
+        r = store_open(&fd, rootfd, path, err);
+        if (r == 0)
+            close(fd);
+        else if (r != -ENOENT || (r = store_mount(rootfd, path, err)) < 0)
+            return r;
         flock(lk, LOCK_UN);
     }
-    return err_set(err, -EAGAIN, "the image store %s keeps disappearing", store);
+    return err_set(err, -EAGAIN, "the image store %s keeps disappearing", path);
 }
 
 /* Whether the store holds any tree (entries are directories; lock files are not). */
@@ -180,23 +419,52 @@ static bool store_in_use(int storefd)
     return used;
 }
 
-/* Unmount the store when its last tree is gone, so a runtime root is left as it was. */
-static void store_leave(int lk, int storefd, const char *root)
+/*
+ * Leave the store; unmount it when its last tree is gone, so a runtime root is left as it was.
+ * The unmount goes through /proc/self/fd of the store checked again under the exclusive lock:
+ * never a path the host could have pointed elsewhere.
+ */
+static void store_leave(store_handle *s)
 {
-    bool used = store_in_use(storefd);
-    close(storefd);
-    if (!used && flock(lk, LOCK_EX) == 0) {
-        _cleanup_free_ char *store = xasprintf("%s/%s", root, STORE_DIR);
-        _cleanup_close_ int fd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0 && is_own_tmpfs(store, root) && !store_in_use(fd)) {
-            close(steal_fd(&fd));
-            if (umount2(store, MNT_DETACH) == 0)
-                rmdir(store);
-            else
-                log_warn("image store: unmount %s: %s", store, strerror(errno));
+    bool used = store_in_use(s->fd);
+    close(s->fd);
+    if (!used && flock(s->lock, LOCK_EX) == 0) {
+        cista_error *e = NULL;
+        _cleanup_close_ int fd = -1;
+        int r = store_open(&fd, s->rootfd, s->path, &e);
+        if (r == 0 && !store_in_use(fd)) {
+            char target[64];
+            snprintf(target, sizeof(target), "/proc/self/fd/%d", fd);
+            if (umount2(target, MNT_DETACH) == 0) {
+                close(steal_fd(&fd));
+                unlinkat(s->rootfd, STORE_DIR, AT_REMOVEDIR);
+            } else {
+                log_warn("image store: unmount %s: %s", s->path, strerror(errno));
+            }
+        } else if (r < 0 && r != -ENOENT) {
+            log_warn("image store: %s", e->msg);
         }
+        err_free(e);
     }
-    close(lk);
+    close(s->lock);
+    close(s->rootfd);
+    free(s->path);
+}
+
+/*
+ * Open the directory @name (one component) in @dirfd of the store @storefd without following a
+ * symlink and only on the store's own mount: the fd (owned by the caller) or -errno (err filled).
+ */
+static int store_open_dir(int storefd, int dirfd, const char *name, const char *what,
+                          cista_error **err)
+{
+    _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open %s", what);
+    uint64_t a = 0, b = 0;
+    if (fd_mount_id(storefd, &a) < 0 || fd_mount_id(fd, &b) < 0 || a != b)
+        return err_set(err, -EXDEV, "%s is not on the image store's tmpfs (another mount)", what);
+    return steal_fd(&fd);
 }
 
 /* The shared tree of @img in @storefd/HEX/rootfs: verified with @keys, made when missing. */
@@ -204,28 +472,34 @@ static int get_tree(int storefd, const char *store, const img_image *img, EVP_PK
                     size_t key_count, bool *hit, cista_error **err)
 {
     const char *hex = digest_hex(img_manifest_digest(img));
-    _cleanup_free_ char *rootfs_rel = xasprintf("%s/rootfs", hex);
+    _cleanup_free_ char *what = xasprintf("%s/%s", store, hex);
+    if (mkdirat(storefd, hex, 0700) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s", what);
+    _cleanup_close_ int hexfd = store_open_dir(storefd, storefd, hex, what, err);
+    if (hexfd < 0)
+        return hexfd;
     struct stat st;
-    if (fstatat(storefd, rootfs_rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+    if (fstatat(hexfd, "rootfs", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
         *hit = true;
         return img_keys_check(img, keys, key_count, err);
     }
     *hit = false;
-    if (mkdirat(storefd, hex, 0700) < 0 && errno != EEXIST)
-        return err_set_sys(err, -errno, "mkdir %s/%s", store, hex);
-    _cleanup_free_ char *rootfs = xasprintf("%s/%s", store, rootfs_rel);
+    /* into the checked directory itself: img_unpack() opens the parent once, by this name */
+    char rootfs[64];
+    snprintf(rootfs, sizeof(rootfs), "/proc/self/fd/%d/rootfs", hexfd);
     img_unpack_opts uo = {0};
-    return img_unpack(img, rootfs, keys, key_count, &uo, err);
+    int r = img_unpack(img, rootfs, keys, key_count, &uo, err);
+    return r < 0 ? err_wrap(err, "the image store entry %s", what) : 0;
 }
 
 /* Drop @id's reference to HEX (locked by the caller) and remove the tree when unused. */
-static void unref_locked(int storefd, const char *root, const char *hex, const char *id)
+static void unref_locked(int storefd, int rootfd, const char *hex, const char *id)
 {
     _cleanup_free_ char *refs = xasprintf("%s/refs", hex);
     _cleanup_free_ char *ref = xasprintf("%s/%s", refs, id);
     if (unlinkat(storefd, ref, 0) < 0 && errno != ENOENT)
         log_warn("image store: remove reference %s: %s", ref, strerror(errno));
-    int rfd = openat(storefd, refs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rfd = openat(storefd, refs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     DIR *d = rfd >= 0 ? fdopendir(rfd) : NULL;
     if (rfd >= 0 && !d)
         close(rfd);
@@ -235,8 +509,7 @@ static void unref_locked(int storefd, const char *root, const char *hex, const c
         if (e->d_name[0] == '.')
             continue;
         /* a sandbox removed without agent_sandbox_destroy() (its directory is gone) */
-        _cleanup_free_ char *owner = xasprintf("%s/%s", root, e->d_name);
-        if (access(owner, F_OK) < 0 && errno == ENOENT) {
+        if (faccessat(rootfd, e->d_name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
             unlinkat(dirfd(d), e->d_name, 0);
             continue;
         }
@@ -255,16 +528,24 @@ static void unref_locked(int storefd, const char *root, const char *hex, const c
     log_debug("image store: %s removed (no sandbox uses it)", hex);
 }
 
-static int mount_overlay(const char *tee_dir, const char *lower, cista_error **err)
+/*
+ * The overlay of the tree @treefd (the one the checks looked at; @tree names it in messages)
+ * and an upper layer in @tee_dir at @tee_dir/rootfs. The lower layer is given as
+ * /proc/self/fd/N, which the kernel resolves to that very directory: no path through the
+ * host's runtime root is looked up again.
+ */
+static int mount_overlay(const char *tee_dir, int treefd, const char *tree, cista_error **err)
 {
     struct stat st;
-    if (stat(lower, &st) < 0)
-        return err_set_sys(err, -errno, "stat %s", lower);
+    if (fstat(treefd, &st) < 0)
+        return err_set_sys(err, -errno, "stat %s", tree);
+    char lower[64];
+    snprintf(lower, sizeof(lower), "/proc/self/fd/%d", treefd);
     _cleanup_free_ char *upper = xasprintf("%s/upper", tee_dir);
     _cleanup_free_ char *work = xasprintf("%s/work", tee_dir);
     _cleanup_free_ char *merged = xasprintf("%s/%s", tee_dir, AGENT_ROOTFS);
     /* the option string cannot quote these */
-    if (strpbrk(lower, ",:\\") || strpbrk(upper, ",:\\"))
+    if (strpbrk(upper, ",:\\"))
         return err_set(err, -EINVAL,
                        "the runtime root %s contains ',', ':' or '\\', which overlayfs options "
                        "cannot carry; choose another --root",
@@ -290,8 +571,9 @@ static int mount_overlay(const char *tee_dir, const char *lower, cista_error **e
  * Bind the tree @treefd (the one the checks looked at) at @tee_dir/rootfs, read-only, nosuid and
  * nodev. With the new mount API the detached clone gets its flags before it is attached, so it
  * is never writable and never a different tree than @treefd. On kernels before 5.12 a bind of
- * the path @tree and a remount (a bind takes the flags of the mount it comes from, the store's,
- * and ignores MS_RDONLY given with MS_BIND), on the sandbox's private tmpfs where only the agent
+ * /proc/self/fd of @treefd (the same directory, not the path @tree, which only names it in
+ * messages) and a remount (a bind takes the flags of the mount it comes from, the store's, and
+ * ignores MS_RDONLY given with MS_BIND), on the sandbox's private tmpfs where only the agent
  * looks.
  */
 static int mount_readonly_bind(const char *tee_dir, int treefd, const char *tree, cista_error **err)
@@ -312,7 +594,9 @@ static int mount_readonly_bind(const char *tee_dir, int treefd, const char *tree
     }
     if (errno != ENOSYS)
         return err_set_sys(err, -errno, "clone the image tree %s", tree);
-    if (mount(tree, merged, NULL, MS_BIND, NULL) < 0)
+    char source[64];
+    snprintf(source, sizeof(source), "/proc/self/fd/%d", treefd);
+    if (mount(source, merged, NULL, MS_BIND, NULL) < 0)
         return err_set_sys(err, -errno, "bind the image tree %s on %s", tree, merged);
     if (mount(NULL, merged, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
         0) {
@@ -457,31 +741,30 @@ char *agent_rootfs_bind_blocker(const json_t *config, const json_t *rules, bool 
     return NULL;
 }
 
-static int prepare_in_store(int storefd, const char *root, const char *id, const img_image *img,
+static int prepare_in_store(const store_handle *s, const char *id, const img_image *img,
                             EVP_PKEY *const *keys, size_t key_count, bool *shared,
                             cista_error **err)
 {
     int rc;
-    _cleanup_free_ char *store = xasprintf("%s/%s", root, STORE_DIR);
     const char *hex = digest_hex(img_manifest_digest(img));
     _cleanup_free_ char *lockname = xasprintf("%s.lock", hex);
-    _cleanup_close_ int lk = lock_file(storefd, lockname, "the image store entry", err);
+    _cleanup_close_ int lk = lock_file(s->fd, lockname, "the image store entry", err);
     if (lk < 0)
         return lk;
 
     bool hit = false;
-    if ((rc = get_tree(storefd, store, img, keys, key_count, &hit, err)) < 0) {
+    if ((rc = get_tree(s->fd, s->path, img, keys, key_count, &hit, err)) < 0) {
         if (!hit)
-            unref_locked(storefd, root, hex, id); /* removes a half-made entry */
+            unref_locked(s->fd, s->rootfd, hex, id); /* removes a half-made entry */
         return rc;
     }
     _cleanup_free_ char *refs = xasprintf("%s/refs", hex);
     _cleanup_free_ char *ref = xasprintf("%s/%s", refs, id);
     int fd = -1;
-    if ((mkdirat(storefd, refs, 0700) < 0 && errno != EEXIST) ||
-        (fd = openat(storefd, ref, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
-        rc = err_set_sys(err, -errno, "image store: reference %s/%s", store, ref);
-        unref_locked(storefd, root, hex, id);
+    if ((mkdirat(s->fd, refs, 0700) < 0 && errno != EEXIST) ||
+        (fd = openat(s->fd, ref, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+        rc = err_set_sys(err, -errno, "image store: reference %s/%s", s->path, ref);
+        unref_locked(s->fd, s->rootfd, hex, id);
         return rc;
     }
     close(fd);
@@ -497,11 +780,11 @@ int agent__rootfs_prepare(const char *sandbox_dir, const img_image *img, EVP_PKE
     const char *id = NULL;
     if ((rc = split_sandbox_dir(&root, &id, sandbox_dir, err)) < 0)
         return rc;
-    int storefd = -1, slk = -1;
-    if ((rc = store_enter(&slk, &storefd, root, true, err)) < 0)
+    store_handle s;
+    if ((rc = store_enter(&s, root, true, err)) < 0)
         return rc;
-    rc = prepare_in_store(storefd, root, id, img, keys, key_count, shared, err);
-    store_leave(slk, storefd, root);
+    rc = prepare_in_store(&s, id, img, keys, key_count, shared, err);
+    store_leave(&s);
     return rc;
 }
 
@@ -530,49 +813,51 @@ static bool scan_special(int treefd)
 }
 
 /*
- * scan_special() of the tree of manifest @hex, once per tree: the answer is kept next to it in
- * the store (HEX/special), written under the store lock the caller holds. The tree never
+ * scan_special() of the tree @treefd, once per tree: the answer is kept next to it in the store
+ * (HEX/special in @hexfd), written under the store lock the caller holds. The tree never
  * changes once renamed in.
  */
-static bool tree_has_special(int storefd, const char *hex, int treefd)
+static bool tree_has_special(int hexfd, int treefd)
 {
-    _cleanup_free_ char *rel = xasprintf("%s/special", hex);
     char c = 0;
-    _cleanup_close_ int fd = openat(storefd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    _cleanup_close_ int fd = openat(hexfd, "special", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd >= 0 && read(fd, &c, 1) == 1 && (c == '0' || c == '1'))
         return c == '1';
     bool special = scan_special(treefd);
     cista_error *e = NULL;
-    if (util_write_file_atomic(storefd, rel, special ? "1" : "0", 1, 0600, &e) < 0)
+    if (util_write_file_atomic(hexfd, "special", special ? "1" : "0", 1, 0600, &e) < 0)
         err_free(e); /* only a cache: scanned again next time */
     return special;
 }
 
-static int mount_in_store(agent__rootfs_kind *out, int storefd, const char *root, const char *id,
+static int mount_in_store(agent__rootfs_kind *out, const store_handle *s, const char *id,
                           const char *tee_dir, const img_image *img, const json_t *config,
                           const json_t *rules, bool secret_files, cista_error **err)
 {
     int rc;
     const char *hex = digest_hex(img_manifest_digest(img));
+    _cleanup_free_ char *entry = xasprintf("%s/%s", s->path, hex);
+    _cleanup_free_ char *tree = xasprintf("%s/rootfs", entry);
+    _cleanup_close_ int hexfd = store_open_dir(s->fd, s->fd, hex, entry, err);
+    if (hexfd < 0)
+        return err_wrap(err, "the image tree of sandbox %s", id);
     /* only a tree this sandbox holds a reference to: nothing removes it under the mount */
-    _cleanup_free_ char *ref = xasprintf("%s/refs/%s", hex, id);
-    if (faccessat(storefd, ref, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+    _cleanup_free_ char *ref = xasprintf("refs/%s", id);
+    if (faccessat(hexfd, ref, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
         return err_set_sys(err, -errno, "sandbox %s holds no reference to the image tree %s", id,
                            hex);
-    _cleanup_free_ char *rel = xasprintf("%s/rootfs", hex);
-    _cleanup_close_ int treefd =
-        openat(storefd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* the one fd every later step uses: the scans, the overlay's lower layer, the bind */
+    _cleanup_close_ int treefd = store_open_dir(s->fd, hexfd, "rootfs", tree, err);
     if (treefd < 0)
-        return err_set_sys(err, -errno, "open the image tree %s", rel);
-    _cleanup_free_ char *tree = xasprintf("%s/%s/%s", root, STORE_DIR, rel);
+        return err_wrap(err, "the image tree of sandbox %s", id);
     /* the scan only when it can matter (a read-only root the policy asks for) */
     bool ro = json_is_true(json_object_get(json_object_get(config, "root"), "readonly")) &&
               json_is_true(json_object_get(rules, "read_only_rootfs"));
-    bool special = ro && tree_has_special(storefd, hex, treefd);
+    bool special = ro && tree_has_special(hexfd, treefd);
     _cleanup_free_ char *why =
         agent_rootfs_bind_blocker(config, rules, secret_files, special, treefd);
     if (why) {
-        if ((rc = mount_overlay(tee_dir, tree, err)) < 0)
+        if ((rc = mount_overlay(tee_dir, treefd, tree, err)) < 0)
             return rc;
         log_info("sandbox %s: the rootfs is an overlay of the shared image tree (not a read-only "
                  "bind: %s)",
@@ -598,22 +883,22 @@ int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, const 
     const char *id = NULL;
     if ((rc = split_sandbox_dir(&root, &id, sandbox_dir, err)) < 0)
         return rc;
-    int storefd = -1, slk = -1;
-    if ((rc = store_enter(&slk, &storefd, root, false, err)) < 0)
+    store_handle s;
+    if ((rc = store_enter(&s, root, false, err)) < 0)
         return rc == -ENOENT ? err_set(err, -ENOENT,
                                        "sandbox %s: the image store of %s is not mounted (the "
                                        "sandbox was not launched, or was destroyed)",
                                        id, root)
                              : rc;
-    rc = mount_in_store(out, storefd, root, id, tee_dir, img, config, rules, secret_files, err);
-    store_leave(slk, storefd, root);
+    rc = mount_in_store(out, &s, id, tee_dir, img, config, rules, secret_files, err);
+    store_leave(&s);
     return rc;
 }
 
 /* Drop @id's reference from whichever entry holds it (a handful of images at most). */
-static void release_in_store(int storefd, const char *root, const char *id)
+static void release_in_store(const store_handle *s, const char *id)
 {
-    int dfd = dup(storefd);
+    int dfd = dup(s->fd);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
         if (dfd >= 0)
@@ -625,17 +910,17 @@ static void release_in_store(int storefd, const char *root, const char *id)
         if (de->d_name[0] == '.' || de->d_type == DT_REG)
             continue;
         _cleanup_free_ char *ref = xasprintf("%s/refs/%s", de->d_name, id);
-        if (faccessat(storefd, ref, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+        if (faccessat(s->fd, ref, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
         cista_error *e = NULL;
         _cleanup_free_ char *lockname = xasprintf("%s.lock", de->d_name);
-        _cleanup_close_ int lk = lock_file(storefd, lockname, "the image store entry", &e);
+        _cleanup_close_ int lk = lock_file(s->fd, lockname, "the image store entry", &e);
         if (lk < 0) {
             log_warn("image store: %s", e->msg);
             err_free(e);
             continue;
         }
-        unref_locked(storefd, root, de->d_name, id);
+        unref_locked(s->fd, s->rootfd, de->d_name, id);
     }
     closedir(d);
 }
@@ -645,12 +930,17 @@ void agent__rootfs_release(const char *sandbox_dir)
     _cleanup_free_ char *root = NULL;
     const char *id = NULL;
     cista_error *e = NULL;
-    int storefd = -1, slk = -1;
-    if (split_sandbox_dir(&root, &id, sandbox_dir, &e) < 0 ||
-        store_enter(&slk, &storefd, root, false, &e) < 0) {
+    store_handle s;
+    int rc = split_sandbox_dir(&root, &id, sandbox_dir, &e);
+    if (rc == 0)
+        rc = store_enter(&s, root, false, &e);
+    if (rc < 0) {
+        /* a store that is not cista's is left alone, and said so: the host tampered with it */
+        if (rc != -ENOENT && e)
+            log_warn("image store: the reference of %s is not dropped: %s", sandbox_dir, e->msg);
         err_free(e);
         return;
     }
-    release_in_store(storefd, root, id);
-    store_leave(slk, storefd, root);
+    release_in_store(&s, id);
+    store_leave(&s);
 }

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -242,15 +243,69 @@ int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t
  */
 #define RM_MAX_DEPTH 4096
 
-static int rm_at(int dirfd, const char *name, unsigned depth, cista_error **err);
+/* The mount @fd is on: statx (Linux 5.8), else /proc/self/fdinfo (3.15). */
+static int mount_id_of(int fd, uint64_t *out)
+{
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) == 0 &&
+        (sx.stx_mask & STATX_MNT_ID)) {
+        *out = sx.stx_mnt_id;
+        return 0;
+    }
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "mnt_id: %" SCNu64, out) == 1)
+            return 0;
+    return -ENOTSUP;
+}
 
-static int rm_children(int dfd, const char *what, unsigned depth, cista_error **err)
+/*
+ * Whether @fd is the root of a mount: statx says so without any permission on the directory
+ * (Linux 5.8); before that, whether its ".." is on another mount.
+ */
+static int is_mount_root(int fd, bool *out)
+{
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) == 0 &&
+        (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)) {
+        *out = sx.stx_attributes & STATX_ATTR_MOUNT_ROOT;
+        return 0;
+    }
+    uint64_t here = 0, up = 0;
+    _cleanup_close_ int ufd = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (ufd < 0)
+        return -errno;
+    if (mount_id_of(fd, &here) < 0 || mount_id_of(ufd, &up) < 0)
+        return -ENOTSUP;
+    *out = here != up;
+    return 0;
+}
+
+static int mount_left(cista_error **err, const char *path)
+{
+    return err_set(err, -EBUSY,
+                   "remove %s: a file system is mounted there; it and everything in it were left "
+                   "in place (unmount it, then remove it)",
+                   path);
+}
+
+static int rm_at(int dirfd, const char *name, const char *path, const uint64_t *parent_mnt,
+                 unsigned depth, cista_error **err);
+
+/*
+ * Remove the entries of the directory @dfd (consumed), on mount @mnt, named @path in messages.
+ * What lies on another mount stays: -EBUSY at the end (err names the first), after the rest is
+ * gone; any other failure stops the walk.
+ */
+static int rm_children(int dfd, const char *path, uint64_t mnt, unsigned depth, cista_error **err)
 {
     DIR *d = fdopendir(dfd);
     if (!d) {
         int e = -errno;
         close(dfd);
-        return err_set_sys(err, e, "open directory %s", what);
+        return err_set_sys(err, e, "open directory %s", path);
     }
     int ret = 0;
     struct dirent *de;
@@ -259,62 +314,93 @@ static int rm_children(int dfd, const char *what, unsigned depth, cista_error **
             continue;
         if (unlinkat(dirfd(d), de->d_name, 0) == 0)
             continue;
-        if (errno != EISDIR && errno != EPERM) {
-            ret = err_set_sys(err, -errno, "remove %s/%s", what, de->d_name);
+        _cleanup_free_ char *sub = xasprintf("%s/%s", path, de->d_name);
+        int r;
+        if (errno == EBUSY) /* a file with something mounted on it */
+            r = mount_left(err, sub);
+        else if (errno != EISDIR && errno != EPERM)
+            r = err_set_sys(err, -errno, "remove %s", sub);
+        else
+            r = rm_at(dirfd(d), de->d_name, sub, &mnt, depth + 1, err);
+        if (r == -EBUSY) {
+            ret = r;
+            continue;
+        }
+        if (r < 0) {
+            ret = r;
             break;
         }
-        ret = rm_at(dirfd(d), de->d_name, depth + 1, err);
-        if (ret < 0)
-            break;
     }
     closedir(d);
     return ret;
 }
 
-static int rm_at(int dirfd, const char *name, unsigned depth, cista_error **err)
+/*
+ * Remove @name in @dirfd (@path in messages). A directory is entered only when it is on
+ * @parent_mnt, the mount of the directory holding it (NULL at the top: when it is no mount's root):
+ * if unmounting a sandbox's tmpfs or a volume failed, the walk must not delete what is
+ * mounted there.
+ */
+static int rm_at(int dirfd, const char *name, const char *path, const uint64_t *parent_mnt,
+                 unsigned depth, cista_error **err)
 {
     if (depth > RM_MAX_DEPTH)
-        return err_set(err, -ELOOP, "remove %s: directories nested deeper than %d levels", name,
+        return err_set(err, -ELOOP, "remove %s: directories nested deeper than %d levels", path,
                        RM_MAX_DEPTH);
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         if (errno == ENOENT)
             return 0;
-        return err_set_sys(err, -errno, "stat %s", name);
+        return err_set_sys(err, -errno, "stat %s", path);
     }
     if (!S_ISDIR(st.st_mode)) {
-        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
-            return err_set_sys(err, -errno, "remove %s", name);
-        return 0;
+        if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+            return 0;
+        return errno == EBUSY ? mount_left(err, path) : err_set_sys(err, -errno, "remove %s", path);
     }
-    int dfd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_PATH needs no permission on the directory: its mount is checked before anything else */
+    _cleanup_close_ int pfd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0)
+        return errno == ENOENT ? 0 : err_set_sys(err, -errno, "open directory %s", path);
+    uint64_t here = 0;
+    if (mount_id_of(pfd, &here) < 0)
+        return err_set(err, -ENOTSUP,
+                       "remove %s: cannot tell which mount it is on (no statx mount id, no "
+                       "/proc/self/fdinfo)",
+                       path);
+    bool root = false;
+    int r = parent_mnt ? 0 : is_mount_root(pfd, &root);
+    if (r < 0)
+        return err_set_sys(err, r, "remove %s: tell whether it is a mount point", path);
+    if (root || (parent_mnt && here != *parent_mnt))
+        return mount_left(err, path);
+    int dfd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 && errno == EACCES) {
         /*
          * An unpacked image may contain 0000 directories; we own them, so open
-         * up. O_PATH first so the chmod cannot be redirected through a symlink
-         * swapped in after the fstatat above.
+         * up, through the O_PATH fd so the chmod cannot be redirected through a
+         * symlink swapped in after the fstatat above.
          */
-        _cleanup_close_ int pfd =
-            openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        _cleanup_free_ char *proc = pfd >= 0 ? xasprintf("/proc/self/fd/%d", pfd) : NULL;
-        if (proc && chmod(proc, 0700) == 0)
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+        if (chmod(proc, 0700) == 0)
             dfd = openat(pfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     }
     if (dfd < 0)
-        return err_set_sys(err, -errno, "open directory %s", name);
+        return err_set_sys(err, -errno, "open directory %s", path);
     if ((st.st_mode & 0700) != 0700)
         (void)fchmod(dfd, 0700);
-    int r = rm_children(dfd, name, depth, err);
-    if (r < 0)
+    if ((r = rm_children(dfd, path, here, depth, err)) < 0)
         return r;
     if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return err_set_sys(err, -errno, "remove directory %s", name);
+        return errno == EBUSY ? mount_left(err, path)
+                              : err_set_sys(err, -errno, "remove directory %s", path);
     return 0;
 }
 
 int util_rm_rf_at(int dirfd, const char *name, cista_error **err)
 {
-    return rm_at(dirfd, name, 0, err);
+    return rm_at(dirfd, name, name, NULL, 0, err);
 }
 
 bool util_has_suffix(const char *s, const char *suffix)

@@ -80,7 +80,12 @@ int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t
 ssize_t util_read_all(int fd, void *buf, size_t size);
 int util_write_all(int fd, const void *buf, size_t size);
 
-/* Remove a directory tree below @dirfd without following symlinks. */
+/*
+ * Remove a directory tree below @dirfd without following symlinks and without
+ * entering another mount: a file system mounted anywhere in the tree (@name
+ * itself included) is left in place with everything in it, the rest is
+ * removed, and the result is -EBUSY naming the first such mount.
+ */
 int util_rm_rf_at(int dirfd, const char *name, cista_error **err) CISTA_WUR;
 
 /* True when @s ends with @suffix. */

@@ -2,8 +2,9 @@
 # test_runtime_run.sh - `cista run` end to end: encrypted images built at test time (busybox,
 # redis, nginx, python), the embedded KBS on SQLite and swtpm started here on loopback, run
 # confidentially with the sim and the tpm TEE and checked from outside (redis-cli, HTTP GET);
-# the shared image store, and read-only roots on a read-only bind of it (or the overlay when a
-# secret file, CAP_SYS_ADMIN or a mount point missing from the image rules the bind out);
+# the shared image store (and a host's symlink or tmpfs at ROOT/.images refused), and read-only
+# roots on a read-only bind of it (or the overlay when a secret file, CAP_SYS_ADMIN or a mount
+# point missing from the image rules the bind out);
 # refusals (policy hash not bound, tampered layer, wrong key, KBS denies, image not in the
 # policy, command and env not allowed, exec/logs/signals denied) and escape regressions
 # (CVE-2019-5736, CVE-2024-21626).
@@ -258,6 +259,62 @@ check "image_store private: the sandbox tmpfs holds its own copy, no store is mo
   "[ \$(df -k --output=used '$ROOT/pv/tee' | tail -1) -gt 512 ] && ! grep -q ' $ROOT/.images' /proc/mounts &&
    [ \"\$('$CISTA' -q --root '$ROOT' exec pv /bin/cat /etc/passwd | head -1)\" = 'root:x:0:0:root:/root:/bin/sh' ]"
 "${C[@]}" -q rm -f pv >/dev/null 2>&1
+
+# ---- the image store is the tmpfs cista mounted at ROOT/.images, nothing the host put there ----
+# The host (here: this script, root) makes a tree for the image's manifest whose /bin/cat and
+# /bin/sleep are its own script, and offers it as the store: through a symlink to a tmpfs of its
+# own, then as a tmpfs it mounts at ROOT/.images itself (as cista would: 0700, nodev, nosuid,
+# private), then with a marker copied from a store cista made. Each start is refused (exit 3)
+# and the host's script never runs; no tree of the host's is taken as the image's.
+BBS_HEX=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "1") | .digest' \
+  "$TMP/enc/bbs/index.json" | cut -d: -f2)
+fake_tree() { # STORE: STORE/HEX/rootfs, busybox with the host's cat and sleep
+  local r=$1/$BBS_HEX/rootfs b
+  mkdir -p "$1/$BBS_HEX/refs" && base_rootfs "$r" || return 1
+  for b in cat sleep; do
+    rm -f "$r/bin/$b" && printf '#!/bin/sh\necho HOST-BINARY-RAN\n' >"$r/bin/$b" && chmod 755 "$r/bin/$b"
+  done
+}
+h3_start() { # NAME: start the image; its output and errors in $TMP/NAME.err
+  "${C[@]}" run -d --name "$1" --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" \
+    "oci:$TMP/enc/bbs:1" >"$TMP/$1.err" 2>&1
+}
+# NAME: refused with exit 3 and WORDS; the host's binary never ran; no sandbox, no reference left
+h3_refused() {
+  local rc=0
+  h3_start "$1" || rc=$?
+  [ "$rc" = 3 ] && grep -Eq -- "$2" "$TMP/$1.err" && [ ! -e "$ROOT/$1" ] &&
+    ! "$CISTA" -q --root "$ROOT" exec "$1" /bin/cat /etc/passwd 2>&1 | grep -q HOST-BINARY-RAN &&
+    ! grep -rqs HOST-BINARY-RAN "$TMP/$1.err" && ! ls "$3"/*/refs/"$1" >/dev/null 2>&1 ||
+    { echo "exit $rc"; cat "$TMP/$1.err"; return 1; }
+}
+mkdir -p "$TMP/hostshm" && mount -t tmpfs -o mode=1777 tmpfs "$TMP/hostshm" && fake_tree "$TMP/hostshm/evil" &&
+  ln -s "$TMP/hostshm/evil" "$ROOT/.images"
+check "a symlink at ROOT/.images to a host tmpfs with a tree for the image: refused, the host's binary never runs" \
+  h3_refused h3a "is not the image store cista mounted there: it is a symbolic link" "$TMP/hostshm/evil"
+check "  ... nothing was mounted through the link and the host's tree was not touched" bash -c \
+  "[ -L '$ROOT/.images' ] && ! grep -q ' $TMP/hostshm/evil' /proc/mounts &&
+   [ -z \"\$(ls -A '$TMP/hostshm/evil/$BBS_HEX/refs')\" ] && [ ! -e '$TMP/hostshm/evil/.cista-store' ]"
+rm -f "$ROOT/.images"
+mkdir "$ROOT/.images" && mount -t tmpfs -o mode=0700,nodev,nosuid tmpfs "$ROOT/.images" &&
+  mount --make-private "$ROOT/.images" && fake_tree "$ROOT/.images"
+check "a tmpfs the host mounted at ROOT/.images (0700, nodev, nosuid) with a tree for the image: refused" \
+  h3_refused h3b "is not the image store cista mounted there: it carries no marker" "$ROOT/.images"
+# a bind of a directory of a host tmpfs, mounted over it
+mount --bind "$TMP/hostshm/evil" "$ROOT/.images"
+check "a bind of a host directory over it: refused" \
+  h3_refused h3c "is not the image store cista mounted there: .*(mounted over another|bind of a directory)" "$ROOT/.images"
+umount "$ROOT/.images"; umount "$ROOT/.images"; rmdir "$ROOT/.images"
+# a marker copied from a store cista made does not fit another tmpfs
+h3_start h3ok && cp "$ROOT/.images/.cista-store" "$TMP/marker"
+"${C[@]}" -q rm -f h3ok >/dev/null 2>&1
+check "  (cista's own store is back to normal: it started, wrote its marker and went with the last sandbox)" bash -c \
+  "[ -s '$TMP/marker' ] && ! grep -q ' $ROOT/.images ' /proc/mounts && [ ! -e '$ROOT/.images' ]"
+mkdir "$ROOT/.images" && mount -t tmpfs -o mode=0700,nodev,nosuid tmpfs "$ROOT/.images" &&
+  mount --make-private "$ROOT/.images" && fake_tree "$ROOT/.images" && cp "$TMP/marker" "$ROOT/.images/.cista-store"
+check "a host tmpfs carrying a copy of the marker of an earlier store: refused" \
+  h3_refused h3d "its marker .cista-store names another tmpfs" "$ROOT/.images"
+umount "$ROOT/.images"; rmdir "$ROOT/.images"; umount "$TMP/hostshm"
 
 # ---- a read-only root: a read-only bind of the shared tree instead of the overlay ----
 ro_exec=(--allow-exec '["/bin/cat","/etc/passwd"]' --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]'

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +171,68 @@ static void test_rm_rf_depth_limit(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/*
+ * rm -rf never enters another mount: when unmounting a sandbox tmpfs or a decrypted volume
+ * failed, removing the directory above it must not delete what is mounted there. The rest
+ * goes, the mount stays and the call says so (-EBUSY).
+ */
+static void test_rm_rf_keeps_mounts(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        skip(); /* mounting a tmpfs needs CAP_SYS_ADMIN */
+        return;
+    }
+    char dir[] = "/tmp/cista-rm-mnt-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    _cleanup_err_ cista_error *err = NULL;
+    _cleanup_free_ char *mnt = xasprintf("%s/t/vol", dir);
+    _cleanup_free_ char *file_mnt = xasprintf("%s/t/f", dir);
+    _cleanup_free_ char *src = xasprintf("%s/src", dir);
+    assert_int_equal(mkdirat(dfd, "t", 0700), 0);
+    assert_int_equal(mkdirat(dfd, "t/a", 0700), 0);
+    assert_int_equal(util_write_file_atomic(dfd, "t/a/x", "x", 1, 0600, &err), 0);
+    assert_int_equal(mkdirat(dfd, "t/vol", 0700), 0);
+    assert_int_equal(util_write_file_atomic(dfd, "t/f", "f", 1, 0600, &err), 0);
+    assert_int_equal(util_write_file_atomic(dfd, "src", "s", 1, 0600, &err), 0);
+    assert_int_equal(mount("tmpfs", mnt, "tmpfs", 0, "mode=0700"), 0);
+    assert_int_equal(mount(src, file_mnt, NULL, MS_BIND, NULL), 0);
+    assert_int_equal(mkdirat(dfd, "t/vol/sub", 0700), 0);
+    assert_int_equal(util_write_file_atomic(dfd, "t/vol/keep", "k", 1, 0600, &err), 0);
+    assert_int_equal(util_write_file_atomic(dfd, "t/vol/sub/keep", "k", 1, 0600, &err), 0);
+
+    /* the mount itself as the top: nothing in it is touched */
+    int tfd = openat(dfd, "t", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(tfd >= 0);
+    assert_int_equal(util_rm_rf_at(tfd, "vol", &err), -EBUSY);
+    assert_non_null(strstr(err->msg, "a file system is mounted there"));
+    err_clear(&err);
+    close(tfd);
+    struct stat st;
+    assert_int_equal(fstatat(dfd, "t/vol/sub/keep", &st, 0), 0);
+
+    /* below the top: the rest goes, both mounts and what is in them stay */
+    assert_int_equal(util_rm_rf_at(dfd, "t", &err), -EBUSY);
+    assert_non_null(strstr(err->msg, "mounted there"));
+    err_clear(&err);
+    assert_int_equal(fstatat(dfd, "t/a", &st, AT_SYMLINK_NOFOLLOW), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(fstatat(dfd, "t/vol/keep", &st, 0), 0);
+    assert_int_equal(fstatat(dfd, "t/vol/sub/keep", &st, 0), 0);
+    assert_int_equal(fstatat(dfd, "src", &st, 0), 0);
+    assert_int_equal(fstatat(dfd, "t/f", &st, 0), 0);
+
+    /* unmounted, the same call removes everything */
+    assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+    assert_int_equal(umount2(file_mnt, MNT_DETACH), 0);
+    assert_int_equal(util_rm_rf_at(dfd, "t", &err), 0);
+    assert_int_equal(fstatat(dfd, "t", &st, AT_SYMLINK_NOFOLLOW), -1);
+    close(dfd);
+    assert_int_equal(util_rm_rf_at(AT_FDCWD, dir, &err), 0);
+}
+
 /* The affinity mask bounds the count (taskset, cpusets); so would a cgroup quota. */
 static void test_cpu_count(void **state)
 {
@@ -227,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_cpu_count),
         cmocka_unit_test(test_rm_rf_depth_limit),
+        cmocka_unit_test(test_rm_rf_keeps_mounts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
