@@ -64,6 +64,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             pol_allow_create(&d, p, "app", text, strlen(text));
             pol_decision_clear(&d);
             free(text);
+            /* what runc reads (uint64 members unsigned) reads back to the same config */
+            char *oci = agent_oci_dump_config(cfg);
+            json_t *back = NULL;
+            if (agent_parse_oci(&back, oci, strlen(oci), "round trip", &err) < 0 ||
+                !json_equal(back, cfg))
+                abort();
+            json_decref(back);
+            free(oci);
             json_decref(cfg);
         }
         err_clear(&err);

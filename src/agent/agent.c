@@ -612,20 +612,12 @@ static int check_secret_paths(const agent_sandbox *sb, const json_t *mounts, cis
 {
     for (size_t i = 0; i < sb->secret_count; i++) {
         const char *p = sb->secrets[i].path;
-        size_t k;
-        json_t *m;
-        json_array_foreach(mounts, k, m)
-        {
-            const char *d = json_string_value(json_object_get(m, "destination"));
-            size_t n = d ? strlen(d) : 0;
-            while (n > 1 && d[n - 1] == '/')
-                n--;
-            if (p && d && (!strcmp(d, "/") || (!strncmp(p, d, n) && (p[n] == 0 || p[n] == '/'))))
-                return err_set(err, -EPERM,
-                               "secret %s: its file %s would be hidden by the mount at %s; "
-                               "move the secret or the mount in the policy",
-                               sb->secrets[i].resource, p, d);
-        }
+        const char *d = p ? agent__mount_over(mounts, p) : NULL;
+        if (d)
+            return err_set(err, -EPERM,
+                           "secret %s: its file %s would be hidden by the mount at %s; "
+                           "move the secret or the mount in the policy",
+                           sb->secrets[i].resource, p, d);
     }
     return 0;
 }
@@ -815,7 +807,8 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
             err_free(e2);
         return rc;
     }
-    _cleanup_free_ char *final = js_dump_pretty(cfg);
+    /* for runc and crun: rlimits written unsigned ("unlimited" is 2^64-1, not -1) */
+    _cleanup_free_ char *final = agent_oci_dump_config(cfg);
     _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (tfd < 0)
         return err_set_sys(err, -errno, "open %s", sb->tee_dir);
@@ -837,8 +830,7 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
 {
     int rc;
     _cleanup_json_ json_t *hp = NULL;
-    if ((rc = js_parse_object(&hp, process, process_size, AGENT_MAX_CONFIG,
-                              "the host's process.json", err)) < 0)
+    if ((rc = agent_parse_oci(&hp, process, process_size, "the host's process.json", err)) < 0)
         return rc;
     _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (tfd < 0)
@@ -848,7 +840,7 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
     if ((rc = util_read_fileat(&cfgtext, &cfg_size, tfd, AGENT_CONFIG, AGENT_MAX_CONFIG, err)) < 0)
         return rc;
     _cleanup_json_ json_t *cfg = NULL;
-    if ((rc = js_parse_object(&cfg, cfgtext, cfg_size, AGENT_MAX_CONFIG, "config", err)) < 0)
+    if ((rc = agent_parse_oci(&cfg, cfgtext, cfg_size, "config", err)) < 0)
         return rc;
     crypto_cleanse(cfgtext, cfg_size);
     json_t *cproc = json_object_get(cfg, "process");
@@ -928,12 +920,20 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
     json_t *cs = json_object_get(hp, "consoleSize");
     if (json_is_object(cs))
         json_object_set_new(p, "consoleSize", json_deep_copy(cs));
+    /* rlimits: the host's (clamped), else the container's (a process without any could keep
+     * those of the runtime that starts it, which the host chose); never a core dump */
     json_t *rl = json_object_get(hp, "rlimits");
-    if (json_is_array(rl)) {
-        _cleanup_json_ json_t *wrap = json_pack("{s:{s:O}}", "process", "rlimits", rl);
-        agent_clamp_rlimits(wrap);
-        json_object_set(p, "rlimits", json_object_get(json_object_get(wrap, "process"), "rlimits"));
+    json_t *crl = json_object_get(cproc, "rlimits");
+    json_t *rlimits = json_is_array(rl)    ? json_deep_copy(rl)
+                      : json_is_array(crl) ? json_deep_copy(crl)
+                                           : json_array();
+    _cleanup_json_ json_t *wrap = json_pack("{s:{s:o}}", "process", "rlimits", rlimits);
+    agent_clamp_rlimits(wrap);
+    if (agent_force_no_core(rlimits) < 0) {
+        json_decref(secret_env);
+        return err_set(err, -EINVAL, "exec: rlimits is not an array");
     }
+    json_object_set(p, "rlimits", rlimits);
 
     _cleanup_free_ char *text = js_dump_compact(p);
     _cleanup_decision_ pol_decision d = {0};
@@ -950,7 +950,7 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
     json_array_extend(env, secret_env);
     json_decref(secret_env);
 
-    _cleanup_free_ char *final = js_dump_compact(p);
+    _cleanup_free_ char *final = agent_oci_dump_process(p);
     char name[64];
     uint8_t rnd[8];
     if ((rc = crypto_random(rnd, sizeof(rnd), err)) < 0)

@@ -319,6 +319,31 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
  * resources are dropped. Returns the number of entries changed.
  */
 int agent_clamp_rlimits(json_t *config);
+/*
+ * Replace every RLIMIT_CORE entry of the rlimits array @rlimits by one of 0/0: a core dump of a
+ * confidential workload would carry its memory out of the TEE (on a host whose core_pattern is a
+ * pipe, to a host program). @rlimits is borrowed and changed in place; -EINVAL when it is not
+ * an array.
+ */
+int agent_force_no_core(json_t *rlimits) __attribute__((warn_unused_result));
+/*
+ * Parse an OCI document of the host (config.json, process.json; at most AGENT_MAX_CONFIG bytes)
+ * as js_parse_object() does, except that an integer above INT64_MAX, up to UINT64_MAX, is read
+ * as its two's complement instead of refused: the OCI's uint64 members (rlimits, where 2^64-1 is
+ * "unlimited", seccomp argument values) can hold one, and jansson integers are signed. Readers of
+ * those members take the value back unsigned and agent_oci_dump_*() write it unsigned; in a
+ * signed member it is negative, as the checks see it. @data borrowed; new reference in *out.
+ */
+int agent_parse_oci(json_t **out, const char *data, size_t size, const char *what,
+                    cista_error **err) __attribute__((warn_unused_result));
+/*
+ * Compact JSON of an OCI config (or of a process, for `exec`) whose uint64 members (process
+ * rlimits, seccomp argument values) are written unsigned, as runc and crun read them (-1 is
+ * refused there; 18446744073709551615 is "unlimited"). Caller frees, after cleansing: the text
+ * may hold secrets.
+ */
+char *agent_oci_dump_config(const json_t *config);
+char *agent_oci_dump_process(const json_t *process);
 /* Parse a signal "9", "KILL", "SIGKILL"; -EINVAL when unknown. */
 int agent_parse_signal(const char *s);
 /*

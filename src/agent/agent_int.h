@@ -128,6 +128,19 @@ int agent__mount_tmpfs(const char *dir, unsigned long flags, const char *opts, c
     __attribute__((warn_unused_result));
 
 json_t *agent__default_mounts(void);
+/* Whether @destination is one of cista's standard mounts once normalised ("/dev/shm/" is). */
 bool agent__is_default_mount(const char *destination);
+/*
+ * Whether the normalised path @path is @dir or below it, by whole components ("/run/secrets/x"
+ * is below "/run/secrets" and "/", not below "/run/sec"). Both borrowed.
+ */
+bool agent__path_within(const char *path, const char *dir);
+/*
+ * The destination of the first of the OCI @mounts at or above the file @path, compared as the
+ * runtime resolves them (normalised, by whole components: "//run/secrets" and "/run/./secrets/"
+ * are above "/run/secrets/x"), or NULL. A destination or @path that does not normalise counts
+ * as above (refused). Borrowed from @mounts (or @path).
+ */
+const char *agent__mount_over(const json_t *mounts, const char *path);
 
 #endif

@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -17,6 +19,8 @@
 
 #include "agent/agent.h"
 #include "agent/agent_int.h"
+#include "crypto/crypto.h"
+#include "util/buf.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/util.h"
@@ -36,10 +40,35 @@ static const char *const g_default_dest[] = {
 
 bool agent__is_default_mount(const char *destination)
 {
-    for (size_t i = 0; i < ARRAY_LEN(g_default_dest); i++)
-        if (!strcmp(destination, g_default_dest[i]))
+    /* "/dev/shm/" or "//dev/shm" is /dev/shm to the runtime too */
+    _cleanup_free_ char *n = pol_path_normalize(destination);
+    for (size_t i = 0; n && i < ARRAY_LEN(g_default_dest); i++)
+        if (!strcmp(n, g_default_dest[i]))
             return true;
     return false;
+}
+
+bool agent__path_within(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    if (n == 1 && dir[0] == '/')
+        return true;
+    return !strncmp(path, dir, n) && (path[n] == 0 || path[n] == '/');
+}
+
+const char *agent__mount_over(const json_t *mounts, const char *path)
+{
+    _cleanup_free_ char *np = pol_path_normalize(path);
+    size_t k;
+    json_t *m;
+    json_array_foreach(mounts, k, m)
+    {
+        const char *d = json_string_value(json_object_get(m, "destination"));
+        _cleanup_free_ char *nd = d ? pol_path_normalize(d) : NULL;
+        if (!np || !nd || agent__path_within(np, nd))
+            return d ? d : !np ? path : "(no destination)";
+    }
+    return NULL;
 }
 
 json_t *agent__default_mounts(void)
@@ -172,18 +201,32 @@ static const struct {
     {"RLIMIT_STACK", RLIMIT_STACK},
 };
 
+/*
+ * OCI rlimits are uint64 (RLIM_INFINITY is 2^64-1); jansson integers are signed, so a value is
+ * held as its two's complement (agent_parse_oci() reads 2^64-1 as -1) and written back unsigned
+ * by agent_oci_dump_*().
+ */
 static json_int_t rl_val(rlim_t v)
 {
-    /* OCI uses uint64 with RLIM_INFINITY as all ones; jansson ints are signed. */
-    return v == RLIM_INFINITY ? -1 : (json_int_t)v;
+    return (json_int_t)(uint64_t)v;
 }
 
-static rlim_t rl_from(const json_t *v)
+/* false when @v is not an integer (runc and crun refuse it). */
+static bool rl_from(rlim_t *out, const json_t *v)
 {
-    json_int_t x = json_integer_value(v);
-    if (json_is_real(v))
-        return RLIM_INFINITY; /* > 2^63, parsed as a real: "unlimited" */
-    return x < 0 ? RLIM_INFINITY : (rlim_t)x;
+    if (!json_is_integer(v))
+        return false;
+    *out = (rlim_t)(uint64_t)json_integer_value(v);
+    return true;
+}
+
+/* "unlimited" or the number, for logs: @buf is at least 24 bytes. */
+static const char *rl_str(char *buf, size_t size, rlim_t v)
+{
+    if (v == RLIM_INFINITY)
+        return "unlimited";
+    snprintf(buf, size, "%llu", (unsigned long long)v);
+    return buf;
 }
 
 int agent_clamp_rlimits(json_t *config)
@@ -201,14 +244,20 @@ int agent_clamp_rlimits(json_t *config)
             if (!strcmp(type, g_rlimits[k].name))
                 res = g_rlimits[k].resource;
         struct rlimit cur;
+        rlim_t hard, soft;
         if (res < 0 || getrlimit(res, &cur) < 0) {
             log_info("dropping rlimit %s: unknown resource", type ? type : "(none)");
             json_array_remove(rl, i);
             changed++;
             continue;
         }
-        rlim_t hard = rl_from(json_object_get(e, "hard"));
-        rlim_t soft = rl_from(json_object_get(e, "soft"));
+        if (!rl_from(&hard, json_object_get(e, "hard")) ||
+            !rl_from(&soft, json_object_get(e, "soft"))) {
+            log_info("dropping rlimit %s: hard or soft is not an unsigned integer", type);
+            json_array_remove(rl, i);
+            changed++;
+            continue;
+        }
         rlim_t nh = hard, ns = soft;
         /* Without CAP_SYS_RESOURCE a hard limit can only go down. */
         if (cur.rlim_max != RLIM_INFINITY && (nh == RLIM_INFINITY || nh > cur.rlim_max))
@@ -216,8 +265,9 @@ int agent_clamp_rlimits(json_t *config)
         if (ns == RLIM_INFINITY ? nh != RLIM_INFINITY : (nh != RLIM_INFINITY && ns > nh))
             ns = nh;
         if (nh != hard || ns != soft) {
-            log_info("rlimit %s clamped to soft %lld hard %lld (this host cannot raise limits)",
-                     type, (long long)rl_val(ns), (long long)rl_val(nh));
+            char a[24], b[24];
+            log_info("rlimit %s clamped to soft %s hard %s (this host cannot raise limits)", type,
+                     rl_str(a, sizeof(a), ns), rl_str(b, sizeof(b), nh));
             json_object_set_new(e, "hard", json_integer(rl_val(nh)));
             json_object_set_new(e, "soft", json_integer(rl_val(ns)));
             changed++;
@@ -225,6 +275,203 @@ int agent_clamp_rlimits(json_t *config)
         i++;
     }
     return changed;
+}
+
+int agent_force_no_core(json_t *rlimits)
+{
+    if (!json_is_array(rlimits))
+        return -EINVAL;
+    for (size_t i = 0; i < json_array_size(rlimits);) {
+        json_t *e = json_array_get(rlimits, i);
+        const char *type = json_string_value(json_object_get(e, "type"));
+        if (!type || strcmp(type, "RLIMIT_CORE")) {
+            i++;
+            continue;
+        }
+        rlim_t hard = 0, soft = 0;
+        if (!rl_from(&hard, json_object_get(e, "hard")) ||
+            !rl_from(&soft, json_object_get(e, "soft")) || hard || soft)
+            log_info("the host's RLIMIT_CORE is replaced by 0: a core dump of a confidential "
+                     "workload would carry its memory out of the TEE");
+        json_array_remove(rlimits, i);
+    }
+    json_array_append_new(rlimits, json_pack("{s:s,s:I,s:I}", "type", "RLIMIT_CORE", "hard",
+                                             (json_int_t)0, "soft", (json_int_t)0));
+    return 0;
+}
+
+/* ---- OCI documents with uint64 members ---- */
+
+/*
+ * @data with every integer literal above INT64_MAX (and at most UINT64_MAX) written as its two's
+ * complement into @out; false (and @out empty) when it has none. Only number tokens outside
+ * strings are touched, and a valid literal becomes a valid literal, so what is malformed stays
+ * malformed.
+ */
+static bool widen_u64(cbuf *out, const char *data, size_t size)
+{
+    size_t last = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < size; i++) {
+        char c = data[i];
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                in_str = false;
+            continue;
+        }
+        if (c == '"') {
+            in_str = true;
+            continue;
+        }
+        if (c != '-' && (c < '0' || c > '9'))
+            continue;
+        size_t j = i;
+        bool digits = c != '-' && c != '0';
+        while (j < size && data[j] && strchr("0123456789+-.eE", data[j])) {
+            digits &= data[j] >= '0' && data[j] <= '9';
+            j++;
+        }
+        /* INT64_MAX has 19 digits, UINT64_MAX 20 */
+        if (digits && j - i >= 19 && j - i <= 20) {
+            char tok[21];
+            memcpy(tok, data + i, j - i);
+            tok[j - i] = 0;
+            errno = 0;
+            unsigned long long v = strtoull(tok, NULL, 10);
+            if (!errno && v > (unsigned long long)INT64_MAX) {
+                buf_put(out, data + last, i - last);
+                buf_printf(out, "%lld", (long long)(int64_t)(uint64_t)v);
+                last = j;
+            }
+        }
+        i = j - 1;
+    }
+    if (!last)
+        return false;
+    buf_put(out, data + last, size - last);
+    return true;
+}
+
+int agent_parse_oci(json_t **out, const char *data, size_t size, const char *what,
+                    cista_error **err)
+{
+    if (size > AGENT_MAX_CONFIG)
+        return err_set(err, -EMSGSIZE, "%s: %zu bytes is more than the limit of %zu", what, size,
+                       (size_t)AGENT_MAX_CONFIG);
+    /* the config read back for an exec holds the secret env values: cleansed when freed */
+    _cleanup_buf_ cbuf w = CBUF_INIT;
+    buf_init(&w, 0, true);
+    if (!widen_u64(&w, data, size))
+        return js_parse_object(out, data, size, AGENT_MAX_CONFIG, what, err);
+    /* a widened literal is one byte longer at most (2^63 -> -2^63): not a reason to refuse */
+    return js_parse_object(out, w.data, w.size, w.size, what, err);
+}
+
+/*
+ * The members the OCI types uint64 that are written unsigned (ELEM is any array element): the
+ * rlimits, and the seccomp argument values (masks above 2^63 exist).
+ */
+static const char g_elem[] = "[]";
+#define ELEM g_elem
+static const char *const g_u64_members[][8] = {
+    {"process", "rlimits", ELEM, "hard", NULL},
+    {"process", "rlimits", ELEM, "soft", NULL},
+    {"linux", "seccomp", "syscalls", ELEM, "args", ELEM, "value", NULL},
+    {"linux", "seccomp", "syscalls", ELEM, "args", ELEM, "valueTwo", NULL},
+};
+
+/* 2 when the member at @path (@n components) is a uint64 one, 1 when it leads to one, else 0. */
+static int u64_member(const char *const *path, size_t n)
+{
+    int best = 0;
+    for (size_t i = 0; i < ARRAY_LEN(g_u64_members); i++) {
+        const char *const *m = g_u64_members[i];
+        size_t k = 0;
+        /* ELEM is compared by address: no object key is that pointer */
+        while (k < n && m[k] &&
+               (path[k] == m[k] || (m[k] != ELEM && path[k] != ELEM && !strcmp(path[k], m[k]))))
+            k++;
+        if (k < n)
+            continue;
+        if (!m[k])
+            return 2;
+        best = 1;
+    }
+    return best;
+}
+
+static char *dump_any(const json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+}
+
+/* jansson's output of a subtree may hold secrets (the env): cleansed before it is freed. */
+static void put_dump(cbuf *b, char *s)
+{
+    buf_puts(b, s);
+    crypto_cleanse(s, strlen(s));
+    free(s);
+}
+
+static void dump_u64(cbuf *b, const json_t *v, const char **path, size_t n)
+{
+    int m = u64_member(path, n);
+    if (m == 2 && json_is_integer(v)) {
+        buf_printf(b, "%llu", (unsigned long long)(uint64_t)json_integer_value(v));
+    } else if (m == 1 && json_is_object(v)) {
+        const char *key;
+        json_t *c;
+        bool first = true;
+        buf_puts(b, "{");
+        json_object_foreach((json_t *)v, key, c)
+        {
+            json_t *k = json_string(key);
+            buf_puts(b, first ? "" : ",");
+            put_dump(b, dump_any(k));
+            json_decref(k);
+            buf_puts(b, ":");
+            path[n] = key;
+            dump_u64(b, c, path, n + 1);
+            first = false;
+        }
+        buf_puts(b, "}");
+    } else if (m == 1 && json_is_array(v)) {
+        size_t i;
+        json_t *c;
+        buf_puts(b, "[");
+        json_array_foreach(v, i, c)
+        {
+            buf_puts(b, i ? "," : "");
+            path[n] = ELEM;
+            dump_u64(b, c, path, n + 1);
+        }
+        buf_puts(b, "]");
+    } else {
+        put_dump(b, dump_any(v));
+    }
+}
+
+static char *dump_oci(const json_t *v, const char *root)
+{
+    const char *path[8] = {root};
+    cbuf b = CBUF_INIT;
+    buf_init(&b, 0, true);
+    dump_u64(&b, v, path, root ? 1 : 0);
+    return (char *)buf_steal(&b, NULL);
+}
+
+char *agent_oci_dump_config(const json_t *config)
+{
+    return dump_oci(config, NULL);
+}
+
+char *agent_oci_dump_process(const json_t *process)
+{
+    return dump_oci(process, "process");
 }
 
 static json_t *default_rlimits(void)
@@ -381,47 +628,131 @@ static int build_process(json_t **out, const img_config *ic, const json_t *rules
     if (json_is_integer(oom))
         json_object_set_new(proc, "oomScoreAdj", json_deep_copy(oom));
     json_t *rl = host_proc ? json_object_get(host_proc, "rlimits") : NULL;
-    json_object_set_new(proc, "rlimits",
-                        json_is_array(rl) ? json_deep_copy(rl) : default_rlimits());
+    json_t *rlimits = json_is_array(rl) ? json_deep_copy(rl) : default_rlimits();
+    json_object_set_new(proc, "rlimits", rlimits);
+    /* no core dump: the policy has no rule that could allow one */
+    if (agent_force_no_core(rlimits) < 0)
+        return err_set(err, -EINVAL, "process.rlimits is not an array");
     *out = steal_ptr(&proc);
     return 0;
 }
 
 /*
- * A seccomp filter of the host's request restricts the container and so may pass, but not one
- * that hands syscalls to a user-space supervisor: SCMP_ACT_NOTIFY with a listener socket
- * (runc's listenerPath, crun's receiver) lets whoever holds the listener answer the workload's
- * syscalls and install its own fds in the process (SECCOMP_IOCTL_NOTIF_ADDFD), and
- * SCMP_ACT_TRACE defers them to a ptracer.
+ * A seccomp filter of the host's request restricts the container and so may pass, but only with
+ * actions that deny: the runtime installs it before it switches to the container's user and
+ * drops capabilities (without noNewPrivileges), so an action that makes a syscall "succeed"
+ * without running it would let the host undo the policy's user and capabilities
+ * (setuid/setgroups/capset answered 0 leave the workload root with every capability). Refused:
+ * - SCMP_ACT_ERRNO with errno 0 (errnoRet, or defaultErrnoRet for the default action; absent
+ *   means EPERM in the OCI runtime spec): the syscall returns 0 and does nothing. Only an errno
+ *   the kernel returns as it is (1..4095) passes: runc and libseccomp keep the low 16 bits of
+ *   the value (65536 would be 0) and the kernel caps it at MAX_ERRNO;
+ * - SCMP_ACT_NOTIFY with a listener socket (runc's listenerPath, crun's receiver): whoever holds
+ *   the listener answers the workload's syscalls and installs its own fds in the process
+ *   (SECCOMP_IOCTL_NOTIF_ADDFD); SCMP_ACT_TRACE defers them to a ptracer;
+ * - any other action name (runc and crun know no more; an unknown one is not a restriction
+ *   this code has judged).
+ * SCMP_ACT_ALLOW and SCMP_ACT_LOG run the syscall; SCMP_ACT_KILL* and SCMP_ACT_TRAP only stop
+ * it (a SIGSYS handler of the workload's own is the workload's).
  */
+static bool seccomp_action_ok(const char *action)
+{
+    static const char *const ok[] = {
+        "SCMP_ACT_ALLOW",       "SCMP_ACT_LOG",          "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"};
+    for (size_t k = 0; action && k < ARRAY_LEN(ok); k++)
+        if (!strcmp(action, ok[k]))
+            return true;
+    return false;
+}
+
+/* The syscall names of @rule, for a refusal: "setuid, setgid, …" (caller frees). */
+static char *seccomp_rule_names(const json_t *rule)
+{
+    cbuf b = CBUF_INIT;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(rule, "names"), i, v)
+    {
+        if (i == 8) {
+            buf_puts(&b, ", ...");
+            break;
+        }
+        buf_printf(&b, "%s%.64s", i ? ", " : "", json_is_string(v) ? json_string_value(v) : "?");
+    }
+    if (!b.size)
+        buf_puts(&b, "no names");
+    return (char *)buf_steal(&b, NULL);
+}
+
+/* Refuse (and log) the host's seccomp filter: @where is the rule, @why the reason. */
+static int seccomp_refuse(cista_error **err, const char *where, const char *why)
+{
+    log_warn("refusing the host's linux.seccomp: %s %s", where, why);
+    return err_set(err, -EPERM, "the host's linux.seccomp: %s %s (refused)", where, why);
+}
+
+/* @action of @where with errno member @key of @obj: one that denies, or refused. */
+static int seccomp_check_action(const json_t *obj, const char *action, const char *key,
+                                const char *where, cista_error **err)
+{
+    if (!seccomp_action_ok(action)) {
+        _cleanup_free_ char *why =
+            action && (!strcmp(action, "SCMP_ACT_NOTIFY") || !strcmp(action, "SCMP_ACT_TRACE"))
+                ? xasprintf("uses %s: the workload's syscalls would be decided outside the TEE",
+                            action)
+                : xasprintf("has action %s%.64s%s, not one of SCMP_ACT_ALLOW, SCMP_ACT_LOG, "
+                            "SCMP_ACT_ERRNO, SCMP_ACT_KILL*, SCMP_ACT_TRAP",
+                            action ? "\"" : "", action ? action : "(none)", action ? "\"" : "");
+        return seccomp_refuse(err, where, why);
+    }
+    /* Checked whatever the action: a runtime that takes it as the fallback of another rule
+     * must not find 0 there either (and the spec makes it an error with other actions). */
+    json_t *e = json_object_get(obj, key);
+    if (e && (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 4095)) {
+        _cleanup_free_ char *val = js_dump_compact(e);
+        _cleanup_free_ char *why =
+            xasprintf("has %s %.32s (action %s): an errno must be from 1 to 4095; SCMP_ACT_ERRNO "
+                      "with 0 makes the syscall return success without running it",
+                      key, val, action);
+        return seccomp_refuse(err, where, why);
+    }
+    return 0;
+}
+
 static int check_seccomp(const json_t *sc, cista_error **err)
 {
-    static const char *const refused[] = {"SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE"};
+    int rc;
     if (!json_is_object(sc))
         return err_set(err, -EINVAL, "the host's config.json: linux.seccomp is not an object");
     if (json_object_get(sc, "listenerPath") || json_object_get(sc, "listenerMetadata"))
-        return err_set(err, -EPERM,
-                       "the host's linux.seccomp names a listener: the workload's syscalls would "
-                       "be answered outside the TEE (refused)");
-    const char *action = json_string_value(json_object_get(sc, "defaultAction"));
+        return seccomp_refuse(
+            err, "names a listener:", "the workload's syscalls would be answered outside the TEE");
     json_t *flags = json_object_get(sc, "flags"), *calls = json_object_get(sc, "syscalls"), *v;
+    if ((flags && !json_is_array(flags)) || (calls && !json_is_array(calls)))
+        return err_set(err, -EINVAL,
+                       "the host's config.json: linux.seccomp flags or syscalls is not an array");
     size_t i;
     json_array_foreach(flags, i, v)
     {
         if (json_is_string(v) && !strcmp(json_string_value(v), "SECCOMP_FILTER_FLAG_NEW_LISTENER"))
-            return err_set(err, -EPERM,
-                           "the host's linux.seccomp asks for SECCOMP_FILTER_FLAG_NEW_LISTENER "
-                           "(a syscall supervisor outside the TEE; refused)");
+            return seccomp_refuse(err, "asks for SECCOMP_FILTER_FLAG_NEW_LISTENER",
+                                  "(a syscall supervisor outside the TEE)");
     }
-    for (i = 0; i <= json_array_size(calls); i++) {
-        if (i > 0)
-            action = json_string_value(json_object_get(json_array_get(calls, i - 1), "action"));
-        for (size_t k = 0; action && k < ARRAY_LEN(refused); k++)
-            if (!strcmp(action, refused[k]))
-                return err_set(err, -EPERM,
-                               "the host's linux.seccomp uses %s: the workload's syscalls would "
-                               "be decided outside the TEE (refused)",
-                               refused[k]);
+    if ((rc = seccomp_check_action(sc, json_string_value(json_object_get(sc, "defaultAction")),
+                                   "defaultErrnoRet", "defaultAction", err)) < 0)
+        return rc;
+    json_array_foreach(calls, i, v)
+    {
+        if (!json_is_object(v))
+            return err_set(err, -EINVAL,
+                           "the host's config.json: linux.seccomp.syscalls[%zu] is not an object",
+                           i);
+        _cleanup_free_ char *names = seccomp_rule_names(v);
+        _cleanup_free_ char *where = xasprintf("syscalls[%zu] (%s)", i, names);
+        if ((rc = seccomp_check_action(v, json_string_value(json_object_get(v, "action")),
+                                       "errnoRet", where, err)) < 0)
+            return rc;
     }
     return 0;
 }
@@ -609,8 +940,8 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
     int rc;
     _cleanup_json_ json_t *host = NULL;
     if (req->config) {
-        if ((rc = js_parse_object(&host, req->config, req->config_size, AGENT_MAX_CONFIG,
-                                  "the host's config.json", err)) < 0)
+        if ((rc = agent_parse_oci(&host, req->config, req->config_size, "the host's config.json",
+                                  err)) < 0)
             return rc;
     }
     json_t *hproc = host ? json_object_get(host, "process") : NULL;
@@ -649,22 +980,37 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
         if (!dest)
             return err_set(err, -EINVAL, "the host's config.json: mounts[%zu] has no destination",
                            i);
-        if (agent__is_default_mount(dest))
+        /* Normalised once, here, for every check below and for the config: the runtime mounts
+         * "/dev/shm/" and "//run" where it mounts "/dev/shm" and "/run", and the policy judges
+         * normalised destinations, so a spelling must not slip past a check made on another. */
+        _cleanup_free_ char *nd = pol_path_normalize(dest);
+        if (!nd)
+            return err_set(err, -EINVAL,
+                           "the host's config.json: mounts[%zu] destination \"%s\" is not an "
+                           "absolute path without \"..\"",
+                           i, dest);
+        if (agent__is_default_mount(nd)) {
+            if (strcmp(nd, dest))
+                log_info("dropping the host's mount at \"%s\" (%s): cista's own is there", dest,
+                         nd);
             continue;
+        }
         /* containerd's default tmpfs on /run would hide the secrets injected there; the
          * rootfs is in TEE memory already */
         const char *type = json_string_value(json_object_get(m, "type"));
-        if (!strcmp(dest, "/run") && type && !strcmp(type, "tmpfs")) {
+        if (!strcmp(nd, "/run") && type && !strcmp(type, "tmpfs")) {
             log_info("dropping the host's tmpfs on /run: the rootfs is in TEE memory already");
             continue;
         }
         /* a bind at a volume's mount point names the volume's ciphertext: the volume goes there */
-        const char *vname = volume_at(rules, dest);
+        const char *vname = volume_at(rules, nd);
         if (vname && is_bind(m)) {
-            json_array_append_new(mounts, volume_bind(rootfs, vname, dest, has_opt(m, "ro")));
+            json_array_append_new(mounts, volume_bind(rootfs, vname, nd, has_opt(m, "ro")));
             continue;
         }
-        json_array_append_new(mounts, json_deep_copy(m));
+        json_t *copy = json_deep_copy(m);
+        json_object_set_new(copy, "destination", json_string(nd));
+        json_array_append_new(mounts, copy);
     }
     /* volumes asked for by name (`cista run --volume`), at the policy's mount point */
     for (size_t k = 0; req->volumes && k < req->volume_count; k++) {

@@ -249,8 +249,7 @@ int agent_volume_plan(json_t **out, const pol_policy *p, const char *container,
     /* by mount point: a bind of the host's config.json (a PVC, a hostPath) */
     _cleanup_json_ json_t *cfg = NULL;
     if (rc == 0 && req && req->config)
-        rc = js_parse_object(&cfg, req->config, req->config_size, AGENT_MAX_CONFIG,
-                             "the host's config.json", err);
+        rc = agent_parse_oci(&cfg, req->config, req->config_size, "the host's config.json", err);
     json_t *mounts = cfg ? json_object_get(cfg, "mounts") : NULL;
     if (rc == 0 && mounts && !json_is_array(mounts))
         rc = err_set(err, -EINVAL, "the host's config.json: mounts is not an array");

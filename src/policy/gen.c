@@ -26,8 +26,6 @@
 
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define KUBELET_POD "^/var/lib/kubelet/pods/[0-9a-f-]{36}"
-#define CRI_SANDBOX                                                                                \
-    "^/(run|var/lib)/containerd/io\\.containerd\\.grpc\\.v1\\.cri/sandboxes/[0-9a-f]{64}"
 
 /* containerd's and CRI-O's default capability set, sorted. */
 static const char *const default_caps[] = {
@@ -690,7 +688,7 @@ static json_t *mount_rule(const char *dest, const char *type, json_t *source, co
                      "options", o, "read_only", ro);
 }
 
-static void runtime_mounts(json_t *m, bool pod)
+static void runtime_mounts(json_t *m)
 {
     /* The OCI runtime-spec defaults (runc spec, containerd, podman). */
     json_array_append_new(m, mount_rule("/proc", "proc", match_exact("proc"), "", false));
@@ -714,9 +712,9 @@ static void runtime_mounts(json_t *m, bool pod)
                                         "rbind,bind,rw", false));
     json_array_append_new(m, mount_rule("/etc/hostname", "bind", match_regex("^/.+/hostname$"),
                                         "rbind,bind,rw", false));
-    if (pod)
-        json_array_append_new(m, mount_rule("/dev/shm", "bind", match_regex(CRI_SANDBOX "/shm$"),
-                                            "rbind,bind", false));
+    /* No rule for containerd's /dev/shm bind from the CRI sandbox: the agent always mounts its
+     * own tmpfs there (a host directory at /dev/shm would let the host read and write what the
+     * workload keeps in shared memory), so the host's is dropped, never judged. */
 }
 
 static const char *volume_kind(const json_t *vol)
@@ -737,7 +735,7 @@ static int build_mounts(gen *g, json_t **out, const ctr_in *in)
 {
     cista_error **err = g->err;
     json_t *m = json_array();
-    runtime_mounts(m, in->pod_spec != NULL);
+    runtime_mounts(m);
     int r = 0;
     if (!in->pod_spec) {
         *out = m;

@@ -308,7 +308,7 @@ static int plan_cgroup_view(bool *out, const rt_config *c, const char *const *ar
     size_t size;
     _cleanup_json_ json_t *cfg = NULL;
     if ((rc = util_read_file(&text, &size, p, AGENT_MAX_CONFIG, err)) < 0 ||
-        (rc = js_parse_object(&cfg, text, size, AGENT_MAX_CONFIG, p, err)) < 0)
+        (rc = agent_parse_oci(&cfg, text, size, p, err)) < 0)
         return rc;
     const char *what = NULL;
     char ctl[32];

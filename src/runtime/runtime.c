@@ -411,7 +411,7 @@ static int plain_bundle(char **out, const char *dir, const char *bundle, json_t 
     _cleanup_close_ int bfd = open(b, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (bfd < 0)
         return err_set_sys(err, -errno, "open %s", b);
-    _cleanup_free_ char *text = js_dump_pretty(cfg);
+    _cleanup_free_ char *text = agent_oci_dump_config(cfg);
     int rc = util_write_file_atomic(bfd, "config.json", text, strlen(text), 0600, err);
     if (rc < 0)
         return rc;
@@ -622,7 +622,7 @@ int rt_create(const rt_config *c, const char *id, const char *bundle, const rt_c
         _cleanup_free_ char *p = xasprintf("%s/config.json", bundle);
         if ((rc = util_read_regular_file(&host, &host_size, p, AGENT_MAX_CONFIG, err)) < 0)
             return rc;
-        if ((rc = js_parse_object(&cfg, host, host_size, AGENT_MAX_CONFIG, p, err)) < 0)
+        if ((rc = agent_parse_oci(&cfg, host, host_size, p, err)) < 0)
             return rc;
     }
     rt_confidential ann_conf = {0};
@@ -925,7 +925,7 @@ static bool init_is_ours(const char *dir, long pid)
     cista_error *e = NULL;
     _cleanup_json_ json_t *cfg = NULL;
     if (util_read_file(&text, &size, cfgp, AGENT_MAX_CONFIG, &e) < 0 ||
-        js_parse_object(&cfg, text, size, AGENT_MAX_CONFIG, "config", &e) < 0) {
+        agent_parse_oci(&cfg, text, size, "config", &e) < 0) {
         err_free(e);
         return false;
     }
@@ -1060,11 +1060,11 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
         }
     } else {
         _cleanup_json_ json_t *p = NULL;
-        if ((rc = js_parse_object(&p, proc, proc_size, AGENT_MAX_CONFIG, "process.json", err)) < 0)
+        if ((rc = agent_parse_oci(&p, proc, proc_size, "process.json", err)) < 0)
             return rc;
         _cleanup_json_ json_t *wrap = json_pack("{s:O}", "process", p);
         agent_clamp_rlimits(wrap);
-        _cleanup_free_ char *text = js_dump_compact(json_object_get(wrap, "process"));
+        _cleanup_free_ char *text = agent_oci_dump_process(json_object_get(wrap, "process"));
         _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0)
             return err_set_sys(err, -errno, "open %s", dir);

@@ -468,6 +468,61 @@ else
 fi
 check "  ... both removed: nothing left" bash -c "[ -z \"\$(ls '$ROOT')\" ] && ! grep -q ' $ROOT' /proc/mounts"
 
+# ---- what a host config.json cannot do to a policy of uid 1000 without capabilities ----
+# (the policy even allows a host bind at /dev/shm: cista's own tmpfs is there whatever it says)
+POLICY_NO_KBS=1 policy "oci:$TMP/enc/bbs:1" "$TMP/hard.policy.json" --allow-exec '["/bin/cat","/proc/self/limits"]'
+policy_edit "$TMP/hard.policy.json" 'c["process"]["user"] = {"uid": 1000, "gid": 1000, "additional_gids": []}
+c["process"]["no_new_privileges"] = False
+for s in c["capabilities"]: c["capabilities"][s] = []
+c["mounts"].append({"destination": "/dev/shm", "type": "bind", "source": {"regex": "^/.*$"},
+                    "options": ["rbind", "bind"], "read_only": False})'
+kbs_refvals
+mkdir -p "$TMP/hostshm" && echo host-side >"$TMP/hostshm/marker"
+hard_bundle() { # DIR SECCOMP-JSON
+  mkdir -p "$1" && (cd "$1" && rm -f config.json && runc spec) &&
+    python3 - "$1/config.json" "$2" "$TMP/hard.policy.json" "$TMP/enc/bbs:1" "$KBS_URL" "$TMP/hostshm" <<'EOF2'
+import json, sys, base64
+p, sc, pol, img, kbs, shm = sys.argv[1:]
+d = json.load(open(p))
+d["process"].update(terminal=False, args=[], env=[], noNewPrivileges=False,
+                    user={"uid": 1000, "gid": 1000})
+for s in d["process"]["capabilities"]:
+    d["process"]["capabilities"][s] = []
+d["process"]["rlimits"].append({"type": "RLIMIT_CORE", "hard": 1048576, "soft": 1048576})
+d["mounts"].append({"destination": "/dev/shm/", "type": "bind", "source": shm,
+                    "options": ["rbind", "bind"]})
+d["linux"]["seccomp"] = json.loads(sc)
+d["annotations"] = {"io.cista.image": "oci:" + img, "io.cista.kbs": kbs, "io.cista.tee": "sim",
+                    "io.cista.policy": base64.b64encode(open(pol, "rb").read()).decode()}
+json.dump(d, open(p, "w"))
+EOF2
+}
+hard_bundle "$TMP/hard-errno0" '{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["setuid","setgid",
+  "setresuid","setresgid","setgroups","capset","prctl"],"action":"SCMP_ACT_ERRNO","errnoRet":0}]}'
+expect_refused "a host seccomp filter answering setuid/capset with errno 0 (fake success) is refused" \
+  "linux.seccomp.*errnoRet 0" "${C[@]}" create --bundle "$TMP/hard-errno0" hard0
+check "  ... before anything was created or mounted" bash -c "[ ! -e '$ROOT/hard0' ] && ! grep -q ' $ROOT/hard0' /proc/mounts"
+hard_bundle "$TMP/hard-ok" '{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["acct"],
+  "action":"SCMP_ACT_ERRNO","errnoRet":1}]}'
+"${C[@]}" --log-level info create --bundle "$TMP/hard-ok" hard1 </dev/null >/dev/null 2>"$TMP/hard1.err" &&
+  "${C[@]}" -q start hard1 </dev/null >/dev/null 2>>"$TMP/hard1.err" || diag "$TMP/hard1.err"
+HARD_PID=$(cat "$ROOT/hard1/init.pid" 2>/dev/null)
+check "a seccomp filter that only denies (EPERM) passes: the workload is uid 1000 without capabilities" bash -c \
+  "grep -Eq '^Uid:\s+1000\s' /proc/$HARD_PID/status && grep -Eq '^CapEff:\s+0+$' /proc/$HARD_PID/status &&
+   grep -Eq '^Seccomp:\s+2' /proc/$HARD_PID/status"
+hard_shm() { # /dev/shm of the init: cista's tmpfs "shm", without the host directory's file
+  local mi
+  mi=$(awk '$5 == "/dev/shm"' "/proc/$HARD_PID/mountinfo") && echo "$mi" &&
+    [[ $mi == *" - tmpfs shm "* ]] && [ ! -e "/proc/$HARD_PID/root/dev/shm/marker" ] &&
+    grep -q 'dropping the host.s mount at "/dev/shm/"' "$TMP/hard1.err"
+}
+check "the host's \"/dev/shm/\" bind is dropped: /dev/shm is cista's tmpfs, not the host directory" hard_shm
+check "RLIMIT_CORE is 0 whatever the host asks (1 MiB here): no core dump leaves the TEE" bash -c \
+  "grep -Eq '^Max core file size\s+0\s+0\s' /proc/$HARD_PID/limits"
+check "  ... nor of a process exec'd into the container" bash -c \
+  "'$CISTA' -q --root '$ROOT' exec hard1 /bin/cat /proc/self/limits | grep -Eq '^Max core file size\s+0\s+0\s'"
+"${C[@]}" -q rm -f hard1 >/dev/null 2>&1
+
 # The delegate recorded at create drives every later verb, whatever configuration a caller reads.
 OTHER=$([ "$(basename "$DELEGATE")" = crun ] && echo runc || echo crun)
 if command -v "$OTHER" >/dev/null; then
@@ -620,6 +675,20 @@ expect_fail "a bundle whose config.json is a FIFO is refused at once (no hang)" 
   timeout 10 env CISTA_RUNTIME_CONFIG="$TMP/rt.json" "${C[@]}" create --bundle "$TMP/fifob" fifob
 echo '{"allow_plain":true}' >"$TMP/plain.json"
 with_delegate "$TMP/plain.json"
+# rlimits are uint64 in the OCI spec: unlimited (2^64-1, `--ulimit x=-1`) is accepted and never
+# written back as -1 (runc refuses that)
+cp -a "$TMP/pb" "$TMP/pbul"
+python3 - "$TMP/pbul/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p))
+d["process"]["cwd"] = "/"
+d["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 18446744073709551615, "soft": 18446744073709551615}]
+json.dump(d, open(p, "w"))
+EOF
+check "a plain bundle with an unlimited rlimit (2^64-1) is created, and no -1 is written for it" bash -c \
+  "CISTA_RUNTIME_CONFIG='$TMP/plain.json' '$CISTA' -q --root '$ROOT' create --bundle '$TMP/pbul' pbul &&
+   python3 -c \"import json; r = json.load(open('$ROOT/pbul/bundle/config.json'))['process']['rlimits']; assert r and all(x['hard'] >= 0 and x['soft'] >= 0 for x in r), r\""
+CISTA_RUNTIME_CONFIG=$TMP/plain.json "${C[@]}" -q delete --force pbul >/dev/null 2>&1
 leaks=0
 exec 7<"$TMP" 8</ 9</proc
 for fd in 3 4 5 6 7 8 9; do

@@ -762,6 +762,24 @@ static void test_gen_deployment(void **state)
                                            "kubernetes.io~secret/tls\",\"options\":[\"rw\"]}]}");
     assert_int_equal(pol_allow_create(&d, p, NULL, rw, strlen(rw)), -EACCES);
     assert_string_equal(d.rule, "mounts");
+    pol_decision_clear(&d);
+    /* no rule lets a host directory be /dev/shm (containerd's bind of the CRI sandbox's shm):
+     * the agent mounts its own tmpfs there, and the host would read the workload's shared
+     * memory through it */
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(web, "mounts"), i, m)
+    {
+        if (!strcmp(json_string_value(json_object_get(m, "destination")), "/dev/shm"))
+            assert_string_equal(json_string_value(json_object_get(m, "type")), "tmpfs");
+    }
+    _cleanup_free_ char *shm = patched(
+        cfg, "{\"mounts\":[{\"destination\":\"/dev/shm\",\"type\":\"bind\",\"source\":"
+             "\"/run/containerd/io.containerd.grpc.v1.cri/sandboxes/0123456789abcdef01234567"
+             "89abcdef0123456789abcdef0123456789abcdef/shm\",\"options\":[\"rbind\","
+             "\"bind\"]}]}");
+    assert_int_equal(pol_allow_create(&d, p, NULL, shm, strlen(shm)), -EACCES);
+    assert_string_equal(d.rule, "mounts");
 }
 
 static void test_gen_shapes(void **state)

@@ -283,6 +283,338 @@ static void test_rlimit_clamp(void **state)
     assert_int_equal(agent_clamp_rlimits(none), 0);
 }
 
+/* agent_build_config() of the host config @host against rules(): 0 or the error (freed). */
+static int build_host(json_t **out, const char *host, char **msg)
+{
+    img_config ic = image_config();
+    _cleanup_json_ json_t *r = rules();
+    agent_host_request req = {.config = host, .config_size = strlen(host)};
+    cista_error *err = NULL;
+    *out = NULL;
+    int rc = agent_build_config(out, &ic, r, &req, "/sb/rootfs", &err);
+    if (msg)
+        *msg = err ? xstrdup(err->msg) : NULL;
+    err_free(err);
+    return rc;
+}
+
+#define HOST_SECCOMP(sc) "{\"process\":{\"noNewPrivileges\":false},\"linux\":{\"seccomp\":" sc "}}"
+
+/*
+ * A seccomp action that makes a syscall return success without running it (SCMP_ACT_ERRNO with
+ * errno 0) is refused: installed before the runtime switches user and drops capabilities, it
+ * left the workload uid 0 with every capability against a policy of uid 1000 and none.
+ */
+static void test_seccomp_fake_success_refused(void **state)
+{
+    (void)state;
+    static const char *const refused[] = {
+        /* the reviewer's trigger */
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"setuid\","
+                     "\"setgid\",\"setresuid\",\"setresgid\",\"setgroups\",\"capset\",\"prctl\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":0}]}"),
+        /* the default action, with defaultErrnoRet 0 */
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"defaultErrnoRet\":0,\"syscalls\":["
+                     "{\"names\":[\"read\"],\"action\":\"SCMP_ACT_ALLOW\"}]}"),
+        /* 0 in the 16 bits libseccomp keeps; not an integer; negative; null */
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"fsync\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":65536}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"fchmod\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":\"0\"}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"fchmod\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":-65536}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"fchmod\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":0.0}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"fchmod\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":null}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"fchmod\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":18446744073709486080}]}"),
+        /* an action this code has not judged, a supervisor by another spelling, none */
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"setuid\"],"
+                     "\"action\":\"SCMP_ACT_FAKE\"}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"scmp_act_notify\"}"),
+        HOST_SECCOMP("{\"syscalls\":[]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"x\"]}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":{}}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[3]}"),
+    };
+    for (size_t i = 0; i < ARRAY_LEN(refused); i++) {
+        json_t *cfg = NULL;
+        _cleanup_free_ char *msg = NULL;
+        int rc = build_host(&cfg, refused[i], &msg);
+        if (rc >= 0)
+            fail_msg("seccomp %zu passed: %s", i, refused[i]);
+        assert_null(cfg);
+        assert_non_null(strstr(msg, "seccomp"));
+    }
+    /* the refusal names the rule and the value */
+    json_t *cfg = NULL;
+    _cleanup_free_ char *msg = NULL;
+    assert_int_equal(build_host(&cfg, refused[0], &msg), -EPERM);
+    assert_non_null(strstr(msg, "syscalls[0] (setuid, setgid"));
+    assert_non_null(strstr(msg, "errnoRet 0"));
+    free(msg);
+    msg = NULL;
+    assert_int_equal(build_host(&cfg, refused[1], &msg), -EPERM);
+    assert_non_null(strstr(msg, "defaultErrnoRet 0"));
+
+    /* filters that only deny pass unchanged */
+    static const char *const passed[] = {
+        /* errnoRet absent: EPERM (OCI runtime spec) */
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":[\"setuid\"],"
+                     "\"action\":\"SCMP_ACT_ERRNO\"}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\"],"
+                     "\"action\":\"SCMP_ACT_ALLOW\"}]}"),
+        /* podman's and Docker's: default ENOSYS, some rules EPERM */
+        HOST_SECCOMP(
+            "{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"defaultErrnoRet\":38,\"syscalls\":["
+            "{\"names\":[\"read\"],\"action\":\"SCMP_ACT_ALLOW\"},{\"names\":[\"bdflush\"],"
+            "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":1},{\"names\":[\"kexec_load\"],"
+            "\"action\":\"SCMP_ACT_ERRNO\",\"errnoRet\":4095}]}"),
+        HOST_SECCOMP("{\"defaultAction\":\"SCMP_ACT_LOG\",\"syscalls\":[{\"names\":[\"ptrace\"],"
+                     "\"action\":\"SCMP_ACT_KILL_PROCESS\"},{\"names\":[\"mount\"],\"action\":"
+                     "\"SCMP_ACT_TRAP\"},{\"names\":[\"umount2\"],\"action\":\"SCMP_ACT_KILL\"},{"
+                     "\"names\":[\"chroot\"],\"action\":\"SCMP_ACT_KILL_THREAD\"}],\"flags\":["
+                     "\"SECCOMP_FILTER_FLAG_LOG\"]}"),
+    };
+    for (size_t i = 0; i < ARRAY_LEN(passed); i++) {
+        _cleanup_json_ json_t *ok = NULL;
+        _cleanup_free_ char *m = NULL;
+        if (build_host(&ok, passed[i], &m) < 0)
+            fail_msg("seccomp %zu refused: %s", i, m);
+        assert_non_null(json_object_get(json_object_get(ok, "linux"), "seccomp"));
+    }
+}
+
+/* The mount at @dest, however its destination is spelt (*count: how many there are). */
+static json_t *mount_at(const json_t *cfg, const char *dest, size_t *count)
+{
+    json_t *found = NULL;
+    size_t i;
+    json_t *m;
+    *count = 0;
+    json_array_foreach(json_object_get(cfg, "mounts"), i, m)
+    {
+        _cleanup_free_ char *nd =
+            pol_path_normalize(json_string_value(json_object_get(m, "destination")));
+        if (nd && !strcmp(nd, dest)) {
+            found = m;
+            (*count)++;
+        }
+    }
+    return found;
+}
+
+/*
+ * Mount destinations are normalised before cista's own checks and written normalised: "/dev/shm/"
+ * (a bind of containerd's sandbox directory) is dropped like "/dev/shm", "//run" like "/run".
+ */
+static void test_mount_destinations_normalised(void **state)
+{
+    (void)state;
+    static const char host[] =
+        "{\"process\":{},\"mounts\":["
+        "{\"destination\":\"/dev/shm/\",\"type\":\"bind\",\"source\":\"/run/containerd/"
+        "io.containerd.grpc.v1.cri/sandboxes/0123456789abcdef0123456789abcdef0123456789abcdef01234"
+        "56789abcdef/shm\",\"options\":[\"rbind\",\"bind\"]},"
+        "{\"destination\":\"//dev//shm\",\"type\":\"bind\",\"source\":\"/host/shm\"},"
+        "{\"destination\":\"/dev/./shm\",\"type\":\"bind\",\"source\":\"/host/shm\"},"
+        "{\"destination\":\"/proc/\",\"type\":\"bind\",\"source\":\"/\"},"
+        "{\"destination\":\"//run\",\"type\":\"tmpfs\",\"source\":\"tmpfs\"},"
+        "{\"destination\":\"/run/./secrets/\",\"type\":\"bind\",\"source\":\"/host/s\"},"
+        "{\"destination\":\"//data\",\"type\":\"bind\",\"source\":\"/var/data\"}]}";
+    _cleanup_json_ json_t *cfg = NULL;
+    _cleanup_free_ char *msg = NULL;
+    if (build_host(&cfg, host, &msg) < 0)
+        fail_msg("%s", msg);
+    size_t n;
+    json_t *shm = mount_at(cfg, "/dev/shm", &n);
+    assert_int_equal(n, 1); /* cista's tmpfs only */
+    assert_string_equal(json_string_value(json_object_get(shm, "type")), "tmpfs");
+    json_t *proc = mount_at(cfg, "/proc", &n);
+    assert_int_equal(n, 1);
+    assert_string_equal(json_string_value(json_object_get(proc, "type")), "proc");
+    assert_null(mount_at(cfg, "/run", &n));
+    assert_non_null(mount_at(cfg, "/run/secrets", &n)); /* left for the policy */
+    assert_non_null(mount_at(cfg, "/data", &n));
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(cfg, "mounts"), i, m)
+    {
+        const char *d = json_string_value(json_object_get(m, "destination"));
+        _cleanup_free_ char *nd = pol_path_normalize(d);
+        assert_string_equal(d, nd);
+    }
+    /* a secret file under "/run/./secrets/" or "//run/secrets" is hidden by it */
+    assert_string_equal(agent__mount_over(json_object_get(cfg, "mounts"), "/run/secrets/token"),
+                        "/run/secrets");
+    _cleanup_json_ json_t *raw =
+        json_pack("[{s:s},{s:s},{s:s}]", "destination", "/run/secretsx", "destination", "/run/sec",
+                  "destination", "//run/secrets");
+    assert_string_equal(agent__mount_over(raw, "/run/secrets/token"), "//run/secrets");
+    json_object_set_new(json_array_get(raw, 2), "destination", json_string("/run/./secrets/"));
+    assert_string_equal(agent__mount_over(raw, "/run/secrets/token"), "/run/./secrets/");
+    json_array_remove(raw, 2);
+    assert_null(agent__mount_over(raw, "/run/secrets/token"));
+    assert_null(agent__mount_over(raw, "/run/secret"));
+    json_array_append_new(raw, json_pack("{s:s}", "destination", "/run/../run/secrets"));
+    assert_non_null(agent__mount_over(raw, "/run/secrets/token")); /* ".." counts as above */
+    assert_true(agent__path_within("/run/secrets/x", "/"));
+    assert_true(agent__path_within("/run/secrets", "/run/secrets"));
+    assert_false(agent__path_within("/run/secretsx", "/run/secrets"));
+    assert_true(agent__is_default_mount("/dev//shm/"));
+    assert_false(agent__is_default_mount("/dev/shm/x"));
+    assert_false(agent__is_default_mount("/dev/../dev/shm"));
+
+    /* a destination with "..", or relative: refused before anything is built */
+    static const char *const bad[] = {
+        "{\"process\":{},\"mounts\":[{\"destination\":\"/dev/shm/../../etc\",\"source\":\"/x\"}]}",
+        "{\"process\":{},\"mounts\":[{\"destination\":\"/run/secrets/..\",\"type\":\"tmpfs\"}]}",
+        "{\"process\":{},\"mounts\":[{\"destination\":\"dev/shm\",\"type\":\"bind\"}]}",
+    };
+    for (size_t k = 0; k < ARRAY_LEN(bad); k++) {
+        json_t *c = NULL;
+        _cleanup_free_ char *e = NULL;
+        assert_int_equal(build_host(&c, bad[k], &e), -EINVAL);
+        assert_null(c);
+        assert_non_null(strstr(e, "destination"));
+    }
+}
+
+static json_t *rlimit_of(const json_t *cfg, const char *type, size_t *count)
+{
+    json_t *found = NULL;
+    size_t i;
+    json_t *e;
+    *count = 0;
+    json_array_foreach(json_object_get(json_object_get(cfg, "process"), "rlimits"), i, e)
+    {
+        if (!strcmp(json_string_value(json_object_get(e, "type")), type)) {
+            found = e;
+            (*count)++;
+        }
+    }
+    return found;
+}
+
+/* No core dump of a confidential workload, whatever the host asks or the caller's limit is. */
+static void test_rlimit_core_forced_zero(void **state)
+{
+    (void)state;
+    /* no host request: the defaults and RLIMIT_CORE 0/0 */
+    img_config ic = image_config();
+    _cleanup_json_ json_t *r = rules();
+    agent_host_request req = {0};
+    _cleanup_json_ json_t *cfg = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_build_config(&cfg, &ic, r, &req, "/sb/rootfs", &err), 0);
+    size_t n;
+    json_t *core = rlimit_of(cfg, "RLIMIT_CORE", &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(json_integer_value(json_object_get(core, "hard")), 0);
+    assert_int_equal(json_integer_value(json_object_get(core, "soft")), 0);
+    assert_non_null(rlimit_of(cfg, "RLIMIT_NOFILE", &n));
+
+    /* host rlimits without RLIMIT_CORE (the caller's would be inherited), and with it twice */
+    static const char *const hosts[] = {
+        "{\"process\":{\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}]}}",
+        "{\"process\":{\"rlimits\":[{\"type\":\"RLIMIT_CORE\",\"hard\":18446744073709551615,"
+        "\"soft\":18446744073709551615},{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024},"
+        "{\"type\":\"RLIMIT_CORE\",\"hard\":4096,\"soft\":4096}]}}",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(hosts); i++) {
+        _cleanup_json_ json_t *c = NULL;
+        _cleanup_free_ char *msg = NULL;
+        if (build_host(&c, hosts[i], &msg) < 0)
+            fail_msg("%s", msg);
+        core = rlimit_of(c, "RLIMIT_CORE", &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(json_integer_value(json_object_get(core, "hard")), 0);
+        assert_int_equal(json_integer_value(json_object_get(core, "soft")), 0);
+        assert_non_null(rlimit_of(c, "RLIMIT_NOFILE", &n));
+        _cleanup_free_ char *text = agent_oci_dump_config(c);
+        assert_non_null(strstr(text, "{\"type\":\"RLIMIT_CORE\",\"hard\":0,\"soft\":0}"));
+    }
+    _cleanup_json_ json_t *notarray = json_object();
+    assert_int_equal(agent_force_no_core(notarray), -EINVAL);
+}
+
+/*
+ * OCI rlimits are uint64: "unlimited" (2^64-1, `--ulimit x=-1`) is read, kept and written back
+ * unsigned (runc refuses -1); so is any value above INT64_MAX, and a seccomp argument mask.
+ */
+static void test_rlimit_unlimited_round_trip(void **state)
+{
+    (void)state;
+    static const char host[] =
+        "{\"process\":{\"env\":[\"X=18446744073709551615\"],\"oomScoreAdj\":-999,\"rlimits\":["
+        "{\"type\":\"RLIMIT_STACK\",\"hard\":18446744073709551615,\"soft\":8388608},"
+        "{\"type\":\"RLIMIT_CPU\",\"hard\":18446744073709551615,\"soft\":18446744073709551615},"
+        "{\"type\":\"RLIMIT_FSIZE\",\"hard\":18446744073709551615,\"soft\":9223372036854775808}]},"
+        "\"linux\":{\"seccomp\":{\"defaultAction\":\"SCMP_ACT_ALLOW\",\"syscalls\":[{\"names\":["
+        "\"personality\"],\"action\":\"SCMP_ACT_ERRNO\",\"args\":[{\"index\":0,\"value\":"
+        "18446744073709551615,\"valueTwo\":9223372036854775807,\"op\":\"SCMP_CMP_EQ\"}]}]}}}";
+    _cleanup_json_ json_t *cfg = NULL;
+    _cleanup_free_ char *msg = NULL;
+    if (build_host(&cfg, host, &msg) < 0)
+        fail_msg("%s", msg); /* was "too big integer" */
+    size_t n;
+    json_t *cpu = rlimit_of(cfg, "RLIMIT_CPU", &n);
+    struct rlimit cur;
+    assert_int_equal(getrlimit(RLIMIT_CPU, &cur), 0);
+    /* kept as 2^64-1 (two's complement in jansson), or clamped to this process's hard limit */
+    assert_int_equal((uint64_t)json_integer_value(json_object_get(cpu, "hard")),
+                     cur.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)cur.rlim_max);
+    _cleanup_free_ char *text = agent_oci_dump_config(cfg);
+    assert_null(strstr(text, "\"hard\":-"));
+    assert_null(strstr(text, "\"soft\":-"));
+    assert_non_null(strstr(text, "\"X=18446744073709551615\""));
+    assert_non_null(strstr(text, "\"oomScoreAdj\":-999"));
+    assert_non_null(
+        strstr(text, "\"value\":18446744073709551615,\"valueTwo\":9223372036854775807"));
+    if (cur.rlim_max == RLIM_INFINITY)
+        assert_non_null(strstr(text, "{\"type\":\"RLIMIT_CPU\",\"hard\":18446744073709551615,"
+                                     "\"soft\":18446744073709551615}"));
+    struct rlimit fs;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &fs), 0);
+    if (fs.rlim_max == RLIM_INFINITY)
+        assert_non_null(strstr(text, "{\"type\":\"RLIMIT_FSIZE\",\"hard\":18446744073709551615,"
+                                     "\"soft\":9223372036854775808}"));
+    /* what was written reads back to the same document */
+    _cleanup_json_ json_t *back = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_parse_oci(&back, text, strlen(text), "config", &err), 0);
+    assert_true(json_equal(back, cfg));
+    /* the process of an exec too */
+    _cleanup_free_ char *ptext = agent_oci_dump_process(json_object_get(cfg, "process"));
+    assert_null(strstr(ptext, "\"hard\":-"));
+    assert_non_null(strstr(ptext, "\"oomScoreAdj\":-999"));
+
+    /* beyond uint64, or negative beyond int64: still refused; malformed stays malformed */
+    static const char *const bad[] = {
+        "{\"process\":{\"rlimits\":[{\"type\":\"RLIMIT_CPU\",\"hard\":18446744073709551616,"
+        "\"soft\":1}]}}",
+        "{\"process\":{\"rlimits\":[{\"type\":\"RLIMIT_CPU\",\"hard\":-9223372036854775809,"
+        "\"soft\":1}]}}",
+        "{\"process\":{\"rlimits\":[{\"type\":\"RLIMIT_CPU\",\"hard\":018446744073709551615,"
+        "\"soft\":1}]}}",
+        "{\"process\":{\"rlimits\":[{\"type\":\"RLIMIT_CPU\",\"hard\":x18446744073709551615,"
+        "\"soft\":1}]}}",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        json_t *c = NULL;
+        err = NULL;
+        assert_int_equal(agent_parse_oci(&c, bad[i], strlen(bad[i]), "config", &err), -EINVAL);
+        assert_null(c);
+        err_free(err);
+    }
+    /* a host rlimit that is not an integer is dropped, not taken for "unlimited" */
+    _cleanup_json_ json_t *c = json_pack("{s:{s:[{s:s,s:f,s:f}]}}", "process", "rlimits", "type",
+                                         "RLIMIT_NOFILE", "hard", 1e30, "soft", 1e30);
+    assert_int_equal(agent_clamp_rlimits(c), 1);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(c, "process"), "rlimits")), 0);
+}
+
 static json_t *with_annotations(json_t *a)
 {
     return json_pack("{s:o}", "annotations", a);
@@ -750,6 +1082,10 @@ int main(void)
         cmocka_unit_test(test_config_from_host_request),
         cmocka_unit_test(test_config_bad_host_request),
         cmocka_unit_test(test_rlimit_clamp),
+        cmocka_unit_test(test_seccomp_fake_success_refused),
+        cmocka_unit_test(test_mount_destinations_normalised),
+        cmocka_unit_test(test_rlimit_core_forced_zero),
+        cmocka_unit_test(test_rlimit_unlimited_round_trip),
         cmocka_unit_test(test_annotations),
         cmocka_unit_test(test_runtime_config),
         cmocka_unit_test(test_denial_is_eacces_with_rule),
