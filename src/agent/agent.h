@@ -344,8 +344,6 @@ int agent_parse_oci(json_t **out, const char *data, size_t size, const char *wha
  */
 char *agent_oci_dump_config(const json_t *config);
 char *agent_oci_dump_process(const json_t *process);
-/* Parse a signal "9", "KILL", "SIGKILL"; -EINVAL when unknown. */
-int agent_parse_signal(const char *s);
 /*
  * Why the container of the final OCI @config (policy container @rules) cannot run on a
  * read-only bind of the shared image tree @treefd instead of an overlay, or NULL when it can:

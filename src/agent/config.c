@@ -1064,36 +1064,3 @@ int agent_build_config(json_t **out, const img_config *ic, const json_t *rules,
     *out = steal_ptr(&c);
     return 0;
 }
-
-static const struct {
-    const char *name;
-    int sig;
-} g_signals[] = {
-    {"HUP", SIGHUP},       {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"ILL", SIGILL},
-    {"TRAP", SIGTRAP},     {"ABRT", SIGABRT}, {"BUS", SIGBUS},     {"FPE", SIGFPE},
-    {"KILL", SIGKILL},     {"USR1", SIGUSR1}, {"SEGV", SIGSEGV},   {"USR2", SIGUSR2},
-    {"PIPE", SIGPIPE},     {"ALRM", SIGALRM}, {"TERM", SIGTERM},   {"CHLD", SIGCHLD},
-    {"CONT", SIGCONT},     {"STOP", SIGSTOP}, {"TSTP", SIGTSTP},   {"TTIN", SIGTTIN},
-    {"TTOU", SIGTTOU},     {"URG", SIGURG},   {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ},
-    {"VTALRM", SIGVTALRM}, {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"IO", SIGIO},
-    {"PWR", SIGPWR},       {"SYS", SIGSYS},
-};
-
-int agent_parse_signal(const char *s)
-{
-    if (!s || !*s)
-        return -EINVAL;
-    if (s[0] >= '0' && s[0] <= '9') {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (*end || v <= 0 || v > 64)
-            return -EINVAL;
-        return (int)v;
-    }
-    if (!strncasecmp(s, "SIG", 3))
-        s += 3;
-    for (size_t i = 0; i < ARRAY_LEN(g_signals); i++)
-        if (!strcasecmp(s, g_signals[i].name))
-            return g_signals[i].sig;
-    return -EINVAL;
-}

@@ -928,7 +928,7 @@ static int cmd_kill(int argc, char **argv)
     if (optind >= argc || argc - optind > 2)
         return cli_usage_see("kill", "expected ID [SIGNAL]");
     int sig = SIGTERM;
-    if (argc - optind == 2 && (sig = agent_parse_signal(argv[optind + 1])) < 0)
+    if (argc - optind == 2 && (sig = util_signal_parse(argv[optind + 1])) < 0)
         return cli_usage_see("kill", "unknown signal");
     _cleanup_rt_config_ rt_config *c = NULL;
     int rc = load_config(&c, NULL);

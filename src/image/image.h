@@ -97,6 +97,7 @@ typedef struct {
     char *user;                        /* NULL when unset */
     char *working_dir;                 /* NULL when unset */
     char **exposed_ports;              /* "80/tcp", ...; NULL when unset */
+    char *stop_signal;                 /* "SIGQUIT", "3", ...; NULL when unset */
 } img_config;
 
 typedef struct img_image img_image;

@@ -113,6 +113,7 @@ int img_inspect(json_t **out, const img_image *img, cista_error **err)
     json_object_set_new(cfg, "user", str_or_null(c->user));
     json_object_set_new(cfg, "working_dir", str_or_null(c->working_dir));
     json_object_set_new(cfg, "exposed_ports", strv_json(c->exposed_ports));
+    json_object_set_new(cfg, "stop_signal", str_or_null(c->stop_signal));
     json_object_set_new(o, "config", cfg);
 
     json_t *layers = json_array();

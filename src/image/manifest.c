@@ -656,6 +656,7 @@ void img__config_clear(img_config *c)
     free(c->user);
     free(c->working_dir);
     strv_free(c->exposed_ports);
+    free(c->stop_signal);
     memset(c, 0, sizeof(*c));
 }
 
@@ -686,6 +687,7 @@ int img__config_parse(img_config *out, char (**diff_ids)[IMG_DIGEST_MAX], size_t
             (r = strv_get(&c.env, NULL, cfg, "Env", w, err)) < 0 ||
             (r = dup_string(&c.user, cfg, "User", false, w, err)) < 0 ||
             (r = dup_string(&c.working_dir, cfg, "WorkingDir", false, w, err)) < 0 ||
+            (r = dup_string(&c.stop_signal, cfg, "StopSignal", false, w, err)) < 0 ||
             (r = js_get_object(&ports, cfg, "ExposedPorts", false, w, err)) < 0)
             goto fail;
         if (ports) {

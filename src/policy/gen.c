@@ -14,6 +14,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@
 #include "util/buf.h"
 #include "util/codec.h"
 #include "util/json.h"
+#include "util/log.h"
 #include "util/util.h"
 
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -1051,12 +1053,26 @@ static int build_container(gen *g, const ctr_in *in)
         json_array_append_new(volumes, o);
     }
 
+    /*
+     * The kubelet and podman stop a container with its image's StopSignal (nginx: SIGQUIT, a
+     * graceful stop), then SIGKILL after the grace period: without it in the policy every stop
+     * of such an image would be refused and end in SIGKILL.
+     */
+    json_t *signals = json_pack("[ii]", SIGKILL, SIGTERM);
+    const img_config *icfg = in->image ? img_get_config(in->image->img) : NULL;
+    int stop = icfg && icfg->stop_signal ? util_signal_parse(icfg->stop_signal) : -1;
+    if (stop > 0 && stop != SIGKILL && stop != SIGTERM)
+        json_array_append_new(signals, json_integer(stop));
+    else if (icfg && icfg->stop_signal && stop < 0)
+        log_warn("image of container %s: StopSignal \"%s\" is not a signal; only SIGTERM and "
+                 "SIGKILL are allowed",
+                 in->name, icfg->stop_signal);
     json_t *c =
-        json_pack("{s:s,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:b,s:[ii],s:[]}", "name", in->name,
-                  "process", process, "mounts", mounts, "capabilities", caps, "sysctls", sysctls,
+        json_pack("{s:s,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:o,s:b,s:o,s:[]}", "name", in->name, "process",
+                  process, "mounts", mounts, "capabilities", caps, "sysctls", sysctls,
                   "read_only_rootfs", json_is_true(json_object_get(csc, "readOnlyRootFilesystem")),
                   "secrets", sorted_unique(secrets), "volumes", sorted_unique(volumes), "exec", ex,
-                  "logs", !g->opts->deny_logs, "signals", 9, 15, "copy");
+                  "logs", !g->opts->deny_logs, "signals", signals, "copy");
     if (in->image)
         json_object_set_new(c, "image", image_rule(in->image));
     json_array_append_new(g->containers, c);

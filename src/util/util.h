@@ -79,6 +79,8 @@ int util_write_file_atomic(int dirfd, const char *path, const void *data, size_t
 /* Full-length read/write that retry on EINTR and short transfers. */
 ssize_t util_read_all(int fd, void *buf, size_t size);
 int util_write_all(int fd, const void *buf, size_t size);
+/* A signal "9", "KILL", "SIGKILL", "sigkill" (1..64); -EINVAL when unknown. */
+int util_signal_parse(const char *s);
 
 /*
  * Remove a directory tree below @dirfd without following symlinks and without

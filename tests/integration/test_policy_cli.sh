@@ -70,5 +70,12 @@ echo '{"version":"1","containers":[],"extra":1}' >"$TMP/bad-policy.json"
 "$CISTA" policy hash "$TMP/bad-policy.json" 2>/dev/null
 check "hash refuses an invalid policy" [ $? = 1 ]
 
+# the image's StopSignal (nginx: SIGQUIT) is what kubelet and podman stop it with: allowed
+cp -a ../shared/testdata/ocicrypt/plain "$TMP/stopimg" && chmod -R u+w "$TMP/stopimg" &&
+  umoci config --image "$TMP/stopimg:v1" --tag v2 --config.stopsignal SIGQUIT >/dev/null 2>&1
+check "gen: the image's StopSignal (SIGQUIT) is allowed beside SIGTERM and SIGKILL" bash -c \
+  "'$CISTA' -q policy gen --image 'oci:$TMP/stopimg:v2' -o '$TMP/stop.json' &&
+   [ \"\$(jq -c '.containers[0].signals' '$TMP/stop.json')\" = '[9,15,3]' ] &&
+   [ \"\$(jq -c '.containers[0].signals' '$TMP/p.json')\" = '[9,15]' ]"
 echo "1..$n"
 [ "$failed" = 0 ]

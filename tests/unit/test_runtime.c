@@ -1024,15 +1024,15 @@ static void test_ids_and_signals(void **state)
     memset(longid, 'a', sizeof(longid) - 1);
     longid[sizeof(longid) - 1] = 0;
     assert_false(rt_id_valid(longid));
-    assert_int_equal(agent_parse_signal("9"), 9);
-    assert_int_equal(agent_parse_signal("KILL"), 9);
-    assert_int_equal(agent_parse_signal("SIGTERM"), 15);
-    assert_int_equal(agent_parse_signal("sigusr1"), 10);
-    assert_int_equal(agent_parse_signal("0"), -EINVAL);
-    assert_int_equal(agent_parse_signal("65"), -EINVAL);
-    assert_int_equal(agent_parse_signal("SIGNOPE"), -EINVAL);
-    assert_int_equal(agent_parse_signal(""), -EINVAL);
-    assert_int_equal(agent_parse_signal("9x"), -EINVAL);
+    assert_int_equal(util_signal_parse("9"), 9);
+    assert_int_equal(util_signal_parse("KILL"), 9);
+    assert_int_equal(util_signal_parse("SIGTERM"), 15);
+    assert_int_equal(util_signal_parse("sigusr1"), 10);
+    assert_int_equal(util_signal_parse("0"), -EINVAL);
+    assert_int_equal(util_signal_parse("65"), -EINVAL);
+    assert_int_equal(util_signal_parse("SIGNOPE"), -EINVAL);
+    assert_int_equal(util_signal_parse(""), -EINVAL);
+    assert_int_equal(util_signal_parse("9x"), -EINVAL);
     _cleanup_free_ char *r = agent_image_key_resource("web");
     assert_string_equal(r, "kbs:///default/image-key/web");
 }
