@@ -361,6 +361,33 @@ static char **delegate_env(void)
     return envp;
 }
 
+/*
+ * The delegate's executable: a name is looked up in the system's directories, not in the
+ * caller's PATH. The delegate gets the TEE's bundle (secret env values, the plaintext rootfs):
+ * whoever sets cista's environment must not choose the program that receives it.
+ */
+#define RT_DELEGATE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static char *resolve_delegate(const char *name, cista_error **err)
+{
+    if (strchr(name, '/'))
+        return xstrdup(name);
+    const char *dirs = RT_DELEGATE_PATH;
+    while (*dirs) {
+        size_t len = strcspn(dirs, ":");
+        char *p = xasprintf("%.*s/%s", (int)len, dirs, name);
+        if (access(p, X_OK) == 0)
+            return p;
+        free(p);
+        dirs += len + (dirs[len] == ':');
+    }
+    err_set(err, -ENOENT,
+            "delegate runtime \"%s\" not found in %s (install it, or give its "
+            "absolute path as \"runtime\")",
+            name, RT_DELEGATE_PATH);
+    return NULL;
+}
+
 static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const char *delegate_root,
                  const char *const *argv, int out_fd, bool capture, cista_error **err)
 {
@@ -393,6 +420,9 @@ static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const 
         buf_free(&b);
     }
 
+    _cleanup_free_ char *exe = resolve_delegate(c->delegate, err);
+    if (!exe)
+        return -ENOENT;
     bool hide_v2 = false;
     int rc = plan_cgroup_view(&hide_v2, c, argv, err);
     if (rc < 0)
@@ -429,7 +459,7 @@ static int spawn(pid_t *out_pid, int *out_capture_fd, const rt_config *c, const 
                     av[0], step, strerror(-rc));
             _exit(127);
         }
-        execvpe(av[0], (char *const *)av, envp);
+        execve(exe, (char *const *)av, envp);
         fprintf(stderr, "cista: exec %s: %s\n", av[0], strerror(errno));
         _exit(127);
     }

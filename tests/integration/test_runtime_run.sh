@@ -200,6 +200,10 @@ expect_fail "  ... of a container that does not exist: refused" "does not exist"
 expect_fail "exec --preserve-fds 1: refused with the reason, not silently dropped" "passes no descriptors" \
   "${C[@]}" exec --preserve-fds 1 s1 /bin/true
 check "  ... --preserve-fds 0 (what podman may pass) is accepted" "${C[@]}" -q exec --preserve-fds 0 s1 /bin/true
+mkdir -p "$TMP/fakebin" && printf '#!/bin/sh\ntouch %s/fake-delegate-ran\nexit 1\n' "$TMP" >"$TMP/fakebin/$DELEGATE" &&
+  chmod +x "$TMP/fakebin/$DELEGATE"
+check "the delegate is not looked up in the caller's PATH (a $DELEGATE put first there never runs)" bash -c \
+  "PATH='$TMP/fakebin':\$PATH '$CISTA' -q --root '$ROOT' state s1 >/dev/null && [ ! -e '$TMP/fake-delegate-ran' ]"
 # state.json is on the host's disk: edits that would bypass the agent are refused
 cp "$ROOT/s1/state.json" "$TMP/s1.state"
 python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['mode']='plain'; json.dump(d,open(p,'w'))" "$ROOT/s1/state.json"
