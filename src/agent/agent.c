@@ -565,7 +565,7 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
         bool shared = false;
         if (o->no_tmpfs || o->private_rootfs) {
             _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
-            img_unpack_opts uo = {0};
+            img_unpack_opts uo = {.redact_names = true};
             rc = img_unpack(sb->img, rootfs, keys, key_count, &uo, err);
             sb->rootfs = AGENT__ROOTFS_PRIVATE;
         } else {

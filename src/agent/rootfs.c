@@ -487,7 +487,7 @@ static int get_tree(int storefd, const char *store, const img_image *img, EVP_PK
     /* into the checked directory itself: img_unpack() opens the parent once, by this name */
     char rootfs[64];
     snprintf(rootfs, sizeof(rootfs), "/proc/self/fd/%d/rootfs", hexfd);
-    img_unpack_opts uo = {0};
+    img_unpack_opts uo = {.redact_names = true};
     int r = img_unpack(img, rootfs, keys, key_count, &uo, err);
     return r < 0 ? err_wrap(err, "the image store entry %s", what) : 0;
 }

@@ -148,6 +148,7 @@ typedef struct {
     void *progress_ctx;
     bool allow_devices;     /* create device nodes (needs CAP_MKNOD) */
     bool no_preserve_owner; /* do not chown to the tar uid/gid even as root */
+    bool redact_names;      /* errors never quote a path of the image (its names are plaintext) */
 } img_unpack_opts;
 
 /*

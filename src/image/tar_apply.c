@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -913,6 +914,25 @@ static la_ssize_t read_cb(struct archive *a, void *client, const void **buf)
     return n;
 }
 
+/*
+ * The names of a confidential image's entries are its plaintext, and an unpack error reaches the
+ * host: replace the error (whose messages name paths at every level) by where and why, the
+ * entry counted, not named.
+ */
+static void redact(cista_error **err, int code, const char *fmt, ...) CISTA_PRINTF(3, 4);
+static void redact(cista_error **err, int code, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    char where[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(where, sizeof(where), fmt, ap);
+    va_end(ap);
+    err_clear(err);
+    err_set(err, code, "%s: %s (entry names are withheld from the host)", where, strerror(-code));
+}
+
 int tar_apply(int rootfd, tar_read_fn rd, void *ctx, const tar_apply_opts *opts,
               tar_apply_stats *stats, cista_error **err)
 {
@@ -961,7 +981,12 @@ int tar_apply(int rootfd, tar_read_fn rd, void *ctx, const tar_apply_opts *opts,
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
             const char *why = t.read_err ? t.read_err->msg : archive_error_string(a);
             int code = t.read_err ? t.read_err->code : -EIO;
-            if (prev)
+            if (prev && t.opts.redact_names)
+                ret = err_set(err, code,
+                              "%s: after entry %" PRIu64 ": reading the next tar header: %s "
+                              "(the layer is truncated or corrupt)",
+                              t.layer, t.st.entries, why ? why : "unknown error");
+            else if (prev)
                 ret = err_set(err, code,
                               "%s: after entry \"%s\": reading the next tar header: %s "
                               "(the layer is truncated or corrupt)",
@@ -991,6 +1016,10 @@ int tar_apply(int rootfd, tar_read_fn rd, void *ctx, const tar_apply_opts *opts,
         if (r == ARCHIVE_WARN)
             log_debug("%s: libarchive warning: %s", t.layer, archive_error_string(a));
         ret = apply_entry(&t, a, e, raw, err);
+        if (ret < 0 && t.opts.redact_names) {
+            redact(err, ret, "%s: entry %" PRIu64, t.layer, t.st.entries);
+            goto out;
+        }
         if (ret < 0) {
             _cleanup_free_ char *q = path_printable(raw);
             err_wrap(err, "%s: entry \"%s\"", t.layer, q);
@@ -998,7 +1027,9 @@ int tar_apply(int rootfd, tar_read_fn rd, void *ctx, const tar_apply_opts *opts,
         }
     }
     ret = finish_dirs(&t, err);
-    if (ret < 0)
+    if (ret < 0 && t.opts.redact_names)
+        redact(err, ret, "%s: setting directory modes and times", t.layer);
+    else if (ret < 0)
         err_wrap(err, "%s", t.layer);
 
 out:

@@ -36,6 +36,7 @@ typedef struct {
     uint64_t max_entries;   /* 0 = default 1,000,000 */
     uint64_t max_total;     /* bytes of file data; 0 = default 64 GiB */
     const char *layer_name; /* prefix of error messages ("layer 2 sha256:ab…"); NULL: "layer" */
+    bool redact_names;      /* errors name entries by number, never by path (confidential trees) */
 } tar_apply_opts;
 
 typedef struct {

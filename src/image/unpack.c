@@ -132,6 +132,7 @@ static int layer_apply(layer_stream *ls, int rootfd, const img_unpack_opts *opts
         .allow_devices = opts->allow_devices,
         .preserve_owner = geteuid() == 0 && !opts->no_preserve_owner,
         .layer_name = name,
+        .redact_names = opts->redact_names,
     };
     cista_error *e = NULL;
     puller pl = {chain, &ls->relay};

@@ -654,6 +654,22 @@ static void test_hardlink_refusals(void **state)
     assert_absent(f, "early");
 }
 
+/* A confidential image's names are plaintext: with redact_names, errors count entries instead. */
+static void test_redacted_names(void **state)
+{
+    fx *f = *state;
+    tar_apply_opts o = {.redact_names = true, .layer_name = "layer test"};
+    tb b;
+    tb_begin(&b);
+    tb_file(&b, "etc/secret-name", 0644, "x");
+    tb_hardlink(&b, "opt/h", "../../sentinel/victim");
+    tb_end(&b);
+    apply_refused(f, &b, &o, "layer test: entry 2: ", "entry names are withheld", NULL);
+    assert_null(strstr(f->msg, "opt/h"));
+    assert_null(strstr(f->msg, "victim"));
+    assert_null(strstr(f->msg, "secret-name"));
+}
+
 static void test_devices(void **state)
 {
     fx *f = *state;
@@ -1070,6 +1086,7 @@ int main(void)
         T(test_symlink_tricks),
         T(test_hardlinks_ok),
         T(test_hardlink_refusals),
+        T(test_redacted_names),
         T(test_devices),
         T(test_root_entry),
         T(test_whiteouts),
