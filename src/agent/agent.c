@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/x509.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,19 @@ int agent__deny(cista_error **err, const pol_decision *d, const char *what)
     return err_set(err, -EACCES, "policy denies %s: %s (rule %s%s%s)", what,
                    d->reason ? d->reason : "denied", d->rule ? d->rule : "?",
                    d->field && *d->field ? ", field " : "", d->field ? d->field : "");
+}
+
+/* A refusal that is not a pol_decision: logged like agent__deny()'s, and returned as @code. */
+static int deny_msg(cista_error **err, int code, const char *fmt, ...) CISTA_PRINTF(3, 4);
+static int deny_msg(cista_error **err, int code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_warn("policy denied: %s", msg);
+    return err_set(err, code, "%s", msg);
 }
 
 /* ---- lifecycle ---- */
@@ -420,13 +434,13 @@ static int pinned_keysource(agent_keysource **out, int *ca_fd, agent_sandbox *sb
         return 0;
     }
     if (strcmp(o->keys->ops->name, "kbs"))
-        return err_set(err, -EACCES,
-                       "policy denies keys from the %s key source: it pins the KBS %s (rule kbs)",
-                       o->keys->ops->name, url);
+        return deny_msg(err, -EACCES,
+                        "policy denies keys from the %s key source: it pins the KBS %s (rule kbs)",
+                        o->keys->ops->name, url);
     if (!o->kbs_url || !same_kbs(o->kbs_url, url))
-        return err_set(err, -EACCES,
-                       "policy denies the KBS %s the host asks for: it pins %s (rule kbs)",
-                       o->kbs_url ? o->kbs_url : "(none)", url);
+        return deny_msg(err, -EACCES,
+                        "policy denies the KBS %s the host asks for: it pins %s (rule kbs)",
+                        o->kbs_url ? o->kbs_url : "(none)", url);
     _cleanup_free_ char *ca_path = NULL;
     if (ca) {
         *ca_fd = memfd_create("cista-kbs-ca", MFD_CLOEXEC);
@@ -614,10 +628,10 @@ static int check_secret_paths(const agent_sandbox *sb, const json_t *mounts, cis
         const char *p = sb->secrets[i].path;
         const char *d = p ? agent__mount_over(mounts, p) : NULL;
         if (d)
-            return err_set(err, -EPERM,
-                           "secret %s: its file %s would be hidden by the mount at %s; "
-                           "move the secret or the mount in the policy",
-                           sb->secrets[i].resource, p, d);
+            return deny_msg(err, -EPERM,
+                            "secret %s: its file %s would be hidden by the mount at %s; "
+                            "move the secret or the mount in the policy",
+                            sb->secrets[i].resource, p, d);
     }
     return 0;
 }
@@ -750,9 +764,9 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
     if (pol_allow_create(&d, sb->pol, sb->container, text, strlen(text)) < 0)
         return agent__deny(err, &d, "creating the container");
     if (!sb->logs_allowed && json_is_true(json_object_get(proc, "terminal")))
-        return err_set(err, -EACCES,
-                       "policy denies a terminal: the policy does not let the host read the "
-                       "container's output (rule logs)");
+        return deny_msg(err, -EACCES,
+                        "policy denies a terminal: the policy does not let the host read the "
+                        "container's output (rule logs)");
 
     /* secrets: env from the policy, files on the tmpfs-backed rootfs, 0400 */
     if ((rc = check_secret_paths(sb, json_object_get(cfg, "mounts"), err)) < 0)
@@ -943,9 +957,9 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
     }
     if (terminal && !sb->logs_allowed) {
         json_decref(secret_env);
-        return err_set(err, -EACCES,
-                       "policy denies an exec terminal: the host may not read the "
-                       "container's output (rule logs)");
+        return deny_msg(err, -EACCES,
+                        "policy denies an exec terminal: the host may not read the "
+                        "container's output (rule logs)");
     }
     json_array_extend(env, secret_env);
     json_decref(secret_env);
