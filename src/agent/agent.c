@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,10 +28,6 @@
 #include "util/path.h"
 #include "util/util.h"
 
-#ifndef TMPFS_MAGIC
-#define TMPFS_MAGIC 0x01021994
-#endif
-
 #define AGENT_STATE "agent.json"
 
 typedef struct {
@@ -45,7 +40,14 @@ typedef struct {
 
 struct agent_sandbox {
     char *dir;
-    char *tee_dir;
+    char *tee_dir; /* DIR/tee: for messages and for what other processes are handed */
+    /*
+     * DIR and its tee, opened once without following a symlink, the tee checked to be the tmpfs
+     * cista mounted directly on DIR (tee_open()); everything in the tee goes through tee_fd.
+     * -1 when not open.
+     */
+    int dir_fd;
+    int tee_fd;
     char *container;
     char *policy_hash;   /* hex */
     json_t *policy_doc;  /* the (hash-checked) policy document */
@@ -121,6 +123,10 @@ void agent_sandbox_free(agent_sandbox *sb)
     pol_free(sb->pol);
     json_decref(sb->policy_doc);
     json_decref(sb->claims);
+    if (sb->tee_fd >= 0)
+        close(sb->tee_fd);
+    if (sb->dir_fd >= 0)
+        close(sb->dir_fd);
     free(sb->dir);
     free(sb->tee_dir);
     free(sb->container);
@@ -136,6 +142,10 @@ void agent__sandbox_freep(agent_sandbox **sb)
 const char *agent_sandbox_tee_dir(const agent_sandbox *sb)
 {
     return sb->tee_dir;
+}
+int agent_sandbox_tee_fd(const agent_sandbox *sb)
+{
+    return sb->tee_fd;
 }
 const char *agent_sandbox_container(const agent_sandbox *sb)
 {
@@ -312,35 +322,141 @@ int agent__mount_tmpfs(const char *dir, unsigned long flags, const char *opts, c
     return 0;
 }
 
-static int mount_tee(const char *tee, const char *size, bool no_tmpfs, cista_error **err)
+/*
+ * Open the sandbox directory @dir (ROOT/ID) from a fd of ROOT without following a symlink
+ * (making it first with @create): the fd to *out, owned by the caller. ROOT is the host's
+ * --root and is taken as it names it; what is checked is that ROOT/ID itself is a directory,
+ * never a symlink the host put in its place (-EPERM), so nothing cista makes or reads in the
+ * sandbox lands in a directory the host chose. -ENOENT when there is none.
+ */
+static int sandbox_dir_open(int *out, const char *dir, bool create, cista_error **err)
 {
-    if (mkdir(tee, 0700) < 0 && errno != EEXIST)
-        return err_set_sys(err, -errno, "mkdir %s", tee);
+    const char *slash = strrchr(dir, '/');
+    if (slash && !slash[1])
+        return err_set(err, -EINVAL, "sandbox directory \"%s\" ends in '/'", dir);
+    _cleanup_free_ char *root = !slash         ? xstrdup(".")
+                                : slash == dir ? xstrdup("/")
+                                               : xstrndup(dir, (size_t)(slash - dir));
+    const char *id = slash ? slash + 1 : dir;
+    _cleanup_close_ int rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return err_set_sys(err, -errno, "open %s", root);
+    if (create && mkdirat(rootfd, id, 0700) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s", dir);
+    int fd = openat(rootfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
+        return err_set(err, -EPERM,
+                       "sandbox %s is a symbolic link or not a directory; the host's runtime "
+                       "root was tampered with, nothing in it is used",
+                       dir);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "sandbox %s", dir);
+    *out = fd;
+    return 0;
+}
+
+/*
+ * Open the tee of the sandbox directory @dirfd (@dir) without following a symlink and check it
+ * is the tmpfs cista mounted directly on it (agent__check_mounted_on(): its own mount, whose
+ * parent is @dirfd's, the whole of a tmpfs, nodev), so the policy, state and secrets read or
+ * written through it are in TEE memory, not in a directory or mount the host put there. With
+ * @no_tmpfs (unit tests) a plain directory. The fd to *out, owned by the caller.
+ */
+static int tee_open(int *out, int dirfd, const char *dir, bool no_tmpfs, cista_error **err)
+{
+    _cleanup_free_ char *what = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
+    _cleanup_close_ int fd =
+        openat(dirfd, AGENT_TEE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && (errno == ELOOP || errno == ENOTDIR))
+        return err_set(err, -EPERM,
+                       "%s is a symbolic link or not a directory, not the sandbox's TEE memory; "
+                       "the host's runtime root was tampered with",
+                       what);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open %s", what);
+    int r;
+    if (!no_tmpfs && (r = agent__check_mounted_on(dirfd, fd, "tmpfs", what, err)) < 0)
+        return r;
+    *out = steal_fd(&fd);
+    return 0;
+}
+
+/*
+ * Mount the sandbox's tmpfs on the tee directory of sb->dir_fd and open it (sb->tee_fd). The
+ * tmpfs goes onto the directory's fd (O_PATH, O_NOFOLLOW), not its path, so a sandbox directory
+ * the host renames or replaces meanwhile cannot move it elsewhere; the root opened afterwards
+ * by name must then be that tmpfs, mounted directly there (tee_open()). If it is not, the host
+ * swapped the directory under the mount: the (empty) tmpfs stays where the directory went, and
+ * the launch is refused.
+ */
+static int mount_tee(agent_sandbox *sb, const char *size, bool no_tmpfs, cista_error **err)
+{
+    if (mkdirat(sb->dir_fd, AGENT_TEE_DIR, 0700) < 0 && errno != EEXIST)
+        return err_set_sys(err, -errno, "mkdir %s", sb->tee_dir);
+    if (!no_tmpfs) {
+        _cleanup_close_ int pfd =
+            openat(sb->dir_fd, AGENT_TEE_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (pfd < 0)
+            return err_set_sys(err, errno == ELOOP ? -EPERM : -errno,
+                               "open %s (a symbolic link there is not followed)", sb->tee_dir);
+        char target[64];
+        snprintf(target, sizeof(target), "/proc/self/fd/%d", pfd);
+        _cleanup_free_ char *opts =
+            size ? xasprintf("mode=0700,size=%s", size) : xstrdup("mode=0700");
+        int r = agent__mount_tmpfs(target, MS_NODEV, opts, err);
+        if (r < 0)
+            return err_wrap(err, "the sandbox tmpfs %s", sb->tee_dir);
+    }
+    int r = tee_open(&sb->tee_fd, sb->dir_fd, sb->dir, no_tmpfs, err);
+    if (r < 0) {
+        log_warn("sandbox %s: %s was replaced while its tmpfs was mounted on it", sb->dir,
+                 sb->tee_dir);
+        return err_wrap(err, "the sandbox tmpfs");
+    }
     if (no_tmpfs)
         return 0;
-    _cleanup_free_ char *opts = size ? xasprintf("mode=0700,size=%s", size) : xstrdup("mode=0700");
-    int r = agent__mount_tmpfs(tee, MS_NODEV, opts, err);
-    if (r < 0)
-        return err_wrap(err, "the sandbox tmpfs");
-    if (mount(NULL, tee, NULL, MS_PRIVATE, NULL) < 0) {
+    char target[64];
+    snprintf(target, sizeof(target), "/proc/self/fd/%d", sb->tee_fd);
+    if (mount(NULL, target, NULL, MS_PRIVATE, NULL) < 0) {
         int e = -errno;
-        umount2(tee, MNT_DETACH);
-        return err_set_sys(err, e, "make %s a private mount", tee);
+        umount2(target, MNT_DETACH);
+        return err_set_sys(err, e, "make %s a private mount", sb->tee_dir);
     }
     return 0;
 }
 
 int agent_sandbox_destroy(const char *dir, cista_error **err)
 {
-    _cleanup_free_ char *tee = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
-    /* the volumes first: each gets its final commit, and none stays reachable below the tmpfs */
-    int vrc = agent__volumes_unmount(tee, err);
-    struct statfs sf;
-    if (statfs(tee, &sf) == 0 && sf.f_type == TMPFS_MAGIC) {
-        struct stat a, b;
-        if (stat(tee, &a) == 0 && stat(dir, &b) == 0 && a.st_dev != b.st_dev &&
-            umount2(tee, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
-            return err_set_sys(err, -errno, "unmount the sandbox tmpfs %s", tee);
+    /*
+     * Only the tmpfs cista mounted on this very directory is unmounted, through its checked fd:
+     * a symlink or a directory the host swapped in is not followed, and whatever it holds is
+     * neither unmounted nor used (the caller then removes only the link or the directory).
+     */
+    _cleanup_close_ int dfd = -1;
+    _cleanup_close_ int tfd = -1;
+    cista_error *e = NULL;
+    int vrc = 0;
+    if (sandbox_dir_open(&dfd, dir, false, &e) == 0)
+        tfd = openat(dfd, AGENT_TEE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    else if (e->code == -EPERM)
+        log_warn("%s", e->msg);
+    err_clear(&e);
+    uint64_t dm = 0, tm = 0;
+    if (tfd >= 0 && agent__fd_mount_id(dfd, &dm) == 0 && agent__fd_mount_id(tfd, &tm) == 0 &&
+        dm == tm) {
+        close(steal_fd(&tfd)); /* a plain directory: the launch failed before the tmpfs */
+    } else if (tfd >= 0 && agent__check_mounted_on(dfd, tfd, "tmpfs", dir, &e) < 0) {
+        log_warn("%s; it is not unmounted", e->msg);
+        err_clear(&e);
+        close(steal_fd(&tfd));
+    }
+    if (tfd >= 0) {
+        char tee[64];
+        snprintf(tee, sizeof(tee), "/proc/self/fd/%d", tfd);
+        /* the volumes first: each gets its final commit, none stays reachable below the tmpfs */
+        vrc = agent__volumes_unmount(tee, err);
+        if (umount2(tee, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+            return err_set_sys(err, -errno, "unmount the sandbox tmpfs %s/%s", dir, AGENT_TEE_DIR);
     }
     agent__rootfs_release(dir);
     return vrc;
@@ -463,9 +579,7 @@ static int pinned_keysource(agent_keysource **out, int *ca_fd, agent_sandbox *sb
 /* The policy (what later operations are checked against) and the pinned KBS's CA, in TEE memory. */
 static int save_launch_files(agent_sandbox *sb, const agent_launch_opts *o, cista_error **err)
 {
-    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno, "open %s", sb->tee_dir);
+    int tfd = sb->tee_fd;
     int rc = write_at(tfd, AGENT_POLICY, o->policy, o->policy_size, 0600, err);
     if (rc < 0)
         return rc;
@@ -489,6 +603,7 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
                        "agent_sandbox_launch: dir, policy, image, keys and tee are "
                        "required");
     _cleanup_sandbox_ agent_sandbox *sb = xzalloc(sizeof(*sb));
+    sb->dir_fd = sb->tee_fd = -1;
     sb->dir = xstrdup(o->dir);
     sb->tee_dir = xasprintf("%s/%s", o->dir, AGENT_TEE_DIR);
     sb->dev_keys = o->keys->ops->insecure;
@@ -571,14 +686,19 @@ int agent_sandbox_launch(agent_sandbox **out, const agent_launch_opts *o, cista_
 
     /* 3. decrypt, verify and unpack into the sandbox's TEE memory */
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (rc == 0 && mkdir(o->dir, 0700) < 0 && errno != EEXIST)
-        rc = err_set_sys(err, -errno, "mkdir %s", o->dir);
     if (rc == 0)
-        rc = mount_tee(sb->tee_dir, o->tmpfs_size, o->no_tmpfs, err);
+        rc = sandbox_dir_open(&sb->dir_fd, o->dir, true, err);
+    if (rc == 0 && (rc = mount_tee(sb, o->tmpfs_size, o->no_tmpfs, err)) < 0) {
+        cista_error *e2 = NULL;
+        if (agent_sandbox_destroy(o->dir, &e2) < 0)
+            err_free(e2);
+    }
     if (rc == 0) {
         bool shared = false;
         if (o->no_tmpfs || o->private_rootfs) {
-            _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
+            /* into the checked tee itself: img_unpack() opens the parent once, by this name */
+            char rootfs[64];
+            snprintf(rootfs, sizeof(rootfs), "/proc/self/fd/%d/%s", sb->tee_fd, AGENT_ROOTFS);
             img_unpack_opts uo = {.redact_names = true};
             rc = img_unpack(sb->img, rootfs, keys, key_count, &uo, err);
             sb->rootfs = AGENT__ROOTFS_PRIVATE;
@@ -647,10 +767,29 @@ static int save_state(agent_sandbox *sb, cista_error **err)
     if (sb->claims)
         json_object_set(st, "claims", sb->claims);
     _cleanup_free_ char *s = js_dump_pretty(st);
-    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno, "open %s", sb->tee_dir);
-    return write_at(tfd, AGENT_STATE, s, strlen(s), 0600, err);
+    return write_at(sb->tee_fd, AGENT_STATE, s, strlen(s), 0600, err);
+}
+
+/*
+ * Whether sb->tee_dir, looked up by its path as the delegate will, still reaches the tee checked
+ * at launch (sb->tee_fd: same inode, same mount). The host could have renamed DIR and put a
+ * directory of its own, with a rootfs and a tmpfs, in its place; the delegate would then run
+ * that rootfs with this sandbox's config. -EPERM when it does not.
+ */
+static int tee_path_check(const agent_sandbox *sb, cista_error **err)
+{
+    struct stat a, b;
+    uint64_t ma = 0, mb = 0;
+    _cleanup_close_ int fd = open(sb->tee_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0 && fstat(fd, &a) == 0 && fstat(sb->tee_fd, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino && agent__fd_mount_id(fd, &ma) == 0 &&
+        agent__fd_mount_id(sb->tee_fd, &mb) == 0 && ma == mb)
+        return 0;
+    log_warn("sandbox %s: %s no longer leads to the sandbox's TEE memory", sb->dir, sb->tee_dir);
+    return err_set(err, -EPERM,
+                   "sandbox %s: %s no longer leads to the sandbox's TEE memory (the directory was "
+                   "renamed or replaced during create); the container is not started",
+                   sb->dir, sb->tee_dir);
 }
 
 int agent_sandbox_open(agent_sandbox **out, const char *dir, const char *container,
@@ -659,20 +798,19 @@ int agent_sandbox_open(agent_sandbox **out, const char *dir, const char *contain
     int rc;
     (void)container;
     _cleanup_sandbox_ agent_sandbox *sb = xzalloc(sizeof(*sb));
+    sb->dir_fd = sb->tee_fd = -1;
     sb->dir = xstrdup(dir);
     sb->tee_dir = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
-    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno == -ENOENT ? -ENOENT : -errno, "sandbox %s", dir);
-    /* the policy read back must be the one in TEE memory, not a file the host put there */
-    struct statfs sf;
-    struct stat a, b;
-    if (fstatfs(tfd, &sf) < 0 || sf.f_type != TMPFS_MAGIC || fstat(tfd, &a) < 0 ||
-        stat(dir, &b) < 0 || a.st_dev == b.st_dev)
-        return err_set(err, -EPERM,
-                       "sandbox %s: %s is not its TEE memory (tmpfs) any more; refusing to read "
-                       "its policy from there",
-                       dir, sb->tee_dir);
+    /*
+     * The policy read back must be the one in TEE memory, not a file the host put there:
+     * DIR and its tee without following a symlink, the tee the tmpfs mounted directly on DIR.
+     */
+    if ((rc = sandbox_dir_open(&sb->dir_fd, dir, false, err)) < 0 ||
+        (rc = tee_open(&sb->tee_fd, sb->dir_fd, dir, false, err)) < 0)
+        return rc == -ENOENT
+                   ? rc
+                   : err_wrap(err, "sandbox %s: refusing to read its policy from there", dir);
+    int tfd = sb->tee_fd;
     _cleanup_free_ char *st = NULL, *pol = NULL;
     size_t st_size, pol_size;
     if ((rc = util_read_fileat(&st, &st_size, tfd, AGENT_STATE, 1u << 20, err)) < 0 ||
@@ -776,11 +914,13 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
         bool secret_files = false;
         for (size_t i = 0; i < sb->secret_count; i++)
             secret_files |= sb->secrets[i].path != NULL;
-        if ((rc = agent__rootfs_mount(&sb->rootfs, sb->dir, sb->tee_dir, sb->img, cfg, sb->rules,
-                                      secret_files, err)) < 0)
+        if ((rc = agent__rootfs_mount(&sb->rootfs, sb->dir, sb->tee_fd, sb->tee_dir, sb->img, cfg,
+                                      sb->rules, secret_files, err)) < 0)
             return err_wrap(err, "the container's rootfs");
     }
-    _cleanup_close_ int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    /* from the checked tee: the secrets go into this sandbox's rootfs, nowhere the host chose */
+    _cleanup_close_ int rootfd =
+        openat(sb->tee_fd, AGENT_ROOTFS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (rootfd < 0)
         return err_set_sys(err, -errno, "open %s", rootfs);
     json_t *user = json_object_get(proc, "user");
@@ -814,24 +954,30 @@ int agent_sandbox_create_config(char **out_bundle, agent_sandbox *sb, const agen
         .tpm_tcti = sb->tpm_tcti,
         .host_data = sb->policy_hash,
     };
-    if ((rc = agent__volumes_mount(sb->tee_dir, plan, sb->pol, sb->container, sb->vol_keys,
-                                   sb->vol_key_count, &venv, uid, gid, err)) < 0) {
+    char tee[64];
+    snprintf(tee, sizeof(tee), "/proc/self/fd/%d", sb->tee_fd);
+    if ((rc = agent__volumes_mount(sb->tee_fd, sb->tee_dir, plan, sb->pol, sb->container,
+                                   sb->vol_keys, sb->vol_key_count, &venv, uid, gid, err)) < 0) {
         cista_error *e2 = NULL;
-        if (agent__volumes_unmount(sb->tee_dir, &e2) < 0)
+        if (agent__volumes_unmount(tee, &e2) < 0)
             err_free(e2);
         return rc;
     }
     /* for runc and crun: rlimits written unsigned ("unlimited" is 2^64-1, not -1) */
     _cleanup_free_ char *final = agent_oci_dump_config(cfg);
-    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno, "open %s", sb->tee_dir);
-    rc = write_at(tfd, AGENT_CONFIG, final, strlen(final), 0600, err);
+    rc = write_at(sb->tee_fd, AGENT_CONFIG, final, strlen(final), 0600, err);
     crypto_cleanse(final, strlen(final));
     if (rc < 0)
         return rc;
     sb->t.config = ms_since(&t0);
     if ((rc = save_state(sb, err)) < 0)
+        return rc;
+    /*
+     * The delegate gets the bundle by its path (runc and crun refuse a rootfs path through a
+     * symlink, and later verbs find their state by path): it must name the tee checked above.
+     * What the host can still do after this check is in docs/runtime.md.
+     */
+    if ((rc = tee_path_check(sb, err)) < 0)
         return rc;
     *out_bundle = xstrdup(sb->tee_dir);
     return 0;
@@ -846,9 +992,7 @@ int agent_exec_prepare(char **out_path, agent_sandbox *sb, const char *process, 
     _cleanup_json_ json_t *hp = NULL;
     if ((rc = agent_parse_oci(&hp, process, process_size, "the host's process.json", err)) < 0)
         return rc;
-    _cleanup_close_ int tfd = open(sb->tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno, "open %s", sb->tee_dir);
+    int tfd = sb->tee_fd;
     _cleanup_free_ char *cfgtext = NULL;
     size_t cfg_size;
     if ((rc = util_read_fileat(&cfgtext, &cfg_size, tfd, AGENT_CONFIG, AGENT_MAX_CONFIG, err)) < 0)
@@ -1018,7 +1162,8 @@ int agent_copy_in(agent_sandbox *sb, const char *path, const void *data, size_t 
     if (!rel || !strcmp(rel, "/"))
         return err_set(err, -EINVAL, "copy: \"%s\" is not a file path", path);
     _cleanup_free_ char *rootfs = xasprintf("%s/%s", sb->tee_dir, AGENT_ROOTFS);
-    _cleanup_close_ int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int rootfd =
+        openat(sb->tee_fd, AGENT_ROOTFS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (rootfd < 0)
         return err_set_sys(err, -errno, "open %s", rootfs);
     char *slash = strrchr(rel, '/');

@@ -285,6 +285,12 @@ int agent_sandbox_destroy(const char *dir, cista_error **err) __attribute__((war
 /* ---- accessors (borrowed from the sandbox) ---- */
 
 const char *agent_sandbox_tee_dir(const agent_sandbox *sb);
+/*
+ * The sandbox's tee, opened without following a symlink and checked to be the tmpfs cista
+ * mounted on the sandbox directory (borrowed; valid while @sb lives): files cista makes there
+ * (the container's log) are opened relative to it, never by a path through the host's root.
+ */
+int agent_sandbox_tee_fd(const agent_sandbox *sb);
 const char *agent_sandbox_container(const agent_sandbox *sb);
 const agent_timings *agent_sandbox_timings(const agent_sandbox *sb);
 /* Claims seen during attestation (may be NULL). */

@@ -64,7 +64,8 @@ int agent__volume_keys_fetch(agent__volume_key **out, size_t *out_count, const p
 void agent__volume_keys_free(agent__volume_key *keys, size_t count);
 
 /*
- * Mount every volume of @plan (agent_volume_plan()) under @tee_dir/volumes/NAME: an empty
+ * Mount every volume of @plan (agent_volume_plan()) under volumes/NAME of the sandbox's checked
+ * tee @tee_fd (@tee_dir names it in messages): an empty
  * backing directory gets a new volume, the key is checked against an existing one, then
  * `cista volume mount` is started with the key on a pipe and the policy's rollback anchor and
  * mode; it daemonises once the anchor check passed and the FUSE mount is up. A fresh volume's
@@ -72,7 +73,7 @@ void agent__volume_keys_free(agent__volume_key *keys, size_t count);
  * daemon starts, so agent__volumes_unmount() (and delete) can undo a partial mount. Refusals
  * (wrong key, rollback detected) are -EACCES/-EKEYREJECTED, logged with rule "volumes".
  */
-int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_policy *p,
+int agent__volumes_mount(int tee_fd, const char *tee_dir, const json_t *plan, const pol_policy *p,
                          const char *container, const agent__volume_key *keys, size_t key_count,
                          const agent__volume_env *env, int64_t uid, int64_t gid, cista_error **err)
     __attribute__((warn_unused_result));
@@ -105,16 +106,33 @@ int agent__rootfs_prepare(const char *sandbox_dir, const img_image *img, EVP_PKE
                           size_t key_count, bool *shared, cista_error **err)
     __attribute__((warn_unused_result));
 /*
- * Mount @tee_dir/rootfs from the tree of @img the sandbox references: a read-only bind of it
- * when agent_rootfs_bind_blocker() finds nothing against that in the final @config, the policy
+ * Mount rootfs in the sandbox's checked tee @tee_fd (@tee_dir names it in messages only) from
+ * the tree of @img the sandbox references: a read-only bind of it when
+ * agent_rootfs_bind_blocker() finds nothing against that in the final @config, the policy
  * container @rules and @secret_files (whether secrets will be written into the rootfs), else an
- * overlay with an upper layer in @tee_dir. Logs the choice and the reason at info; *out says
- * which. On failure nothing is mounted; the reference stays for agent__rootfs_release().
- * Inputs borrowed.
+ * overlay with an upper layer in the tee. Every directory in the tee is reached from @tee_fd
+ * (O_NOFOLLOW) and handed to the kernel as /proc/self/fd/N, never by a path through the host's
+ * runtime root. Logs the choice and the reason at info; *out says which. On failure nothing is
+ * mounted; the reference stays for agent__rootfs_release(). Inputs borrowed.
  */
-int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, const char *tee_dir,
-                        const img_image *img, const json_t *config, const json_t *rules,
-                        bool secret_files, cista_error **err) __attribute__((warn_unused_result));
+int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, int tee_fd,
+                        const char *tee_dir, const img_image *img, const json_t *config,
+                        const json_t *rules, bool secret_files, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * The mount @fd is on: statx(STATX_MNT_ID) (Linux 5.8), else /proc/self/fdinfo (3.15).
+ * 0 or -ENOTSUP.
+ */
+int agent__fd_mount_id(int fd, uint64_t *out) __attribute__((warn_unused_result));
+/*
+ * Whether @fd (opened from @parentfd without following a symlink) is the root of a file system
+ * of type @fstype mounted directly on that directory, as cista mounts its tmpfs and volumes: a
+ * mount of its own whose parent in /proc/self/mountinfo is @parentfd's mount (nothing stacked
+ * on it, nothing bound there from elsewhere), the whole file system, nodev. 0, or -EPERM naming
+ * @what and what was found instead (-ENOTSUP when the mount cannot be told). Borrows all.
+ */
+int agent__check_mounted_on(int parentfd, int fd, const char *fstype, const char *what,
+                            cista_error **err) __attribute__((warn_unused_result));
 /* Drop the sandbox's reference; the last one removes the tree. After unmounting. */
 void agent__rootfs_release(const char *sandbox_dir);
 

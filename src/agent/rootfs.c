@@ -116,8 +116,7 @@ static int lock_file(int dirfd, const char *name, const char *what, cista_error 
     return fd;
 }
 
-/* The mount @fd is on: statx (Linux 5.8), else /proc/self/fdinfo (3.15). */
-static int fd_mount_id(int fd, uint64_t *out)
+int agent__fd_mount_id(int fd, uint64_t *out)
 {
     struct statx sx;
     if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID, &sx) == 0 &&
@@ -188,6 +187,46 @@ static int mount_facts_get(mount_facts *out, uint64_t id)
     return -ENOENT;
 }
 
+int agent__check_mounted_on(int parentfd, int fd, const char *fstype, const char *what,
+                            cista_error **err)
+{
+    uint64_t pid = 0, id = 0;
+    if (agent__fd_mount_id(parentfd, &pid) < 0 || agent__fd_mount_id(fd, &id) < 0)
+        return err_set(err, -ENOTSUP,
+                       "cannot tell which mount %s is on (no statx mount id, no "
+                       "/proc/self/fdinfo); is /proc mounted?",
+                       what);
+    if (id == pid)
+        return err_set(err, -EPERM,
+                       "%s is not the %s cista mounted there: it is a plain directory (nothing "
+                       "is mounted on it); the host's runtime root was tampered with",
+                       what, fstype);
+    mount_facts m = {0};
+    int r = mount_facts_get(&m, id);
+    if (r < 0)
+        return err_set_sys(err, r, "find mount %" PRIu64 " of %s in /proc/self/mountinfo", id,
+                           what);
+    if (m.parent != pid)
+        return err_set(err, -EPERM,
+                       "%s is not the %s cista mounted there: a file system is mounted over "
+                       "another one there (mount %" PRIu64 " on mount %" PRIu64
+                       ", expected directly on its directory's mount %" PRIu64
+                       "); the host's runtime root was tampered with",
+                       what, fstype, id, m.parent, pid);
+    if (strcmp(m.fstype, fstype) || !m.whole)
+        return err_set(err, -EPERM,
+                       "%s is not the %s cista mounted there: it is %s %s; the host's runtime "
+                       "root was tampered with",
+                       what, fstype, m.whole ? "the root of a" : "a bind of a directory of a",
+                       m.fstype);
+    if (!m.nodev)
+        return err_set(err, -EPERM,
+                       "%s is not the %s cista mounted there: it is mounted without nodev; the "
+                       "host's runtime root was tampered with",
+                       what, fstype);
+    return 0;
+}
+
 /*
  * The marker's text for the store whose root is @sfd: its superblock (device number) and the
  * birth time of its root, which only mounting a new tmpfs sets (no call sets a birth time), so
@@ -232,7 +271,7 @@ static int store_refuse(cista_error **err, const char *store, const char *why)
 static int store_check(int rootfd, int sfd, const char *store, cista_error **err)
 {
     uint64_t rid = 0, sid = 0;
-    if (fd_mount_id(rootfd, &rid) < 0 || fd_mount_id(sfd, &sid) < 0)
+    if (agent__fd_mount_id(rootfd, &rid) < 0 || agent__fd_mount_id(sfd, &sid) < 0)
         return err_set(err, -ENOTSUP,
                        "cannot tell which mount %s is on (no statx mount id, no "
                        "/proc/self/fdinfo); is /proc mounted?",
@@ -327,8 +366,9 @@ static int store_mount(int rootfd, const char *store, cista_error **err)
         openat(rootfd, STORE_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     uint64_t rid = 0, sid = 0;
     mount_facts m = {0};
-    if (sfd < 0 || fd_mount_id(rootfd, &rid) < 0 || fd_mount_id(sfd, &sid) < 0 || sid == rid ||
-        mount_facts_get(&m, sid) < 0 || m.parent != rid || strcmp(m.fstype, "tmpfs")) {
+    if (sfd < 0 || agent__fd_mount_id(rootfd, &rid) < 0 || agent__fd_mount_id(sfd, &sid) < 0 ||
+        sid == rid || mount_facts_get(&m, sid) < 0 || m.parent != rid ||
+        strcmp(m.fstype, "tmpfs")) {
         log_warn("image store: %s was replaced while a tmpfs was mounted on it; that (empty) "
                  "tmpfs stays where the directory went",
                  store);
@@ -462,7 +502,7 @@ static int store_open_dir(int storefd, int dirfd, const char *name, const char *
     if (fd < 0)
         return err_set_sys(err, -errno, "open %s", what);
     uint64_t a = 0, b = 0;
-    if (fd_mount_id(storefd, &a) < 0 || fd_mount_id(fd, &b) < 0 || a != b)
+    if (agent__fd_mount_id(storefd, &a) < 0 || agent__fd_mount_id(fd, &b) < 0 || a != b)
         return err_set(err, -EXDEV, "%s is not on the image store's tmpfs (another mount)", what);
     return steal_fd(&fd);
 }
@@ -529,58 +569,81 @@ static void unref_locked(int storefd, int rootfd, const char *hex, const char *i
 }
 
 /*
- * The overlay of the tree @treefd (the one the checks looked at; @tree names it in messages)
- * and an upper layer in @tee_dir at @tee_dir/rootfs. The lower layer is given as
- * /proc/self/fd/N, which the kernel resolves to that very directory: no path through the
- * host's runtime root is looked up again.
+ * Make the directory @name in the sandbox's tee @teefd (a checked tmpfs) and open it without
+ * following a symlink: the fd (owned by the caller; O_PATH with @path_only) or -errno.
  */
-static int mount_overlay(const char *tee_dir, int treefd, const char *tree, cista_error **err)
+static int tee_mkdir_open(int teefd, const char *name, mode_t mode, bool path_only,
+                          const char *tee_dir, cista_error **err)
+{
+    if (mkdirat(teefd, name, mode) < 0)
+        return err_set_sys(err, -errno, "mkdir %s/%s", tee_dir, name);
+    int fd =
+        openat(teefd, name, (path_only ? O_PATH : O_RDONLY) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return err_set_sys(err, -errno, "open %s/%s", tee_dir, name);
+    return fd;
+}
+
+/*
+ * The overlay of the tree @treefd (the one the checks looked at; @tree names it in messages)
+ * and an upper layer in the sandbox's tee @teefd, at its rootfs (@tee_dir names it in
+ * messages). Every directory is given as /proc/self/fd/N, which the kernel resolves to that
+ * very directory: no path through the host's runtime root is looked up again, so a sandbox
+ * directory the host renamed or replaced meanwhile cannot receive the upper layer (the
+ * container's writes and secrets) or the mount.
+ */
+static int mount_overlay(int teefd, const char *tee_dir, int treefd, const char *tree,
+                         cista_error **err)
 {
     struct stat st;
     if (fstat(treefd, &st) < 0)
         return err_set_sys(err, -errno, "stat %s", tree);
-    char lower[64];
-    snprintf(lower, sizeof(lower), "/proc/self/fd/%d", treefd);
-    _cleanup_free_ char *upper = xasprintf("%s/upper", tee_dir);
-    _cleanup_free_ char *work = xasprintf("%s/work", tee_dir);
-    _cleanup_free_ char *merged = xasprintf("%s/%s", tee_dir, AGENT_ROOTFS);
-    /* the option string cannot quote these */
-    if (strpbrk(upper, ",:\\"))
-        return err_set(err, -EINVAL,
-                       "the runtime root %s contains ',', ':' or '\\', which overlayfs options "
-                       "cannot carry; choose another --root",
-                       tee_dir);
     /* the root directory of the merged tree takes its owner and mode from the upper one */
-    if (mkdir(upper, 0700) < 0 || mkdir(work, 0700) < 0 || mkdir(merged, 0700) < 0 ||
-        chown(upper, st.st_uid, st.st_gid) < 0 || chmod(upper, st.st_mode & 07777) < 0)
-        return err_set_sys(err, -errno, "prepare the overlay directories in %s", tee_dir);
+    _cleanup_close_ int ufd = tee_mkdir_open(teefd, "upper", 0700, false, tee_dir, err);
+    if (ufd < 0)
+        return ufd;
+    if (fchown(ufd, st.st_uid, st.st_gid) < 0 || fchmod(ufd, st.st_mode & 07777) < 0)
+        return err_set_sys(err, -errno, "prepare the overlay's upper layer in %s", tee_dir);
+    _cleanup_close_ int wfd = tee_mkdir_open(teefd, "work", 0700, true, tee_dir, err);
+    if (wfd < 0)
+        return wfd;
+    _cleanup_close_ int mfd = tee_mkdir_open(teefd, AGENT_ROOTFS, 0700, true, tee_dir, err);
+    if (mfd < 0)
+        return mfd;
+    char merged[64];
+    snprintf(merged, sizeof(merged), "/proc/self/fd/%d", mfd);
     /*
      * Only features that read nothing special from the lower tree: no redirects, no
      * metacopy, no user.* overlay xattrs (userxattr is off by default). The image
      * tree holds no device nodes (unpacked without allow_devices), so no whiteouts.
      */
     _cleanup_free_ char *opts =
-        xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,metacopy=off,index=off",
-                  lower, upper, work);
+        xasprintf("lowerdir=/proc/self/fd/%d,upperdir=/proc/self/fd/%d,workdir=/proc/self/fd/%d,"
+                  "redirect_dir=off,metacopy=off,index=off",
+                  treefd, ufd, wfd);
     if (mount("overlay", merged, "overlay", MS_NODEV, opts) < 0)
-        return err_set_sys(err, -errno, "mount the container rootfs overlay on %s", merged);
+        return err_set_sys(err, -errno, "mount the container rootfs overlay on %s/%s", tee_dir,
+                           AGENT_ROOTFS);
     return 0;
 }
 
 /*
- * Bind the tree @treefd (the one the checks looked at) at @tee_dir/rootfs, read-only, nosuid and
- * nodev. With the new mount API the detached clone gets its flags before it is attached, so it
- * is never writable and never a different tree than @treefd. On kernels before 5.12 a bind of
- * /proc/self/fd of @treefd (the same directory, not the path @tree, which only names it in
- * messages) and a remount (a bind takes the flags of the mount it comes from, the store's, and
- * ignores MS_RDONLY given with MS_BIND), on the sandbox's private tmpfs where only the agent
- * looks.
+ * Bind the tree @treefd (the one the checks looked at) at the rootfs of the sandbox's tee
+ * @teefd, read-only, nosuid and nodev. With the new mount API the detached clone gets its
+ * flags before it is attached (onto the mount point's fd), so it is never writable and never a
+ * different tree than @treefd. On kernels before 5.12 a bind of /proc/self/fd of @treefd (the
+ * same directory, not the path @tree, which only names it in messages) and a remount (a bind
+ * takes the flags of the mount it comes from, the store's, and ignores MS_RDONLY given with
+ * MS_BIND), on the sandbox's private tmpfs where only the agent looks.
  */
-static int mount_readonly_bind(const char *tee_dir, int treefd, const char *tree, cista_error **err)
+static int mount_readonly_bind(int teefd, const char *tee_dir, int treefd, const char *tree,
+                               cista_error **err)
 {
-    _cleanup_free_ char *merged = xasprintf("%s/%s", tee_dir, AGENT_ROOTFS);
-    if (mkdir(merged, 0700) < 0)
-        return err_set_sys(err, -errno, "mkdir %s", merged);
+    _cleanup_close_ int pfd = tee_mkdir_open(teefd, AGENT_ROOTFS, 0700, true, tee_dir, err);
+    if (pfd < 0)
+        return pfd;
+    char merged[64];
+    snprintf(merged, sizeof(merged), "/proc/self/fd/%d", pfd);
     _cleanup_close_ int mfd = open_tree(
         treefd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_NO_AUTOMOUNT);
     if (mfd >= 0) {
@@ -588,8 +651,9 @@ static int mount_readonly_bind(const char *tee_dir, int treefd, const char *tree
                                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
         if (mount_setattr(mfd, "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
             return err_set_sys(err, -errno, "make the bind of the image tree read-only");
-        if (move_mount(mfd, "", AT_FDCWD, merged, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-            return err_set_sys(err, -errno, "attach the bind of the image tree on %s", merged);
+        if (move_mount(mfd, "", pfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            return err_set_sys(err, -errno, "attach the bind of the image tree on %s/%s", tee_dir,
+                               AGENT_ROOTFS);
         return 0;
     }
     if (errno != ENOSYS)
@@ -597,12 +661,20 @@ static int mount_readonly_bind(const char *tee_dir, int treefd, const char *tree
     char source[64];
     snprintf(source, sizeof(source), "/proc/self/fd/%d", treefd);
     if (mount(source, merged, NULL, MS_BIND, NULL) < 0)
-        return err_set_sys(err, -errno, "bind the image tree %s on %s", tree, merged);
-    if (mount(NULL, merged, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
-        0) {
+        return err_set_sys(err, -errno, "bind the image tree %s on %s/%s", tree, tee_dir,
+                           AGENT_ROOTFS);
+    /* pfd is the directory under the bind: the remount goes to the bind's root, opened anew */
+    _cleanup_close_ int bfd =
+        openat(teefd, AGENT_ROOTFS, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    char bound[64];
+    snprintf(bound, sizeof(bound), "/proc/self/fd/%d", bfd);
+    if (bfd < 0 || mount(NULL, bound, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                         NULL) < 0) {
         int e = -errno;
-        umount2(merged, MNT_DETACH);
-        return err_set_sys(err, e, "make the bind of the image tree on %s read-only", merged);
+        if (bfd >= 0)
+            umount2(bound, MNT_DETACH);
+        return err_set_sys(err, e, "make the bind of the image tree on %s/%s read-only", tee_dir,
+                           AGENT_ROOTFS);
     }
     return 0;
 }
@@ -830,7 +902,7 @@ static bool tree_has_special(int hexfd, int treefd)
     return special;
 }
 
-static int mount_in_store(agent__rootfs_kind *out, const store_handle *s, const char *id,
+static int mount_in_store(agent__rootfs_kind *out, const store_handle *s, const char *id, int teefd,
                           const char *tee_dir, const img_image *img, const json_t *config,
                           const json_t *rules, bool secret_files, cista_error **err)
 {
@@ -857,7 +929,7 @@ static int mount_in_store(agent__rootfs_kind *out, const store_handle *s, const 
     _cleanup_free_ char *why =
         agent_rootfs_bind_blocker(config, rules, secret_files, special, treefd);
     if (why) {
-        if ((rc = mount_overlay(tee_dir, treefd, tree, err)) < 0)
+        if ((rc = mount_overlay(teefd, tee_dir, treefd, tree, err)) < 0)
             return rc;
         log_info("sandbox %s: the rootfs is an overlay of the shared image tree (not a read-only "
                  "bind: %s)",
@@ -865,7 +937,7 @@ static int mount_in_store(agent__rootfs_kind *out, const store_handle *s, const 
         *out = AGENT__ROOTFS_OVERLAY;
         return 0;
     }
-    if ((rc = mount_readonly_bind(tee_dir, treefd, tree, err)) < 0)
+    if ((rc = mount_readonly_bind(teefd, tee_dir, treefd, tree, err)) < 0)
         return rc;
     log_info("sandbox %s: the rootfs is a read-only bind of the shared image tree (root.readonly: "
              "no overlay, no copy)",
@@ -874,9 +946,9 @@ static int mount_in_store(agent__rootfs_kind *out, const store_handle *s, const 
     return 0;
 }
 
-int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, const char *tee_dir,
-                        const img_image *img, const json_t *config, const json_t *rules,
-                        bool secret_files, cista_error **err)
+int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, int tee_fd,
+                        const char *tee_dir, const img_image *img, const json_t *config,
+                        const json_t *rules, bool secret_files, cista_error **err)
 {
     int rc;
     _cleanup_free_ char *root = NULL;
@@ -890,7 +962,7 @@ int agent__rootfs_mount(agent__rootfs_kind *out, const char *sandbox_dir, const 
                                        "sandbox was not launched, or was destroyed)",
                                        id, root)
                              : rc;
-    rc = mount_in_store(out, &s, id, tee_dir, img, config, rules, secret_files, err);
+    rc = mount_in_store(out, &s, id, tee_fd, tee_dir, img, config, rules, secret_files, err);
     store_leave(&s);
     return rc;
 }

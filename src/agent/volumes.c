@@ -381,11 +381,8 @@ static const pol_volume *policy_volume(const pol_policy *p, const char *containe
     return NULL;
 }
 
-static int save_state(const char *tee_dir, const json_t *state, cista_error **err)
+static int save_state(int tfd, const json_t *state, cista_error **err)
 {
-    _cleanup_close_ int tfd = open(tee_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tfd < 0)
-        return err_set_sys(err, -errno, "open %s", tee_dir);
     _cleanup_free_ char *text = js_dump_pretty(state);
     return util_write_file_atomic(tfd, AGENT_VOLUMES_STATE, text, strlen(text), 0600, err);
 }
@@ -805,7 +802,7 @@ out:
     return rc;
 }
 
-int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_policy *p,
+int agent__volumes_mount(int tee_fd, const char *tee_dir, const json_t *plan, const pol_policy *p,
                          const char *container, const agent__volume_key *keys, size_t key_count,
                          const agent__volume_env *env, int64_t uid, int64_t gid, cista_error **err)
 {
@@ -813,8 +810,12 @@ int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_poli
     if (json_array_size(plan) == 0)
         return 0;
     _cleanup_free_ char *vdir = xasprintf("%s/%s", tee_dir, AGENT_VOLUMES);
-    if (mkdir(vdir, 0700) < 0 && errno != EEXIST)
+    if (mkdirat(tee_fd, AGENT_VOLUMES, 0700) < 0 && errno != EEXIST)
         return err_set_sys(err, -errno, "mkdir %s", vdir);
+    _cleanup_close_ int vfd =
+        openat(tee_fd, AGENT_VOLUMES, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (vfd < 0)
+        return err_set_sys(err, -errno, "open %s", vdir);
     _cleanup_json_ json_t *state = json_array();
     size_t i;
     json_t *v;
@@ -835,23 +836,35 @@ int agent__volumes_mount(const char *tee_dir, const json_t *plan, const pol_poli
         if ((rc = prepare_backing(&dir, &fresh, name, backing, vk->key, err)) < 0)
             return rc;
         _cleanup_free_ char *mnt = xasprintf("%s/%s", vdir, name);
-        _cleanup_free_ char *log = xasprintf("%s/%s.log", vdir, name);
-        if (mkdir(mnt, 0700) < 0 && errno != EEXIST)
+        if (mkdirat(vfd, name, 0700) < 0 && errno != EEXIST)
             return err_set_sys(err, -errno, "mkdir %s", mnt);
-        /* canonical, as /proc/self/mountinfo will show it (the state root may be relative) */
-        char *canon = realpath(mnt, NULL);
-        if (!canon)
-            return err_set_sys(err, -errno, "volume \"%s\": mount point %s", name, mnt);
+        /*
+         * Canonical, as /proc/self/mountinfo will show it (the state root may be relative), and
+         * where the checked tee is now, through its fd: the daemon mounts by this path (it is
+         * another process), and the mount is checked below to have landed in the tee.
+         */
+        char here[64];
+        snprintf(here, sizeof(here), "/proc/self/fd/%d", vfd);
+        _cleanup_free_ char *vcanon = realpath(here, NULL);
+        if (!vcanon)
+            return err_set_sys(err, -errno, "volume \"%s\": %s", name, vdir);
         free(mnt);
-        mnt = canon;
+        mnt = xasprintf("%s/%s", vcanon, name);
+        _cleanup_free_ char *log = xasprintf("%s/%s.log", vcanon, name);
         /* recorded before the daemon starts: delete undoes a mount that a crash left */
         json_array_append_new(
             state, json_pack("{s:s,s:s,s:s}", "name", name, "mount", mnt, "backing", dir));
-        if ((rc = save_state(tee_dir, state, err)) < 0)
+        if ((rc = save_state(tee_fd, state, err)) < 0)
             return rc;
         if ((rc = run_daemon(env, pv, dir, mnt, log, vk->key, err)) < 0)
             return rc;
-        if (fresh && (uid || gid) && chown(mnt, (uid_t)uid, (gid_t)gid) < 0)
+        /* the decrypted volume is in the tee, not somewhere the host moved the path to */
+        _cleanup_close_ int mfd = openat(vfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (mfd < 0)
+            return err_set_sys(err, -errno, "volume \"%s\": open %s", name, mnt);
+        if ((rc = agent__check_mounted_on(vfd, mfd, "fuse.cista", mnt, err)) < 0)
+            return err_wrap(err, "volume \"%s\"", name);
+        if (fresh && (uid || gid) && fchownat(mfd, "", (uid_t)uid, (gid_t)gid, AT_EMPTY_PATH) < 0)
             return err_set_sys(err, -errno, "volume \"%s\": give the new volume to %lld:%lld", name,
                                (long long)uid, (long long)gid);
         log_info("volume \"%s\" mounted at %s in the container (backing %s, rollback %s%s%s)", name,

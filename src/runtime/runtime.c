@@ -196,7 +196,20 @@ static int load_state(json_t **out, const rt_config *c, const char *id, cista_er
     int rc;
     if ((rc = check_id(id, err)) < 0)
         return rc;
-    _cleanup_free_ char *p = xasprintf("%s/%s/%s", c->root, id, RT_STATE);
+    /*
+     * The container's directory itself, never a symlink the host put in its place: every verb
+     * would otherwise act through it (the delegate's state, the sandbox), on a directory the
+     * host chose. agent_sandbox_open() checks the sandbox the same way.
+     */
+    _cleanup_free_ char *dir = xasprintf("%s/%s", c->root, id);
+    struct stat ds;
+    if (lstat(dir, &ds) == 0 && !S_ISDIR(ds.st_mode))
+        return err_set(err, -EPERM,
+                       "container \"%s\": %s is a symbolic link or not a directory; the runtime "
+                       "root was tampered with, nothing is done through it (remove it by hand; "
+                       "a sandbox it pointed to is not touched)",
+                       id, dir);
+    _cleanup_free_ char *p = xasprintf("%s/%s", dir, RT_STATE);
     _cleanup_free_ char *data = NULL;
     size_t size;
     if (access(p, F_OK) != 0)
@@ -598,7 +611,8 @@ static int create_confidential(json_t *st, char **out_bundle, char **out_root, i
     /* output the host may not read stays in TEE memory */
     if ((!o || o->stdio_fd < 0) && (!agent_sandbox_logs_allowed(sb) || (o && o->to_sandbox_log))) {
         _cleanup_free_ char *lp = xasprintf("%s/%s", agent_sandbox_tee_dir(sb), AGENT_LOG);
-        *out_fd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+        *out_fd = openat(agent_sandbox_tee_fd(sb), AGENT_LOG,
+                         O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (*out_fd < 0)
             return err_set_sys(err, -errno, "open %s", lp);
         log_info("the policy does not let the host read the output: it stays in the sandbox");
@@ -1054,7 +1068,8 @@ int rt_exec(int *out_status, const rt_config *c, const char *id, const rt_exec_o
             return rc;
         if (!agent_sandbox_logs_allowed(sb)) {
             _cleanup_free_ char *lp = xasprintf("%s/%s", agent_sandbox_tee_dir(sb), AGENT_LOG);
-            out_fd = open(lp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+            out_fd = openat(agent_sandbox_tee_fd(sb), AGENT_LOG,
+                            O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
             if (out_fd < 0)
                 return err_set_sys(err, -errno, "open %s", lp);
         }

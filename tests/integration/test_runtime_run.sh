@@ -2,7 +2,8 @@
 # test_runtime_run.sh - `cista run` end to end: encrypted images built at test time (busybox,
 # redis, nginx, python), the embedded KBS on SQLite and swtpm started here on loopback, run
 # confidentially with the sim and the tpm TEE and checked from outside (redis-cli, HTTP GET);
-# the shared image store (and a host's symlink or tmpfs at ROOT/.images refused), and read-only
+# the shared image store (and a host's symlink or tmpfs at ROOT/.images refused), the sandbox
+# directory held by fd (a symlink or host directory at ROOT/ID refused), and read-only
 # roots on a read-only bind of it (or the overlay when a secret file, CAP_SYS_ADMIN or a mount
 # point missing from the image rules the bind out);
 # refusals (policy hash not bound, tampered layer, wrong key, KBS denies, image not in the
@@ -319,6 +320,40 @@ mkdir "$ROOT/.images" && mount -t tmpfs -o mode=0700,nodev,nosuid tmpfs "$ROOT/.
 check "a host tmpfs carrying a copy of the marker of an earlier store: refused" \
   h3_refused h3d "its marker .cista-store names another tmpfs" "$ROOT/.images"
 umount "$ROOT/.images"; rmdir "$ROOT/.images"; umount "$TMP/hostshm"
+
+# ---- the sandbox directory ROOT/ID is held by its fd and checked, never followed ----
+# The host renames a running sandbox's directory and puts a symlink to it, then a directory of
+# its own holding copies of its files, in its place: exec, kill and delete refuse (exit 3) and act
+# through nothing; the container runs on, its TEE tmpfs where cista mounted it. Put back, it is
+# deleted as usual. A symlink at ROOT/ID before create is refused, nothing made or mounted
+# through it. (A swap inside one create is covered by test_runtime's test_sandbox_tee_checked.)
+"${C[@]}" -q run -d --name sd1 --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" \
+  "oci:$TMP/enc/bbs:1" >/dev/null 2>"$TMP/sd1.err"
+SD1_PID=$(cat "$ROOT/sd1/init.pid" 2>/dev/null)
+mv "$ROOT/sd1" "$ROOT/sd1.moved" && ln -s "$ROOT/sd1.moved" "$ROOT/sd1"
+expect_refused "ROOT/ID renamed and a symlink to it put in its place: exec is refused" "symbolic link" \
+  "${C[@]}" exec sd1 /bin/cat /etc/passwd
+expect_refused "  ... kill is refused" "symbolic link" "${C[@]}" kill sd1 KILL
+expect_refused "  ... delete --force is refused" "symbolic link" "${C[@]}" delete --force sd1
+check "  ... the container runs on, its tmpfs still mounted in the moved directory, the link left" bash -c \
+  "[ -n '$SD1_PID' ] && kill -0 $SD1_PID && grep -q ' $ROOT/sd1.moved/tee ' /proc/mounts && [ -L '$ROOT/sd1' ]"
+rm -f "$ROOT/sd1" && mkdir -p "$ROOT/sd1/tee" && cp "$ROOT/sd1.moved/state.json" "$ROOT/sd1/" &&
+  cp "$ROOT/sd1.moved/tee/agent.json" "$ROOT/sd1.moved/tee/policy.json" "$ROOT/sd1/tee/"
+expect_refused "a host directory at ROOT/ID with copies of the sandbox's state and policy: exec is refused" \
+  "is not the tmpfs cista mounted there: it is a plain directory" "${C[@]}" exec sd1 /bin/cat /etc/passwd
+rm -rf "$ROOT/sd1" && mv "$ROOT/sd1.moved" "$ROOT/sd1"
+check "  ... put back, exec works and rm -f removes it all" bash -c \
+  "'$CISTA' -q --root '$ROOT' exec sd1 /bin/cat /etc/passwd | grep -q '^root:' &&
+   '$CISTA' -q --root '$ROOT' rm -f sd1 >/dev/null && sleep 0.2 &&
+   ! ps -o stat= -p $SD1_PID | grep -qv '^Z' &&
+   [ ! -e '$ROOT/sd1' ] &&
+   ! grep -q ' $ROOT/sd1' /proc/mounts"
+mkdir -p "$TMP/hostsb" && ln -s "$TMP/hostsb" "$ROOT/sd2"
+expect_fail "a symlink at ROOT/ID before create: refused" "already exists|symbolic link" \
+  "${C[@]}" run -d --name sd2 --tee sim --kbs "$KBS_URL" --policy "$TMP/share.policy.json" "oci:$TMP/enc/bbs:1"
+check "  ... nothing was made in or mounted on the directory it points to" bash -c \
+  "[ -z \"\$(ls -A '$TMP/hostsb')\" ] && ! grep -q ' $TMP/hostsb' /proc/mounts && [ -L '$ROOT/sd2' ]"
+rm -f "$ROOT/sd2"
 
 # ---- a read-only root: a read-only bind of the shared tree instead of the overlay ----
 ro_exec=(--allow-exec '["/bin/cat","/etc/passwd"]' --allow-exec '["/bin/sh","-c","echo mine >/etc/passwd"]'

@@ -1075,6 +1075,93 @@ static void test_keysource_dev(void **state)
     agent_keysource_free(none);
 }
 
+/* agent_sandbox_open() of @dir: the code, and the message holding @words when refused. */
+static void expect_open(const char *dir, int rc, const char *words)
+{
+    agent_sandbox *sb = NULL;
+    cista_error *err = NULL;
+    assert_int_equal(agent_sandbox_open(&sb, dir, NULL, &err), rc);
+    if (rc == 0) {
+        agent_sandbox_free(sb);
+        return;
+    }
+    _cleanup_free_ char *msg = err_str(err);
+    if (!strstr(msg, words))
+        fail_msg("\"%s\" not in: %s", words, msg);
+    err_clear(&err);
+}
+
+/*
+ * The sandbox directory and its tee are the host's (--root): a symlink there, a plain directory,
+ * a tmpfs mounted over cista's, or a bind of a directory of another tmpfs is never taken for the
+ * sandbox's TEE memory (agent__check_mounted_on(), as agent_sandbox_open() uses it).
+ */
+static void test_sandbox_tee_checked(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/cista-test-tee.XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    _cleanup_free_ char *probe = xasprintf("%s/probe", tmpl);
+    assert_int_equal(mkdir(probe, 0700), 0);
+    if (mount("tmpfs", probe, "tmpfs", 0, NULL) < 0) {
+        rm_tmp(tmpl);
+        skip(); /* needs CAP_SYS_ADMIN for the tmpfs */
+    }
+    _cleanup_free_ char *dir = xasprintf("%s/sb", tmpl);
+    _cleanup_free_ char *tee = xasprintf("%s/%s", dir, AGENT_TEE_DIR);
+    make_sandbox(dir, "overlay");
+    expect_open(dir, 0, NULL);
+
+    /* the sandbox directory renamed and a symlink to it put in its place */
+    _cleanup_free_ char *moved = xasprintf("%s/sb.moved", tmpl);
+    assert_int_equal(rename(dir, moved), 0);
+    assert_int_equal(symlink(moved, dir), 0);
+    expect_open(dir, -EPERM, "is a symbolic link");
+    /* ... and a symlink as the tee of a directory of the host's */
+    assert_int_equal(unlink(dir), 0);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    _cleanup_free_ char *mtee = xasprintf("%s/%s", moved, AGENT_TEE_DIR);
+    assert_int_equal(symlink(mtee, tee), 0);
+    expect_open(dir, -EPERM, "is a symbolic link");
+    /* ... or a plain directory with copies of the sandbox's files */
+    assert_int_equal(unlink(tee), 0);
+    assert_int_equal(mkdir(tee, 0700), 0);
+    expect_open(dir, -EPERM, "plain directory");
+    /* ... or a bind of a directory of another tmpfs (the real tee's rootfs, say) */
+    _cleanup_free_ char *sub = xasprintf("%s/%s", mtee, AGENT_ROOTFS);
+    assert_int_equal(mount(sub, tee, NULL, MS_BIND, NULL), 0);
+    expect_open(dir, -EPERM, "bind of a directory");
+    umount2(tee, MNT_DETACH);
+    /* ... or a tmpfs stacked over a tmpfs there */
+    assert_int_equal(mount("tmpfs", tee, "tmpfs", MS_NODEV, "mode=0700"), 0);
+    assert_int_equal(mount("tmpfs", tee, "tmpfs", MS_NODEV, "mode=0700"), 0);
+    expect_open(dir, -EPERM, "mounted over another");
+    umount2(tee, MNT_DETACH);
+    /* the bottom one alone: the check is about mounts, a host root could do this (docs) */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int tfd = open(tee, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    cista_error *err = NULL;
+    assert_int_equal(agent__check_mounted_on(dfd, tfd, "tmpfs", tee, &err), 0);
+    assert_int_equal(agent__check_mounted_on(dfd, tfd, "fuse.cista", tee, &err), -EPERM);
+    assert_non_null(strstr(err->msg, "tmpfs"));
+    err_clear(&err);
+    close(tfd);
+    close(dfd);
+    umount2(tee, MNT_DETACH);
+    assert_int_equal(rmdir(tee), 0);
+    assert_int_equal(rmdir(dir), 0);
+    assert_int_equal(rename(moved, dir), 0);
+    expect_open(dir, 0, NULL);
+    /* the sandbox is removed through its checked fd only */
+    assert_int_equal(agent_sandbox_destroy(dir, &err), 0);
+    struct stat a, b;
+    assert_int_equal(stat(tee, &a), 0);
+    assert_int_equal(stat(dir, &b), 0);
+    assert_int_equal(a.st_dev, b.st_dev);
+    umount2(probe, MNT_DETACH);
+    rm_tmp(tmpl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1094,6 +1181,7 @@ int main(void)
         cmocka_unit_test(test_keysource_dev),
         cmocka_unit_test(test_rootfs_bind_blocker),
         cmocka_unit_test(test_copy_refused_into_readonly_bind),
+        cmocka_unit_test(test_sandbox_tee_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
