@@ -32,6 +32,7 @@ kbs_config *kbs_config_new(void)
     c->conns_per_peer = 512;
     c->handshakes_per_peer = 200;
     c->handshake_burst = 2000;
+    c->peer_ipv6_prefix = 64;
     c->reject_contraindicated = true;
     c->collateral = json_object();
     return c;
@@ -241,14 +242,15 @@ int kbs_config_load(kbs_config **out, const char *path, cista_error **err)
         goto fail;
     if (o) {
         static const char *const m[] = {"connections_per_peer", "handshakes_per_peer_per_s",
-                                        "handshake_burst", NULL};
+                                        "handshake_burst", "ipv6_prefix", NULL};
         if ((r = check_members(o, m, "limits", err)) < 0 ||
             (r = get_uint(&c->conns_per_peer, o, "connections_per_peer", 0, 1000000, "limits",
                           err)) < 0 ||
             (r = get_uint(&c->handshakes_per_peer, o, "handshakes_per_peer_per_s", 0, 1000000,
                           "limits", err)) < 0 ||
             (r = get_uint(&c->handshake_burst, o, "handshake_burst", 1, 10000000, "limits", err)) <
-                0)
+                0 ||
+            (r = get_uint(&c->peer_ipv6_prefix, o, "ipv6_prefix", 1, 128, "limits", err)) < 0)
             goto fail;
     }
     s = NULL;

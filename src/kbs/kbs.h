@@ -77,6 +77,7 @@ typedef struct {
     unsigned conns_per_peer;      /* open TLS connections */
     unsigned handshakes_per_peer; /* TLS handshakes per second, sustained */
     unsigned handshake_burst;     /* TLS handshakes at once, after an idle while */
+    unsigned peer_ipv6_prefix;    /* an IPv6 peer is its /N (1..128) */
     char **sim_keys;              /* trusted sim platform public keys (files) */
     size_t sim_key_count;
     char **tpm_aks; /* registered TPM attestation keys (files) */

@@ -71,11 +71,31 @@ bool kbs_peer_addr_from_sockaddr(kbs_peer_addr *out, const struct sockaddr *sa, 
     return false;
 }
 
-void kbs_peer_addr_format(char out[KBS_PEER_ADDR_STRLEN], const kbs_peer_addr *a)
+static bool is_v4(const kbs_peer_addr *a)
 {
-    bool v4 = !memcmp(a->a, g_v4mapped, 12);
-    if (!inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? a->a + 12 : a->a, out, KBS_PEER_ADDR_STRLEN))
+    return !memcmp(a->a, g_v4mapped, 12);
+}
+
+void kbs_peer_addr_mask(kbs_peer_addr *a, unsigned v6_prefix)
+{
+    if (is_v4(a) || v6_prefix >= 128)
+        return;
+    unsigned whole = v6_prefix / 8, bits = v6_prefix % 8;
+    if (bits)
+        a->a[whole++] &= (uint8_t)(0xff00u >> bits);
+    memset(a->a + whole, 0, 16 - whole);
+}
+
+void kbs_peer_addr_format(char out[KBS_PEER_ADDR_STRLEN], const kbs_peer_addr *a,
+                          unsigned v6_prefix)
+{
+    bool v4 = is_v4(a);
+    if (!inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? a->a + 12 : a->a, out, INET6_ADDRSTRLEN)) {
         strcpy(out, "?");
+        return;
+    }
+    if (!v4 && v6_prefix < 128)
+        snprintf(out + strlen(out), KBS_PEER_ADDR_STRLEN - strlen(out), "/%u", v6_prefix);
 }
 
 /* ---- the table ---- */

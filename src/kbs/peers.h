@@ -6,9 +6,11 @@
  * The server asks kbs_peers_admit() from its TLS ClientHello callback, before
  * the handshake does any public-key work (no key share computed, nothing
  * signed), and calls kbs_peers_release() when the SSL object of a connection
- * that was counted is freed. A peer is one IP address: an IPv4 address and
- * its IPv4-mapped IPv6 form are the same peer, the port is ignored, and an
- * IPv6 address is a peer of its own (not its /64).
+ * that was counted is freed. A peer is one IPv4 address (its IPv4-mapped
+ * IPv6 form is the same peer) or one IPv6 prefix: a host is commonly given a
+ * whole /64, so per-address limits would not hold one client back (the
+ * server masks IPv6 addresses with kbs_peer_addr_mask(), by default to /64).
+ * The port is ignored.
  *
  * Memory is bounded: at most @max_entries peers are tracked, allocated once
  * (calloc: pages are touched only as entries are used). A peer with no open
@@ -59,13 +61,17 @@ typedef struct {
     uint8_t a[16];
 } kbs_peer_addr;
 
-/* INET6_ADDRSTRLEN: room for any kbs_peer_addr_format() output. */
-#define KBS_PEER_ADDR_STRLEN 46
+/* INET6_ADDRSTRLEN + "/128": room for any kbs_peer_addr_format() output. */
+#define KBS_PEER_ADDR_STRLEN 50
 
 /* The peer of @sa (AF_INET or AF_INET6, @len bytes, port ignored); false for another family. */
 bool kbs_peer_addr_from_sockaddr(kbs_peer_addr *out, const struct sockaddr *sa, socklen_t len);
-/* "192.0.2.1" for IPv4 (mapped or not), "2001:db8::1" for IPv6. */
-void kbs_peer_addr_format(char out[KBS_PEER_ADDR_STRLEN], const kbs_peer_addr *a);
+/* Clear the bits of an IPv6 address after its first @v6_prefix (1..128); IPv4 stays whole. */
+void kbs_peer_addr_mask(kbs_peer_addr *a, unsigned v6_prefix);
+/* "192.0.2.1" for IPv4 (mapped or not); "2001:db8::/64" for IPv6 masked to @v6_prefix < 128,
+ * "2001:db8::1" with 128. */
+void kbs_peer_addr_format(char out[KBS_PEER_ADDR_STRLEN], const kbs_peer_addr *a,
+                          unsigned v6_prefix);
 
 typedef struct kbs_peers kbs_peers;
 

@@ -280,7 +280,7 @@ static void log_peer_note(const kbs_server *s, const kbs_peer_addr *a, kbs_peers
                  KBS_PEERS_MAX_ENTRIES);
     if (n->log_peer) {
         char addr[KBS_PEER_ADDR_STRLEN];
-        kbs_peer_addr_format(addr, a);
+        kbs_peer_addr_format(addr, a, c->peer_ipv6_prefix);
         if (v == KBS_PEERS_REFUSE_CONNS)
             log_warn("KBS: TLS handshake from %s refused: it holds %u connections "
                      "(limits.connections_per_peer); %llu refused since the last such line "
@@ -350,6 +350,7 @@ static int on_client_hello(SSL *ssl, int *al, void *arg)
         *al = SSL_AD_INTERNAL_ERROR;
         return SSL_CLIENT_HELLO_ERROR;
     }
+    kbs_peer_addr_mask(&a, s->cfg->peer_ipv6_prefix);
     kbs_peers_note note;
     kbs_peers_verdict v = kbs_peers_admit(s->peers, &note, &a, now_ms());
     log_peer_note(s, &a, v, &note);
@@ -912,8 +913,9 @@ int kbs_server_run(kbs_server *s, cista_error **err)
              s->ssl ? "TLS" : "plain HTTP", s->nworkers, s->nhandlers, s->cfg->store);
     if (s->peers)
         log_info("KBS per-peer limits: %u TLS connections, %u TLS handshakes/s after a burst of "
-                 "%u (0: unlimited)",
-                 s->cfg->conns_per_peer, s->cfg->handshakes_per_peer, s->cfg->handshake_burst);
+                 "%u (0: unlimited); a peer is an IPv4 address or an IPv6 /%u",
+                 s->cfg->conns_per_peer, s->cfg->handshakes_per_peer, s->cfg->handshake_burst,
+                 s->cfg->peer_ipv6_prefix);
     for (unsigned i = 0; i < s->nhandlers; i++) {
         int rc = pthread_create(&s->handlers[i].th, NULL, handler_main, &s->handlers[i]);
         if (rc != 0) {

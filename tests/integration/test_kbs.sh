@@ -77,7 +77,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.
   -subj /CN=kbs-test-ca -days 2 >/dev/null 2>&1
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.csr \
   -subj /CN=127.0.0.1 >/dev/null 2>&1
-printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >ext.cnf
+printf 'subjectAltName=IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n' >ext.cnf
 openssl x509 -req -in tls.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out tls.pem -days 2 \
   -extfile ext.cnf >/dev/null 2>&1
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other-ca.key \
@@ -385,7 +385,8 @@ expect_exit "plain HTTP on a non-loopback address is refused" 1 "refusing plain 
 # internal_error alert, "E" another failure) and "|" for a pause.
 cat >tlsconn.py <<'PY'
 import socket, ssl, sys, time
-host, port = sys.argv[1].rsplit(':', 1)
+host, port = sys.argv[1].rsplit(":", 1)
+host = host.strip("[]")
 ctx = ssl.create_default_context(cafile='ca.pem')
 def attempt():
     s = socket.create_connection((host, int(port)), timeout=10)
@@ -469,6 +470,24 @@ if start_kbs idlecap k7/t.json; then
   check "  ... a TLS 1.3 handshake with a HelloRetryRequest (two ClientHellos) counts once" bash -c \
     '[ "$(grep -c ServerHello <<<"$1")" = 2 ] && grep -q "New, TLSv1.3, Cipher is" <<<"$1"' _ "$HRR"
   stop_pid "$KBS_PID"
+fi
+# IPv6: a peer is its /64 (the loopback's ::1 counts as ::/64)
+if ip -6 addr show dev lo 2>/dev/null | grep -q '::1/128'; then
+  jq '.listen = "[::1]:0" | .limits = {connections_per_peer: 1}' k/kbs.json >k7/v6.json
+  if start_kbs v6cap k7/v6.json; then
+    python3 tlsconn.py "$KBS_ADDR" hold >hold.v6 2>&1 &
+    H6=$!; PIDS+=($H6)
+    for _ in $(seq 100); do grep -q '^A$' hold.v6 && break; sleep 0.05; done
+    r6=$(python3 tlsconn.py "$KBS_ADDR" seq 2)
+    check "IPv6: connections_per_peer 1 on [::1]: one up, the next two refused ($(cat hold.v6) $r6)" \
+      [ "$(cat hold.v6) $r6" = "A RR" ]
+    check "  ... logged as the peer's /64" \
+      grep -q 'TLS handshake from ::/64 refused: it holds 1 connections' "$TMP/v6cap.err"
+    kill "$H6"; wait "$H6" 2>/dev/null
+    stop_pid "$KBS_PID"
+  fi
+else
+  echo "# no ::1 on lo: the IPv6 per-peer test is skipped"
 fi
 jq '.limits = {connections_per_peer: 3, conections: 1}' k/kbs.json >k7/bad.json
 expect_exit "an unknown member of limits is refused at startup" 1 'limits: unknown member "conections"' \

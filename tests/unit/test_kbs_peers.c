@@ -80,12 +80,32 @@ static void test_addr(void **state)
     assert_memory_not_equal(a.a, v6.a, 16);
     assert_memory_not_equal(a.a, compat.a, 16);
     char s[KBS_PEER_ADDR_STRLEN];
-    kbs_peer_addr_format(s, &m);
+    kbs_peer_addr_format(s, &m, 64);
     assert_string_equal(s, "192.0.2.7");
-    kbs_peer_addr_format(s, &v6);
+    kbs_peer_addr_format(s, &v6, 128);
     assert_string_equal(s, "2001:db8::7");
-    kbs_peer_addr_format(s, &compat);
+    kbs_peer_addr_format(s, &compat, 128);
     assert_string_equal(s, "::192.0.2.7");
+    /* IPv6 peers are prefixes: the host part goes, IPv4 (mapped) stays whole */
+    kbs_peer_addr p1 = P("2001:db8:1:2:aaaa::1", 0), p2 = P("2001:db8:1:2:bbbb::2", 0),
+                  p3 = P("2001:db8:1:3::1", 0), odd = P("2001:db8:1:2fff::", 0), v4m = m;
+    kbs_peer_addr_mask(&p1, 64);
+    kbs_peer_addr_mask(&p2, 64);
+    kbs_peer_addr_mask(&p3, 64);
+    kbs_peer_addr_mask(&v4m, 64);
+    assert_memory_equal(p1.a, p2.a, 16);
+    assert_memory_not_equal(p1.a, p3.a, 16);
+    assert_memory_equal(v4m.a, m.a, 16);
+    kbs_peer_addr_format(s, &p1, 64);
+    assert_string_equal(s, "2001:db8:1:2::/64");
+    kbs_peer_addr_format(s, &v4m, 64);
+    assert_string_equal(s, "192.0.2.7");
+    kbs_peer_addr_mask(&odd, 52); /* a prefix that ends inside a byte */
+    kbs_peer_addr_format(s, &odd, 52);
+    assert_string_equal(s, "2001:db8:1:2000::/52");
+    kbs_peer_addr full = P("2001:db8::7", 0);
+    kbs_peer_addr_mask(&full, 128);
+    assert_memory_equal(full.a, v6.a, 16);
     /* other families and truncated addresses are not peers */
     struct sockaddr_un un = {.sun_family = AF_UNIX};
     kbs_peer_addr x;
@@ -410,6 +430,7 @@ static void test_config(void **state)
     assert_int_equal(c->conns_per_peer, 512);
     assert_int_equal(c->handshakes_per_peer, 200);
     assert_int_equal(c->handshake_burst, 2000);
+    assert_int_equal(c->peer_ipv6_prefix, 64);
     kbs_config_free(c);
     c = NULL;
     assert_int_equal(load_limits(&c,
@@ -434,6 +455,8 @@ static void test_config(void **state)
         {"{\"connections_per_peer\": -1}", "connections_per_peer\" must be an integer in 0.."},
         {"{\"handshakes_per_peer_per_s\": 1.5}", "handshakes_per_peer_per_s\" must be"},
         {"{\"handshake_burst\": 0}", "handshake_burst\" must be an integer in 1..10000000"},
+        {"{\"ipv6_prefix\": 0}", "ipv6_prefix\" must be an integer in 1..128"},
+        {"{\"ipv6_prefix\": 129}", "ipv6_prefix\" must be an integer in 1..128"},
         {"{\"handshake_burst\": 10000001}", "handshake_burst\" must be"},
         {"[]", "limits"},
     };
