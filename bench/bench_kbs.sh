@@ -53,7 +53,7 @@ SERVER_CPUS=${SERVER_CPUS:-1}
 LOAD_CPUS=${LOAD_CPUS:-0}
 SRV_PFX=() LOAD_PFX=()
 if [ "$PIN" = 1 ]; then SRV_PFX=(taskset -c "$SERVER_CPUS"); LOAD_PFX=(taskset -c "$LOAD_CPUS"); fi
-"${SRV_PFX[@]}" "$CISTA" kbs serve --config k/b.json >serve.out 2>serve.err &
+"${SRV_PFX[@]}" "$CISTA" --log-level info kbs serve --config k/b.json >serve.out 2>serve.err &
 SPID=$!
 for _ in $(seq 100); do ADDR=$(sed -n 's/^listening on //p' serve.out); [ -n "$ADDR" ] && break; sleep 0.05; done
 URL=https://$ADDR
@@ -72,11 +72,13 @@ TCK=$(getconf CLK_TCK)
 srv_ticks() { awk '{print $14 + $15}' /proc/$SPID/stat; }
 thread_ticks() { for t in /proc/$SPID/task/*; do awk '{printf "%s ", $14 + $15}' "$t/stat"; done; }
 # Optional profiling of the server during the load runs: PERF_OUT=file (perf record -g) or
-# STRACE_OUT=file (strace -c -f: syscall counts, e.g. fdatasync per round trip); LOAD_PERF="perf
-# record -o FILE --" profiles the driver.
+# STRACE_OUT=file (strace -c -f: syscall counts, e.g. fdatasync per round trip) or PERF_STAT=file
+# (perf stat: context switches, page faults, cycles); LOAD_PERF="perf record -o FILE --" profiles
+# the driver.
 PROF=
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_FLAGS:--g} -p "$SPID" -o "$PERF_OUT" >/dev/null 2>&1 & PROF=$!
-elif [ -n "${STRACE_OUT:-}" ]; then strace -c -f -p "$SPID" -o "$STRACE_OUT" & PROF=$!; fi
+elif [ -n "${PERF_STAT:-}" ]; then perf stat -e task-clock,context-switches,cpu-migrations,page-faults,cycles,instructions -p "$SPID" -o "$PERF_STAT" >/dev/null 2>&1 & PROF=$!
+elif [ -n "${STRACE_OUT:-}" ]; then ${STRACE_CMD:-strace -c -f} -p "$SPID" -o "$STRACE_OUT" & PROF=$!; fi
 [ -n "$PROF" ] && sleep 1
 [ "$PIN" = 1 ] && echo "# server pinned to CPU $SERVER_CPUS, driver to CPU $LOAD_CPUS"
 PRESIGN=$(awk -v s="$SECS" -v r="${PRESIGN_RATE:-2000}" 'BEGIN {printf "%d", s * r}')
@@ -131,4 +133,8 @@ echo "# server threads' CPU ticks (main, audit writer, workers): $(thread_ticks)
 RSS0=$(awk '/VmRSS/ {print $2}' /proc/$SPID/status)
 seq 2000 | xargs -P 16 -I{} curl -s --cacert ca.pem -o /dev/null -d '{"version":"0.4.0","tee":"sim"}' "$URL/kbs/v0/auth"
 RSS1=$(awk '/VmRSS/ {print $2}' /proc/$SPID/status)
-echo "idle session: $(./kbs_load --session-bytes) bytes in the session table (+ malloc overhead); server RSS $RSS0 kB -> $RSS1 kB after 2000 more challenged sessions"
+IDLE="idle session: $(./kbs_load --session-bytes) bytes in the session table (+ malloc overhead); server RSS $RSS0 kB -> $RSS1 kB after 2000 more challenged sessions"
+kill "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=
+# Group commit: entries per fsync'ed transaction over the whole run (admin calls included).
+sed -n 's/.*KBS stopped (audit: \(.*\))/# audit log: \1/p' serve.err
+echo "$IDLE"

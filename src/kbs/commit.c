@@ -25,6 +25,8 @@ struct kbs_committer {
     pthread_cond_t cv;
     kbs_commit_job *head, **tail;
     bool stop;
+    void (*on_batch)(void *arg);
+    void *on_batch_arg;
     uint64_t batches, entries;
 };
 
@@ -80,6 +82,8 @@ static void commit_batch(kbs_committer *cm, kbs_commit_job *list)
         list->done(list, list->arg); /* may free the job */
         list = next;
     }
+    if (cm->on_batch)
+        cm->on_batch(cm->on_batch_arg);
 }
 
 static void *writer_main(void *arg)
@@ -145,6 +149,12 @@ void kbs__committer_submit(kbs_committer *cm, kbs_commit_job *j)
         j->result = -ESHUTDOWN;
         j->done(j, j->arg);
     }
+}
+
+void kbs__committer_on_batch(kbs_committer *cm, void (*fn)(void *arg), void *arg)
+{
+    cm->on_batch = fn;
+    cm->on_batch_arg = arg;
 }
 
 void kbs__committer_stats(kbs_committer *cm, uint64_t *out_batches, uint64_t *out_entries)

@@ -122,6 +122,8 @@ struct worker {
     bool done_mu_init;
     pending *done_head;
     struct event *done_ev;
+    bool kick;    /* the writer queued replies and will activate done_ev (writer thread only) */
+    kbs_ctx *ctx; /* cheap requests run on this thread (see runs_inline()); NULL: none do */
 };
 
 /*
@@ -491,6 +493,24 @@ static const char *reason_phrase(int st)
 static void send_reply(struct evhttp_request *hreq, kbs_response *rp);
 static void on_committed(kbs_commit_job *j, void *arg);
 static void queue_push(kbs_server *s, pending *p);
+static void handle_inline(worker *w, pending *p);
+
+/*
+ * The requests an I/O worker runs itself instead of handing them to a handler thread: a
+ * challenge (POST /auth) and a resource release (GET /resource/...), which cost tens of µs and
+ * touch only the in-memory session table and local SQLite reads (WAL: a reader never waits for
+ * the writer). The hand-off to a handler and back cost about as much again, and they no longer
+ * queue behind attestations (a P-384 verify each). /attest, admin calls and anything that
+ * could wait on a network store stay with the handlers.
+ */
+static bool runs_inline(const worker *w, const kbs_request *r)
+{
+    if (!w->ctx)
+        return false;
+    if (!strcmp(r->method, "POST"))
+        return !strcmp(r->path, "/kbs/v0/auth");
+    return !strcmp(r->method, "GET") && !strncmp(r->path, "/kbs/v0/resource/", 17);
+}
 
 /* I/O worker: parse and check the request line, then queue it for a handler. */
 static void on_request(struct evhttp_request *hreq, void *arg)
@@ -558,34 +578,51 @@ static void on_request(struct evhttp_request *hreq, void *arg)
         .peer = p->peer,
         .tls = w->s->ssl != NULL,
     };
-    queue_push(w->s, p);
+    if (runs_inline(w, &p->req))
+        handle_inline(w, p);
+    else
+        queue_push(w->s, p);
 }
 
-/* Hand a finished request back to its I/O worker. Any thread. */
-static void worker_done_push(pending *p)
+static void worker_done_queue(pending *p)
 {
     worker *w = p->w;
     pthread_mutex_lock(&w->done_mu);
     p->next = w->done_head;
     w->done_head = p;
     pthread_mutex_unlock(&w->done_mu);
-    event_active(w->done_ev, EV_READ, 0);
 }
 
-/* Handler thread: run one request; the reply waits for its audit entries (group commit). */
-static void handle_one(handler *h, pending *p)
+/* Hand a finished request back to its I/O worker. Any thread. */
+static void worker_done_push(pending *p)
+{
+    worker_done_queue(p);
+    event_active(p->w->done_ev, EV_READ, 0);
+}
+
+/*
+ * Run one request on @ctx; true when its reply waits for its audit entries (group commit: the
+ * writer hands it back), false when it may leave at once.
+ */
+static bool run_request(kbs_server *s, kbs_ctx *ctx, pending *p)
 {
     memset(&p->resp, 0, sizeof(p->resp));
-    kbs_handle(h->ctx, &p->req, &p->resp);
-    if (h->ctx->audit_job.count > 0) {
-        p->job = h->ctx->audit_job;
-        memset(&h->ctx->audit_job, 0, sizeof(h->ctx->audit_job));
-        p->job.done = on_committed;
-        p->job.arg = p;
-        kbs__committer_submit(h->s->committer, &p->job);
-        return;
-    }
-    worker_done_push(p);
+    kbs_handle(ctx, &p->req, &p->resp);
+    if (ctx->audit_job.count == 0)
+        return false;
+    p->job = ctx->audit_job;
+    memset(&ctx->audit_job, 0, sizeof(ctx->audit_job));
+    p->job.done = on_committed;
+    p->job.arg = p;
+    kbs__committer_submit(s->committer, &p->job);
+    return true;
+}
+
+/* Handler thread. */
+static void handle_one(handler *h, pending *p)
+{
+    if (!run_request(h->s, h->ctx, p))
+        worker_done_push(p);
 }
 
 static void queue_push(kbs_server *s, pending *p)
@@ -620,11 +657,24 @@ static void *handler_main(void *arg)
     return NULL;
 }
 
-/* Writer thread: the job's batch is durable (or failed); hand it to its worker. */
+/* Writer thread: the job's batch is durable (or failed); queue it for its worker. */
 static void on_committed(kbs_commit_job *j, void *arg)
 {
     (void)j;
-    worker_done_push(arg);
+    pending *p = arg;
+    p->w->kick = true;
+    worker_done_queue(p);
+}
+
+/* Writer thread, after a batch: one wake-up per worker with replies, not one per reply. */
+static void on_batch(void *arg)
+{
+    kbs_server *s = arg;
+    for (unsigned i = 0; i < s->nworkers; i++)
+        if (s->workers[i].kick) {
+            s->workers[i].kick = false;
+            event_active(s->workers[i].done_ev, EV_READ, 0);
+        }
 }
 
 static void free_pending(pending *p)
@@ -674,6 +724,22 @@ static void scrub_request(pending *p)
         crypto_cleanse(au, strlen(au));
 }
 
+/* Worker thread: the reply of a request done with (its audit entries durable, if any). */
+static void finish(pending *p)
+{
+    if (p->job.result < 0)
+        unaudited_reply(&p->resp, p->job.count);
+    scrub_request(p);
+    send_reply(p->hreq, &p->resp);
+    free_pending(p);
+}
+
+static void handle_inline(worker *w, pending *p)
+{
+    if (!run_request(w->s, w->ctx, p))
+        finish(p);
+}
+
 /* Worker thread: send the replies whose audit entries are durable. */
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -686,11 +752,7 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_unlock(&w->done_mu);
     while (p) {
         pending *next = p->next;
-        if (p->job.result < 0)
-            unaudited_reply(&p->resp, p->job.count);
-        scrub_request(p);
-        send_reply(p->hreq, &p->resp);
-        free_pending(p);
+        finish(p);
         p = next;
     }
 }
@@ -880,6 +942,7 @@ int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
     for (unsigned i = 0; i < s->nworkers; i++)
         if ((r = worker_setup(&s->workers[i], s, err)) < 0)
             goto fail;
+    kbs__committer_on_batch(s->committer, on_batch, s);
     if (s->peers) {
         s->peers_ev = event_new(s->workers[0].base, -1, EV_PERSIST, on_peers_summary, s);
         struct timeval tv = {KBS_PEERS_LOG_INTERVAL_MS / 1000, 0};
@@ -900,6 +963,13 @@ int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
             goto fail;
         s->handlers[i].ctx->defer_audit = true;
     }
+    /* Local store and sessions: nothing a cheap request does can wait on the network. */
+    if (!strcmp(cfg->store, "sqlite") && !strcmp(cfg->sessions, "memory"))
+        for (unsigned i = 0; i < s->nworkers; i++) {
+            if ((r = kbs__ctx_new(&s->workers[i].ctx, s->sh, false, err)) < 0)
+                goto fail;
+            s->workers[i].ctx->defer_audit = true;
+        }
     *out = s;
     return 0;
 fail:
@@ -940,7 +1010,10 @@ int kbs_server_run(kbs_server *s, cista_error **err)
         s->workers[i].started = false;
     }
     handlers_stop(s);
-    log_info("KBS stopped");
+    uint64_t batches = 0, entries = 0;
+    kbs__committer_stats(s->committer, &batches, &entries);
+    log_info("KBS stopped (audit: %llu entries in %llu commits)", (unsigned long long)entries,
+             (unsigned long long)batches);
     return 0;
 }
 
@@ -968,6 +1041,8 @@ void kbs_server_free(kbs_server *s)
     kbs__committer_free(s->committer);
     for (unsigned i = 0; s->handlers && i < s->nhandlers; i++)
         kbs_ctx_free(s->handlers[i].ctx);
+    for (unsigned i = 0; s->workers && i < s->nworkers; i++)
+        kbs_ctx_free(s->workers[i].ctx);
     free(s->handlers);
     if (s->q_init) {
         pthread_mutex_destroy(&s->q_mu);
