@@ -761,13 +761,86 @@ static int build_headers(char **prot_text, enc_state *s, jwe_format fmt,
         return err_set(err, -EINVAL,
                        "JWE: the compact serialisation needs alg, enc (and epk) in "
                        "the protected header");
-    *prot_text = protected_override ? xstrdup(protected_override) : js_dump_compact(prot);
+    if (protected_override) {
+        *prot_text = xstrdup(protected_override);
+    } else {
+        cbuf text = CBUF_INIT;
+        js_buf_put_compact(&text, prot);
+        *prot_text = (char *)buf_steal(&text, NULL);
+    }
     return 0;
 }
 
-static char *b64_or_empty(const uint8_t *p, size_t size)
+/*
+ * The serialisations are written straight into one buffer, member for member as jansson wrote
+ * them from a document tree before (every value but "header" is base64url, which needs no
+ * escaping): building the tree only to dump it cost more than the AES-GCM encryption.
+ */
+static void put_b64(cbuf *b, const uint8_t *data, size_t size)
 {
-    return b64url_encode(size ? p : (const uint8_t *)"", size);
+    char *dst = (char *)buf_reserve(b, b64url_encoded_len(size) + 1);
+    b->size += b64url_encode_to(dst, size ? data : (const uint8_t *)"", size);
+}
+
+/* ,"name":"b64url(data)" */
+static void put_b64_member(cbuf *b, const char *name, const uint8_t *data, size_t size)
+{
+    buf_puts(b, ",\"");
+    buf_puts(b, name);
+    buf_puts(b, "\":\"");
+    put_b64(b, data, size);
+    buf_put(b, "\"", 1);
+}
+
+static void put_compact(cbuf *b, const enc_state *s, const char *prot64, const uint8_t *iv,
+                        size_t iv_size, const uint8_t *ct, size_t ct_size, const uint8_t *tag,
+                        size_t tag_size)
+{
+    const uint8_t *parts[] = {s->eks[0], iv, ct, tag};
+    const size_t sizes[] = {s->ek_sizes[0], iv_size, ct_size, tag_size};
+    buf_puts(b, prot64);
+    for (size_t i = 0; i < ARRAY_LEN(parts); i++) {
+        buf_put(b, ".", 1);
+        put_b64(b, parts[i], sizes[i]);
+    }
+}
+
+/* Recipient @i's "header" and "encrypted_key" (each when it has one); @after: a member precedes. */
+static void put_recipient(cbuf *b, const enc_state *s, size_t i, bool after)
+{
+    if (json_object_size(s->headers[i])) {
+        buf_puts(b, after ? ",\"header\":" : "\"header\":");
+        js_buf_put_compact(b, s->headers[i]);
+        after = true;
+    }
+    if (s->ek_sizes[i]) {
+        buf_puts(b, after ? ",\"encrypted_key\":\"" : "\"encrypted_key\":\"");
+        put_b64(b, s->eks[i], s->ek_sizes[i]);
+        buf_put(b, "\"", 1);
+    }
+}
+
+static void put_json(cbuf *b, const enc_state *s, jwe_format fmt, const char *prot64,
+                     const uint8_t *iv, size_t iv_size, const uint8_t *ct, size_t ct_size,
+                     const uint8_t *tag, size_t tag_size)
+{
+    buf_puts(b, "{\"protected\":");
+    js_buf_put_string(b, prot64, strlen(prot64), false);
+    if (fmt == JWE_GENERAL) {
+        buf_puts(b, ",\"recipients\":[");
+        for (size_t i = 0; i < s->count; i++) {
+            buf_puts(b, i ? ",{" : "{");
+            put_recipient(b, s, i, false);
+            buf_put(b, "}", 1);
+        }
+        buf_put(b, "]", 1);
+    } else {
+        put_recipient(b, s, 0, true);
+    }
+    put_b64_member(b, "iv", iv, iv_size);
+    put_b64_member(b, "ciphertext", ct, ct_size);
+    put_b64_member(b, "tag", tag, tag_size);
+    buf_put(b, "}", 1);
 }
 
 int jwe__encrypt_fixed(char **out, const void *pt, size_t pt_size, const jwe_key *rcpts,
@@ -844,46 +917,17 @@ int jwe__encrypt_fixed(char **out, const void *pt, size_t pt_size, const jwe_key
     if ((r = content_encrypt(&ct, &ct_size, tag, e, s.cek, ivbuf, prot64, strlen(prot64), pt,
                              pt_size, err)) < 0)
         return r;
-    _cleanup_free_ char *iv64 = b64url_encode(ivbuf, e->iv_size);
-    _cleanup_free_ char *ct64 = b64_or_empty(ct, ct_size);
-    _cleanup_free_ char *tag64 = b64url_encode(tag, e->tag_size);
-
-    char *res;
-    if (fmt == JWE_COMPACT) {
-        _cleanup_free_ char *ek64 = b64_or_empty(s.eks[0], s.ek_sizes[0]);
-        res = xasprintf("%s.%s.%s.%s.%s", prot64, ek64, iv64, ct64, tag64);
-    } else {
-        _cleanup_json_ json_t *doc = json_object();
-        json_object_set_new(doc, "protected", json_string(prot64));
-        json_t *list = fmt == JWE_GENERAL ? json_array() : NULL;
-        for (size_t i = 0; i < rcpt_count; i++) {
-            json_t *holder = list ? json_object() : doc;
-            if (json_object_size(s.headers[i]))
-                json_object_set(holder, "header", s.headers[i]);
-            if (s.ek_sizes[i]) {
-                char *ek64 = b64url_encode(s.eks[i], s.ek_sizes[i]);
-                json_object_set_new(holder, "encrypted_key", json_string(ek64));
-                free(ek64);
-            }
-            if (list)
-                json_array_append_new(list, holder);
-        }
-        if (list)
-            json_object_set_new(doc, "recipients", list);
-        json_object_set_new(doc, "iv", json_string(iv64));
-        json_object_set_new(doc, "ciphertext", json_string(ct64));
-        json_object_set_new(doc, "tag", json_string(tag64));
-        res = js_dump_compact(doc);
-    }
-    size_t len = strlen(res);
-    if (len > JWE_MAX_SIZE) {
-        free(res);
+    _cleanup_buf_ cbuf res = CBUF_INIT;
+    if (fmt == JWE_COMPACT)
+        put_compact(&res, &s, prot64, ivbuf, e->iv_size, ct, ct_size, tag, e->tag_size);
+    else
+        put_json(&res, &s, fmt, prot64, ivbuf, e->iv_size, ct, ct_size, tag, e->tag_size);
+    if (res.size > JWE_MAX_SIZE)
         return err_set(err, -EMSGSIZE,
                        "JWE: the result would be %zu bytes, more than the limit of %u that "
                        "readers accept",
-                       len, JWE_MAX_SIZE);
-    }
-    *out = res;
+                       res.size, JWE_MAX_SIZE);
+    *out = (char *)buf_steal(&res, NULL);
     return 0;
 }
 

@@ -48,14 +48,16 @@ static const jws_alg_info *alg_by_key(EVP_PKEY *key)
     return NULL;
 }
 
-int jws_sign(char **out, const json_t *header, const void *payload, size_t payload_size,
-             EVP_PKEY *priv, cista_error **err)
+struct jws_signer {
+    const jws_alg_info *a;
+    x509_ecdsa_signer *es;
+    char *prefix; /* ASCII(b64url(header)) || '.': the same for every payload */
+    size_t prefix_len;
+};
+
+/* The protected header: "alg" first, then @header's members but its own "alg". */
+static char *header_text(const jws_alg_info *a, const json_t *header)
 {
-    const jws_alg_info *a = priv ? alg_by_key(priv) : NULL;
-    if (!a)
-        return err_set(err, -ENOTSUP, "JWS: the signing key must be an EC P-256 or P-384 key");
-    if (header && !json_is_object(header))
-        return err_set(err, -EINVAL, "JWS: the header must be a JSON object");
     _cleanup_json_ json_t *h = json_object();
     json_object_set_new(h, "alg", json_string(a->alg));
     if (header) {
@@ -67,18 +69,72 @@ int jws_sign(char **out, const json_t *header, const void *payload, size_t paylo
                 json_object_set(h, k, v);
         }
     }
-    _cleanup_free_ char *htext = js_dump_compact(h);
-    _cleanup_free_ char *h64 = b64url_encode(htext, strlen(htext));
-    _cleanup_free_ char *p64 = b64url_encode(payload, payload_size);
-    _cleanup_free_ char *input = xasprintf("%s.%s", h64, p64);
-    uint8_t sig[96];
-    int r = x509_ecdsa_sign_raw(sig, sig + a->int_size, a->int_size, X509_BIG_ENDIAN, priv, a->md,
-                                input, strlen(input), err);
+    return js_dump_compact(h);
+}
+
+int jws_signer_new(jws_signer **out, EVP_PKEY *priv, const json_t *header, cista_error **err)
+{
+    const jws_alg_info *a = priv ? alg_by_key(priv) : NULL;
+    if (!a)
+        return err_set(err, -ENOTSUP, "JWS: the signing key must be an EC P-256 or P-384 key");
+    if (header && !json_is_object(header))
+        return err_set(err, -EINVAL, "JWS: the header must be a JSON object");
+    x509_ecdsa_signer *es = NULL;
+    int r = x509_ecdsa_signer_new(&es, priv, a->md, err);
     if (r < 0)
         return err_wrap(err, "JWS %s signature", a->alg);
-    _cleanup_free_ char *s64 = b64url_encode(sig, 2 * a->int_size);
-    *out = xasprintf("%s.%s", input, s64);
+    _cleanup_free_ char *htext = header_text(a, header);
+    size_t hlen = strlen(htext);
+    jws_signer *s = xzalloc(sizeof(*s));
+    s->a = a;
+    s->es = es;
+    s->prefix = xmalloc(b64url_encoded_len(hlen) + 2);
+    s->prefix_len = b64url_encode_to(s->prefix, htext, hlen);
+    s->prefix[s->prefix_len++] = '.';
+    s->prefix[s->prefix_len] = 0;
+    *out = s;
     return 0;
+}
+
+void jws_signer_free(jws_signer *s)
+{
+    if (!s)
+        return;
+    x509_ecdsa_signer_free(s->es);
+    free(s->prefix);
+    free(s);
+}
+
+int jws_signer_sign(char **out, const jws_signer *s, const void *payload, size_t payload_size,
+                    cista_error **err)
+{
+    size_t sig_size = 2 * s->a->int_size;
+    size_t cap =
+        s->prefix_len + b64url_encoded_len(payload_size) + 1 + b64url_encoded_len(sig_size) + 1;
+    _cleanup_free_ char *jws = xmalloc(cap);
+    memcpy(jws, s->prefix, s->prefix_len);
+    size_t n = s->prefix_len + b64url_encode_to(jws + s->prefix_len, payload, payload_size);
+    uint8_t sig[96];
+    int r = x509_ecdsa_signer_sign(s->es, sig, sig + s->a->int_size, s->a->int_size,
+                                   X509_BIG_ENDIAN, jws, n, err);
+    if (r < 0)
+        return err_wrap(err, "JWS %s signature", s->a->alg);
+    jws[n++] = '.';
+    b64url_encode_to(jws + n, sig, sig_size);
+    *out = steal_ptr(&jws);
+    return 0;
+}
+
+int jws_sign(char **out, const json_t *header, const void *payload, size_t payload_size,
+             EVP_PKEY *priv, cista_error **err)
+{
+    jws_signer *s = NULL;
+    int r = jws_signer_new(&s, priv, header, err);
+    if (r < 0)
+        return r;
+    r = jws_signer_sign(out, s, payload, payload_size, err);
+    jws_signer_free(s);
+    return r;
 }
 
 /* Split a compact JWS into its three parts; offsets into @jws. */

@@ -34,6 +34,18 @@ int jws_sign(char **out, const json_t *header, const void *payload, size_t paylo
              EVP_PKEY *priv, cista_error **err) __attribute__((warn_unused_result));
 
 /*
+ * jws_sign() for many payloads under one key and header (the KBS's tokens): the header is
+ * encoded and the signing context prepared once. Thread-safe; the signer holds a reference to
+ * @priv. jws_signer_sign() gives what jws_sign() with the same key and header gives.
+ */
+typedef struct jws_signer jws_signer;
+int jws_signer_new(jws_signer **out, EVP_PKEY *priv, const json_t *header, cista_error **err)
+    __attribute__((warn_unused_result));
+int jws_signer_sign(char **out, const jws_signer *s, const void *payload, size_t payload_size,
+                    cista_error **err) __attribute__((warn_unused_result));
+void jws_signer_free(jws_signer *s);
+
+/*
  * Verify the compact JWS @jws (@size bytes, no NUL needed) with the EC
  * public key @pub. @algs is a NULL-terminated list of accepted "alg" values
  * ("ES256", "ES384"); NULL accepts both. On success *out_payload (NUL-

@@ -553,7 +553,7 @@ static int ecdsa_args(const EVP_MD **out, const char *md, EVP_PKEY *key, const c
         return err_set(err, -EINVAL, "ECDSA: unsupported digest %s", md ? md : "(null)");
     if (!key || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC)
         return err_set(err, -EINVAL, "ECDSA: the %s key is not an EC key", role);
-    if (int_size == 0 || int_size > 256)
+    if (int_size == 0 || int_size > X509_ECDSA_INT_MAX)
         return err_set(err, -EINVAL, "ECDSA: bad integer size %zu", int_size);
     return 0;
 }
@@ -599,31 +599,90 @@ static int bn_out(uint8_t *out, size_t n, const BIGNUM *bn, x509_endian endian)
     return w == (int)n ? 0 : -1;
 }
 
-int x509_ecdsa_sign_raw(uint8_t *r, uint8_t *s, size_t int_size, x509_endian endian, EVP_PKEY *priv,
-                        const char *md, const void *msg, size_t msg_size, cista_error **err)
+/* The DER ECDSA-Sig-Value @der as r and s, each @int_size bytes in @endian order. */
+static int der_to_raw(uint8_t *r, uint8_t *s, size_t int_size, x509_endian endian,
+                      const uint8_t *der, size_t der_len, cista_error **err)
 {
-    const EVP_MD *m = NULL;
-    int rc = ecdsa_args(&m, md, priv, "signing", int_size, err);
-    if (rc < 0)
-        return rc;
-    __attribute__((cleanup(md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx)
-        abort();
-    size_t der_len = 0;
-    if (EVP_DigestSignInit(ctx, NULL, m, NULL, priv) != 1 ||
-        EVP_DigestSign(ctx, NULL, &der_len, msg, msg_size) != 1)
-        return err_set_ssl(err, -EINVAL, "ECDSA: cannot sign");
-    _cleanup_free_ uint8_t *der = xmalloc(der_len);
-    if (EVP_DigestSign(ctx, der, &der_len, msg, msg_size) != 1)
-        return err_set_ssl(err, -EIO, "ECDSA: signing failed");
     const unsigned char *p = der;
     ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
     if (!sig)
         return err_set_ssl(err, -EIO, "ECDSA: cannot decode our own signature");
+    int rc = 0;
     if (bn_out(r, int_size, ECDSA_SIG_get0_r(sig), endian) < 0 ||
         bn_out(s, int_size, ECDSA_SIG_get0_s(sig), endian) < 0)
         rc = err_set(err, -EINVAL, "ECDSA: %zu-byte integers are too small for this curve",
                      int_size);
     ECDSA_SIG_free(sig);
+    return rc;
+}
+
+/* Largest DER signature: P-521's, 2 * (66 + 1 + 2) + 3 bytes. */
+#define ECDSA_DER_MAX 160
+
+struct x509_ecdsa_signer {
+    /* Initialised for signing with the digest set, then only duplicated: OpenSSL fetches the
+     * signature algorithm once, here, instead of under its method-store lock per signature. */
+    EVP_PKEY_CTX *tmpl;
+    const EVP_MD *md;
+};
+
+int x509_ecdsa_signer_new(x509_ecdsa_signer **out, EVP_PKEY *priv, const char *md,
+                          cista_error **err)
+{
+    const EVP_MD *m = NULL;
+    int rc = ecdsa_args(&m, md, priv, "signing", 1, err);
+    if (rc < 0)
+        return rc;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
+    if (!ctx)
+        abort();
+    int size = EVP_PKEY_get_size(priv);
+    if (EVP_PKEY_sign_init(ctx) != 1 || EVP_PKEY_CTX_set_signature_md(ctx, m) != 1 || size <= 0 ||
+        size > ECDSA_DER_MAX) {
+        EVP_PKEY_CTX_free(ctx);
+        return err_set_ssl(err, -EINVAL, "ECDSA: cannot sign with this key");
+    }
+    x509_ecdsa_signer *sg = xzalloc(sizeof(*sg));
+    sg->tmpl = ctx;
+    sg->md = m;
+    *out = sg;
+    return 0;
+}
+
+void x509_ecdsa_signer_free(x509_ecdsa_signer *sg)
+{
+    if (!sg)
+        return;
+    EVP_PKEY_CTX_free(sg->tmpl);
+    free(sg);
+}
+
+int x509_ecdsa_signer_sign(const x509_ecdsa_signer *sg, uint8_t *r, uint8_t *s, size_t int_size,
+                           x509_endian endian, const void *msg, size_t msg_size, cista_error **err)
+{
+    if (int_size == 0 || int_size > X509_ECDSA_INT_MAX)
+        return err_set(err, -EINVAL, "ECDSA: bad integer size %zu", int_size);
+    uint8_t digest[EVP_MAX_MD_SIZE], der[ECDSA_DER_MAX];
+    unsigned digest_len = 0;
+    size_t der_len = sizeof(der);
+    if (EVP_Digest(msg, msg_size, digest, &digest_len, sg->md, NULL) != 1)
+        return err_set_ssl(err, -EIO, "ECDSA: cannot hash the message");
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_dup(sg->tmpl);
+    int ok = ctx && EVP_PKEY_sign(ctx, der, &der_len, digest, digest_len) == 1;
+    EVP_PKEY_CTX_free(ctx);
+    if (!ok)
+        return err_set_ssl(err, -EIO, "ECDSA: signing failed");
+    return der_to_raw(r, s, int_size, endian, der, der_len, err);
+}
+
+int x509_ecdsa_sign_raw(uint8_t *r, uint8_t *s, size_t int_size, x509_endian endian, EVP_PKEY *priv,
+                        const char *md, const void *msg, size_t msg_size, cista_error **err)
+{
+    x509_ecdsa_signer *sg = NULL;
+    int rc = x509_ecdsa_signer_new(&sg, priv, md, err);
+    if (rc < 0)
+        return rc;
+    rc = x509_ecdsa_signer_sign(sg, r, s, int_size, endian, msg, msg_size, err);
+    x509_ecdsa_signer_free(sg);
     return rc;
 }

@@ -134,9 +134,24 @@ typedef enum { X509_BIG_ENDIAN = 0, X509_LITTLE_ENDIAN = 1 } x509_endian;
 int x509_ecdsa_verify_raw(EVP_PKEY *pub, const char *md, const void *msg, size_t msg_size,
                           const uint8_t *r, const uint8_t *s, size_t int_size, x509_endian endian,
                           cista_error **err) __attribute__((warn_unused_result));
+/* Largest @int_size the raw-ECDSA functions take. */
+#define X509_ECDSA_INT_MAX 256
 /* Sign; writes r and s zero-padded to @int_size bytes each in @endian order. */
 int x509_ecdsa_sign_raw(uint8_t *r, uint8_t *s, size_t int_size, x509_endian endian, EVP_PKEY *priv,
                         const char *md, const void *msg, size_t msg_size, cista_error **err)
     __attribute__((warn_unused_result));
+
+/*
+ * x509_ecdsa_sign_raw() for a key that signs many messages (the KBS token key): the signing
+ * context is set up once, so a signature costs about the curve arithmetic alone. Thread-safe:
+ * each signature works on its own copy of the prepared context, which holds a reference to @priv.
+ */
+typedef struct x509_ecdsa_signer x509_ecdsa_signer;
+int x509_ecdsa_signer_new(x509_ecdsa_signer **out, EVP_PKEY *priv, const char *md,
+                          cista_error **err) __attribute__((warn_unused_result));
+int x509_ecdsa_signer_sign(const x509_ecdsa_signer *sg, uint8_t *r, uint8_t *s, size_t int_size,
+                           x509_endian endian, const void *msg, size_t msg_size, cista_error **err)
+    __attribute__((warn_unused_result));
+void x509_ecdsa_signer_free(x509_ecdsa_signer *sg);
 
 #endif

@@ -82,6 +82,38 @@ static void reply_json(kbs_response *resp, int status, const json_t *o)
     resp->content_type = "application/json";
 }
 
+/* {"token": @token}, written directly: the token is ~2 KiB that jansson would copy and scan per
+ * character twice (into a string node, then out again). */
+static void reply_token(kbs_response *resp, const char *token)
+{
+    buf_reset(&resp->body);
+    buf_puts(&resp->body, "{\"token\":");
+    js_buf_put_string(&resp->body, token, strlen(token), false);
+    buf_puts(&resp->body, "}");
+    resp->status = 200;
+    resp->content_type = "application/json";
+}
+
+/* The /auth challenge {"nonce", "extra-params"}, written directly as reply_token() is. */
+static void reply_challenge(kbs_response *resp, const char *nonce, kbs_proto proto,
+                            crypto_hash_alg hash)
+{
+    cbuf *b = &resp->body;
+    buf_reset(b);
+    buf_puts(b, "{\"nonce\":");
+    js_buf_put_string(b, nonce, strlen(nonce), false);
+    if (proto == KBS_PROTO_V2) {
+        buf_puts(b, ",\"extra-params\":\"\"}");
+    } else {
+        const char *name = crypto_hash_name(hash);
+        buf_puts(b, ",\"extra-params\":{\"selected-hash-algorithm\":");
+        js_buf_put_string(b, name, strlen(name), false);
+        buf_puts(b, "}}");
+    }
+    resp->status = 200;
+    resp->content_type = "application/json";
+}
+
 static void audit(kbs_ctx *c, const kbs_request *req, const char *event, const char *tee,
                   const char *digest, const char *resource, const char *decision,
                   const char *reason)
@@ -138,10 +170,10 @@ static int sess_consume(kbs_ctx *c, const char *id, time_t now)
 }
 
 static int sess_set_token(kbs_ctx *c, const char *id, const char *token, json_t *payload,
-                          time_t exp)
+                          EVP_PKEY *tee_key, time_t exp)
 {
     if (c->sh->sessions)
-        return kbs_sessions_set_token(c->sh->sessions, id, token, payload, exp);
+        return kbs_sessions_set_token(c->sh->sessions, id, token, payload, tee_key, exp);
     cista_error *e = NULL;
     int r = kbs_store_session_set_token(c->store, id, token, exp, &e);
     err_free(e);
@@ -223,11 +255,7 @@ static void handle_auth(kbs_ctx *c, const kbs_request *req, kbs_response *resp)
         return;
     }
     _cleanup_free_ char *nonce = b64_encode(s.nonce, sizeof(s.nonce));
-    json_t *extra = a.proto == KBS_PROTO_V2 ? json_string("")
-                                            : json_pack("{s:s}", "selected-hash-algorithm",
-                                                        crypto_hash_name((crypto_hash_alg)a.hash));
-    _cleanup_json_ json_t *o = json_pack("{s:s,s:o}", "nonce", nonce, "extra-params", extra);
-    reply_json(resp, 200, o);
+    reply_challenge(resp, nonce, a.proto, (crypto_hash_alg)a.hash);
     resp->set_cookie = xasprintf(KBS_COOKIE "=%s; Path=/kbs/v0; Max-Age=%u; HttpOnly; "
                                             "SameSite=Strict%s",
                                  s.id, c->sh->cfg->nonce_lifetime, req->tls ? "; Secure" : "");
@@ -449,36 +477,35 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
     }
     {
         _cleanup_free_ char *rvtext = NULL;
-        _cleanup_refvals_ pol_refvals *rv = NULL;
+        kbs_parsed_ref *rv = NULL;
         cista_error *e2 = NULL;
         int gr = kbs__doc_cache_get(c->sh->docs, c->store, &rvtext, "refvals", "default", &e2);
         if (gr < 0 && gr != -ENOENT) {
             /* unreadable (or modified outside the KBS): appraised as having none */
             _cleanup_free_ char *s2 = err_str(e2);
             log_error("reference values: %s", s2);
-        } else if (gr == 0 && pol_refvals_parse(&rv, rvtext, strlen(rvtext), &e2) < 0) {
+        } else if (gr == 0 && kbs__doc_cache_refvals(c->sh->docs, &rv, rvtext, &e2) < 0) {
             _cleanup_free_ char *s2 = err_str(e2);
             log_error("stored reference values do not parse: %s", s2);
         }
         err_free(e2);
-        if ((r = pol_appraise(&ap, rv, claims, init_hex, &err)) < 0)
+        r = pol_appraise(&ap, rv ? kbs__parsed_refvals(rv) : NULL, claims, init_hex, &err);
+        kbs__parsed_ref_put(rv);
+        if (r < 0)
             goto deny;
     }
     if (ap.status == POL_CONTRAINDICATED && c->sh->cfg->reject_contraindicated) {
         r = err_set(&err, -EPERM, "appraisal: contraindicated: %s", ap.reason);
         goto deny;
     }
-    if ((r = kbs_token_issue_hdr(&token, &payload, c->sh->sign_key, c->sh->token_hdr, claims,
-                                 pol_status_name(ap.status), ap.reason, a.tee_pubkey, nonce,
-                                 init_hex, c->sh->cfg->token_lifetime, now, &err)) < 0) {
+    if ((r = kbs_token_issue_with(&token, &payload, c->sh->token_signer, claims,
+                                  pol_status_name(ap.status), ap.reason, a.tee_pubkey, nonce,
+                                  init_hex, c->sh->cfg->token_lifetime, now, &err)) < 0) {
         fail_kind = "InternalError";
         goto deny;
     }
-    sess_set_token(c, id, token, payload, now + c->sh->cfg->token_lifetime);
-    {
-        _cleanup_json_ json_t *o = json_pack("{s:s}", "token", token);
-        reply_json(resp, 200, o);
-    }
+    sess_set_token(c, id, token, payload, a.tee_key, now + c->sh->cfg->token_lifetime);
+    reply_token(resp, token);
     {
         _cleanup_free_ char *why =
             xasprintf("token issued: appraisal %s%s%s", pol_status_name(ap.status),
@@ -534,11 +561,12 @@ static int find_policy(kbs_ctx *c, char **out_text, char **out_key, const char *
  * an attested session) that verifies, a valid path, and the release policy of @path allowing the
  * token's claims. On refusal the response and the audit entry (@event) are written and false is
  * returned. On success *out_payload (new reference), *out_tee (owned), *out_why (owned: "policy
- * KEY: reason") are set.
+ * KEY: reason") are set, and *out_key (when @out_key is not NULL) to the payload's tee-pubkey as
+ * the attestation imported it if the session holds it (a new reference), else NULL.
  */
 static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
                             const char *path, const char *event, json_t **out_payload,
-                            char **out_tee, char **out_why)
+                            EVP_PKEY **out_key, char **out_tee, char **out_why)
 {
     cista_error *err = NULL;
     /* first: an invalid path (control bytes, "..") never reaches the audit log or the store */
@@ -561,6 +589,7 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     bool memory = c->sh->sessions != NULL;
     char *sess_token = NULL;
     _cleanup_json_ json_t *payload = NULL;
+    _cleanup_pkey_ EVP_PKEY *tee_key = NULL;
     if (!tok || memory) {
         char id[KBS_SESSION_ID_LEN + 1];
         kbs_session s;
@@ -569,6 +598,7 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
             s.state == KBS_SESSION_ATTESTED && s.token) {
             sess_token = steal_ptr(&s.token);
             payload = steal_ptr(&s.payload);
+            tee_key = steal_ptr(&s.tee_key);
         }
         kbs_session_clear(&s);
     }
@@ -594,6 +624,7 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         r = kbs_token_check_issued(payload, now, &err);
     } else {
         json_decref(steal_ptr(&payload));
+        EVP_PKEY_free(steal_ptr(&tee_key));
         r = held ? kbs_token_decode_issued(&payload, token, strlen(token), now, &err)
                  : kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
     }
@@ -630,11 +661,14 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         audit(c, req, event, tee, NULL, path, "error", "release policy unreadable (store error)");
         return false;
     }
-    _cleanup_release_ pol_release *pol = NULL;
+    kbs_parsed_ref *pol = NULL;
     bool allow = false;
     _cleanup_free_ char *reason = NULL;
-    if (pol_release_parse(&pol, ptext, strlen(ptext), &err) < 0 ||
-        pol_release_eval(&allow, &reason, pol, input, &err) < 0) {
+    int pr = kbs__doc_cache_policy(c->sh->docs, &pol, ptext, &err);
+    if (pr == 0)
+        pr = pol_release_eval(&allow, &reason, kbs__parsed_policy(pol), input, &err);
+    kbs__parsed_ref_put(pol);
+    if (pr < 0) {
         _cleanup_free_ char *s = err_str(err);
         problem(resp, 403, "PolicyDeny", "release policy %s is unusable (denying): %s", pkey, s);
         audit(c, req, event, tee, NULL, path, "deny", s);
@@ -650,7 +684,41 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     *out_tee = tee ? xstrdup(tee) : NULL;
     *out_why = xasprintf("%s: %s", pkey, reason);
     *out_payload = steal_ptr(&payload);
+    if (out_key)
+        *out_key = steal_ptr(&tee_key);
     return true;
+}
+
+/* @value as a JWE to the token's tee-pubkey: @held_key when the session holds it, else imported. */
+static int release_jwe(char **out, const json_t *payload, EVP_PKEY *held_key, const uint8_t *value,
+                       size_t vsize, cista_error **err)
+{
+    const json_t *jwk = kbs_token_tee_pubkey(payload);
+    _cleanup_pkey_ EVP_PKEY *imported = NULL;
+    /* Validated once at import; ECDH need not repeat the check (a scalar multiplication). */
+    int r = held_key ? 0 : jwk_to_key_partial(&imported, jwk, err);
+    if (r < 0)
+        return r;
+    EVP_PKEY *pk = held_key ? held_key : imported;
+    const char *alg = json_string_value(json_object_get(jwk, "alg"));
+    jwe_key k = {.pkey = pk, .pkey_checked = true};
+    if (crypto_key_is_ec(pk))
+        k.alg = "ECDH-ES+A256KW";
+    else
+        k.alg = alg && !strcmp(alg, "RSA-OAEP") ? "RSA-OAEP" : "RSA-OAEP-256";
+    return jwe_encrypt(out, value, vsize, &k, 1, "A256GCM", JWE_FLATTENED, err);
+}
+
+/* kbs_store_get_resource() with the stored (sealed) value read through the document cache. */
+static int get_resource(kbs_ctx *c, uint8_t **out, size_t *out_size, const char *path,
+                        cista_error **err)
+{
+    _cleanup_free_ uint8_t *sealed = NULL;
+    size_t sealed_size = 0;
+    int r = kbs__doc_cache_get_sealed(c->sh->docs, c->store, &sealed, &sealed_size, path, err);
+    if (r < 0)
+        return r;
+    return kbs_store_unseal(c->store, out, out_size, path, sealed, sealed_size, err);
 }
 
 static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
@@ -658,13 +726,14 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
 {
     cista_error *err = NULL;
     _cleanup_json_ json_t *payload = NULL;
+    _cleanup_pkey_ EVP_PKEY *held_key = NULL;
     _cleanup_free_ char *tee = NULL, *allowed = NULL;
-    if (!guest_authorize(c, req, resp, path, "resource", &payload, &tee, &allowed))
+    if (!guest_authorize(c, req, resp, path, "resource", &payload, &held_key, &tee, &allowed))
         return;
     int r;
     uint8_t *value = NULL;
     size_t vsize = 0;
-    if ((r = kbs_store_get_resource(c->store, &value, &vsize, path, &err)) < 0) {
+    if ((r = get_resource(c, &value, &vsize, path, &err)) < 0) {
         if (r == -ENOENT)
             problem(resp, 404, "ResourceNotFound", "resource %s does not exist", path);
         else
@@ -674,21 +743,8 @@ static void handle_resource_get(kbs_ctx *c, const kbs_request *req, kbs_response
         err_free(err);
         return;
     }
-    const json_t *jwk = kbs_token_tee_pubkey(payload);
-    EVP_PKEY *pk = NULL;
     _cleanup_free_ char *jwe = NULL;
-    /* Validated once at import; ECDH need not repeat the check (a scalar multiplication). */
-    r = jwk_to_key_partial(&pk, jwk, &err);
-    if (r == 0) {
-        const char *alg = json_string_value(json_object_get(jwk, "alg"));
-        jwe_key k = {.pkey = pk, .pkey_checked = true};
-        if (crypto_key_is_ec(pk))
-            k.alg = "ECDH-ES+A256KW";
-        else
-            k.alg = alg && !strcmp(alg, "RSA-OAEP") ? "RSA-OAEP" : "RSA-OAEP-256";
-        r = jwe_encrypt(&jwe, value, vsize, &k, 1, "A256GCM", JWE_FLATTENED, &err);
-    }
-    EVP_PKEY_free(pk);
+    r = release_jwe(&jwe, payload, held_key, value, vsize, &err);
     crypto_free_secret(value, vsize);
     if (r < 0) {
         problem_err(resp, 500, "JweError", err);
@@ -750,7 +806,7 @@ static void handle_counter(kbs_ctx *c, const kbs_request *req, kbs_response *res
     cista_error *err = NULL;
     _cleanup_json_ json_t *payload = NULL;
     _cleanup_free_ char *tee = NULL, *allowed = NULL;
-    if (!guest_authorize(c, req, resp, path, "counter", &payload, &tee, &allowed))
+    if (!guest_authorize(c, req, resp, path, "counter", &payload, NULL, &tee, &allowed))
         return;
     kbs_counter cur;
     memset(&cur, 0, sizeof(cur));
@@ -1067,9 +1123,11 @@ static void admin_resource(kbs_ctx *c, const kbs_request *req, kbs_response *res
         admin_done(c, req, resp, r, err, "get-resource", path);
     } else if (!strcmp(req->method, "DELETE")) {
         r = kbs_store_delete_resource(c->store, path, &err);
+        kbs__doc_cache_invalidate(c->sh->docs);
         admin_done(c, req, resp, r, err, "delete-resource", path);
     } else {
         r = kbs_store_put_resource(c->store, path, req->body, req->body_size, &err);
+        kbs__doc_cache_invalidate(c->sh->docs);
         admin_done(c, req, resp, r, err, "put-resource", path);
     }
 }
@@ -1216,7 +1274,7 @@ void kbs__shared_free(kbs_shared *sh)
     if (!sh)
         return;
     EVP_PKEY_free(sh->sign_key);
-    json_decref(sh->token_hdr);
+    jws_signer_free(sh->token_signer);
     EVP_PKEY_free(sh->admin_pub);
     free_keys(sh->sim_keys, sh->sim_key_count);
     free_keys(sh->tpm_aks, sh->tpm_ak_count);
@@ -1248,7 +1306,7 @@ int kbs__shared_new(kbs_shared **out, const kbs_config *cfg, cista_error **err)
                     cfg->signing_key_file);
         goto fail;
     }
-    if ((r = kbs_token_header(&sh->token_hdr, sh->sign_key, err)) < 0)
+    if ((r = kbs_token_signer(&sh->token_signer, sh->sign_key, err)) < 0)
         goto fail;
     if (cfg->admin_pubkey_file &&
         (r = crypto_key_load_file(&sh->admin_pub, cfg->admin_pubkey_file, false, err)) < 0)

@@ -89,39 +89,7 @@ static int member_cmp(const void *pa, const void *pb)
 
 static void put_string(cbuf *b, const char *s, size_t n)
 {
-    buf_put(b, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"':
-            buf_puts(b, "\\\"");
-            break;
-        case '\\':
-            buf_puts(b, "\\\\");
-            break;
-        case '\b':
-            buf_puts(b, "\\b");
-            break;
-        case '\f':
-            buf_puts(b, "\\f");
-            break;
-        case '\n':
-            buf_puts(b, "\\n");
-            break;
-        case '\r':
-            buf_puts(b, "\\r");
-            break;
-        case '\t':
-            buf_puts(b, "\\t");
-            break;
-        default:
-            if (c < 0x20)
-                buf_printf(b, "\\u%04x", c);
-            else
-                buf_put(b, &s[i], 1);
-        }
-    }
-    buf_put(b, "\"", 1);
+    js_buf_put_string(b, s, n, true);
 }
 
 /* ECMAScript Number::toString for a finite double. */

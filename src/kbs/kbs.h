@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include "crypto/crypto.h"
+#include "crypto/jws.h"
 #include "evidence/ev.h"
 #include "util/buf.h"
 #include "util/err.h"
@@ -157,6 +158,7 @@ typedef struct {
     uint8_t *aux; /* owned, may be NULL */
     size_t aux_size;
     ev_collateral *certs; /* certificates that came with the evidence (owned), or NULL */
+    EVP_PKEY *tee_key;    /* tee_pubkey as imported and validated by the parser (owned) */
 } kbs_attest_req;
 
 void kbs_attest_req_clear(kbs_attest_req *a);
@@ -205,6 +207,10 @@ typedef struct {
      * on the session needs neither to decode the token nor to parse its JSON again. Never
      * modified once set, so threads share it by reference (jansson's counts are atomic). */
     json_t *payload;
+    /* The payload's tee-pubkey as the attestation imported and validated it (memory table only,
+     * else NULL), so a release encrypts to it without importing it again. Shared by reference
+     * like @payload: OpenSSL keys are safe to use from several threads once built. */
+    EVP_PKEY *tee_key;
 } kbs_session;
 
 typedef struct kbs_sessions kbs_sessions;
@@ -221,10 +227,10 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
 int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t now);
 /* Atomically move CHALLENGED → USED. -EALREADY when the nonce was used, -ENOENT, -ETIMEDOUT. */
 int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now);
-/* Mark attested with @token (copied) and its @payload (a reference taken; may be NULL), valid
- * until @expires. */
+/* Mark attested with @token (copied), its @payload and @tee_key (references taken; may be NULL),
+ * valid until @expires. */
 int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, json_t *payload,
-                           time_t expires);
+                           EVP_PKEY *tee_key, time_t expires);
 size_t kbs_sessions_count(kbs_sessions *t);
 /* Bytes held by the table per idle (challenged) session, for the benchmark. */
 size_t kbs_sessions_idle_bytes(void);
@@ -249,17 +255,24 @@ int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char 
     __attribute__((warn_unused_result));
 /*
  * The protected header kbs_token_issue() signs with @key: {"typ": "JWT", "kid": RFC 7638
- * thumbprint, "jwk"}. New reference. Constant per key: a server computes it once and passes it
- * to kbs_token_issue_hdr() (the JWK export and thumbprint cost ~15 us per token otherwise).
+ * thumbprint, "jwk"}. New reference. Constant per key: a server encodes it once, in its
+ * kbs_token_signer() (the JWK export and thumbprint cost ~15 us per token otherwise).
  */
 int kbs_token_header(json_t **out, EVP_PKEY *key, cista_error **err)
     __attribute__((warn_unused_result));
-/* kbs_token_issue() with @hdr = kbs_token_header(@key) (borrowed). When @out_payload is not
- * NULL it receives the signed payload (new reference; the caller must not modify it). */
-int kbs_token_issue_hdr(char **out, json_t **out_payload, EVP_PKEY *key, const json_t *hdr,
-                        const json_t *claims, const char *status, const char *reason,
-                        const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
-                        unsigned lifetime, time_t now, cista_error **err)
+/* A signer for kbs_token_issue_with(): @key with the header kbs_token_header(@key). */
+int kbs_token_signer(jws_signer **out, EVP_PKEY *key, cista_error **err)
+    __attribute__((warn_unused_result));
+/*
+ * kbs_token_issue() with a signer made once by kbs_token_signer() (borrowed; thread-safe). When
+ * @out_payload is not NULL it receives the signed payload (new reference; the caller must not
+ * modify it). The payload shares @claims' members by reference: they must not be modified
+ * afterwards either.
+ */
+int kbs_token_issue_with(char **out, json_t **out_payload, const jws_signer *signer,
+                         const json_t *claims, const char *status, const char *reason,
+                         const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
+                         unsigned lifetime, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
 /*
  * Verify a token issued by kbs_token_issue() with @key: signature, issuer,
@@ -276,7 +289,7 @@ int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size
  */
 int kbs_token_decode_issued(json_t **out, const char *token, size_t size, time_t now,
                             cista_error **err) __attribute__((warn_unused_result));
-/* The issuer and time checks of kbs_token_decode_issued() on a payload kbs_token_issue_hdr()
+/* The issuer and time checks of kbs_token_decode_issued() on a payload kbs_token_issue_with()
  * returned and the caller has held since. */
 int kbs_token_check_issued(const json_t *payload, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
@@ -284,7 +297,7 @@ int kbs_token_check_issued(const json_t *payload, time_t now, cista_error **err)
  * The document release policies evaluate, built from a verified token
  * payload: the annotated evidence claims, plus "appraisal": {"status",
  * "reason"}, "init_data", and "resource": {"path", "repository", "type",
- * "tag"}. New reference.
+ * "tag"}. New reference, whose members share @payload's by reference: neither may be modified.
  */
 json_t *kbs_token_policy_input(const json_t *payload, const char *resource_path);
 /* The tee-pubkey JWK inside a verified payload (borrowed), or NULL. */

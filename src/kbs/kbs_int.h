@@ -9,6 +9,7 @@
 #include "evidence/ev.h"
 #include "kbs/kbs.h"
 #include "kbs/store.h"
+#include "policy/appraisal.h"
 
 /* ---- group commit of audit entries (commit.c) ---- */
 
@@ -49,9 +50,36 @@ void kbs__doc_cache_free(kbs_doc_cache *dc);
 /* kbs_store_get_doc() through the cache (-ENOENT cached too). Caller frees *out. */
 int kbs__doc_cache_get(kbs_doc_cache *dc, kbs_store *st, char **out, const char *ns,
                        const char *key, cista_error **err);
-/* Call after every write of a policy or the reference values. */
+/* Call after every write of a policy, the reference values or a resource. */
 void kbs__doc_cache_invalidate(kbs_doc_cache *dc);
 void kbs__doc_cache_stats(kbs_doc_cache *dc, uint64_t *out_hits, uint64_t *out_misses);
+
+/* ---- sealed resources and parsed documents in the document cache (doccache.c) ---- */
+
+/*
+ * kbs_store_get_sealed() through the cache, with the TTL and invalidation of the documents:
+ * what a release reads per request is the stored (encrypted) value, decrypted by the caller
+ * (kbs_store_unseal()) every time. Misses are cached too; values over 64 KiB are not kept.
+ * Caller frees *out. Thread-safe.
+ */
+int kbs__doc_cache_get_sealed(kbs_doc_cache *dc, kbs_store *st, uint8_t **out, size_t *out_size,
+                              const char *path, cista_error **err)
+    __attribute__((warn_unused_result));
+
+/* One reader's hold on a parsed release policy or reference-values document. */
+typedef struct kbs_parsed_ref kbs_parsed_ref;
+/*
+ * pol_release_parse(@text) / pol_refvals_parse(@text), parsed once per distinct text and shared:
+ * *out is a new reference (kbs__parsed_ref_put() it once used). A text that does not parse fails
+ * as the parser does and is not kept.
+ */
+int kbs__doc_cache_policy(kbs_doc_cache *dc, kbs_parsed_ref **out, const char *text,
+                          cista_error **err) __attribute__((warn_unused_result));
+int kbs__doc_cache_refvals(kbs_doc_cache *dc, kbs_parsed_ref **out, const char *text,
+                           cista_error **err) __attribute__((warn_unused_result));
+const pol_release *kbs__parsed_policy(const kbs_parsed_ref *ref);
+const pol_refvals *kbs__parsed_refvals(const kbs_parsed_ref *ref);
+void kbs__parsed_ref_put(kbs_parsed_ref *ref);
 
 /*
  * The configured collateral of one TEE (config "collateral"), loaded once: its certificates are
@@ -76,8 +104,8 @@ typedef struct {
 typedef struct {
     const kbs_config *cfg;
     EVP_PKEY *sign_key;
-    json_t *token_hdr;   /* kbs_token_header(sign_key), computed once */
-    EVP_PKEY *admin_pub; /* NULL: every admin call is refused */
+    jws_signer *token_signer; /* kbs_token_signer(sign_key), prepared once */
+    EVP_PKEY *admin_pub;      /* NULL: every admin call is refused */
     EVP_PKEY **sim_keys;
     size_t sim_key_count;
     EVP_PKEY **tpm_aks;

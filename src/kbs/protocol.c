@@ -117,6 +117,7 @@ void kbs_attest_req_clear(kbs_attest_req *a)
     free(a->evidence);
     free(a->aux);
     ev_collateral_free(a->certs);
+    EVP_PKEY_free(a->tee_key);
     memset(a, 0, sizeof(*a));
 }
 
@@ -425,7 +426,8 @@ static bool short_strings(const json_t *a, size_t max)
     return true;
 }
 
-static int check_jwk(const json_t *jwk, cista_error **err)
+/* The tee-pubkey, checked and imported into *out. */
+static int check_jwk(EVP_PKEY **out, const json_t *jwk, cista_error **err)
 {
     if (!json_is_object(jwk))
         return err_set(err, -EINVAL, "attest request: tee-pubkey must be a JWK object");
@@ -457,12 +459,10 @@ static int check_jwk(const json_t *jwk, cista_error **err)
                            "%d characters",
                            m, KBS_JWK_MEMBER_MAX);
     }
-    EVP_PKEY *k = NULL;
     /* Partial validation suffices on the prime-order curves JWKs may use (jose.h). */
-    int r = jwk_to_key_partial(&k, jwk, err);
+    int r = jwk_to_key_partial(out, jwk, err);
     if (r < 0)
         return err_wrap(err, "attest request: tee-pubkey");
-    EVP_PKEY_free(k);
     return 0;
 }
 
@@ -506,7 +506,7 @@ int kbs_parse_attest(kbs_attest_req *out, json_t **doc, kbs_proto proto, const c
                 goto fail;
         }
     }
-    if ((r = check_jwk(out->tee_pubkey, err)) < 0)
+    if ((r = check_jwk(&out->tee_key, out->tee_pubkey, err)) < 0)
         goto fail;
     if ((r = decode_evidence(out, pe, tee, err)) < 0)
         goto fail;

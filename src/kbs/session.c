@@ -87,11 +87,19 @@ kbs_sessions *kbs_sessions_new(size_t max)
     return t;
 }
 
+static EVP_PKEY *key_ref(EVP_PKEY *k)
+{
+    if (k && EVP_PKEY_up_ref(k) != 1)
+        abort();
+    return k;
+}
+
 void kbs_session_clear(kbs_session *s)
 {
     if (s->token)
         crypto_free_secret(s->token, strlen(s->token));
     json_decref(s->payload);
+    EVP_PKEY_free(s->tee_key);
     crypto_cleanse(s, sizeof(*s));
 }
 
@@ -193,6 +201,7 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     e->s = *s;
     e->s.token = s->token ? xstrdup(s->token) : NULL;
     e->s.payload = json_incref(s->payload);
+    e->s.tee_key = key_ref(s->tee_key);
     entry **b = &t->buckets[hash_id(s->id) % t->nbuckets];
     e->next = *b;
     *b = e;
@@ -220,6 +229,7 @@ int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t 
         *out = (*pp)->s;
         out->token = (*pp)->s.token ? xstrdup((*pp)->s.token) : NULL;
         out->payload = json_incref((*pp)->s.payload);
+        out->tee_key = key_ref((*pp)->s.tee_key);
     }
     pthread_mutex_unlock(&t->lock);
     return r;
@@ -245,7 +255,7 @@ int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now)
 }
 
 int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, json_t *payload,
-                           time_t expires)
+                           EVP_PKEY *tee_key, time_t expires)
 {
     pthread_mutex_lock(&t->lock);
     entry **pp = lookup(t, id);
@@ -260,6 +270,8 @@ int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, j
         e->s.token = xstrdup(token);
         json_decref(e->s.payload);
         e->s.payload = json_incref(payload);
+        EVP_PKEY_free(e->s.tee_key);
+        e->s.tee_key = key_ref(tee_key);
         e->s.state = KBS_SESSION_ATTESTED;
         e->s.expires = expires;
     }

@@ -217,15 +217,20 @@ int kbs_store_put_resource(kbs_store *s, const char *path, const void *data, siz
     return s->ops->kv_put(s->b, "resource", path, sealed, sealed_size, err);
 }
 
-int kbs_store_get_resource(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
-                           cista_error **err)
+int kbs_store_get_sealed(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
+                         cista_error **err)
 {
     int r = check_sealed(s, path, err);
     if (r < 0)
         return r;
-    _cleanup_free_ uint8_t *sealed = NULL;
-    size_t sealed_size = 0;
-    if ((r = s->ops->kv_get(s->b, &sealed, &sealed_size, "resource", path, err)) < 0)
+    return s->ops->kv_get(s->b, out, out_size, "resource", path, err);
+}
+
+int kbs_store_unseal(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
+                     const uint8_t *sealed, size_t sealed_size, cista_error **err)
+{
+    int r = check_sealed(s, path, err);
+    if (r < 0)
         return r;
     if (sealed_size < SEAL_HDR || sealed[0] != SEAL_VERSION)
         return err_set(err, -EBADMSG, "resource %s: stored value is malformed (%zu bytes)", path,
@@ -246,6 +251,17 @@ int kbs_store_get_resource(kbs_store *s, uint8_t **out, size_t *out_size, const 
     *out = pt;
     *out_size = n;
     return 0;
+}
+
+int kbs_store_get_resource(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
+                           cista_error **err)
+{
+    _cleanup_free_ uint8_t *sealed = NULL;
+    size_t sealed_size = 0;
+    int r = kbs_store_get_sealed(s, &sealed, &sealed_size, path, err);
+    if (r < 0)
+        return r;
+    return kbs_store_unseal(s, out, out_size, path, sealed, sealed_size, err);
 }
 
 int kbs_store_delete_resource(kbs_store *s, const char *path, cista_error **err)

@@ -75,6 +75,16 @@ int kbs_store_put_resource(kbs_store *s, const char *path, const void *data, siz
 /* *out is a secret: free with crypto_free_secret(*out, *out_size). -ENOENT when missing. */
 int kbs_store_get_resource(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
                            cista_error **err) __attribute__((warn_unused_result));
+/*
+ * kbs_store_get_resource() in two steps, for a cache of the stored form: the sealed value as
+ * stored (encrypted and authenticated, so not itself a secret; -ENOENT when missing; caller
+ * frees), and its decryption (*out as kbs_store_get_resource() gives it).
+ */
+int kbs_store_get_sealed(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
+                         cista_error **err) __attribute__((warn_unused_result));
+int kbs_store_unseal(kbs_store *s, uint8_t **out, size_t *out_size, const char *path,
+                     const uint8_t *sealed, size_t sealed_size, cista_error **err)
+    __attribute__((warn_unused_result));
 int kbs_store_delete_resource(kbs_store *s, const char *path, cista_error **err)
     __attribute__((warn_unused_result));
 /* Sorted array of resource paths. New reference. */

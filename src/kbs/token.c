@@ -43,48 +43,67 @@ int kbs_token_header(json_t **out, EVP_PKEY *key, cista_error **err)
     return 0;
 }
 
-int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char *status,
-                    const char *reason, const json_t *tee_pubkey, const char *nonce,
-                    const char *init_data_hex, unsigned lifetime, time_t now, cista_error **err)
+int kbs_token_signer(jws_signer **out, EVP_PKEY *key, cista_error **err)
 {
     _cleanup_json_ json_t *hdr = NULL;
     int r = kbs_token_header(&hdr, key, err);
     if (r < 0)
         return r;
-    return kbs_token_issue_hdr(out, NULL, key, hdr, claims, status, reason, tee_pubkey, nonce,
-                               init_data_hex, lifetime, now, err);
+    return jws_signer_new(out, key, hdr, err);
 }
 
-int kbs_token_issue_hdr(char **out, json_t **out_payload, EVP_PKEY *key, const json_t *hdr,
-                        const json_t *claims, const char *status, const char *reason,
-                        const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
-                        unsigned lifetime, time_t now, cista_error **err)
+int kbs_token_issue(char **out, EVP_PKEY *key, const json_t *claims, const char *status,
+                    const char *reason, const json_t *tee_pubkey, const char *nonce,
+                    const char *init_data_hex, unsigned lifetime, time_t now, cista_error **err)
 {
-    _cleanup_json_ json_t *ev = json_deep_copy(claims);
-    if (!json_is_object(ev))
-        return err_set(err, -EINVAL, "token: claims must be an object");
+    jws_signer *s = NULL;
+    int r = kbs_token_signer(&s, key, err);
+    if (r < 0)
+        return r;
+    r = kbs_token_issue_with(out, NULL, s, claims, status, reason, tee_pubkey, nonce, init_data_hex,
+                             lifetime, now, err);
+    jws_signer_free(s);
+    return r;
+}
+
+/* The EAR payload. A shallow copy of @claims: its members are shared, never modified. */
+static json_t *token_payload(const json_t *claims, const char *status, const char *reason,
+                             const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
+                             unsigned lifetime, time_t now)
+{
+    json_t *ev = json_copy((json_t *)claims);
     json_object_set_new(
         ev, "runtime_data_claims",
         json_pack("{s:O,s:s}", "tee-pubkey", tee_pubkey, "nonce", nonce ? nonce : ""));
     if (init_data_hex)
         json_object_set_new(ev, "init_data_digest", json_string(init_data_hex));
-    json_t *cpu0 =
-        json_pack("{s:s,s:s,s:o}", "ear.status", status, "ear.appraisal-policy-id",
-                  "cista-reference-values", "ear.veraison.annotated-evidence", json_incref(ev));
+    json_t *cpu0 = json_pack("{s:s,s:s,s:o}", "ear.status", status, "ear.appraisal-policy-id",
+                             "cista-reference-values", "ear.veraison.annotated-evidence", ev);
     if (reason)
         json_object_set_new(cpu0, "ear.cista.reason", json_string(reason));
     _cleanup_free_ char *jti = random_id();
+    return json_pack("{s:s,s:I,s:I,s:s,s:s,s:{s:s,s:s},s:{s:o}}", "iss", KBS_TOKEN_ISSUER, "iat",
+                     (json_int_t)now, "exp", (json_int_t)(now + lifetime), "jti", jti,
+                     "eat_profile", KBS_EAR_PROFILE, "ear.verifier-id", "developer", "cista",
+                     "build", "cista-kbs", "submods", "cpu0", cpu0);
+}
+
+int kbs_token_issue_with(char **out, json_t **out_payload, const jws_signer *signer,
+                         const json_t *claims, const char *status, const char *reason,
+                         const json_t *tee_pubkey, const char *nonce, const char *init_data_hex,
+                         unsigned lifetime, time_t now, cista_error **err)
+{
+    if (!json_is_object(claims))
+        return err_set(err, -EINVAL, "token: claims must be an object");
     _cleanup_json_ json_t *payload =
-        json_pack("{s:s,s:I,s:I,s:s,s:s,s:{s:s,s:s},s:{s:o}}", "iss", KBS_TOKEN_ISSUER, "iat",
-                  (json_int_t)now, "exp", (json_int_t)(now + lifetime), "jti", jti, "eat_profile",
-                  KBS_EAR_PROFILE, "ear.verifier-id", "developer", "cista", "build", "cista-kbs",
-                  "submods", "cpu0", cpu0);
-    _cleanup_free_ char *text = js_dump_compact(payload);
+        token_payload(claims, status, reason, tee_pubkey, nonce, init_data_hex, lifetime, now);
+    _cleanup_buf_ cbuf text = CBUF_INIT;
+    js_buf_put_compact(&text, payload);
     /* what verification accepts back, so a token never works by cookie and fails as a bearer */
-    if (!text || strlen(text) > JWS_MAX_SIZE / 2)
+    if (text.size > JWS_MAX_SIZE / 2)
         return err_set(err, -E2BIG, "token: the claims are too large for a token (%zu bytes)",
-                       text ? strlen(text) : 0);
-    int r = jws_sign(out, hdr, text, strlen(text), key, err);
+                       text.size);
+    int r = jws_signer_sign(out, signer, text.data, text.size, err);
     if (r == 0 && out_payload)
         *out_payload = steal_ptr(&payload);
     return r;
@@ -176,11 +195,9 @@ const json_t *kbs_token_tee_pubkey(const json_t *payload)
 json_t *kbs_token_policy_input(const json_t *payload, const char *resource_path)
 {
     const json_t *cpu0 = json_object_get(json_object_get(payload, "submods"), "cpu0");
-    json_t *in = json_deep_copy(annotated(payload));
-    if (!json_is_object(in)) {
-        json_decref(in);
-        in = json_object();
-    }
+    /* shallow: members shared with the payload, which no one modifies */
+    const json_t *claims = annotated(payload);
+    json_t *in = json_is_object(claims) ? json_copy((json_t *)claims) : json_object();
     json_object_del(in, "runtime_data_claims");
     const char *st = json_string_value(json_object_get(cpu0, "ear.status"));
     const char *reason = json_string_value(json_object_get(cpu0, "ear.cista.reason"));

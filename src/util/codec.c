@@ -10,9 +10,13 @@
 static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static char *encode(const uint8_t *in, size_t size, const char *alpha, bool pad)
+static size_t encoded_len(size_t size, bool pad)
 {
-    char *out = xmalloc((size + 2) / 3 * 4 + 1);
+    return pad ? (size + 2) / 3 * 4 : size / 3 * 4 + (size % 3 ? size % 3 + 1 : 0);
+}
+
+static size_t encode_to(char *out, const uint8_t *in, size_t size, const char *alpha, bool pad)
+{
     char *p = out;
     size_t i = 0;
     for (; i + 3 <= size; i += 3) {
@@ -39,7 +43,24 @@ static char *encode(const uint8_t *in, size_t size, const char *alpha, bool pad)
             *p++ = '=';
     }
     *p = '\0';
+    return (size_t)(p - out);
+}
+
+static char *encode(const uint8_t *in, size_t size, const char *alpha, bool pad)
+{
+    char *out = xmalloc(encoded_len(size, pad) + 1);
+    encode_to(out, in, size, alpha, pad);
     return out;
+}
+
+size_t b64url_encoded_len(size_t size)
+{
+    return encoded_len(size, false);
+}
+
+size_t b64url_encode_to(char *dst, const void *data, size_t size)
+{
+    return encode_to(dst, data, size, b64_url, false);
 }
 
 char *b64_encode(const void *data, size_t size)

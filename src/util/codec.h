@@ -18,6 +18,12 @@
 char *b64_encode(const void *data, size_t size);
 char *b64url_encode(const void *data, size_t size);
 char *hex_encode(const void *data, size_t size);
+/*
+ * base64url into @dst, which holds b64url_encoded_len(@size) + 1 bytes: for output assembled in
+ * one buffer (a JWS, a JWE) without a string per part. Returns the length (NUL not counted).
+ */
+size_t b64url_encoded_len(size_t size);
+size_t b64url_encode_to(char *dst, const void *data, size_t size);
 
 /* @len is strlen-style; the decoded bytes are NUL-terminated for convenience. */
 int b64_decode(uint8_t **out, size_t *out_size, const char *s, size_t len, cista_error **err)

@@ -2,6 +2,8 @@
 #include "util/json.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/util.h"
@@ -179,6 +181,117 @@ char *js_dump_pretty(const json_t *v)
     char *r = xasprintf("%s\n", s ? s : "null");
     free(s);
     return r;
+}
+
+static char short_escape(unsigned char c)
+{
+    switch (c) {
+    case '"':
+    case '\\':
+        return (char)c;
+    case '\b':
+        return 'b';
+    case '\f':
+        return 'f';
+    case '\n':
+        return 'n';
+    case '\r':
+        return 'r';
+    case '\t':
+        return 't';
+    }
+    return 0;
+}
+
+static void put_escape(cbuf *b, unsigned char c, bool lower_hex)
+{
+    char e = short_escape(c);
+    if (e) {
+        char seq[2] = {'\\', e};
+        buf_put(b, seq, sizeof(seq));
+        return;
+    }
+    const char *digits = lower_hex ? "0123456789abcdef" : "0123456789ABCDEF";
+    char seq[6] = {'\\', 'u', '0', '0', digits[c >> 4], digits[c & 15]};
+    buf_put(b, seq, sizeof(seq));
+}
+
+void js_buf_put_string(cbuf *b, const char *s, size_t n, bool lower_hex)
+{
+    buf_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        buf_put(b, s + run, i - run);
+        put_escape(b, c, lower_hex);
+        run = i + 1;
+    }
+    buf_put(b, s + run, n - run);
+    buf_put(b, "\"", 1);
+}
+
+static void put_scalar(cbuf *b, const json_t *v)
+{
+    char num[32];
+    if (!v) {
+        buf_puts(b, "null");
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        js_buf_put_string(b, json_string_value(v), json_string_length(v), false);
+        return;
+    case JSON_INTEGER:
+        buf_put(b, num,
+                (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v)));
+        return;
+    case JSON_TRUE:
+        buf_puts(b, "true");
+        return;
+    case JSON_FALSE:
+        buf_puts(b, "false");
+        return;
+    case JSON_REAL: {
+        /* rare in our documents: jansson's own digits (%.17g, ".0" kept) */
+        char *text = js_dump_compact(v);
+        buf_puts(b, text);
+        free(text);
+        return;
+    }
+    default:
+        buf_puts(b, "null");
+    }
+}
+
+void js_buf_put_compact(cbuf *b, const json_t *v)
+{
+    if (json_is_object(v)) {
+        const char *k;
+        size_t klen;
+        json_t *x;
+        char sep = '{';
+        json_object_keylen_foreach((json_t *)v, k, klen, x)
+        {
+            buf_put(b, &sep, 1);
+            js_buf_put_string(b, k, klen, false);
+            buf_put(b, ":", 1);
+            js_buf_put_compact(b, x);
+            sep = ',';
+        }
+        buf_puts(b, sep == '{' ? "{}" : "}");
+    } else if (json_is_array(v)) {
+        buf_put(b, "[", 1);
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            if (i)
+                buf_put(b, ",", 1);
+            js_buf_put_compact(b, json_array_get(v, i));
+        }
+        buf_put(b, "]", 1);
+    } else {
+        put_scalar(b, v);
+    }
 }
 
 void js__decrefp(json_t **p)

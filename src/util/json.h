@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "util/buf.h"
 #include "util/err.h"
 
 /* Max nesting accepted by js_parse (jansson's own limit is 2048). */
@@ -48,6 +49,18 @@ int js_get_bool(bool *out, const json_t *obj, const char *key, bool required, co
 char *js_dump_compact(const json_t *v);
 /* Pretty (2-space indent) with a trailing newline; caller frees. */
 char *js_dump_pretty(const json_t *v);
+/*
+ * Append exactly what js_dump_compact() returns for @v (a tree of valid UTF-8 strings, as
+ * jansson makes them), without jansson's per-character callbacks: a hot path (tokens, JWEs)
+ * writes its JSON into the buffer it sends. Recursion is as deep as the tree, as in jansson.
+ */
+void js_buf_put_compact(cbuf *b, const json_t *v);
+/*
+ * Append @s (@n bytes of UTF-8) as a JSON string literal: '"', '\\' and control characters
+ * escaped as jansson escapes them (\b \f \n \r \t, else \u00XX in upper case, or lower case
+ * with @lower_hex, as RFC 8785 wants), every other byte verbatim.
+ */
+void js_buf_put_string(cbuf *b, const char *s, size_t n, bool lower_hex);
 
 void js__decrefp(json_t **p);
 #define _cleanup_json_ __attribute__((cleanup(js__decrefp)))

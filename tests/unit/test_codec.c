@@ -121,6 +121,12 @@ static void test_binary_roundtrip(void **state)
         assert_int_equal(b64url_decode(&d, &dn, b, strlen(b), &err), 0);
         assert_memory_equal(d, all, n);
         free(d);
+        /* the in-place form writes the same text and its NUL, and says how long it is */
+        char to[350];
+        memset(to, 'x', sizeof(to));
+        assert_int_equal(b64url_encoded_len(n), strlen(b));
+        assert_int_equal(b64url_encode_to(to, all, n), strlen(b));
+        assert_string_equal(to, b);
     }
 }
 

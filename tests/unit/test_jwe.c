@@ -1029,6 +1029,36 @@ static void test_epk_validation(void **state)
 
 /* ---- round trips ---- */
 
+/* @text is exactly what jansson's compact dump of its own parse gives (member order, escapes). */
+static void expect_jansson_text(const char *text, size_t len)
+{
+    json_t *v = json_loadb(text, len, 0, NULL);
+    assert_non_null(v);
+    _cleanup_free_ char *again = js_dump_compact(v);
+    json_decref(v);
+    assert_int_equal(strlen(again), len);
+    assert_memory_equal(again, text, len);
+}
+
+/* The JWE's JSON (its document and its protected header) is laid out as jansson writes it. */
+static void expect_jansson_layout(const char *jwe, jwe_format fmt)
+{
+    const char *prot = jwe;
+    size_t prot_len = strcspn(jwe, ".");
+    _cleanup_json_ json_t *doc = NULL;
+    if (fmt != JWE_COMPACT) {
+        expect_jansson_text(jwe, strlen(jwe));
+        doc = json_loads(jwe, 0, NULL);
+        prot = json_string_value(json_object_get(doc, "protected"));
+        prot_len = strlen(prot);
+    }
+    uint8_t *h = NULL;
+    size_t hn = 0;
+    assert_int_equal(b64url_decode(&h, &hn, prot, prot_len, NULL), 0);
+    expect_jansson_text((const char *)h, hn);
+    free(h);
+}
+
 static void roundtrip(const jwe_key *enc_keys, size_t count, const jwe_key *dec_key,
                       const char *enc, jwe_format fmt, const char *pt, size_t pt_size)
 {
@@ -1043,6 +1073,7 @@ static void roundtrip(const jwe_key *enc_keys, size_t count, const jwe_key *dec_
         assert_null(strchr(out, '{'));
     else
         assert_true(out[0] == '{');
+    expect_jansson_layout(out, fmt);
     expect_pt(out, dec_key, 1, pt, pt_size);
     free(out);
 }
@@ -1131,6 +1162,7 @@ static void test_multi_recipient(void **state)
     static const char pt[] = "multi";
     char *out = NULL;
     assert_int_equal(jwe_encrypt(&out, pt, 5, rcpts, 4, NULL, JWE_GENERAL, NULL), 0);
+    expect_jansson_layout(out, JWE_GENERAL);
 
     json_t *doc = NULL;
     assert_int_equal(js_parse_object(&doc, out, strlen(out), JWE_MAX_SIZE, "t", NULL), 0);

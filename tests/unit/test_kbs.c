@@ -367,15 +367,18 @@ static void test_sessions(void **state)
     mk_session(&s, 1, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), -EALREADY);
-    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok", NULL, 2000), 0);
+    _cleanup_pkey_ EVP_PKEY *tee_key = NULL;
+    assert_int_equal(crypto_key_generate_ec(&tee_key, "P-256", NULL), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok", NULL, tee_key, 2000), 0);
     assert_int_equal(kbs_sessions_find(t, &f, s.id, 1500), 0);
     assert_int_equal(f.state, KBS_SESSION_ATTESTED);
     assert_string_equal(f.token, "tok");
+    assert_ptr_equal(f.tee_key, tee_key); /* the imported key itself, by reference */
     kbs_session_clear(&f);
     /* attested (1, 9) and in-use (2) sessions never give way: full of them, a new one waits */
     mk_session(&s, 9, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
-    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok9", NULL, 2000), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok9", NULL, NULL, 2000), 0);
     mk_session(&s, 2, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
     mk_session(&s, 7, 1000);
@@ -1307,6 +1310,21 @@ static void test_rcar_inprocess(void **state)
     assert_memory_equal(pt, "s3cret", 6);
     kbs_secret_free(pt, ptn);
     assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/404", NULL, NULL, NULL), 404);
+    /* releases read the stored value through a cache: an admin write is seen at once */
+    {
+        _cleanup_free_ char *t5 = NULL;
+        assert_int_equal(kbs_admin_token_make(&t5, adm, 60, time(NULL), NULL), 0);
+        _cleanup_free_ char *a5 = xasprintf("Bearer %s", t5);
+        assert_int_equal(call(&r, "PUT", "/kbs/v0/resource/default/key/1", "upd4ted", a5, NULL),
+                         200);
+        assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, NULL, &o), 200);
+        _cleanup_free_ char *jwe2 = js_dump_compact(o);
+        json_decref(o);
+        assert_int_equal(jwe_decrypt(&pt, &ptn, jwe2, strlen(jwe2), &k, 1, NULL, NULL), 0);
+        assert_int_equal(ptn, 7);
+        assert_memory_equal(pt, "upd4ted", 7);
+        kbs_secret_free(pt, ptn);
+    }
     /* counters: same token and release policy as resources */
     assert_int_equal(call(&r, "GET", "/kbs/v0/counter/default/key/vol1", NULL, NULL, NULL), 404);
     assert_int_equal(call(&r, "POST", "/kbs/v0/counter/default/key/vol1",
@@ -1623,6 +1641,69 @@ static void test_doc_cache(void **state)
     kbs__doc_cache_free(dc);
 }
 
+/* What the release path reads through the document cache: the sealed value, as stored. */
+static void expect_sealed(kbs_doc_cache *dc, kbs_store *s, const char *path, const char *want)
+{
+    uint8_t *sealed = NULL, *pt = NULL;
+    size_t n = 0, ptn = 0;
+    assert_int_equal(kbs__doc_cache_get_sealed(dc, s, &sealed, &n, path, NULL), 0);
+    assert_int_equal(n, 1 + 12 + 16 + strlen(want)); /* version, IV, tag, ciphertext */
+    assert_int_equal(kbs_store_unseal(s, &pt, &ptn, path, sealed, n, NULL), 0);
+    assert_int_equal(ptn, strlen(want));
+    assert_memory_equal(pt, want, ptn);
+    kbs_secret_free(pt, ptn);
+    free(sealed);
+}
+
+static void test_sealed_cache(void **state)
+{
+    (void)state;
+    _cleanup_free_ char *db = xasprintf("%s/sc.db", g_tmp);
+    uint8_t mk[KBS_MASTER_KEY_SIZE];
+    memset(mk, 7, sizeof(mk));
+    kbs_store_opts o = {.kind = "sqlite", .sqlite_path = db, .init_schema = true, .master_key = mk};
+    _cleanup_store_ kbs_store *s = NULL;
+    assert_int_equal(kbs_store_open(&s, &o, NULL), 0);
+    kbs_doc_cache *dc = kbs__doc_cache_new(60000);
+    uint8_t *v = NULL;
+    size_t n = 0;
+    /* A miss is cached, as a document's is; an invalidation (every admin write) ends it. */
+    assert_int_equal(kbs__doc_cache_get_sealed(dc, s, &v, &n, "a/b/c", NULL), -ENOENT);
+    assert_int_equal(kbs_store_put_resource(s, "a/b/c", "one", 3, NULL), 0);
+    assert_int_equal(kbs__doc_cache_get_sealed(dc, s, &v, &n, "a/b/c", NULL), -ENOENT);
+    kbs__doc_cache_invalidate(dc);
+    expect_sealed(dc, s, "a/b/c", "one");
+    /* A write the cache was not told about (another replica's) waits for the TTL. */
+    assert_int_equal(kbs_store_put_resource(s, "a/b/c", "two", 3, NULL), 0);
+    expect_sealed(dc, s, "a/b/c", "one");
+    kbs__doc_cache_invalidate(dc);
+    expect_sealed(dc, s, "a/b/c", "two");
+    /* A resource and a document of the same name are different entries. */
+    assert_int_equal(kbs_store_set_doc(s, "policy", "a/b/c", "{}", NULL), 0);
+    char *t = NULL;
+    assert_int_equal(kbs__doc_cache_get(dc, s, &t, "policy", "a/b/c", NULL), 0);
+    assert_string_equal(t, "{}");
+    free(t);
+    expect_sealed(dc, s, "a/b/c", "two");
+    /* Large values are read from the store every time. */
+    size_t big = 100 * 1024;
+    _cleanup_free_ char *v1 = xmalloc(big + 1), *v2 = xmalloc(big + 1);
+    memset(v1, 'x', big);
+    memset(v2, 'y', big);
+    v1[big] = v2[big] = 0;
+    assert_int_equal(kbs_store_put_resource(s, "a/b/big", v1, big, NULL), 0);
+    expect_sealed(dc, s, "a/b/big", v1);
+    assert_int_equal(kbs_store_put_resource(s, "a/b/big", v2, big, NULL), 0);
+    expect_sealed(dc, s, "a/b/big", v2);
+    kbs__doc_cache_free(dc);
+    /* TTL 0: every read goes to the store. */
+    dc = kbs__doc_cache_new(0);
+    expect_sealed(dc, s, "a/b/c", "two");
+    assert_int_equal(kbs_store_put_resource(s, "a/b/c", "three", 5, NULL), 0);
+    expect_sealed(dc, s, "a/b/c", "three");
+    kbs__doc_cache_free(dc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1643,6 +1724,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_group_commit_crash, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_doc_cache, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_sealed_cache, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

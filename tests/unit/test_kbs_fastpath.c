@@ -9,8 +9,11 @@
  * incremental sweep of expired sessions, prepared statements kept per
  * SQLite connection (no read transaction left open), the server's shared
  * request-handler pool under concurrent RCAR clients, algorithms fetched once
- * per process (first use racing from many threads) and EC JWK coordinates
- * from the encoded point.
+ * per process (first use racing from many threads), EC JWK coordinates
+ * from the encoded point, prepared ES256 / JWS signers shared by threads, and
+ * release policies and reference values parsed once per text. With
+ * CISTA_KBS_HOT_BENCH=1 it also prints the CPU time per call of the round
+ * trip's non-verify steps beside the slower forms they replace.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -34,11 +38,13 @@
 #include "crypto/crypto_int.h"
 #include "crypto/jose.h"
 #include "crypto/jws.h"
+#include "crypto/x509.h"
 #include "evidence/ev.h"
 #include "kbs/client.h"
 #include "kbs/kbs.h"
 #include "kbs/kbs_int.h"
 #include "kbs/store.h"
+#include "policy/appraisal.h"
 #include "util/codec.h"
 #include "util/json.h"
 #include "util/util.h"
@@ -330,9 +336,12 @@ static void test_token_header_and_decode(void **state)
     _cleanup_json_ json_t *claims = json_pack("{s:s,s:b}", "tee", "sim", "insecure", 1);
     _cleanup_free_ char *t1 = NULL, *t2 = NULL;
     _cleanup_json_ json_t *signed_payload = NULL;
-    assert_int_equal(kbs_token_issue_hdr(&t1, &signed_payload, k, hdr, claims, "affirming", NULL,
-                                         jwk, "n", NULL, 300, 1000, NULL),
+    jws_signer *signer = NULL;
+    assert_int_equal(kbs_token_signer(&signer, k, NULL), 0);
+    assert_int_equal(kbs_token_issue_with(&t1, &signed_payload, signer, claims, "affirming", NULL,
+                                          jwk, "n", NULL, 300, 1000, NULL),
                      0);
+    jws_signer_free(signer);
     assert_int_equal(
         kbs_token_issue(&t2, k, claims, "affirming", NULL, jwk, "n", NULL, 300, 1000, NULL), 0);
     /* Same protected header either way. */
@@ -348,6 +357,17 @@ static void test_token_header_and_decode(void **state)
     assert_true(json_equal(pv, pd));
     /* the payload handed back at issue is the one signed, with the same checks */
     assert_true(json_equal(pv, signed_payload));
+    /* and the signed bytes are jansson's compact dump of it, as they were before */
+    uint8_t *signed_text = NULL;
+    size_t signed_size = 0;
+    assert_int_equal(jws_peek_payload(&signed_text, &signed_size, t1, strlen(t1), NULL), 0);
+    _cleanup_free_ char *dumped = js_dump_compact(signed_payload);
+    assert_int_equal(signed_size, strlen(dumped));
+    assert_memory_equal(signed_text, dumped, signed_size);
+    free(signed_text);
+    /* the protected header is kbs_token_header()'s with "alg" first */
+    json_object_set_new(hdr, "alg", json_string("ES256"));
+    assert_true(json_equal(h1, hdr));
     assert_int_equal(kbs_token_check_issued(signed_payload, 1100, NULL), 0);
     _cleanup_err_ cista_error *e5 = NULL, *e6 = NULL;
     assert_int_equal(kbs_token_check_issued(signed_payload, 1300, &e5), -EKEYEXPIRED);
@@ -363,6 +383,145 @@ static void test_token_header_and_decode(void **state)
     assert_int_equal(jws_sign(&other, NULL, opt, strlen(opt), k, NULL), 0);
     assert_int_equal(kbs_token_decode_issued(&x, other, strlen(other), 1100, &e3), -EKEYREJECTED);
     assert_true(kbs_token_decode_issued(&x, "not.a-token", 11, 1100, &e4) < 0);
+}
+
+/* ---- prepared ECDSA / JWS signers ---- */
+
+static void check_ecdsa_signer(const char *crv, const char *md, size_t n, x509_endian endian)
+{
+    _cleanup_pkey_ EVP_PKEY *k = NULL;
+    assert_int_equal(crypto_key_generate_ec(&k, crv, NULL), 0);
+    x509_ecdsa_signer *sg = NULL;
+    assert_int_equal(x509_ecdsa_signer_new(&sg, k, md, NULL), 0);
+    static const char msg[] = "the same message, signed twice";
+    for (int i = 0; i < 2; i++) {
+        uint8_t r[66], s2[66];
+        assert_int_equal(x509_ecdsa_signer_sign(sg, r, s2, n, endian, msg, sizeof(msg), NULL), 0);
+        assert_int_equal(x509_ecdsa_verify_raw(k, md, msg, sizeof(msg), r, s2, n, endian, NULL), 0);
+        r[n / 2] ^= 1;
+        _cleanup_err_ cista_error *e = NULL;
+        assert_int_equal(x509_ecdsa_verify_raw(k, md, msg, sizeof(msg), r, s2, n, endian, &e),
+                         -EBADMSG);
+    }
+    _cleanup_err_ cista_error *e1 = NULL;
+    uint8_t r[66], s2[66];
+    assert_int_equal(x509_ecdsa_signer_sign(sg, r, s2, 0, endian, msg, 1, &e1), -EINVAL);
+    x509_ecdsa_signer_free(sg);
+}
+
+typedef struct {
+    const jws_signer *signer;
+    EVP_PKEY *key;
+    int bad;
+} sign_racer;
+
+static void *sign_race(void *arg)
+{
+    sign_racer *sr = arg;
+    for (int i = 0; i < 40; i++) {
+        char payload[32];
+        snprintf(payload, sizeof(payload), "{\"n\":%d}", i);
+        _cleanup_free_ char *jws = NULL;
+        _cleanup_free_ uint8_t *back = NULL;
+        size_t n = 0;
+        if (jws_signer_sign(&jws, sr->signer, payload, strlen(payload), NULL) < 0 ||
+            jws_verify(&back, &n, NULL, jws, strlen(jws), sr->key, NULL, NULL) < 0 ||
+            n != strlen(payload) || memcmp(back, payload, n) != 0)
+            __atomic_add_fetch(&sr->bad, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void test_prepared_signers(void **state)
+{
+    (void)state;
+    check_ecdsa_signer("P-256", "SHA256", 32, X509_BIG_ENDIAN);
+    check_ecdsa_signer("P-384", "SHA384", 48, X509_LITTLE_ENDIAN);
+    check_ecdsa_signer("P-521", "SHA512", 66, X509_BIG_ENDIAN);
+    _cleanup_pkey_ EVP_PKEY *rsa = NULL;
+    assert_int_equal(crypto_key_generate_rsa(&rsa, 2048, NULL), 0);
+    x509_ecdsa_signer *none = NULL;
+    _cleanup_err_ cista_error *e = NULL;
+    assert_int_equal(x509_ecdsa_signer_new(&none, rsa, "SHA256", &e), -EINVAL);
+    /* A JWS signer gives what jws_sign gives: same header bytes, a signature that verifies. */
+    _cleanup_pkey_ EVP_PKEY *k = NULL;
+    assert_int_equal(crypto_key_generate_ec(&k, "P-384", NULL), 0);
+    _cleanup_json_ json_t *hdr = json_pack("{s:s,s:s}", "typ", "JWT", "alg", "ignored");
+    jws_signer *sg = NULL;
+    assert_int_equal(jws_signer_new(&sg, k, hdr, NULL), 0);
+    _cleanup_free_ char *a = NULL, *b = NULL;
+    assert_int_equal(jws_signer_sign(&a, sg, "{}", 2, NULL), 0);
+    assert_int_equal(jws_sign(&b, hdr, "{}", 2, k, NULL), 0);
+    size_t cut = strrchr(a, '.') - a;
+    assert_int_equal(cut, strrchr(b, '.') - b);
+    assert_memory_equal(a, b, cut); /* header.payload */
+    assert_int_equal(strlen(a), strlen(b));
+    _cleanup_json_ json_t *h = NULL;
+    assert_int_equal(jws_peek_header(&h, a, strlen(a), NULL), 0);
+    assert_string_equal(json_string_value(json_object_get(h, "alg")), "ES384");
+    /* Threads share one signer (each signature on its own copy of the prepared context). */
+    pthread_t th[4];
+    sign_racer sr = {sg, k, 0};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, sign_race, &sr), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(sr.bad, 0);
+    jws_signer_free(sg);
+}
+
+/* ---- parsed release policies shared by text ---- */
+
+static void test_policy_cache(void **state)
+{
+    (void)state;
+    kbs_doc_cache *dc = kbs__doc_cache_new(60000);
+    static const char a[] = "{\"version\":\"1.0.0\",\"anyOf\":[{\"name\":\"sim\",\"allOf\":[{"
+                            "\"claim\":\"tee\",\"equals\":\"sim\"}]}]}";
+    static const char b[] = "{\"version\":\"1.0.0\",\"anyOf\":[{\"name\":\"tdx\",\"allOf\":[{"
+                            "\"claim\":\"tee\",\"equals\":\"tdx\"}]}]}";
+    kbs_parsed_ref *p1 = NULL, *p2 = NULL, *p3 = NULL, *bad = NULL;
+    assert_int_equal(kbs__doc_cache_policy(dc, &p1, a, NULL), 0);
+    assert_int_equal(kbs__doc_cache_policy(dc, &p2, a, NULL), 0);
+    assert_ptr_equal(p1, p2); /* parsed once */
+    assert_int_equal(kbs__doc_cache_policy(dc, &p3, b, NULL), 0);
+    assert_ptr_not_equal(p1, p3);
+    /* A policy that does not parse fails every time with its reason, and is not kept. */
+    for (int i = 0; i < 2; i++) {
+        _cleanup_err_ cista_error *e = NULL;
+        assert_true(kbs__doc_cache_policy(dc, &bad, "{\"version\":\"1.0.0\"", &e) < 0);
+        assert_non_null(e);
+    }
+    /* Reference values share the cache under their own kind. */
+    static const char rv[] = "{\"version\":\"1.0.0\",\"tees\":{\"sim\":{\"allow_insecure\":true}}}";
+    kbs_parsed_ref *r1 = NULL, *r2 = NULL;
+    assert_int_equal(kbs__doc_cache_refvals(dc, &r1, rv, NULL), 0);
+    assert_int_equal(kbs__doc_cache_refvals(dc, &r2, rv, NULL), 0);
+    assert_ptr_equal(r1, r2);
+    assert_non_null(kbs__parsed_refvals(r1));
+    assert_null(kbs__parsed_policy(r1));
+    assert_null(kbs__parsed_refvals(p1));
+    kbs__parsed_ref_put(r1);
+    kbs__parsed_ref_put(r2);
+    {
+        _cleanup_err_ cista_error *e = NULL;
+        kbs_parsed_ref *as_rv = NULL;
+        assert_true(kbs__doc_cache_refvals(dc, &as_rv, a, &e) < 0); /* a policy is no refvals */
+    }
+    /* An invalidation drops the cache's references; a reader's stays usable until it lets go. */
+    kbs__doc_cache_invalidate(dc);
+    _cleanup_json_ json_t *in = json_pack("{s:s}", "tee", "sim");
+    bool allow = false;
+    _cleanup_free_ char *why = NULL;
+    assert_int_equal(pol_release_eval(&allow, &why, kbs__parsed_policy(p1), in, NULL), 0);
+    assert_true(allow);
+    kbs__parsed_ref_put(p1);
+    kbs__parsed_ref_put(p2);
+    kbs__parsed_ref_put(p3);
+    kbs_parsed_ref *p4 = NULL;
+    assert_int_equal(kbs__doc_cache_policy(dc, &p4, b, NULL), 0);
+    kbs__parsed_ref_put(p4);
+    kbs__doc_cache_free(dc);
 }
 
 /* ---- session binding through kbs_handle ---- */
@@ -884,6 +1043,135 @@ static void test_jwk_from_key_point(void **state)
     }
 }
 
+/* ---- CISTA_KBS_HOT_BENCH=1: CPU per call of the round trip's non-crypto steps, new vs old ---- */
+
+static double cpu_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+#define BENCH_ROW(label, iters, ...)                                                               \
+    do {                                                                                           \
+        double t0_ = cpu_us();                                                                     \
+        for (int i_ = 0; i_ < (iters); i_++) {                                                     \
+            __VA_ARGS__;                                                                           \
+        }                                                                                          \
+        print_message("  %-58s %7.2f\n", label, (cpu_us() - t0_) / (iters));                       \
+    } while (0)
+
+static void test_hot_bench(void **state)
+{
+    (void)state;
+    const char *env = getenv("CISTA_KBS_HOT_BENCH");
+    if (!env || strcmp(env, "1") != 0)
+        skip();
+    _cleanup_free_ char *dir = xasprintf("%s/kbs-bench", g_tmp);
+    _cleanup_free_ char *sim = xasprintf("%s/sim-bench", g_tmp);
+    kbs_setup(dir, sim, "memory", "127.0.0.1:0");
+    _cleanup_free_ char *cfgp = xasprintf("%s/kbs.json", dir);
+    _cleanup_kbs_config_ kbs_config *cfg = NULL;
+    assert_int_equal(kbs_config_load(&cfg, cfgp, NULL), 0);
+    rcar r = {0};
+    assert_int_equal(kbs_ctx_new(&r.ctx, cfg, NULL), 0);
+    _cleanup_pkey_ EVP_PKEY *eph = NULL;
+    assert_int_equal(crypto_key_generate_ec(&eph, "P-256", NULL), 0);
+    _cleanup_free_ char *token = attest(&r, sim, eph);
+    kbs_shared *sh = r.ctx->sh;
+    _cleanup_json_ json_t *payload = NULL, *jwk = NULL;
+    assert_int_equal(kbs_token_decode_issued(&payload, token, strlen(token), time(NULL), NULL), 0);
+    assert_int_equal(jwk_from_key(&jwk, eph, false, NULL), 0);
+    json_t *ann = json_object_get(json_object_get(json_object_get(payload, "submods"), "cpu0"),
+                                  "ear.veraison.annotated-evidence");
+    _cleanup_json_ json_t *claims = json_deep_copy(ann);
+    json_object_del(claims, "runtime_data_claims");
+    static const char pol[] = "{\"version\":\"1.0.0\",\"anyOf\":[{\"allOf\":[{\"claim\":\"tee\","
+                              "\"equals\":\"sim\"}]}]}";
+    time_t now = time(NULL);
+    print_message("CPU us per call (token %zu bytes):\n", strlen(token));
+    BENCH_ROW("token: kbs_token_issue_with, prepared signer", 4000, {
+        char *t = NULL;
+        json_t *p = NULL;
+        assert_int_equal(kbs_token_issue_with(&t, &p, sh->token_signer, claims, "affirming", NULL,
+                                              jwk, "n", NULL, 30, now, NULL),
+                         0);
+        free(t);
+        json_decref(p);
+    });
+    BENCH_ROW("token: kbs_token_issue, header and signer per call", 1000, {
+        char *t = NULL;
+        assert_int_equal(kbs_token_issue(&t, sh->sign_key, claims, "affirming", NULL, jwk, "n",
+                                         NULL, 30, now, NULL),
+                         0);
+        free(t);
+    });
+    uint8_t sig[64];
+    x509_ecdsa_signer *es = NULL;
+    assert_int_equal(x509_ecdsa_signer_new(&es, sh->sign_key, "SHA256", NULL), 0);
+    BENCH_ROW("ES256: x509_ecdsa_signer_sign (prepared)", 4000, {
+        assert_int_equal(
+            x509_ecdsa_signer_sign(es, sig, sig + 32, 32, X509_BIG_ENDIAN, token, 1000, NULL), 0);
+    });
+    BENCH_ROW("ES256: x509_ecdsa_sign_raw (set up per call)", 4000, {
+        assert_int_equal(x509_ecdsa_sign_raw(sig, sig + 32, 32, X509_BIG_ENDIAN, sh->sign_key,
+                                             "SHA256", token, 1000, NULL),
+                         0);
+    });
+    x509_ecdsa_signer_free(es);
+    BENCH_ROW("payload text: js_buf_put_compact", 20000, {
+        cbuf b = CBUF_INIT;
+        js_buf_put_compact(&b, payload);
+        buf_free(&b);
+    });
+    BENCH_ROW("payload text: js_dump_compact (jansson)", 20000, free(js_dump_compact(payload)));
+    BENCH_ROW("/attest reply: js_buf_put_string of the token", 20000, {
+        cbuf b = CBUF_INIT;
+        js_buf_put_string(&b, token, strlen(token), false);
+        buf_free(&b);
+    });
+    BENCH_ROW("/attest reply: json_pack + js_dump_compact", 20000, {
+        json_t *o = json_pack("{s:s}", "token", token);
+        free(js_dump_compact(o));
+        json_decref(o);
+    });
+    BENCH_ROW("policy: kbs__doc_cache_policy (parsed once)", 20000, {
+        kbs_parsed_ref *ref = NULL;
+        assert_int_equal(kbs__doc_cache_policy(sh->docs, &ref, pol, NULL), 0);
+        kbs__parsed_ref_put(ref);
+    });
+    BENCH_ROW("policy: pol_release_parse", 20000, {
+        pol_release *rp = NULL;
+        assert_int_equal(pol_release_parse(&rp, pol, strlen(pol), NULL), 0);
+        pol_release_free(rp);
+    });
+    BENCH_ROW("policy input: kbs_token_policy_input", 20000,
+              json_decref(kbs_token_policy_input(payload, "default/key/1")));
+    BENCH_ROW("resource: sealed value through the cache + unseal", 20000, {
+        uint8_t *v = NULL, *sealed = NULL;
+        size_t n = 0, sn = 0;
+        assert_int_equal(
+            kbs__doc_cache_get_sealed(sh->docs, r.ctx->store, &sealed, &sn, "default/key/1", NULL),
+            0);
+        assert_int_equal(kbs_store_unseal(r.ctx->store, &v, &n, "default/key/1", sealed, sn, NULL),
+                         0);
+        free(sealed);
+        crypto_free_secret(v, n);
+    });
+    BENCH_ROW("resource: kbs_store_get_resource (SQLite + unseal)", 20000, {
+        uint8_t *v = NULL;
+        size_t n = 0;
+        assert_int_equal(kbs_store_get_resource(r.ctx->store, &v, &n, "default/key/1", NULL), 0);
+        crypto_free_secret(v, n);
+    });
+    r.ctx->defer_audit = true; /* as the server runs it: no synchronous audit write */
+    BENCH_ROW("GET /kbs/v0/resource (held session; ECDH + keygen ~42 of it)", 2000, {
+        assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, NULL, NULL), 200);
+        kbs__commit_job_clear(&r.ctx->audit_job);
+    });
+    kbs_ctx_free(r.ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -895,10 +1183,13 @@ int main(void)
         cmocka_unit_test(test_ecdh_unchecked_peer),
         cmocka_unit_test_setup_teardown(test_sim_platform_id_cache, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_token_header_and_decode),
+        cmocka_unit_test(test_prepared_signers),
+        cmocka_unit_test(test_policy_cache),
         cmocka_unit_test_setup_teardown(test_session_binding, setup_tmp, teardown_tmp),
         cmocka_unit_test(test_session_sweep),
         cmocka_unit_test_setup_teardown(test_sqlite_statement_cache, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_server_pool, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_hot_bench, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
