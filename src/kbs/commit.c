@@ -7,22 +7,38 @@
  * calls each job's done() — which is where the server sends the reply. So a
  * reply still leaves only after its writes are durable, and N concurrent
  * requests share one fsync instead of paying N.
+ *
+ * While other requests are in flight (the server's count, see
+ * kbs__committer_set_inflight(), exceeds the jobs queued) a batch is also
+ * held open for a short window (COMMIT_WINDOW_US after its first job) before
+ * it is cut: otherwise a busy single core commits at every gap of a few µs in
+ * its work, ~6 entries per fsync, and on a virtual disk each fdatasync costs
+ * the process tens of µs of CPU (I/O submission, flush and completion
+ * interrupts). With the window ~10 entries share one. A request alone in the
+ * server is committed at once: it pays no delay.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kbs/kbs_int.h"
 #include "util/log.h"
 #include "util/util.h"
 
+/* How long a batch stays open for the requests in flight beside it. */
+#define COMMIT_WINDOW_US 1000
+
 struct kbs_committer {
     kbs_store *store;
     pthread_t th;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;        /* CLOCK_MONOTONIC */
+    struct timespec first;    /* when the oldest queued job came */
+    size_t queued;            /* jobs in the queue */
+    const unsigned *inflight; /* atomic, the server's: requests received and not yet answered */
     kbs_commit_job *head, **tail;
     bool stop;
     void (*on_batch)(void *arg);
@@ -86,6 +102,22 @@ static void commit_batch(kbs_committer *cm, kbs_commit_job *list)
         cm->on_batch(cm->on_batch_arg);
 }
 
+/* With requests in flight beside the queued ones, wait (mu held) until the batch's window is
+ * over or the committer stops. */
+static void hold_window(kbs_committer *cm)
+{
+    if (!cm->inflight || __atomic_load_n(cm->inflight, __ATOMIC_RELAXED) <= cm->queued)
+        return;
+    struct timespec until = cm->first;
+    until.tv_nsec += COMMIT_WINDOW_US * 1000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!cm->stop && pthread_cond_timedwait(&cm->cv, &cm->mu, &until) != ETIMEDOUT)
+        ;
+}
+
 static void *writer_main(void *arg)
 {
     kbs_committer *cm = arg;
@@ -104,10 +136,12 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&cm->mu);
             sched_yield();
             pthread_mutex_lock(&cm->mu);
+            hold_window(cm);
         }
         kbs_commit_job *list = cm->head;
         cm->head = NULL;
         cm->tail = &cm->head;
+        cm->queued = 0;
         pthread_mutex_unlock(&cm->mu);
         commit_batch(cm, list);
         pthread_mutex_lock(&cm->mu);
@@ -122,7 +156,11 @@ int kbs__committer_new(kbs_committer **out, kbs_store *store, cista_error **err)
     cm->store = store;
     cm->tail = &cm->head;
     pthread_mutex_init(&cm->mu, NULL);
-    pthread_cond_init(&cm->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&cm->cv, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = pthread_create(&cm->th, NULL, writer_main, cm);
     if (rc != 0) {
         pthread_mutex_destroy(&cm->mu);
@@ -140,15 +178,25 @@ void kbs__committer_submit(kbs_committer *cm, kbs_commit_job *j)
     pthread_mutex_lock(&cm->mu);
     bool stopping = cm->stop;
     if (!stopping) {
+        /* Only the first job of a batch wakes the writer: later ones would cut its window. */
+        if (!cm->head) {
+            clock_gettime(CLOCK_MONOTONIC, &cm->first);
+            pthread_cond_signal(&cm->cv);
+        }
         *cm->tail = j;
         cm->tail = &j->next;
-        pthread_cond_signal(&cm->cv);
+        cm->queued++;
     }
     pthread_mutex_unlock(&cm->mu);
     if (stopping) {
         j->result = -ESHUTDOWN;
         j->done(j, j->arg);
     }
+}
+
+void kbs__committer_set_inflight(kbs_committer *cm, const unsigned *inflight)
+{
+    cm->inflight = inflight;
 }
 
 void kbs__committer_on_batch(kbs_committer *cm, void (*fn)(void *arg), void *arg)

@@ -35,6 +35,12 @@ void kbs__commit_job_clear(kbs_commit_job *j);
 typedef struct kbs_committer kbs_committer;
 int kbs__committer_new(kbs_committer **out, kbs_store *store, cista_error **err);
 void kbs__committer_submit(kbs_committer *cm, kbs_commit_job *j);
+/*
+ * @inflight (read atomically, owned by the caller, set before the first submit): requests the
+ * server is working on or answering. While it exceeds the queued jobs, a batch is held open
+ * for a short window so that their entries share its fsync.
+ */
+void kbs__committer_set_inflight(kbs_committer *cm, const unsigned *inflight);
 /* @fn runs on the writer thread after each batch's done() calls (set before the first submit). */
 void kbs__committer_on_batch(kbs_committer *cm, void (*fn)(void *arg), void *arg);
 void kbs__committer_stats(kbs_committer *cm, uint64_t *out_batches, uint64_t *out_entries);

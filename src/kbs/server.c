@@ -100,6 +100,7 @@ struct kbs_server {
     worker *workers;
     int stop_pipe[2];
     kbs_committer *committer;
+    unsigned inflight; /* atomic: requests received and not yet answered (the committer reads it) */
     /* the request queue shared by all I/O workers and handlers (FIFO) */
     unsigned nhandlers;
     handler *handlers;
@@ -548,6 +549,7 @@ static void on_request(struct evhttp_request *hreq, void *arg)
         return;
     }
     pending *p = xzalloc(sizeof(*p));
+    __atomic_add_fetch(&w->s->inflight, 1, __ATOMIC_RELAXED);
     p->w = w;
     p->hreq = hreq;
     p->path = path;
@@ -731,6 +733,7 @@ static void finish(pending *p)
         unaudited_reply(&p->resp, p->job.count);
     scrub_request(p);
     send_reply(p->hreq, &p->resp);
+    __atomic_sub_fetch(&p->w->s->inflight, 1, __ATOMIC_RELAXED);
     free_pending(p);
 }
 
@@ -943,6 +946,7 @@ int kbs_server_new(kbs_server **out, const kbs_config *cfg, cista_error **err)
         if ((r = worker_setup(&s->workers[i], s, err)) < 0)
             goto fail;
     kbs__committer_on_batch(s->committer, on_batch, s);
+    kbs__committer_set_inflight(s->committer, &s->inflight);
     if (s->peers) {
         s->peers_ev = event_new(s->workers[0].base, -1, EV_PERSIST, on_peers_summary, s);
         struct timeval tv = {KBS_PEERS_LOG_INTERVAL_MS / 1000, 0};
