@@ -1,56 +1,64 @@
 /*
- * server.c - the KBS HTTP(S) server (see kbs.h): libevent's evhttp with
- * bufferevent_openssl for TLS 1.3 / 1.2. Two kinds of threads:
+ * server.c - the KBS HTTP(S) server (see kbs.h): an HTTP/1.1 connection layer of its own
+ * (http1.h parses the request heads) on libevent's event loop, with OpenSSL for TLS 1.3 / 1.2.
+ * Two kinds of threads:
  *
- * - I/O workers, one per core, each with its own event base and evhttp, all
- *   accepting on one shared listening socket (each holds a dup of it). They
- *   do the network side only: accept, TLS handshakes and records, HTTP
- *   parsing, sending replies.
- * - Request handlers, one per core, each with its own store connection,
- *   taking parsed requests from ONE shared FIFO queue and running
- *   kbs_handle() (evidence verification, JWE, tokens, store reads).
+ * - I/O workers, one per core, each with its own event base, all accepting on one shared
+ *   listening socket (each holds a dup of it). They do the network side only: accept, TLS
+ *   handshakes and records, HTTP parsing, sending replies; and the cheap requests (see
+ *   runs_inline()).
+ * - Request handlers, one per core, each with its own store connection, taking parsed
+ *   requests from ONE shared FIFO queue and running kbs_handle() (evidence verification,
+ *   JWE, tokens, store reads).
  *
- * The split keeps the CPU-heavy work (a P-384 verify is ~0.5 ms) off the
- * event loops and balances it: a connection stays on the I/O worker that
- * accepted it, and with handlers inline one worker could own most busy
- * keep-alive connections while another idled, and every request queued
- * behind the verifies of its own worker (head-of-line blocking). Now any
- * idle handler takes the oldest request of any connection.
+ * The split keeps the CPU-heavy work (a P-384 verify is ~0.4 ms) off the event loops and
+ * balances it: a connection stays on the I/O worker that accepted it, and with handlers inline
+ * one worker could own most busy keep-alive connections while another idled, and every
+ * request queued behind the verifies of its own worker (head-of-line blocking). Now any idle
+ * handler takes the oldest request of any connection.
  *
- * Limits against hostile or slow clients: body size (KBS_MAX_BODY), header
- * size (16 KiB), a read/write timeout (config "timeout"), only GET, POST,
- * PUT and DELETE. kbs_server_stop() writes one byte to a pipe every worker
- * watches: each stops accepting, lets in-flight replies drain for up to one
- * second, and exits its loop.
+ * Why not evhttp and bufferevent_openssl (the first versions used them): per request they
+ * enabled and disabled the socket's events (~4 epoll_ctl), read every TLS record in two
+ * read(2)s (header, then body), allocated the request, its URI and every header line, and
+ * printed the reply head through vfprintf: about as much CPU as the KBS's own work on a
+ * request. Here a connection's socket is registered for reading once, for its lifetime (level-
+ * triggered; writing is watched only while a reply is blocked), OpenSSL reads ahead (one
+ * read(2) per request), a request is parsed in place in the connection's buffer (its path
+ * decoded there, its header values NUL-terminated there, its body used from there) and a reply
+ * leaves in one write(2), one TLS record when it fits in one.
  *
- * Group commit: handlers do not write their audit entries themselves; the
- * worker hands the entries of a request, together with its finished reply,
- * to one audit writer thread (commit.c) and serves other requests
- * meanwhile. The writer commits everything queued in one transaction (one
- * fsync) and then passes each job back to its worker (event_active on the
- * worker's base), which sends the reply: no reply leaves before its audit
- * entries are durable, and concurrent requests share an fsync.
+ * One request at a time per connection: while one is at a handler, the connection is not
+ * read (a client that pipelines, or closes early, has its socket's read event removed until
+ * the reply is out), so the buffer its request points into stays as it was.
  *
- * TLS: TLS 1.3 session tickets (one per handshake, stateless, keys shared
- * by all workers through the one SSL_CTX) let a returning client resume
- * without a certificate signature; HTTP/1.1 keep-alive lets a client run
- * auth, attest and resource on one connection.
+ * Limits against hostile or slow clients: request heads of KBS_HTTP_HEAD_MAX bytes, bodies of
+ * KBS_MAX_BODY (413 before the body is read), only GET, POST, PUT and DELETE (405), and the
+ * config's "timeout" (seconds) for each phase of a connection: a TLS handshake, an idle
+ * keep-alive connection, a request from its first byte to its last, a reply from its first
+ * byte to its last. A connection refused with an error is closed the way RFC 9112 §9.6 asks
+ * (the reply, then our write side shut, then the client's bytes read and dropped for a while)
+ * so that the client reads the reply instead of a reset. kbs_server_stop() writes one byte to
+ * a pipe every worker watches: each stops accepting, closes its idle connections, lets
+ * in-flight replies drain for up to one second, and exits its loop.
  *
- * Per-peer limits (config "limits", peers.h): open TLS connections and TLS
- * handshakes per second of one client address, decided in the ClientHello
- * callback, before the handshake's key exchange and signature. Not in
- * make_bev(): evhttp calls it before it has the socket, and a NULL there
- * makes evhttp fall back to a plain-text connection. Plain HTTP has no
- * such hook and no per-peer limits.
+ * Group commit: handlers do not write their audit entries themselves; the worker hands the
+ * entries of a request, together with its finished reply, to one audit writer thread
+ * (commit.c) and serves other requests meanwhile. The writer commits everything queued in one
+ * transaction (one fsync) and then passes each job back to its worker (event_active on the
+ * worker's base), which sends the reply: no reply leaves before its audit entries are
+ * durable, and concurrent requests share an fsync.
+ *
+ * TLS: TLS 1.3 session tickets (one per handshake, stateless, keys shared by all workers
+ * through the one SSL_CTX) let a returning client resume without a certificate signature;
+ * HTTP/1.1 keep-alive lets a client run auth, attest and resource on one connection.
+ *
+ * Per-peer limits (config "limits", peers.h): open TLS connections and TLS handshakes per
+ * second of one client address, decided in the ClientHello callback, before the handshake's
+ * key exchange and signature. Plain HTTP has no such hook and no per-peer limits.
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -67,15 +75,23 @@
 #include <unistd.h>
 
 #include "crypto/crypto.h"
+#include "kbs/http1.h"
 #include "kbs/kbs_int.h"
 #include "kbs/peers.h"
+#include "util/httpc.h"
 #include "util/log.h"
 #include "util/util.h"
 
-/* Replies up to this size (one TLS record's payload) leave in one TLS record. */
-#define KBS_REPLY_COALESCE_MAX 16384
+/* A connection's input buffer: its first size, and its bound (one whole request). */
+#define CONN_IN_INITIAL 4096
+#define CONN_IN_MAX (KBS_HTTP_HEAD_MAX + KBS_MAX_BODY)
+/* How often each worker looks for connections past their deadline. */
+#define SWEEP_MS 250
+/* How long a connection refused with an error is read (and dropped) after its reply. */
+#define LINGER_MS 2000
 
 typedef struct worker worker;
+typedef struct conn conn;
 
 typedef struct pending pending;
 
@@ -114,32 +130,66 @@ struct worker {
     kbs_server *s;
     pthread_t th;
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
+    int listen_fd;           /* this worker's dup of the listening socket */
+    struct event *listen_ev; /* NULL once stopping */
     struct event *stop_ev;
+    struct event *sweep_ev; /* every SWEEP_MS: connections past their deadline */
+    conn *conns;            /* every open connection of this worker */
+    bool stopping;          /* no more accepts; replies close their connections */
     bool started;
     /* finished replies (audit entries durable), waiting to be sent by this worker */
     pthread_mutex_t done_mu;
     bool done_mu_init;
     pending *done_head;
     struct event *done_ev;
-    bool kick;    /* the writer queued replies and will activate done_ev (writer thread only) */
-    kbs_ctx *ctx; /* cheap requests run on this thread (see runs_inline()); NULL: none do */
+    bool kick;     /* the writer queued replies and will activate done_ev (writer thread only) */
+    kbs_ctx *ctx;  /* cheap requests run on this thread (see runs_inline()); NULL: none do */
+    time_t date_t; /* the second date[] was formatted for */
+    char date[40]; /* "Date: ..." of the reply heads */
 };
 
 /*
- * One request from its parse on the I/O worker to its reply there. The handler thread reads
- * only what this struct owns, except the body, which lives in @hreq's input buffer: evhttp frees
- * that only with @hreq, and a connection that fails meanwhile just detaches @hreq (libevent
- * frees it when the reply is sent), so the body stays valid until send_reply().
+ * One client connection, owned by its I/O worker's thread. The request being served is parsed
+ * in place in @in: while it is @busy (at a handler or the audit writer) @in is neither read
+ * into nor moved, so the kbs_request handed out may point into it.
+ */
+struct conn {
+    worker *w;
+    conn *prev, *next; /* the worker's list */
+    int fd;
+    SSL *ssl;          /* NULL: plain HTTP */
+    struct event *rev; /* EV_READ | EV_PERSIST: added for the connection's life, except paused */
+    struct event *wev; /* EV_WRITE | EV_PERSIST: added only while a write is blocked */
+    bool reading, writing; /* rev / wev added */
+    bool handshaken;       /* TLS handshake done (always, for plain HTTP) */
+    bool have_head;        /* @req holds the head of the request at the start of @in */
+    bool closing;          /* close once @out is written */
+    bool linger;           /* ... and then read and drop the client's bytes for LINGER_MS */
+    bool lingering;        /* in that phase: our write side is shut */
+    bool idle;             /* between requests (for the deadline) */
+    bool interim;          /* @out holds only a 100 Continue */
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out; /* the reply being written: a secret (tokens, released resources) */
+    size_t out_len, out_off, out_cap;
+    kbs_http_req req;
+    pending *busy;              /* the request out to a handler / the audit writer */
+    uint64_t deadline;          /* CLOCK_MONOTONIC ms; 0: none (while busy) */
+    char peer[80];              /* "ADDR:PORT" for the audit log */
+    struct sockaddr_storage sa; /* the client's address, from accept */
+    socklen_t salen;
+};
+
+/*
+ * One request from its parse on the I/O worker to its reply there. Its strings and body point
+ * into its connection's input buffer, which stays as it is until the reply is sent (see conn).
+ * A handler thread reads @req and writes @resp; the worker does the rest.
  */
 struct pending {
     kbs_commit_job job; /* first: the committer hands back &job */
     worker *w;
-    struct evhttp_request *hreq;
+    conn *c;
     kbs_request req;
-    char *path, *query, *cookie, *authorization; /* owned copies (authorization: a secret) */
-    char peer[80];
     kbs_response resp;
     pending *next;
 };
@@ -232,8 +282,8 @@ out:
 
 /*
  * A connection counted in the peer table, kept as ex_data of its SSL object: OpenSSL calls
- * peer_ticket_free() whenever that SSL is freed (bufferevent_openssl frees it with the
- * connection: close, timeout, error or server shutdown), which releases the count.
+ * peer_ticket_free() whenever that SSL is freed (conn_free(): close, timeout, error or server
+ * shutdown), which releases the count.
  */
 typedef struct {
     kbs_peers *t;
@@ -332,10 +382,9 @@ static void on_peers_summary(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * ClientHello callback: the first point of a handshake where the connection has its socket
- * (bufferevent_openssl has set the SSL's BIO) and nothing costly has been done: the key share
- * is computed and the certificate signed only after it returns. A refusal fails the handshake
- * with an internal_error alert and evhttp closes the connection. Called again for the second
+ * ClientHello callback: the first point of a handshake where nothing costly has been done: the
+ * key share is computed and the certificate signed only after it returns. A refusal fails the
+ * handshake with an internal_error alert and the connection is closed. Called again for the second
  * ClientHello after a HelloRetryRequest: that handshake was decided on already.
  */
 static int on_client_hello(SSL *ssl, int *al, void *arg)
@@ -343,13 +392,9 @@ static int on_client_hello(SSL *ssl, int *al, void *arg)
     kbs_server *s = arg;
     if (SSL_get_ex_data(ssl, g_peer_idx))
         return SSL_CLIENT_HELLO_SUCCESS;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
+    const conn *c = SSL_get_app_data(ssl);
     kbs_peer_addr a;
-    int fd = SSL_get_fd(ssl);
-    if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-        !kbs_peer_addr_from_sockaddr(&a, (struct sockaddr *)&ss, sl)) {
-        /* the client is gone already (ENOTCONN): nobody to serve */
+    if (!c || !kbs_peer_addr_from_sockaddr(&a, (const struct sockaddr *)&c->sa, c->salen)) {
         *al = SSL_AD_INTERNAL_ERROR;
         return SSL_CLIENT_HELLO_ERROR;
     }
@@ -427,6 +472,10 @@ static int make_ssl(kbs_server *s, cista_error **err)
     /* Resumption: one stateless TLS 1.3 ticket per full handshake (the default is two), a
      * bounded server-side cache for TLS 1.2 session ids. */
     SSL_CTX_set_num_tickets(ctx, 1);
+    /* One read(2) per request rather than two per record (header, then body); a reply may move
+     * (the buffer grows) while a write of it waits for the socket. */
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, 10000);
     static const unsigned char sid_ctx[] = "cista-kbs";
@@ -452,49 +501,9 @@ static int make_ssl(kbs_server *s, cista_error **err)
 
 /* ---- requests ---- */
 
-static struct bufferevent *make_bev(struct event_base *base, void *arg)
-{
-    worker *w = arg;
-    SSL *ssl = SSL_new(w->s->ssl);
-    struct bufferevent *bev = bufferevent_openssl_socket_new(
-        base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (bev)
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
-}
-
-static void body_cleanup(const void *data, size_t size, void *extra)
-{
-    (void)extra;
-    crypto_free_secret((void *)data, size);
-}
-
-static const char *reason_phrase(int st)
-{
-    switch (st) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return st >= 500 ? "Internal Server Error" : "Error";
-    }
-}
-
-static void send_reply(struct evhttp_request *hreq, kbs_response *rp);
 static void on_committed(kbs_commit_job *j, void *arg);
 static void queue_push(kbs_server *s, pending *p);
-static void handle_inline(worker *w, pending *p);
+static int handle_inline(worker *w, pending *p);
 
 /*
  * The requests an I/O worker runs itself instead of handing them to a handler thread: a
@@ -511,79 +520,6 @@ static bool runs_inline(const worker *w, const kbs_request *r)
     if (!strcmp(r->method, "POST"))
         return !strcmp(r->path, "/kbs/v0/auth");
     return !strcmp(r->method, "GET") && !strncmp(r->path, "/kbs/v0/resource/", 17);
-}
-
-/* I/O worker: parse and check the request line, then queue it for a handler. */
-static void on_request(struct evhttp_request *hreq, void *arg)
-{
-    worker *w = arg;
-    const char *method;
-    switch (evhttp_request_get_command(hreq)) {
-    case EVHTTP_REQ_GET:
-        method = "GET";
-        break;
-    case EVHTTP_REQ_POST:
-        method = "POST";
-        break;
-    case EVHTTP_REQ_PUT:
-        method = "PUT";
-        break;
-    case EVHTTP_REQ_DELETE:
-        method = "DELETE";
-        break;
-    default:
-        evhttp_send_error(hreq, 405, "Method Not Allowed");
-        return;
-    }
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(hreq);
-    const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
-    if (!raw_path || strlen(raw_path) > 1024) {
-        evhttp_send_error(hreq, 400, "Bad Request");
-        return;
-    }
-    size_t plen = 0;
-    char *path = evhttp_uridecode(raw_path, 0, &plen);
-    if (!path || strlen(path) != plen) {
-        free(path);
-        evhttp_send_error(hreq, 400, "Bad Request");
-        return;
-    }
-    pending *p = xzalloc(sizeof(*p));
-    __atomic_add_fetch(&w->s->inflight, 1, __ATOMIC_RELAXED);
-    p->w = w;
-    p->hreq = hreq;
-    p->path = path;
-    struct evkeyvalq *in = evhttp_request_get_input_headers(hreq);
-    struct evbuffer *ib = evhttp_request_get_input_buffer(hreq);
-    size_t blen = evbuffer_get_length(ib);
-    const uint8_t *body = blen ? evbuffer_pullup(ib, (ev_ssize_t)blen) : (const uint8_t *)"";
-    struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
-    if (conn) {
-        const char *addr = NULL;
-        ev_uint16_t port = 0;
-        evhttp_connection_get_peer(conn, (char **)&addr, &port);
-        snprintf(p->peer, sizeof(p->peer), "%s:%u", addr ? addr : "?", port);
-    }
-    const char *q = uri ? evhttp_uri_get_query(uri) : NULL, *ck = evhttp_find_header(in, "Cookie"),
-               *au = evhttp_find_header(in, "Authorization");
-    p->query = q ? xstrdup(q) : NULL;
-    p->cookie = ck ? xstrdup(ck) : NULL;
-    p->authorization = au ? xstrdup(au) : NULL;
-    p->req = (kbs_request){
-        .method = method,
-        .path = p->path,
-        .query = p->query,
-        .cookie = p->cookie,
-        .authorization = p->authorization,
-        .body = body,
-        .body_size = blen,
-        .peer = p->peer,
-        .tls = w->s->ssl != NULL,
-    };
-    if (runs_inline(w, &p->req))
-        handle_inline(w, p);
-    else
-        queue_push(w->s, p);
 }
 
 static void worker_done_queue(pending *p)
@@ -683,11 +619,6 @@ static void free_pending(pending *p)
 {
     kbs__commit_job_clear(&p->job);
     kbs_response_clear(&p->resp);
-    free(p->path);
-    free(p->query);
-    free(p->cookie);
-    if (p->authorization)
-        crypto_free_secret(p->authorization, strlen(p->authorization));
     free(p);
 }
 
@@ -711,36 +642,628 @@ static void unaudited_reply(kbs_response *r, size_t entries)
     r->content_type = "application/problem+json";
 }
 
-/*
- * The request is done with: overwrite what libevent still holds of it before evhttp frees it
- * as is, the body (a resource value an admin PUT, evidence) and the Authorization header (a
- * token). Both are heap memory of @p->hreq, valid until the reply is sent.
- */
-static void scrub_request(pending *p)
+/* ---- connections ---- */
+
+static int conn_process(conn *c);
+
+static void conn_set_reading(conn *c, bool on)
 {
-    if (p->req.body_size)
-        crypto_cleanse((void *)p->req.body, p->req.body_size);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(p->hreq);
-    char *au = in ? (char *)evhttp_find_header(in, "Authorization") : NULL;
-    if (au)
-        crypto_cleanse(au, strlen(au));
+    if (c->reading != on)
+        on ? event_add(c->rev, NULL) : event_del(c->rev);
+    c->reading = on;
 }
 
-/* Worker thread: the reply of a request done with (its audit entries durable, if any). */
-static void finish(pending *p)
+static void conn_set_writing(conn *c, bool on)
+{
+    if (c->writing != on)
+        on ? event_add(c->wev, NULL) : event_del(c->wev);
+    c->writing = on;
+}
+
+static uint64_t conn_timeout_ms(const conn *c)
+{
+    return (uint64_t)c->w->s->cfg->timeout * 1000;
+}
+
+/* Overwrite and free: a buffer may hold tokens, evidence or a resource value. */
+static void free_cleansed(uint8_t *p, size_t n)
+{
+    if (p) {
+        OPENSSL_cleanse(p, n);
+        free(p);
+    }
+}
+
+/*
+ * Free at once, with no TLS close_notify (the connection failed, or its client is gone). Never
+ * while a request of it is out (@busy): nothing closes a busy connection but the end of the
+ * server, whose teardown frees the pending requests on its own.
+ */
+static void conn_free(conn *c)
+{
+    worker *w = c->w;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    event_free(c->rev);
+    event_free(c->wev);
+    SSL_free(c->ssl); /* releases the connection's per-peer count (peer_ticket_free()) */
+    close(c->fd);
+    free_cleansed(c->in, c->in_cap);
+    free_cleansed(c->out, c->out_cap);
+    free(c);
+}
+
+/* Close on our side: a TLS close_notify first when the session is sound (best effort). */
+static void conn_close(conn *c)
+{
+    if (c->ssl && c->handshaken) {
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+    conn_free(c);
+}
+
+/* Read and drop what the client still sends after our error reply (RFC 9112 §9.6). */
+static void conn_drain(conn *c)
+{
+    char scratch[4096];
+    for (;;) {
+        ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        conn_free(c); /* the client closed too, or the connection failed */
+        return;
+    }
+}
+
+/* The reply is written: serve the next request, or close. -1 when @c is gone. */
+static int conn_replied(conn *c)
+{
+    conn_set_writing(c, false);
+    if (c->closing) {
+        if (!c->linger) {
+            conn_close(c);
+            return -1;
+        }
+        if (c->ssl && c->handshaken) {
+            SSL_shutdown(c->ssl);
+            ERR_clear_error();
+        }
+        shutdown(c->fd, SHUT_WR);
+        c->lingering = true;
+        c->deadline = now_ms() + LINGER_MS;
+        conn_set_reading(c, true);
+        return 0;
+    }
+    conn_set_reading(c, true);
+    c->idle = c->in_len == 0;
+    c->deadline = now_ms() + conn_timeout_ms(c);
+    /* A request already in the buffer (pipelined), or records OpenSSL has read ahead: served
+     * from the event loop (conn_on_read()), not from here, so that a run of pipelined requests
+     * answered inline is a loop, not a recursion. */
+    if (c->in_len || (c->ssl && SSL_has_pending(c->ssl)))
+        event_active(c->rev, EV_READ, 1);
+    return 0;
+}
+
+/* Write what is left of the reply. -1 when @c is gone. */
+static int conn_flush(conn *c)
+{
+    while (c->out_off < c->out_len) {
+        size_t left = c->out_len - c->out_off, n = 0;
+        if (c->ssl) {
+            ERR_clear_error();
+            int rc = SSL_write_ex(c->ssl, c->out + c->out_off, left, &n);
+            if (rc <= 0) {
+                int e = SSL_get_error(c->ssl, rc);
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+                    /* TLS needs the socket writable (or, rarely, a record read first: the
+                     * write event fires on a writable socket and retries either way) */
+                    conn_set_writing(c, true);
+                    return 0;
+                }
+                ERR_clear_error();
+                conn_free(c);
+                return -1;
+            }
+        } else {
+            ssize_t w = send(c->fd, c->out + c->out_off, left, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    conn_set_writing(c, true);
+                    return 0;
+                }
+                conn_free(c);
+                return -1;
+            }
+            n = (size_t)w;
+        }
+        c->out_off += n;
+    }
+    OPENSSL_cleanse(c->out, c->out_len);
+    c->out_len = c->out_off = 0;
+    if (c->interim) {
+        c->interim = false;
+        conn_set_writing(c, false);
+        conn_set_reading(c, true); /* the body comes now */
+        return 0;
+    }
+    return conn_replied(c);
+}
+
+/* Room for @n more bytes of reply. */
+static uint8_t *conn_out_reserve(conn *c, size_t n)
+{
+    if (c->out_cap - c->out_len < n) {
+        size_t cap = c->out_cap ? c->out_cap : 1024;
+        while (cap - c->out_len < n)
+            cap *= 2;
+        uint8_t *p = xmalloc(cap);
+        memcpy(p, c->out, c->out_len);
+        free_cleansed(c->out, c->out_cap);
+        c->out = p;
+        c->out_cap = cap;
+    }
+    return c->out + c->out_len;
+}
+
+static void conn_out_put(conn *c, const void *p, size_t n)
+{
+    memcpy(conn_out_reserve(c, n), p, n);
+    c->out_len += n;
+}
+
+static void conn_out_puts(conn *c, const char *s)
+{
+    conn_out_put(c, s, strlen(s));
+}
+
+/* "Date: <IMF-fixdate>\r\n", formatted once per second per worker. */
+static const char *worker_date(worker *w)
+{
+    time_t t = time(NULL);
+    if (t != w->date_t) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(w->date, sizeof(w->date), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        w->date_t = t;
+    }
+    return w->date;
+}
+
+/* The request at the start of @in is answered: overwrite it (it may hold a token, evidence, a
+ * resource value) and move what follows it (a pipelined request) to the front. */
+static void conn_consume(conn *c)
+{
+    size_t n = c->req.head_len + (size_t)c->req.content_length;
+    size_t rest = c->in_len - n;
+    OPENSSL_cleanse(c->in, n);
+    if (rest) {
+        memmove(c->in, c->in + n, rest);
+        OPENSSL_cleanse(c->in + rest, n);
+    }
+    c->in_len = rest;
+    c->have_head = false;
+    /* An idle connection keeps a small buffer, not the 2 MiB of an admin's last upload. */
+    if (!rest && c->in_cap > 4 * CONN_IN_INITIAL) {
+        free_cleansed(c->in, c->in_cap);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
+/*
+ * Queue the reply @status with @content_type and @body (and @set_cookie / @extra header
+ * lines, or NULL) and start writing it. A small reply is one SSL_write, so one TLS record and
+ * one send(2). -1 when @c is gone.
+ */
+static int conn_reply(conn *c, int status, const char *content_type, const uint8_t *body,
+                      size_t body_size, const char *set_cookie, const char *extra)
+{
+    char line[96];
+    bool keep = !c->closing && c->have_head && c->req.keep_alive && !c->w->stopping;
+    if (!keep)
+        c->closing = true;
+    snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, kbs_http_reason(status));
+    conn_out_puts(c, line);
+    if (content_type) {
+        conn_out_puts(c, "Content-Type: ");
+        conn_out_puts(c, content_type);
+        conn_out_puts(c, "\r\n");
+    }
+    conn_out_puts(c, "Cache-Control: no-store\r\n");
+    if (set_cookie) {
+        conn_out_puts(c, "Set-Cookie: ");
+        conn_out_puts(c, set_cookie);
+        conn_out_puts(c, "\r\n");
+    }
+    if (extra)
+        conn_out_puts(c, extra);
+    conn_out_puts(c, worker_date(c->w));
+    snprintf(line, sizeof(line), "Content-Length: %zu\r\n%s\r\n", body_size,
+             !keep               ? "Connection: close\r\n"
+             : c->req.minor == 0 ? "Connection: keep-alive\r\n"
+                                 : "");
+    conn_out_puts(c, line);
+    if (body_size)
+        conn_out_put(c, body, body_size);
+    if (c->have_head)
+        conn_consume(c);
+    c->interim = false; /* a 100 Continue still queued goes first, as part of this reply */
+    return conn_flush(c);
+}
+
+/* Refuse the request at hand with @status (a problem document) and close. -1: @c is gone. */
+static int conn_error(conn *c, int status, const char *detail)
+{
+    char body[320];
+    int n = snprintf(body, sizeof(body),
+                     "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}",
+                     kbs_http_reason(status), status, detail);
+    c->closing = true;
+    c->linger = true;
+    c->have_head = false; /* nothing of it is consumed: the connection ends */
+    return conn_reply(c, status, "application/problem+json", (const uint8_t *)body, (size_t)n, NULL,
+                      status == 405 ? "Allow: GET, POST, PUT, DELETE\r\n" : NULL);
+}
+
+static const char *method_name(kbs_http_span m)
+{
+    static const char *const known[] = {"GET", "POST", "PUT", "DELETE"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (m.n == strlen(known[i]) && !memcmp(m.s, known[i], m.n))
+            return known[i];
+    return NULL;
+}
+
+/* A header value as a C string, in place: the byte after it (CR, LF or a blank) is not needed. */
+static const char *span_str(kbs_http_span v)
+{
+    if (!v.s)
+        return NULL;
+    ((char *)v.s)[v.n] = '\0';
+    return v.s;
+}
+
+/* The complete request at the start of @in goes to a handler (or runs here). -1: @c is gone. */
+static int conn_dispatch(conn *c)
+{
+    worker *w = c->w;
+    kbs_http_span target = c->req.target, query;
+    /* The decoded path is never longer than the raw one: decoded in place, NUL where the blank
+     * after the target was. */
+    char *path = (char *)target.s;
+    if (!kbs_http_split_target(path, target.n + 1, &query, target))
+        return conn_error(c, 400, "the request path is not a valid percent-encoded path");
+    if (query.s)
+        ((char *)query.s)[query.n] = '\0';
+    pending *p = xzalloc(sizeof(*p));
+    __atomic_add_fetch(&w->s->inflight, 1, __ATOMIC_RELAXED);
+    p->w = w;
+    p->c = c;
+    p->req = (kbs_request){
+        .method = method_name(c->req.method),
+        .path = path,
+        .query = query.s,
+        .cookie = span_str(c->req.cookie),
+        .authorization = span_str(c->req.authorization),
+        .body = c->req.content_length ? c->in + c->req.head_len : (const uint8_t *)"",
+        .body_size = (size_t)c->req.content_length,
+        .peer = c->peer,
+        .tls = c->ssl != NULL,
+    };
+    c->busy = p;
+    c->deadline = 0;
+    if (runs_inline(w, &p->req))
+        return handle_inline(w, p);
+    queue_push(w->s, p);
+    return 0;
+}
+
+/* Enough room in @in for @need bytes. */
+static void conn_in_reserve(conn *c, size_t need)
+{
+    if (need <= c->in_cap)
+        return;
+    size_t cap = c->in_cap ? c->in_cap : CONN_IN_INITIAL;
+    while (cap < need)
+        cap *= 2;
+    if (cap > CONN_IN_MAX)
+        cap = CONN_IN_MAX;
+    uint8_t *p = xmalloc(cap);
+    if (c->in_len)
+        memcpy(p, c->in, c->in_len);
+    if (c->have_head) { /* the parsed head points into @in: move its spans along */
+        kbs_http_span *spans[] = {&c->req.method, &c->req.target, &c->req.cookie,
+                                  &c->req.authorization};
+        for (size_t i = 0; i < sizeof(spans) / sizeof(spans[0]); i++)
+            if (spans[i]->s)
+                spans[i]->s = (const char *)p + (spans[i]->s - (const char *)c->in);
+    }
+    free_cleansed(c->in, c->in_cap);
+    c->in = p;
+    c->in_cap = cap;
+}
+
+/*
+ * Parse what @in holds: dispatch a complete request, or refuse a bad one. 0 when waiting (for
+ * bytes or for the reply), -1 when @c is gone.
+ */
+static int conn_process(conn *c)
+{
+    if (c->busy || c->closing || !c->in_len)
+        return 0;
+    if (!c->have_head) {
+        int r = kbs_http_parse_head(&c->req, (const char *)c->in, c->in_len);
+        if (r == 0)
+            return 0;
+        if (r < 0)
+            return conn_error(c, -r,
+                              -r == 431   ? "the request head is too large"
+                              : -r == 414 ? "the request target is too long"
+                              : -r == 501 ? "only bodies with a Content-Length are accepted"
+                              : -r == 505 ? "only HTTP/1.1 and HTTP/1.0 are spoken"
+                              : -r == 417 ? "only \\\"Expect: 100-continue\\\" is understood"
+                                          : "malformed HTTP request");
+        c->have_head = true;
+        if (!method_name(c->req.method)) {
+            c->have_head = false;
+            return conn_error(c, 405, "only GET, POST, PUT and DELETE are served");
+        }
+        if (c->req.content_length > KBS_MAX_BODY) {
+            c->have_head = false;
+            return conn_error(c, 413, "the request body is larger than the KBS accepts");
+        }
+        size_t need = c->req.head_len + (size_t)c->req.content_length;
+        conn_in_reserve(c, need);
+        if (c->in_len < need && c->req.expect_continue && c->req.minor >= 1) {
+            /* an interim response: conn_flush() must not take it for the reply */
+            conn_out_puts(c, "HTTP/1.1 100 Continue\r\n\r\n");
+            c->interim = true;
+            if (conn_flush(c) < 0)
+                return -1;
+        }
+    }
+    if (c->in_len < c->req.head_len + c->req.content_length)
+        return 0;
+    return conn_dispatch(c);
+}
+
+/*
+ * Read what the socket has (one read(2) with OpenSSL reading ahead) and process it, until the
+ * socket has nothing more or a request is complete.
+ */
+static void conn_read(conn *c)
+{
+    for (;;) {
+        size_t need = c->have_head ? c->req.head_len + (size_t)c->req.content_length
+                                   : c->in_len + CONN_IN_INITIAL / 2;
+        conn_in_reserve(c, need > CONN_IN_MAX ? CONN_IN_MAX : need);
+        size_t room = c->in_cap - c->in_len, n = 0;
+        if (!room) { /* cannot happen: a head or a request is refused before it fills @in */
+            conn_error(c, 431, "the request head is too large");
+            return;
+        }
+        if (c->ssl) {
+            ERR_clear_error();
+            if (SSL_read_ex(c->ssl, c->in + c->in_len, room, &n) <= 0) {
+                int e = SSL_get_error(c->ssl, 0);
+                if (e == SSL_ERROR_WANT_WRITE)
+                    conn_set_writing(c, true); /* conn_on_write() reads again */
+                else if (e != SSL_ERROR_WANT_READ) {
+                    ERR_clear_error();
+                    if (e == SSL_ERROR_ZERO_RETURN) /* the client's close_notify */
+                        conn_close(c);
+                    else
+                        conn_free(c);
+                }
+                return;
+            }
+        } else {
+            ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
+            if (r <= 0) {
+                if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                    return;
+                conn_free(c);
+                return;
+            }
+            n = (size_t)r;
+        }
+        if (c->idle) { /* the first bytes of a request: its own deadline */
+            c->idle = false;
+            c->deadline = now_ms() + conn_timeout_ms(c);
+        }
+        c->in_len += n;
+        if (conn_process(c) < 0 || c->busy || c->closing)
+            return;
+        if (n < room && !(c->ssl && SSL_has_pending(c->ssl)))
+            return; /* level-triggered: the loop calls again when more comes */
+    }
+}
+
+/* TLS handshake steps, as the socket allows. */
+static void conn_handshake(conn *c)
+{
+    ERR_clear_error();
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc == 1) {
+        c->handshaken = true;
+        c->idle = true;
+        c->deadline = now_ms() + conn_timeout_ms(c);
+        conn_set_writing(c, false);
+        conn_read(c); /* the client's first request may have come with its Finished */
+        return;
+    }
+    int e = SSL_get_error(c->ssl, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        conn_set_writing(c, e == SSL_ERROR_WANT_WRITE);
+        return;
+    }
+    ERR_clear_error(); /* refused by the per-peer limits, or a failed handshake */
+    conn_free(c);
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *c = arg;
+    if (c->lingering)
+        conn_drain(c);
+    else if (!c->handshaken)
+        conn_handshake(c);
+    else if (c->busy || c->closing || c->out_len)
+        /* bytes before our reply (pipelined, or the client closing): read after it */
+        conn_set_reading(c, false);
+    else {
+        /* a request already in @in (pipelined: see conn_replied()) first */
+        if (c->in_len && conn_process(c) < 0)
+            return;
+        if (!c->busy && !c->closing)
+            conn_read(c);
+    }
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn *c = arg;
+    if (!c->handshaken)
+        conn_handshake(c);
+    else if (c->out_len)
+        conn_flush(c);
+    else {
+        conn_set_writing(c, false);
+        if (!c->busy && !c->closing)
+            conn_read(c); /* SSL_read wanted to write (a TLS 1.3 key update's reply) */
+    }
+}
+
+static void conn_new(worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    conn *c = xzalloc(sizeof(*c));
+    c->w = w;
+    c->fd = fd;
+    memcpy(&c->sa, sa, salen < sizeof(c->sa) ? salen : sizeof(c->sa));
+    c->salen = salen;
+    char h[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, h, sizeof(h));
+        snprintf(c->peer, sizeof(c->peer), "%s:%u", h, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, h, sizeof(h));
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%u", h, ntohs(in6->sin6_port));
+    }
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+    c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
+    if (w->s->ssl) {
+        c->ssl = SSL_new(w->s->ssl);
+        BIO *b = c->ssl ? httpc_socket_bio(fd) : NULL;
+        if (b) {
+            SSL_set_bio(c->ssl, b, b);
+            SSL_set_app_data(c->ssl, c); /* on_client_hello() */
+            SSL_set_accept_state(c->ssl);
+        }
+        if (!b) {
+            SSL_free(c->ssl);
+            c->ssl = NULL;
+            c->fd = -1;
+        }
+    } else {
+        c->handshaken = true;
+        c->idle = true;
+    }
+    if (!c->rev || !c->wev || c->fd < 0) {
+        log_error("KBS: out of memory for a new connection; it is closed");
+        if (c->rev)
+            event_free(c->rev);
+        if (c->wev)
+            event_free(c->wev);
+        close(fd);
+        free(c);
+        return;
+    }
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    c->deadline = now_ms() + conn_timeout_ms(c);
+    conn_set_reading(c, true);
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    worker *w = arg;
+    /* A bounded batch per wake-up: the other workers take their share of a burst. */
+    for (int i = 0; i < 32; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                static uint64_t last;
+                uint64_t t = now_ms();
+                if (t - __atomic_load_n(&last, __ATOMIC_RELAXED) > 10000) {
+                    __atomic_store_n(&last, t, __ATOMIC_RELAXED);
+                    log_warn("KBS: cannot accept a connection: %s (raise the descriptor limit, "
+                             "or lower limits.connections_per_peer)",
+                             strerror(errno));
+                }
+            }
+            return; /* EAGAIN: another worker took it, or the backlog is empty */
+        }
+        conn_new(w, cfd, (struct sockaddr *)&ss, sl);
+    }
+}
+
+/* Every SWEEP_MS: connections past their deadline (see the top of the file) are closed. */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    uint64_t t = now_ms();
+    for (conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->deadline && t >= c->deadline) {
+            if (c->lingering || c->out_len || !c->handshaken)
+                conn_free(c);
+            else
+                conn_close(c);
+        }
+    }
+}
+
+/* Worker thread: the reply of a request done with (its audit entries durable, if any). -1
+ * when its connection is gone (closed after the reply, or failed). */
+static int finish(pending *p)
 {
     if (p->job.result < 0)
         unaudited_reply(&p->resp, p->job.count);
-    scrub_request(p);
-    send_reply(p->hreq, &p->resp);
+    conn *c = p->c;
+    kbs_response *r = &p->resp;
+    c->busy = NULL;
+    int status = r->status ? r->status : 500;
     __atomic_sub_fetch(&p->w->s->inflight, 1, __ATOMIC_RELAXED);
+    int rc =
+        conn_reply(c, status, r->content_type, r->body.data, r->body.size, r->set_cookie, NULL);
     free_pending(p);
+    return rc;
 }
 
-static void handle_inline(worker *w, pending *p)
+static int handle_inline(worker *w, pending *p)
 {
-    if (!run_request(w->s, w->ctx, p))
-        finish(p);
+    return run_request(w->s, w->ctx, p) ? 0 : finish(p);
 }
 
 /* Worker thread: send the replies whose audit entries are durable. */
@@ -760,60 +1283,6 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* Replace the @n bytes of @wire by one chain of our own (see send_reply()). */
-static void join_reply(struct evbuffer *wire, size_t n)
-{
-    uint8_t *joined = xmalloc(n);
-    if (evbuffer_copyout(wire, joined, n) != (ev_ssize_t)n || evbuffer_drain(wire, n) < 0) {
-        /* frozen or short: sent as it is, in several records */
-        crypto_free_secret(joined, n);
-        return;
-    }
-    if (evbuffer_add_reference(wire, joined, n, body_cleanup, NULL) < 0) {
-        crypto_free_secret(joined, n);
-        log_error("KBS: a reply was lost (no memory to join it); its client will time out");
-    }
-}
-
-static void send_reply(struct evhttp_request *hreq, kbs_response *rp)
-{
-    kbs_response resp = *rp;
-    memset(rp, 0, sizeof(*rp));
-    struct evkeyvalq *out = evhttp_request_get_output_headers(hreq);
-    if (resp.content_type)
-        evhttp_add_header(out, "Content-Type", resp.content_type);
-    evhttp_add_header(out, "Cache-Control", "no-store");
-    if (resp.set_cookie)
-        evhttp_add_header(out, "Set-Cookie", resp.set_cookie);
-    struct evbuffer *ob = evbuffer_new();
-    size_t bsize = 0;
-    uint8_t *bdata = buf_steal(&resp.body, &bsize);
-    if (bdata && bsize)
-        evbuffer_add_reference(ob, bdata, bsize, body_cleanup, NULL);
-    else
-        free(bdata);
-    int status = resp.status ? resp.status : 500;
-    struct evhttp_connection *conn = evhttp_request_get_connection(hreq);
-    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
-    evhttp_send_reply(hreq, status, reason_phrase(status), ob);
-    evbuffer_free(ob);
-    kbs_response_clear(&resp);
-    /*
-     * evhttp leaves the status line and headers in one chain of the connection's output buffer
-     * and the body in another, and bufferevent_openssl makes one SSL_write (one TLS record, one
-     * send(2), one loopback delivery) per chain. Nothing is written before the event loop sees
-     * the socket writable, so joining the chains here sends a small reply as one record. The
-     * joined copy is ours, added by reference, and cleansed once sent as the body is: a reply
-     * may carry a bearer token (evbuffer_pullup would leave it in a chain libevent frees as is).
-     */
-    if (bev) {
-        struct evbuffer *wire = bufferevent_get_output(bev);
-        size_t n = evbuffer_get_length(wire);
-        if (n > 0 && n <= KBS_REPLY_COALESCE_MAX)
-            join_reply(wire, n);
-    }
-}
-
 /* ---- workers ---- */
 
 static void on_stop(evutil_socket_t fd, short what, void *arg)
@@ -821,9 +1290,16 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     worker *w = arg;
-    if (w->bound) {
-        evhttp_del_accept_socket(w->http, w->bound);
-        w->bound = NULL;
+    w->stopping = true;
+    if (w->listen_ev) {
+        event_free(w->listen_ev);
+        w->listen_ev = NULL;
+    }
+    /* Idle connections close now; one with a request out closes after its reply. */
+    for (conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->busy && !c->out_len)
+            c->lingering ? conn_free(c) : conn_close(c);
     }
     event_del(w->stop_ev);
     struct timeval tv = {1, 0};
@@ -840,51 +1316,52 @@ static void *worker_main(void *arg)
 static int worker_setup(worker *w, kbs_server *s, cista_error **err)
 {
     w->s = s;
+    w->listen_fd = -1;
     pthread_mutex_init(&w->done_mu, NULL);
     w->done_mu_init = true;
     w->base = event_base_new();
-    w->http = w->base ? evhttp_new(w->base) : NULL;
-    if (!w->http)
-        return err_set(err, -ENOMEM, "libevent: cannot create an event base / evhttp");
-    evhttp_set_max_body_size(w->http, KBS_MAX_BODY);
-    evhttp_set_max_headers_size(w->http, 16384);
-    evhttp_set_timeout(w->http, (int)s->cfg->timeout);
-    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE);
-    evhttp_set_gencb(w->http, on_request, w);
-    if (s->ssl)
-        evhttp_set_bevcb(w->http, make_bev, w);
-    int fd = fcntl(s->listen_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0)
+    if (!w->base)
+        return err_set(err, -ENOMEM, "libevent: cannot create an event base");
+    w->listen_fd = fcntl(s->listen_fd, F_DUPFD_CLOEXEC, 0);
+    if (w->listen_fd < 0)
         return err_set_sys(err, -errno, "dup listening socket");
-    w->bound = evhttp_accept_socket_with_handle(w->http, fd);
-    if (!w->bound) {
-        close(fd);
-        return err_set(err, -EIO, "libevent: cannot accept on the listening socket");
-    }
+    w->listen_ev = event_new(w->base, w->listen_fd, EV_READ | EV_PERSIST, on_accept, w);
     w->stop_ev = event_new(w->base, s->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, w);
-    event_add(w->stop_ev, NULL);
+    w->sweep_ev = event_new(w->base, -1, EV_PERSIST, on_sweep, w);
     w->done_ev = event_new(w->base, -1, 0, on_done, w);
+    struct timeval sweep = {0, SWEEP_MS * 1000};
+    if (!w->listen_ev || !w->stop_ev || !w->sweep_ev || !w->done_ev ||
+        event_add(w->listen_ev, NULL) < 0 || event_add(w->stop_ev, NULL) < 0 ||
+        event_add(w->sweep_ev, &sweep) < 0)
+        return err_set(err, -ENOMEM, "libevent: cannot set up a worker's events");
     return 0;
 }
 
 static void worker_teardown(worker *w)
 {
-    /* The committer is gone: replies it completed after the loop ended are dropped (their
-     * connections are closed below). */
+    if (!w->s)
+        return; /* never set up */
+    /* The committer is gone: replies it completed after the loop ended are dropped, and so are
+     * the connections still open (conn_free() does not touch their requests). */
     for (pending *p = w->done_head, *next; p; p = next) {
         next = p->next;
         free_pending(p);
     }
     w->done_head = NULL;
+    while (w->conns)
+        conn_free(w->conns);
     if (w->done_ev)
         event_free(w->done_ev);
     if (w->done_mu_init)
         pthread_mutex_destroy(&w->done_mu);
     if (w->stop_ev)
         event_free(w->stop_ev);
-    if (w->http)
-        evhttp_free(w->http);
+    if (w->sweep_ev)
+        event_free(w->sweep_ev);
+    if (w->listen_ev)
+        event_free(w->listen_ev);
+    if (w->listen_fd >= 0)
+        close(w->listen_fd);
     if (w->base)
         event_base_free(w->base);
 }

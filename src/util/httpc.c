@@ -1085,10 +1085,15 @@ static int bio_sock_read(BIO *b, char *data, int size)
 static long bio_sock_ctrl(BIO *b, int cmd, long num, void *ptr)
 {
     (void)num;
-    (void)ptr;
     /* OpenSSL tells a TLS close without close_notify (a truncation) by BIO_eof() */
     if (cmd == BIO_CTRL_EOF)
         return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    if (cmd == BIO_C_GET_FD) { /* SSL_get_fd() */
+        int fd = (int)(intptr_t)BIO_get_data(b);
+        if (ptr)
+            *(int *)ptr = fd;
+        return fd;
+    }
     return cmd == BIO_CTRL_FLUSH ? 1 : 0;
 }
 
@@ -1114,6 +1119,15 @@ static void bio_sock_init(void)
         g_bio_sock = m;
     else
         BIO_meth_free(m);
+}
+
+BIO *httpc_socket_bio(int fd)
+{
+    pthread_once(&g_bio_sock_once, bio_sock_init);
+    BIO *b = g_bio_sock ? BIO_new(g_bio_sock) : NULL;
+    if (b)
+        BIO_set_data(b, (void *)(intptr_t)fd);
+    return b;
 }
 
 /* The TLS library tells us about each new session (TLS 1.3: after the handshake). */
@@ -1550,10 +1564,9 @@ static int proxy_tunnel(httpc *c, int64_t deadline, cista_error **err)
 static int tls_connect(httpc *c, int64_t deadline, cista_error **err)
 {
     c->ssl = SSL_new(c->ctx);
-    BIO *b = c->ssl ? BIO_new(g_bio_sock) : NULL;
+    BIO *b = c->ssl ? httpc_socket_bio(c->fd) : NULL;
     if (!b)
         return err_set_ssl(err, -ENOMEM, "SSL_new");
-    BIO_set_data(b, (void *)(intptr_t)c->fd);
     SSL_set_bio(c->ssl, b, b);
     SSL_set_app_data(c->ssl, c);
     SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);

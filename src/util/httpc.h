@@ -39,6 +39,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/types.h>
+
 #include "util/buf.h"
 #include "util/err.h"
 
@@ -47,6 +49,14 @@
 #define HTTPC_HEADERS_MAX 100                    /* header lines per head (and trailers) */
 #define HTTPC_TIMEOUT_DEFAULT 30                 /* seconds per request */
 #define HTTPC_CONNECT_TIMEOUT 10                 /* seconds per connection attempt */
+
+/*
+ * A BIO over the connected socket @fd (not closed with the BIO) that sends with MSG_NOSIGNAL,
+ * so that a peer gone away is an EPIPE error, never a SIGPIPE in a process that did not ignore
+ * it, and that reports @fd to SSL_get_fd(). For the KBS server's connections too. NULL: out of
+ * memory.
+ */
+BIO *httpc_socket_bio(int fd);
 
 /* ---- the client ---- */
 
