@@ -1,5 +1,5 @@
 /*
- * crypto_int.h - helpers shared by crypto.c, keys.c, jwk.c and jwe.c. Not a
+ * crypto_int.h - helpers shared by crypto.c, keys.c, jwk.c, jwe.c and x509.c. Not a
  * public API: other modules use crypto.h and jose.h.
  */
 #ifndef CISTA_CRYPTO_INT_H
@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "crypto/crypto.h"
+#include "crypto/x509.h"
 
 /* Largest key file or JWK text crypto_key_load() accepts. */
 #define CRYPTO__KEY_MAX_SIZE (1u << 20)
@@ -38,6 +39,15 @@ const char *crypto__md_name(crypto_hash_alg alg);
  * reference with EVP_MD_up_ref). Aborts on an unknown @alg.
  */
 const EVP_MD *crypto__md(crypto_hash_alg alg);
+
+/*
+ * x509.c: the DER ECDSA-Sig-Value of r and s, each an unsigned @int_size-byte integer (1 ..
+ * X509_ECDSA_INT_MAX) in @endian order, written to @out (X509__ECDSA_SIG_DER_MAX bytes); returns
+ * its length. The encoding i2d_ECDSA_SIG() gives for the same values.
+ */
+#define X509__ECDSA_SIG_DER_MAX (4 + 2 * (4 + X509_ECDSA_INT_MAX + 1))
+size_t x509__ecdsa_sig_der(uint8_t *out, const uint8_t *r, const uint8_t *s, size_t int_size,
+                           x509_endian endian);
 
 static inline void crypto__cipher_ctx_freep(EVP_CIPHER_CTX **c)
 {

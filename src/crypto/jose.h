@@ -35,11 +35,12 @@ int jwk_to_key(EVP_PKEY **out, const json_t *jwk, cista_error **err)
     __attribute__((warn_unused_result));
 /*
  * jwk_to_key() where a public EC key gets the partial public-key validation of NIST SP 800-56A
- * rev. 3 §5.6.2.3.4 (coordinates in range, on the curve, not the point at infinity) instead of
- * OpenSSL's full check, which adds n·Q = infinity. On P-256, P-384 and P-521 (the only curves
- * accepted; cofactor 1) every point on the curve except infinity has order n, so that extra
- * scalar multiplication (~35 us on P-256) can never fail: the accepted keys are exactly those of
- * jwk_to_key(). Private and RSA JWKs take the jwk_to_key() path.
+ * rev. 3 §5.6.2.3.4 (coordinates in range, on the curve, not the point at infinity; OpenSSL's
+ * decoding of the point does all three) instead of OpenSSL's full check, which adds
+ * n·Q = infinity. On P-256, P-384 and P-521 (the only curves accepted; cofactor 1) every point on
+ * the curve except infinity has order n, so that extra scalar multiplication (~35 us on P-256) can
+ * never fail: the accepted keys are exactly those of jwk_to_key(). Private and RSA JWKs take the
+ * jwk_to_key() path.
  */
 int jwk_to_key_partial(EVP_PKEY **out, const json_t *jwk, cista_error **err)
     __attribute__((warn_unused_result));

@@ -526,18 +526,67 @@ static const EVP_MD *md_by_name(const char *md)
     return NULL;
 }
 
-static BIGNUM *bn_from(const uint8_t *p, size_t n, x509_endian endian)
+/* The DER length octets of @len at @out; returns how many (at most 3: lengths below 65536). */
+static size_t der_put_len(uint8_t *out, size_t len)
 {
-    BIGNUM *bn =
-        endian == X509_LITTLE_ENDIAN ? BN_lebin2bn(p, (int)n, NULL) : BN_bin2bn(p, (int)n, NULL);
-    if (!bn)
-        abort();
-    return bn;
+    if (len < 0x80) {
+        out[0] = (uint8_t)len;
+        return 1;
+    }
+    if (len < 0x100) {
+        out[0] = 0x81;
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    out[0] = 0x82;
+    out[1] = (uint8_t)(len >> 8);
+    out[2] = (uint8_t)len;
+    return 3;
 }
 
-static void md_ctx_freep(EVP_MD_CTX **c)
+/*
+ * The DER INTEGER of the unsigned @n-byte @p in @endian order at @out: leading zero bytes
+ * dropped, one 0x00 added when the top bit is set (it would read as negative), zero as the single
+ * byte 00 - i2d_ECDSA_SIG()'s encoding, without BIGNUMs. Returns the bytes written, at most
+ * 4 + @n + 1.
+ */
+static size_t der_put_uint(uint8_t *out, const uint8_t *p, size_t n, x509_endian endian)
 {
-    EVP_MD_CTX_free(*c);
+    bool le = endian == X509_LITTLE_ENDIAN;
+    size_t len = n; /* significant bytes */
+    while (len > 0 && p[le ? len - 1 : n - len] == 0)
+        len--;
+    uint8_t top = len ? p[le ? len - 1 : n - len] : 0;
+    bool pad = len == 0 || top & 0x80;
+    size_t w = 0;
+    out[w++] = 0x02;
+    w += der_put_len(out + w, len + pad);
+    if (pad)
+        out[w++] = 0x00;
+    if (le) {
+        for (size_t i = len; i > 0; i--)
+            out[w++] = p[i - 1];
+    } else {
+        memcpy(out + w, p + n - len, len);
+        w += len;
+    }
+    return w;
+}
+
+size_t x509__ecdsa_sig_der(uint8_t *out, const uint8_t *r, const uint8_t *s, size_t int_size,
+                           x509_endian endian)
+{
+    /* The integers go after the longest SEQUENCE header, then the header goes right before. */
+    uint8_t *body = out + 4;
+    size_t n = der_put_uint(body, r, int_size, endian);
+    n += der_put_uint(body + n, s, int_size, endian);
+    uint8_t hdr[4];
+    size_t h = 0;
+    hdr[h++] = 0x30;
+    h += der_put_len(hdr + h, n);
+    memmove(out + h, body, n);
+    memcpy(out, hdr, h);
+    return h + n;
 }
 
 /*
@@ -566,30 +615,24 @@ int x509_ecdsa_verify_raw(EVP_PKEY *pub, const char *md, const void *msg, size_t
     int rc = ecdsa_args(&m, md, pub, "verification", int_size, err);
     if (rc < 0)
         return rc;
-
-    ECDSA_SIG *sig = ECDSA_SIG_new();
-    if (!sig)
-        abort();
-    BIGNUM *br = bn_from(r, int_size, endian), *bs = bn_from(s, int_size, endian);
-    ECDSA_SIG_set0(sig, br, bs);
-    unsigned char *der = NULL;
-    int der_len = i2d_ECDSA_SIG(sig, &der);
-    ECDSA_SIG_free(sig);
-    if (der_len <= 0)
-        return err_set_ssl(err, -EINVAL, "ECDSA: cannot encode the signature");
-
-    __attribute__((cleanup(md_ctx_freep))) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx)
-        abort();
-    if (EVP_DigestVerifyInit(ctx, NULL, m, NULL, pub) != 1) {
-        rc = err_set_ssl(err, -EINVAL, "ECDSA: cannot initialise verification");
-    } else {
-        int v = EVP_DigestVerify(ctx, der, (size_t)der_len, msg, msg_size);
-        ERR_clear_error();
-        rc = v == 1 ? 0 : err_set(err, -EBADMSG, "ECDSA signature does not verify");
-    }
-    OPENSSL_free(der);
-    return rc;
+    /*
+     * The DER signature straight from r and s, the digest in one call, and a bare verification
+     * context: EVP_DigestVerifyInit() would fetch the digest by name again under OpenSSL's
+     * method-store lock and set up a digest context we do not need. The digest is not set on the
+     * context either (ECDSA over a given digest is the same operation; OpenSSL would only check
+     * its length). A zero r or s is encoded as 0 and refused by OpenSSL, as before.
+     */
+    uint8_t der[X509__ECDSA_SIG_DER_MAX], digest[EVP_MAX_MD_SIZE];
+    size_t der_len = x509__ecdsa_sig_der(der, r, s, int_size, endian);
+    unsigned digest_len = 0;
+    if (EVP_Digest(msg, msg_size, digest, &digest_len, m, NULL) != 1)
+        return err_set_ssl(err, -EIO, "ECDSA: cannot hash the message");
+    _cleanup_pkey_ctx_ EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pub, NULL);
+    if (!ctx || EVP_PKEY_verify_init(ctx) != 1)
+        return err_set_ssl(err, -EINVAL, "ECDSA: cannot initialise verification");
+    int v = EVP_PKEY_verify(ctx, der, der_len, digest, digest_len);
+    ERR_clear_error();
+    return v == 1 ? 0 : err_set(err, -EBADMSG, "ECDSA signature does not verify");
 }
 
 static int bn_out(uint8_t *out, size_t n, const BIGNUM *bn, x509_endian endian)

@@ -1,9 +1,12 @@
 /*
  * test_x509.c - chains of the real AMD certificates (RSASSA-PSS), validity
  * at pinned times, broken signatures, unknown issuers, CRL revocation with
- * a CA made here, VCEK extensions, raw-integer ECDSA both byte orders.
+ * a CA made here, VCEK extensions, raw-integer ECDSA both byte orders, and
+ * its DER signature built without BIGNUMs against i2d_ECDSA_SIG().
  */
 #include <errno.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/x509v3.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +18,7 @@
 #include <cmocka.h>
 
 #include "crypto/crypto.h"
+#include "crypto/crypto_int.h"
 #include "crypto/x509.h"
 #include "util/codec.h"
 #include "util/util.h"
@@ -397,14 +401,124 @@ static void test_ecdsa_raw(void **state)
     assert_int_equal(crypto_key_generate_ec(&k, "P-384", &err), 0);
     assert_int_equal(x509_ecdsa_sign_raw(r, s, 16, X509_BIG_ENDIAN, k, "SHA384", "x", 1, &err),
                      -EINVAL);
+    err_clear(&err);
+    /* r or s zero (all bytes, or the 0x00 a wide field adds) never verifies */
+    uint8_t good_r[72], good_s[72], zero[72] = {0};
+    assert_int_equal(
+        x509_ecdsa_sign_raw(good_r, good_s, 72, X509_LITTLE_ENDIAN, k, "SHA384", "x", 1, &err), 0);
+    assert_int_equal(
+        x509_ecdsa_verify_raw(k, "SHA384", "x", 1, good_r, good_s, 72, X509_LITTLE_ENDIAN, &err),
+        0);
+    assert_int_equal(
+        x509_ecdsa_verify_raw(k, "SHA384", "x", 1, zero, good_s, 72, X509_LITTLE_ENDIAN, &err),
+        -EBADMSG);
+    err_clear(&err);
+    assert_int_equal(
+        x509_ecdsa_verify_raw(k, "SHA384", "x", 1, good_r, zero, 72, X509_LITTLE_ENDIAN, &err),
+        -EBADMSG);
+    err_clear(&err);
+    assert_int_equal(
+        x509_ecdsa_verify_raw(k, "SHA384", "x", 1, zero, zero, 1, X509_BIG_ENDIAN, &err), -EBADMSG);
+    err_clear(&err);
+    /* a bad integer size is refused before anything else */
+    assert_int_equal(
+        x509_ecdsa_verify_raw(k, "SHA384", "x", 1, good_r, good_s, 0, X509_BIG_ENDIAN, &err),
+        -EINVAL);
+    err_clear(&err);
+    assert_int_equal(x509_ecdsa_verify_raw(k, "SHA384", "x", 1, good_r, good_s,
+                                           X509_ECDSA_INT_MAX + 1, X509_BIG_ENDIAN, &err),
+                     -EINVAL);
+}
+
+/* i2d_ECDSA_SIG() of r and s read through BIGNUMs: the encoding verify_raw used to build. */
+static size_t der_by_bignum(uint8_t *out, const uint8_t *r, const uint8_t *s, size_t n,
+                            x509_endian e)
+{
+    BIGNUM *br =
+        e == X509_LITTLE_ENDIAN ? BN_lebin2bn(r, (int)n, NULL) : BN_bin2bn(r, (int)n, NULL);
+    BIGNUM *bs =
+        e == X509_LITTLE_ENDIAN ? BN_lebin2bn(s, (int)n, NULL) : BN_bin2bn(s, (int)n, NULL);
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    assert_true(br && bs && sig && ECDSA_SIG_set0(sig, br, bs) == 1);
+    unsigned char *der = NULL;
+    int len = i2d_ECDSA_SIG(sig, &der);
+    ECDSA_SIG_free(sig);
+    assert_true(len > 0 && len <= X509__ECDSA_SIG_DER_MAX);
+    memcpy(out, der, (size_t)len);
+    OPENSSL_free(der);
+    return (size_t)len;
+}
+
+/* The DER written straight from raw r and s is OpenSSL's, byte for byte, for every shape. */
+static void test_ecdsa_sig_der(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 2, 31, 32, 33, 48, 66, 72, 126, 127, 128, 129, 255, 256};
+    uint8_t r[X509_ECDSA_INT_MAX], s[X509_ECDSA_INT_MAX];
+    uint8_t want[X509__ECDSA_SIG_DER_MAX], got[X509__ECDSA_SIG_DER_MAX];
+    unsigned seed = 1;
+    for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
+        size_t n = sizes[i];
+        for (int shape = 0; shape < 64; shape++) {
+            for (size_t j = 0; j < n; j++) {
+                seed = seed * 1103515245u + 12345u;
+                r[j] = (uint8_t)(seed >> 16);
+                s[j] = (uint8_t)(seed >> 8);
+            }
+            /* big-endian view: index 0 is the top byte (the last one for little-endian) */
+            x509_endian e = shape & 1 ? X509_LITTLE_ENDIAN : X509_BIG_ENDIAN;
+            size_t top = e == X509_LITTLE_ENDIAN ? n - 1 : 0;
+            switch (shape / 2 % 8) {
+            case 0: /* random */
+                break;
+            case 1: /* top bit set: needs the 0x00 */
+                r[top] |= 0x80;
+                s[top] |= 0x80;
+                break;
+            case 2: /* top bit clear */
+                r[top] &= 0x7f;
+                s[top] = 0x01;
+                break;
+            case 3: /* zero */
+                memset(r, 0, n);
+                memset(s, 0, n);
+                break;
+            case 4: /* all ones */
+                memset(r, 0xff, n);
+                memset(s, 0xff, n);
+                break;
+            case 5: /* leading zero bytes, then a byte with the top bit set */
+                for (size_t j = 0; j < n / 2; j++)
+                    r[e == X509_LITTLE_ENDIAN ? n - 1 - j : j] = 0;
+                r[e == X509_LITTLE_ENDIAN ? n - 1 - n / 2 : n / 2] |= 0x80;
+                s[top] = 0;
+                break;
+            case 6: /* one in the lowest byte only */
+                memset(r, 0, n);
+                r[e == X509_LITTLE_ENDIAN ? 0 : n - 1] = 1;
+                memset(s, 0, n);
+                s[e == X509_LITTLE_ENDIAN ? 0 : n - 1] = 0x80;
+                break;
+            default: /* only the top byte */
+                memset(r, 0, n);
+                r[top] = 0x7f;
+                break;
+            }
+            size_t wn = der_by_bignum(want, r, s, n, e);
+            size_t gn = x509__ecdsa_sig_der(got, r, s, n, e);
+            assert_int_equal(gn, wn);
+            assert_memory_equal(got, want, wn);
+        }
+    }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_amd_chain_ok), cmocka_unit_test(test_amd_chain_failures),
-        cmocka_unit_test(test_extensions),   cmocka_unit_test(test_load),
-        cmocka_unit_test(test_crl),          cmocka_unit_test(test_ecdsa_raw),
+        cmocka_unit_test(test_amd_chain_ok),  cmocka_unit_test(test_amd_chain_failures),
+        cmocka_unit_test(test_extensions),    cmocka_unit_test(test_load),
+        cmocka_unit_test(test_crl),           cmocka_unit_test(test_ecdsa_raw),
+        cmocka_unit_test(test_ecdsa_sig_der),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
