@@ -227,6 +227,67 @@ expect_status "resource without attestation is 401" 401 "not attested" "$st $(jq
 st=$("${CURL[@]}" -o resp.json -w '%{http_code}' -H 'Authorization: Bearer e30.e30.AAAA' "$URL/kbs/v0/resource/default/key/1")
 expect_status "forged bearer token is 401" 401 "" "$st"
 
+# ---- the HTTP/1.1 layer (src/kbs/http1.c, server.c) with raw requests over TLS ----
+# raw.py ADDR DATA [WAIT]: sends DATA (Python escapes) on one TLS connection, reads for WAIT s
+# (default 1.5) or until the server closes; prints the statuses of the responses in order, then
+# "closed" or "open", then C if a response said "Connection: close", A if one had the Allow
+# line, and the seconds until the server closed.
+cat >raw.py <<'PY'
+import socket, ssl, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+data = sys.argv[2].encode().decode("unicode_escape").encode("latin-1")
+wait = float(sys.argv[3]) if len(sys.argv) > 3 else 1.5
+ctx = ssl.create_default_context(cafile="ca.pem")
+s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=10), server_hostname=host)
+t0 = time.time()
+s.sendall(data)
+s.settimeout(wait)
+buf, closed = b"", False
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            closed = True
+            break
+        buf += d
+except socket.timeout:
+    pass
+except (ConnectionResetError, ssl.SSLError):
+    closed = True
+text, st, heads = buf.decode("latin-1"), [], ""
+while text.startswith("HTTP/1."):  # one response after the other, each delimited by its length
+    head, _, text = text.partition("\r\n\r\n")
+    st.append(head.split(" ")[1])
+    heads += head + "\r\n"
+    for l in head.split("\r\n"):
+        if l.lower().startswith("content-length:"):
+            text = text[int(l.split(":")[1]):]
+flags = ("C" if "\r\nConnection: close\r\n" in heads else "") + ("A" if "\r\nAllow: GET, POST, PUT, DELETE\r\n" in heads else "")
+print(" ".join(st + ["closed" if closed else "open"] + ([flags] if flags else [])), "%.1f" % (time.time() - t0))
+PY
+HP=${URL#https://}
+AB='{"version":"0.4.0","tee":"sim"}'
+AUTHREQ="POST /kbs/v0/auth HTTP/1.1\\r\\nHost: kbs\\r\\nContent-Length: ${#AB}\\r\\n\\r\\n$AB"
+raw() { python3 raw.py "$HP" "$@" 2>&1 | sed 's/ [0-9.]*$//'; }
+check "two pipelined requests on one connection: two replies, in order, connection kept" \
+  [ "$(raw "$AUTHREQ$AUTHREQ")" = "200 200 open" ]
+check "HTTP/1.0 without keep-alive: the reply says Connection: close and the server closes" \
+  [ "$(raw "POST /kbs/v0/auth HTTP/1.0\\r\\nContent-Length: ${#AB}\\r\\n\\r\\n$AB")" = "200 closed C" ]
+check "a chunked body is refused (501), then the connection closed" \
+  [ "$(raw "POST /kbs/v0/auth HTTP/1.1\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5\\r\\nhello\\r\\n0\\r\\n\\r\\n")" = "501 closed C" ]
+check "two different Content-Lengths are refused (400)" \
+  [ "$(raw "POST /kbs/v0/auth HTTP/1.1\\r\\nContent-Length: 3\\r\\nContent-Length: 4\\r\\n\\r\\nabcd")" = "400 closed C" ]
+check "an unknown method is 405 with an Allow line" \
+  [ "$(raw "PATCH /kbs/v0/auth HTTP/1.1\\r\\n\\r\\n")" = "405 closed CA" ]
+check "a request head over 16 KiB is 431" \
+  [ "$(raw "GET /kbs/v0/auth HTTP/1.1\\r\\nX-Pad: $(head -c 20000 /dev/zero | tr '\0' a)\\r\\n\\r\\n")" = "431 closed C" ]
+check "a path with a bad percent escape is 400" \
+  [ "$(raw "GET /kbs/v0/resource/a/%zz/c HTTP/1.1\\r\\n\\r\\n")" = "400 closed C" ]
+check "Expect: 100-continue gets 100 Continue before the body is sent" \
+  [ "$(raw "POST /kbs/v0/auth HTTP/1.1\\r\\nExpect: 100-continue\\r\\nContent-Length: ${#AB}\\r\\n\\r\\n")" = "100 open" ]
+st=$("${CURL[@]}" -o resp.json -w '%{http_code}' -H 'Expect: 100-continue' --data-binary "$AB" "$URL/kbs/v0/auth")
+expect_status "  ... and curl's request with it is served" 200 "nonce" "$st $(cat resp.json)"
+
 # ---- policy deny, sim not allowed ----
 cat >deny.json <<'P'
 {"version": "1.0.0", "anyOf": [{"name": "snp-only", "allOf": [{"claim": "tee", "equals": "snp"}, {"claim": "debug", "equals": false}]}]}
@@ -469,6 +530,12 @@ if start_kbs idlecap k7/t.json; then
   HRR=$(openssl s_client -connect "$KBS_ADDR" -CAfile ca.pem -groups X448:X25519 -tls1_3 -msg </dev/null 2>&1)
   check "  ... a TLS 1.3 handshake with a HelloRetryRequest (two ClientHellos) counts once" bash -c \
     '[ "$(grep -c ServerHello <<<"$1")" = 2 ] && grep -q "New, TLSv1.3, Cipher is" <<<"$1"' _ "$HRR"
+  sleep 0.3
+  # a slow client: a request head that stops half-way is closed by the server ("timeout" 2 s),
+  # not held open (the raw client waits 6 s for it; it must not close at once either)
+  SL=$(python3 raw.py "$KBS_ADDR" "POST /kbs/v0/auth HTTP/1.1\\r\\nContent-Le" 6)
+  check "a request that stops half-way is closed after the timeout ($SL s)" \
+    bash -c '[ "${1% *}" = closed ] && awk -v t="${1##* }" "BEGIN { exit !(t >= 1.5) }"' _ "$SL"
   stop_pid "$KBS_PID"
 fi
 # IPv6: a peer is its /64 (the loopback's ::1 counts as ::/64)
