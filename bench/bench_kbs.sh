@@ -14,6 +14,7 @@
 # (see bench/kbs_load.c; PRESIGN_RATE=0 disables). A run that used them all says so: the rest of
 # its round trips include the driver's online signing, which inflates the latencies measured.
 # REPEAT=N runs every (mode, clients) point N times and prints the medians at the end.
+# WARMUP=S runs S seconds of unmeasured load first (see below: steady state).
 # LOAD_RATE=R paces the clients to R round trips/s in total (latency from each scheduled start,
 # see bench/kbs_load.c) instead of each starting its next round trip as soon as one ends.
 # Usage: bench/bench_kbs.sh [BUILD_DIR] [SECONDS]   (from the repo root; BUILD_DIR default build)
@@ -75,6 +76,14 @@ thread_ticks() { for t in /proc/$SPID/task/*; do awk '{printf "%s ", $14 + $15}'
 # STRACE_OUT=file (strace -c -f: syscall counts, e.g. fdatasync per round trip) or PERF_STAT=file
 # (perf stat: context switches, page faults, cycles); LOAD_PERF="perf record -o FILE --" profiles
 # the driver.
+# WARMUP=S: S seconds of keep-alive load (16 clients, signing online, not measured) first, so
+# that the measured runs see the server in its steady state: sessions live nonce_lifetime (30 s
+# here), so a fresh server's heap grows (page faults, heap growth) for the first 30 s of load
+# and reuses freed sessions from then on, as a long-running KBS does.
+if [ "${WARMUP:-0}" != 0 ]; then
+  "${LOAD_PFX[@]}" ./kbs_load "$URL" ca.pem sim 16 "$WARMUP" default/key/1 keepalive 0 >/dev/null
+  echo "# warm-up: $WARMUP s of load before the measured runs; server RSS $(awk '/VmRSS/ {print $2}' /proc/$SPID/status) kB"
+fi
 PROF=
 if [ -n "${PERF_OUT:-}" ]; then perf record ${PERF_FLAGS:--g} -p "$SPID" -o "$PERF_OUT" >/dev/null 2>&1 & PROF=$!
 elif [ -n "${PERF_STAT:-}" ]; then perf stat -e task-clock,context-switches,cpu-migrations,page-faults,cycles,instructions -p "$SPID" -o "$PERF_STAT" >/dev/null 2>&1 & PROF=$!
