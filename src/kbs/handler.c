@@ -39,7 +39,8 @@ static const char g_default_policy[] =
 void kbs_response_clear(kbs_response *r)
 {
     buf_free(&r->body);
-    free(r->set_cookie);
+    if (r->set_cookie) /* holds the session id, a bearer credential */
+        crypto_free_secret(r->set_cookie, strlen(r->set_cookie));
     memset(r, 0, sizeof(*r));
 }
 
@@ -322,7 +323,8 @@ int kbs__verify_evidence(json_t **out, kbs_shared *sh, const kbs_attest_req *a,
                 err_clear(err);
             o.sim_key = sh->sim_keys[i];
             r = ops->verify(out, a->evidence, a->evidence_size, a->aux, a->aux_size, &o, err);
-            if (r != EV_E_SIGNATURE)
+            /* EV_E_PLATFORM: the report names another platform, perhaps a later key's */
+            if (r != EV_E_SIGNATURE && r != EV_E_PLATFORM)
                 return r;
         }
         return r;

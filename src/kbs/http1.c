@@ -189,9 +189,12 @@ int kbs_http_parse_head(kbs_http_req *out, const char *buf, size_t len)
     /* Only the first KBS_HTTP_HEAD_MAX bytes are looked at: a longer head is refused. */
     size_t pos = 0;
     kbs_http_span l;
+    unsigned empty = 0;
     do {
         if (!next_line(&l, buf, lim, &pos))
             return len >= KBS_HTTP_HEAD_MAX ? -431 : 0;
+        if (l.n == 0 && ++empty > KBS_HTTP_EMPTY_LINES_MAX)
+            return -400;
     } while (l.n == 0);
     if (memchr(l.s, '\r', l.n) || memchr(l.s, '\0', l.n))
         return -400;

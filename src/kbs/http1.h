@@ -19,6 +19,7 @@
 #define KBS_HTTP_HEAD_MAX ((size_t)16 << 10) /* request line + header lines */
 #define KBS_HTTP_HEADERS_MAX 100             /* header lines per request */
 #define KBS_HTTP_TARGET_MAX 1024             /* request-target bytes (path + query) */
+#define KBS_HTTP_EMPTY_LINES_MAX 4           /* empty lines skipped before a request line */
 
 typedef struct {
     const char *s;
@@ -39,12 +40,13 @@ typedef struct {
 } kbs_http_req;
 
 /*
- * Parse the request head at the start of @buf (@len bytes received so far; empty lines before
- * the request line are skipped, as RFC 9112 allows). Returns the head's length (> 0) once its
- * empty line is in @buf, 0 when more bytes are needed (and fewer than KBS_HTTP_HEAD_MAX have
- * come), or the negated HTTP status to refuse the request with: -400 malformed, -414 target too
- * long, -431 head too large, -501 a transfer coding (only Content-Length bodies), -505 not
- * HTTP/1.x, -417 an expectation other than 100-continue. Lines end in CRLF or a bare LF.
+ * Parse the request head at the start of @buf (@len bytes received so far; up to
+ * KBS_HTTP_EMPTY_LINES_MAX empty lines before the request line are skipped, as RFC 9112 allows).
+ * Returns the head's length (> 0) once its empty line is in @buf, 0 when more bytes are needed (and
+ * fewer than KBS_HTTP_HEAD_MAX have come), or the negated HTTP status to refuse the request with:
+ * -400 malformed, -414 target too long, -431 head too large, -501 a transfer coding (only
+ * Content-Length bodies), -505 not HTTP/1.x, -417 an expectation other than 100-continue. Lines end
+ * in CRLF or a bare LF.
  */
 int kbs_http_parse_head(kbs_http_req *out, const char *buf, size_t len);
 

@@ -89,6 +89,10 @@
 #define SWEEP_MS 250
 /* How long a connection refused with an error is read (and dropped) after its reply. */
 #define LINGER_MS 2000
+/* Reads of one connection per wake-up of its worker. */
+#define CONN_READS_PER_WAKE 8
+/* How long accepting pauses when the process is out of descriptors or memory. */
+#define ACCEPT_PAUSE_MS 100
 
 typedef struct worker worker;
 typedef struct conn conn;
@@ -132,6 +136,7 @@ struct worker {
     struct event_base *base;
     int listen_fd;           /* this worker's dup of the listening socket */
     struct event *listen_ev; /* NULL once stopping */
+    struct event *accept_ev; /* one-shot: accept again after ACCEPT_PAUSE_MS */
     struct event *stop_ev;
     struct event *sweep_ev; /* every SWEEP_MS: connections past their deadline */
     conn *conns;            /* every open connection of this worker */
@@ -168,6 +173,8 @@ struct conn {
     bool lingering;        /* in that phase: our write side is shut */
     bool idle;             /* between requests (for the deadline) */
     bool interim;          /* @out holds only a 100 Continue */
+    bool dead;             /* failed while @busy: freed when its request comes back */
+    size_t scanned;        /* bytes of @in known not to hold the end of a head */
     uint8_t *in;
     size_t in_len, in_cap;
     uint8_t *out; /* the reply being written: a secret (tokens, released resources) */
@@ -460,7 +467,10 @@ static int make_ssl(kbs_server *s, cista_error **err)
     if (!ctx)
         return err_set_ssl(err, -ENOMEM, "SSL_CTX_new");
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* CLEANSE_PLAINTEXT: records are decrypted in place, and what they held (bearer tokens,
+     * cookies, an admin's resource values) must not stay in OpenSSL's read buffer */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_CLEANSE_PLAINTEXT);
     SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
     /* Key exchange: X25519 first (the cheapest; what OpenSSL, rustls and Go clients offer first),
      * then the NIST curves; no finite-field groups or X448 (several times the CPU per handshake).
@@ -534,8 +544,9 @@ static void worker_done_queue(pending *p)
 /* Hand a finished request back to its I/O worker. Any thread. */
 static void worker_done_push(pending *p)
 {
+    worker *w = p->w; /* once queued, @p is the worker's: it may be answered and freed at once */
     worker_done_queue(p);
-    event_active(p->w->done_ev, EV_READ, 0);
+    event_active(w->done_ev, EV_READ, 0);
 }
 
 /*
@@ -675,13 +686,26 @@ static void free_cleansed(uint8_t *p, size_t n)
 }
 
 /*
- * Free at once, with no TLS close_notify (the connection failed, or its client is gone). Never
- * while a request of it is out (@busy): nothing closes a busy connection but the end of the
- * server, whose teardown frees the pending requests on its own.
+ * Free at once, with no TLS close_notify (the connection failed, or its client is gone). While
+ * a request of it is out (@busy: a handler may be reading its body in @in, and finish() will
+ * come back to it) the connection is only shut and marked dead; finish() frees it. Nothing
+ * should get here with a busy connection (no read, write or deadline is pending while one is
+ * out), but a slip must not become a use-after-free.
  */
 static void conn_free(conn *c)
 {
     worker *w = c->w;
+    if (c->busy) {
+        if (!c->dead) {
+            c->dead = true;
+            conn_set_reading(c, false);
+            conn_set_writing(c, false);
+            event_del(c->rev); /* also out of the active queue (event_active) */
+            shutdown(c->fd, SHUT_RDWR);
+            c->deadline = 0;
+        }
+        return;
+    }
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -711,15 +735,13 @@ static void conn_close(conn *c)
 static void conn_drain(conn *c)
 {
     char scratch[4096];
-    for (;;) {
-        ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
-        if (n > 0)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-            return;
+    ssize_t n = 0;
+    /* at most 64 KiB per wake-up (level-triggered: the loop comes back for the rest) */
+    for (int i = 0; i < 16 && (n = recv(c->fd, scratch, sizeof(scratch), 0)) > 0; i++)
+        ;
+    OPENSSL_cleanse(scratch, sizeof(scratch)); /* a pipelined request may carry a token */
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
         conn_free(c); /* the client closed too, or the connection failed */
-        return;
-    }
 }
 
 /* The reply is written: serve the next request, or close. -1 when @c is gone. */
@@ -727,7 +749,9 @@ static int conn_replied(conn *c)
 {
     conn_set_writing(c, false);
     if (c->closing) {
-        if (!c->linger) {
+        /* bytes of the client not read yet would make close() send a reset, which can destroy
+         * the reply in flight: linger then, as after an error */
+        if (!c->linger && !c->in_len && !(c->ssl && SSL_has_pending(c->ssl))) {
             conn_close(c);
             return -1;
         }
@@ -788,10 +812,17 @@ static int conn_flush(conn *c)
     }
     OPENSSL_cleanse(c->out, c->out_len);
     c->out_len = c->out_off = 0;
+    if (c->out_cap > 4 * CONN_IN_INITIAL) { /* an idle connection keeps a small buffer */
+        free_cleansed(c->out, c->out_cap);
+        c->out = NULL;
+        c->out_cap = 0;
+    }
     if (c->interim) {
         c->interim = false;
         conn_set_writing(c, false);
-        conn_set_reading(c, true); /* the body comes now */
+        conn_set_reading(c, true); /* the body comes now (or came: OpenSSL may hold it) */
+        if (c->in_len || (c->ssl && SSL_has_pending(c->ssl)))
+            event_active(c->rev, EV_READ, 1);
         return 0;
     }
     return conn_replied(c);
@@ -805,7 +836,8 @@ static uint8_t *conn_out_reserve(conn *c, size_t n)
         while (cap - c->out_len < n)
             cap *= 2;
         uint8_t *p = xmalloc(cap);
-        memcpy(p, c->out, c->out_len);
+        if (c->out_len)
+            memcpy(p, c->out, c->out_len);
         free_cleansed(c->out, c->out_cap);
         c->out = p;
         c->out_cap = cap;
@@ -850,6 +882,7 @@ static void conn_consume(conn *c)
     }
     c->in_len = rest;
     c->have_head = false;
+    c->scanned = 0;
     /* An idle connection keeps a small buffer, not the 2 MiB of an admin's last upload. */
     if (!rest && c->in_cap > 4 * CONN_IN_INITIAL) {
         free_cleansed(c->in, c->in_cap);
@@ -896,6 +929,7 @@ static int conn_reply(conn *c, int status, const char *content_type, const uint8
     if (c->have_head)
         conn_consume(c);
     c->interim = false; /* a 100 Continue still queued goes first, as part of this reply */
+    c->deadline = now_ms() + conn_timeout_ms(c); /* for a client that does not read it */
     return conn_flush(c);
 }
 
@@ -906,6 +940,8 @@ static int conn_error(conn *c, int status, const char *detail)
     int n = snprintf(body, sizeof(body),
                      "{\"type\":\"about:blank\",\"title\":\"%s\",\"status\":%d,\"detail\":\"%s\"}",
                      kbs_http_reason(status), status, detail);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = 0;
     c->closing = true;
     c->linger = true;
     c->have_head = false; /* nothing of it is consumed: the connection ends */
@@ -992,17 +1028,42 @@ static void conn_in_reserve(conn *c, size_t need)
 }
 
 /*
+ * Whether @in may hold the end of a request head (an empty line), looking only at what came
+ * since the last look: a head that trickles in a few bytes at a time is scanned once instead
+ * of parsed again from its start at every read (quadratic in its size).
+ */
+static bool head_may_be_complete(conn *c)
+{
+    size_t from = c->scanned > 2 ? c->scanned - 2 : 0;
+    const uint8_t *p = c->in + from, *end = c->in + c->in_len;
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if ((p + 1 < end && p[1] == '\n') || (p + 2 < end && p[1] == '\r' && p[2] == '\n'))
+            return true;
+        p++;
+    }
+    c->scanned = c->in_len;
+    return false;
+}
+
+/*
  * Parse what @in holds: dispatch a complete request, or refuse a bad one. 0 when waiting (for
  * bytes or for the reply), -1 when @c is gone.
  */
 static int conn_process(conn *c)
 {
-    if (c->busy || c->closing || !c->in_len)
+    /* One request at a time: none while one is out, or while its reply is being written. */
+    if (c->busy || c->closing || !c->in_len || (c->out_len && !c->interim))
         return 0;
     if (!c->have_head) {
+        if (!head_may_be_complete(c))
+            return c->in_len >= KBS_HTTP_HEAD_MAX
+                       ? conn_error(c, 431, "the request head is too large")
+                       : 0;
         int r = kbs_http_parse_head(&c->req, (const char *)c->in, c->in_len);
-        if (r == 0)
+        if (r == 0) {
+            c->scanned = c->in_len;
             return 0;
+        }
         if (r < 0)
             return conn_error(c, -r,
                               -r == 431   ? "the request head is too large"
@@ -1037,26 +1098,36 @@ static int conn_process(conn *c)
 
 /*
  * Read what the socket has (one read(2) with OpenSSL reading ahead) and process it, until the
- * socket has nothing more or a request is complete.
+ * socket has nothing more or a request is complete. Never more than the request at hand needs
+ * (its head, at most KBS_HTTP_HEAD_MAX bytes, then its body): pipelined requests wait in the
+ * socket or in OpenSSL, so @in holds at most one request and a little more, and moving what
+ * follows a request after its reply stays cheap. At most CONN_READS_PER_WAKE reads per call:
+ * a client that never stops sending does not hold its worker; the loop comes back to it.
  */
 static void conn_read(conn *c)
 {
-    for (;;) {
-        size_t need = c->have_head ? c->req.head_len + (size_t)c->req.content_length
-                                   : c->in_len + CONN_IN_INITIAL / 2;
-        conn_in_reserve(c, need > CONN_IN_MAX ? CONN_IN_MAX : need);
-        size_t room = c->in_cap - c->in_len, n = 0;
-        if (!room) { /* cannot happen: a head or a request is refused before it fills @in */
-            conn_error(c, 431, "the request head is too large");
+    for (int reads = 0;; reads++) {
+        size_t want =
+            c->have_head ? c->req.head_len + (size_t)c->req.content_length : KBS_HTTP_HEAD_MAX;
+        if (c->in_len >= want)
+            return; /* a whole request waits for the reply before it (conn_replied()) */
+        if (reads == CONN_READS_PER_WAKE) {
+            event_active(c->rev, EV_READ, 1); /* the rest on the next turn of the loop */
             return;
         }
+        size_t grow = c->in_len + CONN_IN_INITIAL / 2;
+        conn_in_reserve(c, c->have_head || grow > want ? want : grow);
+        size_t room = (c->in_cap < want ? c->in_cap : want) - c->in_len, n = 0;
         if (c->ssl) {
             ERR_clear_error();
             if (SSL_read_ex(c->ssl, c->in + c->in_len, room, &n) <= 0) {
                 int e = SSL_get_error(c->ssl, 0);
-                if (e == SSL_ERROR_WANT_WRITE)
+                if (e == SSL_ERROR_WANT_WRITE) {
+                    /* (a TLS 1.3 key update's answer) no reading until the socket takes it,
+                     * or a readable socket would call us again and again */
+                    conn_set_reading(c, false);
                     conn_set_writing(c, true); /* conn_on_write() reads again */
-                else if (e != SSL_ERROR_WANT_READ) {
+                } else if (e != SSL_ERROR_WANT_READ) {
                     ERR_clear_error();
                     if (e == SSL_ERROR_ZERO_RETURN) /* the client's close_notify */
                         conn_close(c);
@@ -1080,8 +1151,8 @@ static void conn_read(conn *c)
             c->deadline = now_ms() + conn_timeout_ms(c);
         }
         c->in_len += n;
-        if (conn_process(c) < 0 || c->busy || c->closing)
-            return;
+        if (conn_process(c) < 0 || c->busy || c->closing || (c->out_len && !c->interim))
+            return; /* gone, a request out, or its reply blocked: nothing more to read now */
         if (n < room && !(c->ssl && SSL_has_pending(c->ssl)))
             return; /* level-triggered: the loop calls again when more comes */
     }
@@ -1141,6 +1212,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
         conn_flush(c);
     else {
         conn_set_writing(c, false);
+        conn_set_reading(c, true);
         if (!c->busy && !c->closing)
             conn_read(c); /* SSL_read wanted to write (a TLS 1.3 key update's reply) */
     }
@@ -1188,6 +1260,7 @@ static void conn_new(worker *w, int fd, const struct sockaddr *sa, socklen_t sal
             event_free(c->rev);
         if (c->wev)
             event_free(c->wev);
+        SSL_free(c->ssl);
         close(fd);
         free(c);
         return;
@@ -1211,6 +1284,10 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
         int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* the backlog stays readable: without a pause the loop would spin on it */
+                struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+                event_del(w->listen_ev);
+                event_add(w->accept_ev, &tv);
                 static uint64_t last;
                 uint64_t t = now_ms();
                 if (t - __atomic_load_n(&last, __ATOMIC_RELAXED) > 10000) {
@@ -1224,6 +1301,15 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
         }
         conn_new(w, cfd, (struct sockaddr *)&ss, sl);
     }
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker *w = arg;
+    if (w->listen_ev)
+        event_add(w->listen_ev, NULL);
 }
 
 /* Every SWEEP_MS: connections past their deadline (see the top of the file) are closed. */
@@ -1253,6 +1339,12 @@ static int finish(pending *p)
     conn *c = p->c;
     kbs_response *r = &p->resp;
     c->busy = NULL;
+    if (c->dead) { /* failed meanwhile (see conn_free()): the reply has nowhere to go */
+        __atomic_sub_fetch(&p->w->s->inflight, 1, __ATOMIC_RELAXED);
+        free_pending(p);
+        conn_free(c);
+        return -1;
+    }
     int status = r->status ? r->status : 500;
     __atomic_sub_fetch(&p->w->s->inflight, 1, __ATOMIC_RELAXED);
     int rc =
@@ -1294,6 +1386,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     if (w->listen_ev) {
         event_free(w->listen_ev);
         w->listen_ev = NULL;
+        event_del(w->accept_ev);
     }
     /* Idle connections close now; one with a request out closes after its reply. */
     for (conn *c = w->conns, *next; c; c = next) {
@@ -1328,9 +1421,10 @@ static int worker_setup(worker *w, kbs_server *s, cista_error **err)
     w->listen_ev = event_new(w->base, w->listen_fd, EV_READ | EV_PERSIST, on_accept, w);
     w->stop_ev = event_new(w->base, s->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, w);
     w->sweep_ev = event_new(w->base, -1, EV_PERSIST, on_sweep, w);
+    w->accept_ev = event_new(w->base, -1, 0, on_accept_resume, w);
     w->done_ev = event_new(w->base, -1, 0, on_done, w);
     struct timeval sweep = {0, SWEEP_MS * 1000};
-    if (!w->listen_ev || !w->stop_ev || !w->sweep_ev || !w->done_ev ||
+    if (!w->listen_ev || !w->stop_ev || !w->sweep_ev || !w->done_ev || !w->accept_ev ||
         event_add(w->listen_ev, NULL) < 0 || event_add(w->stop_ev, NULL) < 0 ||
         event_add(w->sweep_ev, &sweep) < 0)
         return err_set(err, -ENOMEM, "libevent: cannot set up a worker's events");
@@ -1348,8 +1442,10 @@ static void worker_teardown(worker *w)
         free_pending(p);
     }
     w->done_head = NULL;
-    while (w->conns)
+    while (w->conns) {
+        w->conns->busy = NULL; /* its request was freed above or by handlers_stop() */
         conn_free(w->conns);
+    }
     if (w->done_ev)
         event_free(w->done_ev);
     if (w->done_mu_init)
@@ -1358,6 +1454,8 @@ static void worker_teardown(worker *w)
         event_free(w->stop_ev);
     if (w->sweep_ev)
         event_free(w->sweep_ev);
+    if (w->accept_ev)
+        event_free(w->accept_ev);
     if (w->listen_ev)
         event_free(w->listen_ev);
     if (w->listen_fd >= 0)

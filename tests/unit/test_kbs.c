@@ -1214,12 +1214,16 @@ static void test_rcar_inprocess(void **state)
     _cleanup_free_ char *sim = xasprintf("%s/sim", g_tmp);
     assert_int_equal(kbs_init_dir(dir, NULL), 0);
     assert_int_equal(ev_sim_init(sim, NULL, NULL), 0);
+    /* Two trusted sim platforms, ours second: its reports fail the first key's platform check
+     * and must be tried against the second. */
+    _cleanup_free_ char *sim0 = xasprintf("%s/sim0", g_tmp);
+    assert_int_equal(ev_sim_init(sim0, NULL, NULL), 0);
     _cleanup_free_ char *cfgp = xasprintf("%s/kbs.json", dir);
     _cleanup_free_ char *cfgt = xasprintf(
         "{\"signing_key\":\"kbs-signing-key.pem\",\"admin_public_key\":\"admin-pub.pem\","
         "\"master_key\":\"master.key\",\"store\":{\"type\":\"sqlite\",\"path\":\"kbs.db\"},"
-        "\"sim_platform_keys\":[\"%s/platform-pub.pem\"]}",
-        sim);
+        "\"sim_platform_keys\":[\"%s/platform-pub.pem\",\"%s/platform-pub.pem\"]}",
+        sim0, sim);
     assert_int_equal(util_write_file_atomic(AT_FDCWD, cfgp, cfgt, strlen(cfgt), 0600, NULL), 0);
     _cleanup_kbs_config_ kbs_config *cfg = NULL;
     assert_int_equal(kbs_config_load(&cfg, cfgp, NULL), 0);

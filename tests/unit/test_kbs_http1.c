@@ -82,6 +82,9 @@ static void test_keep_alive_and_leniency(void **state)
     const char *lf = "\r\n\nGET /x HTTP/1.1\nHost: a\n\n";
     assert_int_equal(parse(&q, lf), (int)strlen(lf));
     assert_true(span_is(q.target, "/x"));
+    /* a few empty lines are skipped, a run of them is refused */
+    assert_true(parse(&q, "\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n") > 0);
+    assert_int_equal(parse(&q, "\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n"), -400);
     /* HTTP/1.2 is served as 1.1 */
     assert_true(parse(&q, "GET / HTTP/1.2\r\n\r\n") > 0);
     assert_int_equal(q.minor, 1);
