@@ -335,8 +335,14 @@ static int sim_verify(json_t **out, const uint8_t *ev, size_t size, const uint8_
     (void)aux_size;
     ev_verify_opts dflt;
     opts = ev__verify_opts_or_default(opts, &dflt);
-    log_warn("INSECURE: verifying sim (software TEE) evidence; a sim report proves nothing "
-             "about the platform");
+    /*
+     * Once per process: a KBS verifies sim reports by the thousand per second (a line each was
+     * a log flood and a write(2) per attestation); its audit log names the tee of every one.
+     */
+    static bool warned;
+    if (!__atomic_exchange_n(&warned, true, __ATOMIC_RELAXED))
+        log_warn("INSECURE: verifying sim (software TEE) evidence; a sim report proves nothing "
+                 "about the platform (said once per process)");
     if (size != SNP_REPORT_SIZE)
         return err_set(err, EV_E_SIZE,
                        "sim report: %zu bytes, expected %u; the file is truncated or padded", size,

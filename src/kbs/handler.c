@@ -1324,6 +1324,10 @@ int kbs__shared_new(kbs_shared **out, const kbs_config *cfg, cista_error **err)
             goto fail;
         sh->sim_key_count++;
     }
+    if (sh->sim_key_count)
+        log_warn("INSECURE: %zu sim (software TEE) platform key(s) configured; sim evidence is "
+                 "accepted only where the reference values allow it",
+                 sh->sim_key_count);
     sh->tpm_aks = xzalloc((cfg->tpm_ak_count + 1) * sizeof(EVP_PKEY *));
     for (size_t i = 0; i < cfg->tpm_ak_count; i++) {
         if ((r = crypto_key_load_file(&sh->tpm_aks[i], cfg->tpm_aks[i], false, err)) < 0)

@@ -41,7 +41,10 @@ static const char *const g_schema =
     " tee TEXT NOT NULL, proto INTEGER NOT NULL, hash INTEGER NOT NULL, state INTEGER NOT NULL,"
     " expires INTEGER NOT NULL, token TEXT);"
     "CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires);"
-    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    /* No AUTOINCREMENT: rows are never deleted (the triggers below), so the next rowid is
+     * already one past the last, and AUTOINCREMENT's sqlite_sequence row would be one more
+     * page written and synced with every commit (4 WAL frames per batch of 7 entries -> 3). */
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY,"
     " time INTEGER NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS counters (path TEXT PRIMARY KEY, generation INTEGER NOT NULL,"
     " root TEXT NOT NULL, updated INTEGER NOT NULL);"

@@ -20,6 +20,7 @@
 #include "evidence/ev.h"
 #include "util/codec.h"
 #include "util/json.h"
+#include "util/log.h"
 #include "util/util.h"
 
 typedef struct {
@@ -172,6 +173,32 @@ static void test_round_trip(void **state)
     assert_memory_equal(ev2 + 0xC0, zero, 32); /* no host data set: zeros */
 }
 
+/* A KBS verifies sim reports by the thousand: the INSECURE warning is said once per process. */
+static void test_warns_once(void **state)
+{
+    fixture *f = *state;
+    _cleanup_err_ cista_error *err = NULL;
+    assert_int_equal(ev_sim_init(f->dir, NULL, &err), 0);
+    uint8_t rd[64] = {1};
+    _cleanup_free_ uint8_t *ev = NULL;
+    size_t size = 0;
+    get(&ev, &size, f->dir, rd, NULL, NULL);
+    char *text = NULL;
+    size_t text_size = 0;
+    FILE *mem = open_memstream(&text, &text_size);
+    assert_non_null(mem);
+    log_set_stream(mem);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(verify(NULL, ev, size, f->dir, rd, &err), 0);
+    log_set_stream(NULL);
+    fclose(mem);
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, "verifying sim")) != NULL; p++)
+        n++;
+    free(text);
+    assert_int_equal(n, 1); /* this test runs first: nothing verified before it */
+}
+
 static void test_wrong_key_and_tamper(void **state)
 {
     fixture *f = *state;
@@ -231,6 +258,7 @@ static void test_wrong_key_and_tamper(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_warns_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_and_tamper, setup, teardown),
