@@ -918,6 +918,8 @@ int jwe__encrypt_fixed(char **out, const void *pt, size_t pt_size, const jwe_key
                              pt_size, err)) < 0)
         return r;
     _cleanup_buf_ cbuf res = CBUF_INIT;
+    /* The payload's base64 and room for the headers: one allocation instead of six doublings */
+    buf_reserve(&res, strlen(prot64) + b64url_encoded_len(ct_size) + 512 * rcpt_count);
     if (fmt == JWE_COMPACT)
         put_compact(&res, &s, prot64, ivbuf, e->iv_size, ct, ct_size, tag, e->tag_size);
     else

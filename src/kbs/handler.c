@@ -87,9 +87,11 @@ static void reply_json(kbs_response *resp, int status, const json_t *o)
  * character twice (into a string node, then out again). */
 static void reply_token(kbs_response *resp, const char *token)
 {
+    size_t n = strlen(token);
     buf_reset(&resp->body);
+    buf_reserve(&resp->body, n + 16); /* one allocation, not a doubling from 64 bytes */
     buf_puts(&resp->body, "{\"token\":");
-    js_buf_put_string(&resp->body, token, strlen(token), false);
+    js_buf_put_string(&resp->body, token, n, false);
     buf_puts(&resp->body, "}");
     resp->status = 200;
     resp->content_type = "application/json";
@@ -170,11 +172,11 @@ static int sess_consume(kbs_ctx *c, const char *id, time_t now)
     return r;
 }
 
-static int sess_set_token(kbs_ctx *c, const char *id, const char *token, json_t *payload,
-                          EVP_PKEY *tee_key, time_t exp)
+static int sess_set_token(kbs_ctx *c, const char *id, const char *token, EVP_PKEY *tee_key,
+                          time_t exp)
 {
     if (c->sh->sessions)
-        return kbs_sessions_set_token(c->sh->sessions, id, token, payload, tee_key, exp);
+        return kbs_sessions_set_token(c->sh->sessions, id, token, tee_key, exp);
     cista_error *e = NULL;
     int r = kbs_store_session_set_token(c->store, id, token, exp, &e);
     err_free(e);
@@ -416,7 +418,6 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
     char digest[65] = "";
     _cleanup_free_ char *init_hex = NULL;
     _cleanup_free_ char *token = NULL; /* declared before the first goto (cleanup attribute) */
-    _cleanup_json_ json_t *payload = NULL;
     const char *fail_kind = "AttestationError";
     pol_appraisal ap;
     memset(&ap, 0, sizeof(ap));
@@ -500,13 +501,13 @@ static void handle_attest(kbs_ctx *c, const kbs_request *req, kbs_response *resp
         r = err_set(&err, -EPERM, "appraisal: contraindicated: %s", ap.reason);
         goto deny;
     }
-    if ((r = kbs_token_issue_with(&token, &payload, c->sh->token_signer, claims,
+    if ((r = kbs_token_issue_with(&token, NULL, c->sh->token_signer, claims,
                                   pol_status_name(ap.status), ap.reason, a.tee_pubkey, nonce,
                                   init_hex, c->sh->cfg->token_lifetime, now, &err)) < 0) {
         fail_kind = "InternalError";
         goto deny;
     }
-    sess_set_token(c, id, token, payload, a.tee_key, now + c->sh->cfg->token_lifetime);
+    sess_set_token(c, id, token, a.tee_key, now + c->sh->cfg->token_lifetime);
     reply_token(resp, token);
     {
         _cleanup_free_ char *why =
@@ -582,14 +583,16 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     const char *tok = bearer(req->authorization);
     /*
      * Session binding: the token of an attested in-memory session was signed by this process and
-     * has never left its memory unverified, so it needs no signature check (a bearer token
-     * counts as that token only when it equals it byte for byte, compared in constant time).
-     * Store-backed sessions do not qualify: the database is outside this process, and a token
-     * read from it is verified like any bearer token.
+     * has never left its memory unverified, so it needs no signature check: the session keeps
+     * the payload it signed, and a bearer token counts as that token only when its SHA-256 equals
+     * the one kept (compared in constant time). Store-backed sessions do not qualify: the
+     * database is outside this process, and a token read from it is verified like any bearer
+     * token.
      */
-    bool held = false;
     bool memory = c->sh->sessions != NULL;
     char *sess_token = NULL;
+    _cleanup_free_ char *held_json = NULL;
+    uint8_t held_sha[32] = {0};
     _cleanup_json_ json_t *payload = NULL;
     _cleanup_pkey_ EVP_PKEY *tee_key = NULL;
     if (!tok || memory) {
@@ -597,23 +600,30 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         kbs_session s;
         memset(&s, 0, sizeof(s));
         if (cookie_session(id, req->cookie) && sess_find(c, &s, id, now) == 0 &&
-            s.state == KBS_SESSION_ATTESTED && s.token) {
+            s.state == KBS_SESSION_ATTESTED) {
             sess_token = steal_ptr(&s.token);
-            payload = steal_ptr(&s.payload);
+            held_json = steal_ptr(&s.payload_json);
+            memcpy(held_sha, s.token_sha256, sizeof(held_sha));
             tee_key = steal_ptr(&s.tee_key);
         }
         kbs_session_clear(&s);
     }
+    bool held = false;
     if (tok) {
         token = xstrdup(tok);
-        size_t n = strlen(tok);
-        held = memory && sess_token && strlen(sess_token) == n && crypto_memeq(sess_token, tok, n);
-        free_secret_str(steal_ptr(&sess_token));
+        if (memory && held_json) {
+            uint8_t d[32];
+            crypto_hash_oneshot(CRYPTO_SHA256, tok, strlen(tok), d);
+            held = crypto_memeq(d, held_sha, sizeof(d));
+        }
+    } else if (held_json) {
+        held = memory;
     } else if (sess_token) {
         token = steal_ptr(&sess_token);
-        held = memory;
     }
-    if (!token) {
+    free_secret_str(steal_ptr(&sess_token));
+    crypto_cleanse(held_sha, sizeof(held_sha));
+    if (!token && !held) {
         problem(resp, 401, "TokenNotFound",
                 "not attested: send Authorization: Bearer <attestation token> or the cookie of "
                 "an attested session");
@@ -622,13 +632,14 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     }
     /* a held token's payload is the one signed for it, kept with the session (memory table) */
     int r;
-    if (held && payload) {
-        r = kbs_token_check_issued(payload, now, &err);
+    if (held) {
+        size_t n = strlen(held_json);
+        r = js_parse_object(&payload, held_json, n, JWS_MAX_SIZE, "attestation token", &err);
+        if (r == 0)
+            r = kbs_token_check_issued(payload, now, &err);
     } else {
-        json_decref(steal_ptr(&payload));
         EVP_PKEY_free(steal_ptr(&tee_key));
-        r = held ? kbs_token_decode_issued(&payload, token, strlen(token), now, &err)
-                 : kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
+        r = kbs_token_verify(&payload, c->sh->sign_key, token, strlen(token), now, &err);
     }
     free_secret_str(steal_ptr(&token));
     if (r < 0) {

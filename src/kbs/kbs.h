@@ -202,14 +202,19 @@ typedef struct {
     uint8_t hash;  /* crypto_hash_alg */
     uint8_t state; /* kbs_session_state */
     time_t expires;
-    char *token; /* attested sessions only; owned by the table, copied out by find */
-    /* The payload @token carries, as signed (memory table only, else NULL): a resource request
-     * on the session needs neither to decode the token nor to parse its JSON again. Never
-     * modified once set, so threads share it by reference (jansson's counts are atomic). */
-    json_t *payload;
+    /* Attested sessions of a store (SQLite, PostgreSQL): the token, as the store keeps it. */
+    char *token;
+    /*
+     * Attested sessions of the memory table: not the token (~2.3 KiB) but its SHA-256, which is
+     * all a bearer token needs to be recognised as the session's own, and the payload it
+     * carries as signed (JSON text, ~1.5 KiB; NUL-terminated), parsed again per release: kept
+     * as a jansson tree it was ~8 KiB, and an idle attested session ~14 KiB in all.
+     */
+    char *payload_json;
+    uint8_t token_sha256[32];
     /* The payload's tee-pubkey as the attestation imported and validated it (memory table only,
-     * else NULL), so a release encrypts to it without importing it again. Shared by reference
-     * like @payload: OpenSSL keys are safe to use from several threads once built. */
+     * else NULL), so a release encrypts to it without importing it again. Shared by reference:
+     * OpenSSL keys are safe to use from several threads once built. */
     EVP_PKEY *tee_key;
 } kbs_session;
 
@@ -223,14 +228,16 @@ void kbs_sessions_free(kbs_sessions *t);
  */
 int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
-/* Copy of session @id into *out (out->token is a new string or NULL). -ENOENT, -ETIMEDOUT. */
+/* Copy of session @id into *out (out->payload_json a new string or NULL, out->tee_key a new
+ * reference or NULL). -ENOENT, -ETIMEDOUT. */
 int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t now);
 /* Atomically move CHALLENGED → USED. -EALREADY when the nonce was used, -ENOENT, -ETIMEDOUT. */
 int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now);
-/* Mark attested with @token (copied), its @payload and @tee_key (references taken; may be NULL),
- * valid until @expires. */
-int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, json_t *payload,
-                           EVP_PKEY *tee_key, time_t expires);
+/* Mark attested with @token (a JWS: its digest and payload are kept, see kbs_session) and
+ * @tee_key (a reference taken; may be NULL), valid until @expires. -ENOENT, or -EINVAL when
+ * @token is not a JWS. */
+int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, EVP_PKEY *tee_key,
+                           time_t expires);
 size_t kbs_sessions_count(kbs_sessions *t);
 /* Bytes held by the table per idle (challenged) session, for the benchmark. */
 size_t kbs_sessions_idle_bytes(void);

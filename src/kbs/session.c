@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "crypto/crypto.h"
+#include "crypto/jws.h"
 #include "kbs/kbs.h"
 #include "util/util.h"
 
@@ -98,7 +99,8 @@ void kbs_session_clear(kbs_session *s)
 {
     if (s->token)
         crypto_free_secret(s->token, strlen(s->token));
-    json_decref(s->payload);
+    if (s->payload_json)
+        crypto_free_secret(s->payload_json, strlen(s->payload_json));
     EVP_PKEY_free(s->tee_key);
     crypto_cleanse(s, sizeof(*s));
 }
@@ -200,7 +202,7 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     entry *e = xzalloc(sizeof(*e));
     e->s = *s;
     e->s.token = s->token ? xstrdup(s->token) : NULL;
-    e->s.payload = json_incref(s->payload);
+    e->s.payload_json = s->payload_json ? xstrdup(s->payload_json) : NULL;
     e->s.tee_key = key_ref(s->tee_key);
     entry **b = &t->buckets[hash_id(s->id) % t->nbuckets];
     e->next = *b;
@@ -228,7 +230,7 @@ int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t 
     } else {
         *out = (*pp)->s;
         out->token = (*pp)->s.token ? xstrdup((*pp)->s.token) : NULL;
-        out->payload = json_incref((*pp)->s.payload);
+        out->payload_json = (*pp)->s.payload_json ? xstrdup((*pp)->s.payload_json) : NULL;
         out->tee_key = key_ref((*pp)->s.tee_key);
     }
     pthread_mutex_unlock(&t->lock);
@@ -254,9 +256,18 @@ int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now)
     return r;
 }
 
-int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, json_t *payload,
-                           EVP_PKEY *tee_key, time_t expires)
+int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, EVP_PKEY *tee_key,
+                           time_t expires)
 {
+    uint8_t *payload = NULL, digest[32];
+    size_t psize = 0;
+    if (jws_peek_payload(&payload, &psize, token, strlen(token), NULL) < 0)
+        return -EINVAL;
+    char *text = xmalloc(psize + 1);
+    memcpy(text, payload, psize);
+    text[psize] = '\0';
+    crypto_free_secret(payload, psize);
+    crypto_hash_oneshot(CRYPTO_SHA256, token, strlen(token), digest);
     pthread_mutex_lock(&t->lock);
     entry **pp = lookup(t, id);
     int r = 0;
@@ -267,15 +278,20 @@ int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, j
         challenged_unlink(t, e);
         if (e->s.token)
             crypto_free_secret(e->s.token, strlen(e->s.token));
-        e->s.token = xstrdup(token);
-        json_decref(e->s.payload);
-        e->s.payload = json_incref(payload);
+        e->s.token = NULL;
+        if (e->s.payload_json)
+            crypto_free_secret(e->s.payload_json, strlen(e->s.payload_json));
+        e->s.payload_json = steal_ptr(&text);
+        memcpy(e->s.token_sha256, digest, sizeof(digest));
         EVP_PKEY_free(e->s.tee_key);
         e->s.tee_key = key_ref(tee_key);
         e->s.state = KBS_SESSION_ATTESTED;
         e->s.expires = expires;
     }
     pthread_mutex_unlock(&t->lock);
+    if (text)
+        crypto_free_secret(text, psize);
+    crypto_cleanse(digest, sizeof(digest));
     return r;
 }
 

@@ -98,6 +98,7 @@ int kbs_token_issue_with(char **out, json_t **out_payload, const jws_signer *sig
     _cleanup_json_ json_t *payload =
         token_payload(claims, status, reason, tee_pubkey, nonce, init_data_hex, lifetime, now);
     _cleanup_buf_ cbuf text = CBUF_INIT;
+    buf_reserve(&text, 2048); /* a token's claims are ~1-2 KiB: no doubling from 64 bytes */
     js_buf_put_compact(&text, payload);
     /* what verification accepts back, so a token never works by cookie and fails as a bearer */
     if (text.size > JWS_MAX_SIZE / 2)

@@ -369,16 +369,25 @@ static void test_sessions(void **state)
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), -EALREADY);
     _cleanup_pkey_ EVP_PKEY *tee_key = NULL;
     assert_int_equal(crypto_key_generate_ec(&tee_key, "P-256", NULL), 0);
-    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok", NULL, tee_key, 2000), 0);
+    /* attested: the table keeps the token's payload as signed and its digest, not the token */
+    assert_int_equal(kbs_sessions_set_token(t, s.id, "not-a-jws", tee_key, 2000), -EINVAL);
+    static const char payload[] = "{\"iss\":\"x\",\"n\":1}";
+    _cleanup_free_ char *tok = NULL;
+    assert_int_equal(jws_sign(&tok, NULL, payload, strlen(payload), tee_key, NULL), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, tok, tee_key, 2000), 0);
     assert_int_equal(kbs_sessions_find(t, &f, s.id, 1500), 0);
     assert_int_equal(f.state, KBS_SESSION_ATTESTED);
-    assert_string_equal(f.token, "tok");
+    assert_null(f.token);
+    assert_string_equal(f.payload_json, payload);
+    uint8_t d[32];
+    crypto_hash_oneshot(CRYPTO_SHA256, tok, strlen(tok), d);
+    assert_memory_equal(f.token_sha256, d, 32);
     assert_ptr_equal(f.tee_key, tee_key); /* the imported key itself, by reference */
     kbs_session_clear(&f);
     /* attested (1, 9) and in-use (2) sessions never give way: full of them, a new one waits */
     mk_session(&s, 9, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
-    assert_int_equal(kbs_sessions_set_token(t, s.id, "tok9", NULL, NULL, 2000), 0);
+    assert_int_equal(kbs_sessions_set_token(t, s.id, tok, NULL, 2000), 0);
     mk_session(&s, 2, 0);
     assert_int_equal(kbs_sessions_consume(t, s.id, 200), 0);
     mk_session(&s, 7, 1000);
@@ -1288,6 +1297,7 @@ static void test_rcar_inprocess(void **state)
     _cleanup_free_ char *good2 = attest_body(sim, n2, eph, n2);
     assert_int_equal(call(&r, "POST", "/kbs/v0/attest", good2, NULL, &o), 200);
     assert_non_null(json_string_value(json_object_get(o, "token")));
+    _cleanup_free_ char *tok2 = xstrdup(json_string_value(json_object_get(o, "token")));
     json_decref(o);
     /* warning appraisal: the built-in default policy denies, naming the rule */
     assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, NULL, &o), 403);
@@ -1314,6 +1324,19 @@ static void test_rcar_inprocess(void **state)
     assert_memory_equal(pt, "s3cret", 6);
     kbs_secret_free(pt, ptn);
     assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/404", NULL, NULL, NULL), 404);
+    /* the session's own token as a bearer (recognised by its digest), the token alone (verified),
+     * and a tampered one beside the cookie (neither the session's nor valid) */
+    {
+        _cleanup_free_ char *b1 = xasprintf("Bearer %s", tok2);
+        assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, b1, NULL), 200);
+        char saved[sizeof(r.cookie)];
+        snprintf(saved, sizeof(saved), "%s", r.cookie);
+        r.cookie[0] = 0;
+        assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, b1, NULL), 200);
+        snprintf(r.cookie, sizeof(r.cookie), "%s", saved);
+        b1[strlen(b1) - 3] = b1[strlen(b1) - 3] == 'A' ? 'B' : 'A';
+        assert_int_equal(call(&r, "GET", "/kbs/v0/resource/default/key/1", NULL, b1, NULL), 401);
+    }
     /* releases read the stored value through a cache: an admin write is seen at once */
     {
         _cleanup_free_ char *t5 = NULL;
