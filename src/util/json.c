@@ -1,5 +1,6 @@
 /* json.c - bounded, strict JSON parsing and typed getters over jansson. */
 #include "util/json.h"
+#include "util/json_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -8,60 +9,33 @@
 
 #include "util/util.h"
 
-static size_t depth_of(const json_t *v, size_t limit)
-{
-    if (limit == 0)
-        return 1;
-    size_t best = 0;
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *c;
-        json_object_foreach((json_t *)v, k, c)
-        {
-            size_t d = depth_of(c, limit - 1);
-            if (d > best)
-                best = d;
-        }
-        return best + 1;
-    }
-    if (json_is_array(v)) {
-        size_t i;
-        json_t *c;
-        json_array_foreach(v, i, c)
-        {
-            size_t d = depth_of(c, limit - 1);
-            if (d > best)
-                best = d;
-        }
-        return best + 1;
-    }
-    return 0;
-}
-
 int js_parse(json_t **out, const void *data, size_t size, size_t max, const char *what,
              cista_error **err)
 {
     if (size > max)
         return err_set(err, -EMSGSIZE, "%s: %zu bytes is more than the limit of %zu", what, size,
                        max);
-    json_error_t je;
-    /* Duplicate keys are an ambiguity attackers use to show two parsers two documents. */
-    json_t *v = json_loadb(data, size, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    /*
+     * Our own parser (json_parse.c), for speed; it accepts and builds exactly what jansson's
+     * json_loadb(JSON_REJECT_DUPLICATES | JSON_DECODE_ANY) does. Duplicate keys are an
+     * ambiguity attackers use to show two parsers two documents. The depth is bounded while
+     * parsing, not after.
+     */
+    js__error je;
+    json_t *v = js__parse(data, size, &je);
     if (!v) {
+        if (je.status == JS__EDEPTH)
+            return err_set(err, -EINVAL, "%s: JSON nested deeper than %d levels", what,
+                           JS_MAX_DEPTH);
+        if (je.status == JS__ENOMEM)
+            return err_set(err, -ENOMEM, "%s: out of memory parsing JSON", what);
         /*
-         * jansson quotes the text around the error ("invalid token near 'xyz'"): the document
-         * may be a secret, or a file a less trusted party pointed us at, and the message may
-         * reach a log or another party. Line and column say where without saying what.
+         * The document may be a secret, or a file a less trusted party pointed us at, and the
+         * message may reach a log or another party: line and column say where without
+         * quoting what.
          */
-        char *near = strstr(je.text, " near '");
-        if (near)
-            *near = '\0';
         return err_set(err, -EINVAL, "%s: invalid JSON at line %d column %d: %s", what, je.line,
-                       je.column, je.text);
-    }
-    if (depth_of(v, JS_MAX_DEPTH + 1) > JS_MAX_DEPTH) {
-        json_decref(v);
-        return err_set(err, -EINVAL, "%s: JSON nested deeper than %d levels", what, JS_MAX_DEPTH);
+                       je.column, je.why);
     }
     *out = v;
     return 0;
