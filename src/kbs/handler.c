@@ -125,11 +125,7 @@ static void audit(kbs_ctx *c, const kbs_request *req, const char *event, const c
     cista_error *err = NULL;
     if (c->defer_audit) {
         /* Group commit: the server sends the reply once the committer made this durable. */
-        char *body = kbs_store_audit_body(&e);
-        if (body)
-            kbs__commit_job_add(&c->audit_job, body, time(NULL));
-        else
-            log_error("audit: the %s entry is not valid UTF-8", event);
+        kbs__commit_job_add(&c->audit_job, kbs_store_audit_body(&e), time(NULL));
         return;
     }
     if (kbs_store_audit_append(c->store, &e, time(NULL), &err) < 0) {

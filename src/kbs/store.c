@@ -550,26 +550,40 @@ int kbs__audit_link(char out[KBS__AUDIT_HASH_MAX], const kbs_audit_mac *mac, con
     return 0;
 }
 
-static void set_opt(json_t *o, const char *k, const char *v)
+/* One member of an audit entry, when @v is set: after @sep ('{' first, then ','). */
+static void put_member(cbuf *b, char *sep, const char *k, const char *v, size_t max)
 {
-    if (v)
-        json_object_set_new(o, k, json_string(v));
+    if (!v)
+        return;
+    buf_put(b, sep, 1);
+    *sep = ',';
+    js_buf_put_string(b, k, strlen(k), false);
+    buf_put(b, ":", 1);
+    js_buf_put_string_lossy(b, v, strnlen(v, max));
 }
 
 char *kbs_store_audit_body(const kbs_audit_entry *e)
 {
-    _cleanup_json_ json_t *o = json_object();
-    set_opt(o, "event", e->event);
-    set_opt(o, "tee", e->tee);
-    set_opt(o, "claims_digest", e->claims_digest);
-    set_opt(o, "resource", e->resource);
-    set_opt(o, "decision", e->decision);
-    if (e->reason) {
-        /* Bounded: reasons come from our own messages, never from secrets. */
-        json_object_set_new(o, "reason", json_stringn(e->reason, strnlen(e->reason, 1024)));
-    }
-    set_opt(o, "peer", e->peer);
-    return json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    /*
+     * Written directly rather than through a jansson object and json_dumps() (a few µs per
+     * entry, three entries per attestation), byte for byte what json_dumps(JSON_COMPACT |
+     * JSON_SORT_KEYS) wrote for valid UTF-8: so the members in sorted order. A value that is not
+     * UTF-8 (a resource path is the client's bytes, and a reason may quote one) keeps its
+     * member with U+FFFD for the bad bytes; jansson dropped the member.
+     */
+    cbuf b = CBUF_INIT;
+    buf_reserve(&b, 256);
+    char sep = '{';
+    put_member(&b, &sep, "claims_digest", e->claims_digest, SIZE_MAX);
+    put_member(&b, &sep, "decision", e->decision, SIZE_MAX);
+    put_member(&b, &sep, "event", e->event, SIZE_MAX);
+    put_member(&b, &sep, "peer", e->peer, SIZE_MAX);
+    /* Bounded: reasons come from our own messages, never from secrets. */
+    put_member(&b, &sep, "reason", e->reason, 1024);
+    put_member(&b, &sep, "resource", e->resource, SIZE_MAX);
+    put_member(&b, &sep, "tee", e->tee, SIZE_MAX);
+    buf_puts(&b, sep == '{' ? "{}" : "}");
+    return (char *)buf_steal(&b, NULL);
 }
 
 int kbs_store_audit_append_bodies(kbs_store *s, const char *const *bodies, const time_t *times,
@@ -583,8 +597,6 @@ int kbs_store_audit_append_bodies(kbs_store *s, const char *const *bodies, const
 int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, cista_error **err)
 {
     _cleanup_free_ char *body = kbs_store_audit_body(e);
-    if (!body)
-        return err_set(err, -EINVAL, "audit: entry is not valid UTF-8");
     const char *b = body;
     return s->ops->audit_append(s->b, &s->audit, &b, &now, 1, err);
 }

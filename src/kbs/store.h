@@ -163,8 +163,8 @@ typedef struct {
 
 int kbs_store_audit_append(kbs_store *s, const kbs_audit_entry *e, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
-/* The canonical entry text (compact JSON, sorted keys) of @e, or NULL when it is not valid
- * UTF-8. Caller frees. */
+/* The canonical entry text (compact JSON, sorted keys) of @e; bytes of its strings that are
+ * not UTF-8 become U+FFFD. Caller frees. */
 char *kbs_store_audit_body(const kbs_audit_entry *e);
 /*
  * Group commit: append @count entry texts (from kbs_store_audit_body()) with their times, in

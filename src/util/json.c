@@ -190,9 +190,9 @@ static void put_escape(cbuf *b, unsigned char c, bool lower_hex)
     buf_put(b, seq, sizeof(seq));
 }
 
-void js_buf_put_string(cbuf *b, const char *s, size_t n, bool lower_hex)
+/* js_buf_put_string() without the quotes. */
+static void put_string_body(cbuf *b, const char *s, size_t n, bool lower_hex)
 {
-    buf_put(b, "\"", 1);
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -203,6 +203,30 @@ void js_buf_put_string(cbuf *b, const char *s, size_t n, bool lower_hex)
         run = i + 1;
     }
     buf_put(b, s + run, n - run);
+}
+
+void js_buf_put_string(cbuf *b, const char *s, size_t n, bool lower_hex)
+{
+    buf_put(b, "\"", 1);
+    put_string_body(b, s, n, lower_hex);
+    buf_put(b, "\"", 1);
+}
+
+void js_buf_put_string_lossy(cbuf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
+    buf_put(b, "\"", 1);
+    while (p < end) {
+        size_t len = *p < 0x80 ? 1 : js__utf8_len(p, end);
+        if (len) {
+            p += len;
+            continue;
+        }
+        put_string_body(b, (const char *)run, (size_t)(p - run), false);
+        buf_put(b, "\xef\xbf\xbd", 3); /* U+FFFD REPLACEMENT CHARACTER */
+        run = ++p;
+    }
+    put_string_body(b, (const char *)run, (size_t)(end - run), false);
     buf_put(b, "\"", 1);
 }
 

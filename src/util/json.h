@@ -61,6 +61,12 @@ void js_buf_put_compact(cbuf *b, const json_t *v);
  * with @lower_hex, as RFC 8785 wants), every other byte verbatim.
  */
 void js_buf_put_string(cbuf *b, const char *s, size_t n, bool lower_hex);
+/*
+ * js_buf_put_string() for bytes that may not be UTF-8 (what a client sent): each byte that does
+ * not start a well-formed UTF-8 sequence is written as U+FFFD, so the text is kept, marked,
+ * where jansson would refuse the whole string.
+ */
+void js_buf_put_string_lossy(cbuf *b, const char *s, size_t n);
 
 void js__decrefp(json_t **p);
 #define _cleanup_json_ __attribute__((cleanup(js__decrefp)))

@@ -31,4 +31,7 @@ typedef struct {
  */
 json_t *js__parse(const void *data, size_t size, js__error *e);
 
+/* Length of the well-formed UTF-8 sequence of 2 to 4 bytes at @p (before @end), else 0. */
+size_t js__utf8_len(const unsigned char *p, const unsigned char *end);
+
 #endif

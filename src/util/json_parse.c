@@ -185,7 +185,7 @@ static bool is_cont(unsigned c)
  * the second byte's range rules out overlong forms, surrogates and code points past
  * U+10FFFF), or 0 if there is none.
  */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+size_t js__utf8_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0];
     size_t avail = (size_t)(end - p);
@@ -345,7 +345,7 @@ static bool scan_string(parser *ps, scratch *s, const char **out, size_t *len)
         } else if (c < 0x20) {
             return fail(ps, p, "control character in string");
         } else {
-            size_t n = utf8_len(p, end);
+            size_t n = js__utf8_len(p, end);
             if (!n)
                 return fail(ps, p, "invalid UTF-8");
             p += n;

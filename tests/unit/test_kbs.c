@@ -1565,6 +1565,45 @@ static void group_commit_run(bool held)
     }
 }
 
+/* What jansson wrote for an entry (compact, sorted keys): the direct writer must match it. */
+static char *audit_body_jansson(const kbs_audit_entry *e)
+{
+    json_t *o = json_object();
+    const char *k[] = {"event", "tee", "claims_digest", "resource", "decision", "reason", "peer"};
+    const char *v[] = {e->event,    e->tee,    e->claims_digest, e->resource,
+                       e->decision, e->reason, e->peer};
+    for (size_t i = 0; i < ARRAY_LEN(k); i++)
+        if (v[i])
+            json_object_set_new(o, k[i], json_string(v[i]));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+static void test_audit_body(void **state)
+{
+    (void)state;
+    const kbs_audit_entry ok[] = {
+        {"attest", "sim", "ab12", NULL, "allow", "token issued: appraisal affirming", "127.0.0.1"},
+        {"resource", NULL, NULL, "default/key/1", "deny", "rule \"x\" said no\n\t\x01", NULL},
+        {"admin", "snp", NULL, "r/t/caf\xc3\xa9-\xf0\x9f\x94\x91", "error", "\x7f/\\", "::1"},
+        {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(ok); i++) {
+        _cleanup_free_ char *want = audit_body_jansson(&ok[i]);
+        _cleanup_free_ char *got = kbs_store_audit_body(&ok[i]);
+        assert_string_equal(got, want);
+    }
+    /* bytes that are not UTF-8 (a client's path): the member stays, U+FFFD marks them */
+    kbs_audit_entry bad = {"resource", NULL, NULL, "default/key/\xff\xc3", "deny", "no", NULL};
+    _cleanup_free_ char *got = kbs_store_audit_body(&bad);
+    assert_string_equal(got, "{\"decision\":\"deny\",\"event\":\"resource\",\"reason\":\"no\","
+                             "\"resource\":\"default/key/\xef\xbf\xbd\xef\xbf\xbd\"}");
+    json_t *parsed = NULL;
+    assert_int_equal(js_parse_object(&parsed, got, strlen(got), 4096, "entry", NULL), 0);
+    json_decref(parsed);
+}
+
 static void test_group_commit(void **state)
 {
     (void)state;
@@ -1767,6 +1806,7 @@ int main(void)
         cmocka_unit_test(test_tokens),
         cmocka_unit_test(test_parsers),
         cmocka_unit_test_setup_teardown(test_rcar_inprocess, setup_tmp, teardown_tmp),
+        cmocka_unit_test(test_audit_body),
         cmocka_unit_test_setup_teardown(test_group_commit, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_group_commit_held, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_group_commit_crash, setup_tmp, teardown_tmp),
