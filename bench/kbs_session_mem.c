@@ -113,7 +113,7 @@ int main(int argc, char **argv)
         attest_once(ctx, argv[2], key);
     size_t after = mallinfo2().uordblks;
     printf("{\"attested_sessions\":%d,\"bytes_per_attested_session\":%.0f}\n", n,
-           n ? (double)(after - before) / n : 0.0);
+           n ? ((double)after - (double)before) / n : 0.0);
     EVP_PKEY_free(key);
     kbs_ctx_free(ctx);
     kbs_config_free(cfg);

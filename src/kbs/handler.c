@@ -563,6 +563,11 @@ static int find_policy(kbs_ctx *c, char **out_text, char **out_key, const char *
  * KEY: reason") are set, and *out_key (when @out_key is not NULL) to the payload's tee-pubkey as
  * the attestation imported it if the session holds it (a new reference), else NULL.
  */
+static void held_freep(kbs_held_token **h)
+{
+    kbs_held_token_free(*h);
+}
+
 static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *resp,
                             const char *path, const char *event, json_t **out_payload,
                             EVP_PKEY **out_key, char **out_tee, char **out_why)
@@ -586,9 +591,8 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
      * token.
      */
     bool memory = c->sh->sessions != NULL;
-    char *sess_token = NULL;
-    _cleanup_free_ char *held_json = NULL;
-    uint8_t held_sha[32] = {0};
+    char *sess_token = NULL;                                          /* store-backed sessions */
+    __attribute__((cleanup(held_freep))) kbs_held_token *kept = NULL; /* the memory table */
     _cleanup_json_ json_t *payload = NULL;
     _cleanup_pkey_ EVP_PKEY *tee_key = NULL;
     if (!tok || memory) {
@@ -598,8 +602,7 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
         if (cookie_session(id, req->cookie) && sess_find(c, &s, id, now) == 0 &&
             s.state == KBS_SESSION_ATTESTED) {
             sess_token = steal_ptr(&s.token);
-            held_json = steal_ptr(&s.payload_json);
-            memcpy(held_sha, s.token_sha256, sizeof(held_sha));
+            kept = steal_ptr(&s.held);
             tee_key = steal_ptr(&s.tee_key);
         }
         kbs_session_clear(&s);
@@ -607,18 +610,18 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     bool held = false;
     if (tok) {
         token = xstrdup(tok);
-        if (memory && held_json) {
+        if (memory && kept) {
             uint8_t d[32];
             crypto_hash_oneshot(CRYPTO_SHA256, tok, strlen(tok), d);
-            held = crypto_memeq(d, held_sha, sizeof(d));
+            held = crypto_memeq(d, kept->token_sha256, sizeof(d));
+            crypto_cleanse(d, sizeof(d));
         }
-    } else if (held_json) {
+    } else if (kept) {
         held = memory;
     } else if (sess_token) {
         token = steal_ptr(&sess_token);
     }
     free_secret_str(steal_ptr(&sess_token));
-    crypto_cleanse(held_sha, sizeof(held_sha));
     if (!token && !held) {
         problem(resp, 401, "TokenNotFound",
                 "not attested: send Authorization: Bearer <attestation token> or the cookie of "
@@ -629,8 +632,8 @@ static bool guest_authorize(kbs_ctx *c, const kbs_request *req, kbs_response *re
     /* a held token's payload is the one signed for it, kept with the session (memory table) */
     int r;
     if (held) {
-        size_t n = strlen(held_json);
-        r = js_parse_object(&payload, held_json, n, JWS_MAX_SIZE, "attestation token", &err);
+        r = js_parse_object(&payload, kept->payload_json, kept->payload_size, JWS_MAX_SIZE,
+                            "attestation token", &err);
         if (r == 0)
             r = kbs_token_check_issued(payload, now, &err);
     } else {

@@ -194,6 +194,19 @@ typedef enum {
     KBS_SESSION_ATTESTED = 2
 } kbs_session_state;
 
+/*
+ * What an attested session of the memory table keeps of its token: not the token (~2.3 KiB)
+ * but its SHA-256, which is all a bearer token needs to be recognised as the session's own,
+ * and the payload it carries as signed (JSON text, ~1.5 KiB), parsed again per release: kept
+ * as a jansson tree it was ~8 KiB, and an idle attested session ~14 KiB in all. One heap block,
+ * and a pointer in kbs_session, so that challenged sessions do not pay for it.
+ */
+typedef struct {
+    uint8_t token_sha256[32];
+    size_t payload_size;
+    char payload_json[]; /* NUL-terminated */
+} kbs_held_token;
+
 typedef struct {
     char id[KBS_SESSION_ID_LEN + 1];
     uint8_t nonce[KBS_NONCE_SIZE];
@@ -204,14 +217,8 @@ typedef struct {
     time_t expires;
     /* Attested sessions of a store (SQLite, PostgreSQL): the token, as the store keeps it. */
     char *token;
-    /*
-     * Attested sessions of the memory table: not the token (~2.3 KiB) but its SHA-256, which is
-     * all a bearer token needs to be recognised as the session's own, and the payload it
-     * carries as signed (JSON text, ~1.5 KiB; NUL-terminated), parsed again per release: kept
-     * as a jansson tree it was ~8 KiB, and an idle attested session ~14 KiB in all.
-     */
-    char *payload_json;
-    uint8_t token_sha256[32];
+    /* Attested sessions of the memory table: what they keep of the token (see kbs_held_token). */
+    kbs_held_token *held;
     /* The payload's tee-pubkey as the attestation imported and validated it (memory table only,
      * else NULL), so a release encrypts to it without importing it again. Shared by reference:
      * OpenSSL keys are safe to use from several threads once built. */
@@ -228,8 +235,8 @@ void kbs_sessions_free(kbs_sessions *t);
  */
 int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_error **err)
     __attribute__((warn_unused_result));
-/* Copy of session @id into *out (out->payload_json a new string or NULL, out->tee_key a new
- * reference or NULL). -ENOENT, -ETIMEDOUT. */
+/* Copy of session @id into *out (out->held a new copy or NULL, out->tee_key a new reference or
+ * NULL). -ENOENT, -ETIMEDOUT. */
 int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t now);
 /* Atomically move CHALLENGED → USED. -EALREADY when the nonce was used, -ENOENT, -ETIMEDOUT. */
 int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now);
@@ -242,6 +249,7 @@ size_t kbs_sessions_count(kbs_sessions *t);
 /* Bytes held by the table per idle (challenged) session, for the benchmark. */
 size_t kbs_sessions_idle_bytes(void);
 void kbs_session_clear(kbs_session *s);
+void kbs_held_token_free(kbs_held_token *h);
 
 /* ---- tokens ---- */
 
@@ -287,16 +295,7 @@ int kbs_token_issue_with(char **out, json_t **out_payload, const jws_signer *sig
  */
 int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size, time_t now,
                      cista_error **err) __attribute__((warn_unused_result));
-/*
- * The payload of a token this KBS signed and has held server-side since (the token of an
- * attested session, or a presented token equal to it byte for byte by constant-time
- * comparison): issuer and times are checked as by kbs_token_verify(), the signature is not —
- * it is our own, over bytes that never came back from the client. Never call it on a token a
- * client presented unless it was compared with the held copy. *out new reference.
- */
-int kbs_token_decode_issued(json_t **out, const char *token, size_t size, time_t now,
-                            cista_error **err) __attribute__((warn_unused_result));
-/* The issuer and time checks of kbs_token_decode_issued() on a payload kbs_token_issue_with()
+/* The issuer and time checks of kbs_token_verify() on a payload kbs_token_issue_with()
  * returned and the caller has held since. */
 int kbs_token_check_issued(const json_t *payload, time_t now, cista_error **err)
     __attribute__((warn_unused_result));

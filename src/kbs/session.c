@@ -88,6 +88,20 @@ kbs_sessions *kbs_sessions_new(size_t max)
     return t;
 }
 
+void kbs_held_token_free(kbs_held_token *h)
+{
+    if (h)
+        crypto_free_secret(h, sizeof(*h) + h->payload_size + 1);
+}
+
+static kbs_held_token *held_dup(const kbs_held_token *h)
+{
+    if (!h)
+        return NULL;
+    size_t n = sizeof(*h) + h->payload_size + 1;
+    return memcpy(xmalloc(n), h, n);
+}
+
 static EVP_PKEY *key_ref(EVP_PKEY *k)
 {
     if (k && EVP_PKEY_up_ref(k) != 1)
@@ -99,8 +113,7 @@ void kbs_session_clear(kbs_session *s)
 {
     if (s->token)
         crypto_free_secret(s->token, strlen(s->token));
-    if (s->payload_json)
-        crypto_free_secret(s->payload_json, strlen(s->payload_json));
+    kbs_held_token_free(s->held);
     EVP_PKEY_free(s->tee_key);
     crypto_cleanse(s, sizeof(*s));
 }
@@ -202,7 +215,7 @@ int kbs_sessions_add(kbs_sessions *t, const kbs_session *s, time_t now, cista_er
     entry *e = xzalloc(sizeof(*e));
     e->s = *s;
     e->s.token = s->token ? xstrdup(s->token) : NULL;
-    e->s.payload_json = s->payload_json ? xstrdup(s->payload_json) : NULL;
+    e->s.held = held_dup(s->held);
     e->s.tee_key = key_ref(s->tee_key);
     entry **b = &t->buckets[hash_id(s->id) % t->nbuckets];
     e->next = *b;
@@ -230,7 +243,7 @@ int kbs_sessions_find(kbs_sessions *t, kbs_session *out, const char *id, time_t 
     } else {
         *out = (*pp)->s;
         out->token = (*pp)->s.token ? xstrdup((*pp)->s.token) : NULL;
-        out->payload_json = (*pp)->s.payload_json ? xstrdup((*pp)->s.payload_json) : NULL;
+        out->held = held_dup((*pp)->s.held);
         out->tee_key = key_ref((*pp)->s.tee_key);
     }
     pthread_mutex_unlock(&t->lock);
@@ -259,15 +272,16 @@ int kbs_sessions_consume(kbs_sessions *t, const char *id, time_t now)
 int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, EVP_PKEY *tee_key,
                            time_t expires)
 {
-    uint8_t *payload = NULL, digest[32];
+    uint8_t *payload = NULL;
     size_t psize = 0;
     if (jws_peek_payload(&payload, &psize, token, strlen(token), NULL) < 0)
         return -EINVAL;
-    char *text = xmalloc(psize + 1);
-    memcpy(text, payload, psize);
-    text[psize] = '\0';
+    kbs_held_token *held = xmalloc(sizeof(*held) + psize + 1);
+    held->payload_size = psize;
+    memcpy(held->payload_json, payload, psize);
+    held->payload_json[psize] = '\0';
     crypto_free_secret(payload, psize);
-    crypto_hash_oneshot(CRYPTO_SHA256, token, strlen(token), digest);
+    crypto_hash_oneshot(CRYPTO_SHA256, token, strlen(token), held->token_sha256);
     pthread_mutex_lock(&t->lock);
     entry **pp = lookup(t, id);
     int r = 0;
@@ -279,19 +293,15 @@ int kbs_sessions_set_token(kbs_sessions *t, const char *id, const char *token, E
         if (e->s.token)
             crypto_free_secret(e->s.token, strlen(e->s.token));
         e->s.token = NULL;
-        if (e->s.payload_json)
-            crypto_free_secret(e->s.payload_json, strlen(e->s.payload_json));
-        e->s.payload_json = steal_ptr(&text);
-        memcpy(e->s.token_sha256, digest, sizeof(digest));
+        kbs_held_token_free(e->s.held);
+        e->s.held = steal_ptr(&held);
         EVP_PKEY_free(e->s.tee_key);
         e->s.tee_key = key_ref(tee_key);
         e->s.state = KBS_SESSION_ATTESTED;
         e->s.expires = expires;
     }
     pthread_mutex_unlock(&t->lock);
-    if (text)
-        crypto_free_secret(text, psize);
-    crypto_cleanse(digest, sizeof(digest));
+    kbs_held_token_free(held);
     return r;
 }
 

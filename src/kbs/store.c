@@ -568,8 +568,8 @@ char *kbs_store_audit_body(const kbs_audit_entry *e)
      * Written directly rather than through a jansson object and json_dumps() (a few µs per
      * entry, three entries per attestation), byte for byte what json_dumps(JSON_COMPACT |
      * JSON_SORT_KEYS) wrote for valid UTF-8: so the members in sorted order. A value that is not
-     * UTF-8 (a resource path is the client's bytes, and a reason may quote one) keeps its
-     * member with U+FFFD for the bad bytes; jansson dropped the member.
+     * UTF-8 (a reason quoting a client's bytes, or cut at 1024 bytes inside a character) keeps
+     * its member with U+FFFD for the bad bytes; jansson dropped the member.
      */
     cbuf b = CBUF_INIT;
     buf_reserve(&b, 256);

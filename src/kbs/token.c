@@ -2,8 +2,10 @@
  * token.c - attestation tokens (EAR-shaped JWTs, ES256) and admin bearer
  * tokens (see kbs.h). Both are verified with jws_verify() against one
  * configured key: a token's own "jwk" header is informational only and is
- * never used to verify it. The one exception is kbs_token_decode_issued():
- * the token an in-memory session holds, which this process signed and kept.
+ * never used to verify it. The one exception is the payload an attested
+ * in-memory session keeps (kbs_held_token), which this process signed and
+ * never let out of its memory: its issuer and times are checked with
+ * kbs_token_check_issued(), not its signature.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -162,20 +164,6 @@ int kbs_token_verify(json_t **out, EVP_PKEY *key, const char *token, size_t size
                                        "attestation token: signature does not verify with this "
                                        "KBS's key")
                              : err_wrap(err, "attestation token");
-    r = check_payload(out, payload, psize, now, err);
-    crypto_cleanse(payload, psize);
-    return r;
-}
-
-int kbs_token_decode_issued(json_t **out, const char *token, size_t size, time_t now,
-                            cista_error **err)
-{
-    _cleanup_free_ uint8_t *payload = NULL;
-    size_t psize = 0;
-    /* No signature check: the caller holds these exact bytes server-side since it signed them. */
-    int r = jws_peek_payload(&payload, &psize, token, size, err);
-    if (r < 0)
-        return err_wrap(err, "attestation token");
     r = check_payload(out, payload, psize, now, err);
     crypto_cleanse(payload, psize);
     return r;

@@ -15,7 +15,7 @@
 #include "util/buf.h"
 #include "util/err.h"
 
-/* Max nesting accepted by js_parse (jansson's own limit is 2048). */
+/* Max nesting accepted by js_parse, enforced while parsing. */
 #define JS_MAX_DEPTH 64
 
 /*

@@ -38,7 +38,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -373,6 +375,23 @@ static json_t *parse_string(parser *ps)
     return json_stringn_nocheck(s, n);
 }
 
+/* The "C" locale, made once: numbers in JSON are not in the user's locale. */
+static locale_t g_c_locale;
+static pthread_once_t g_c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_make(void)
+{
+    g_c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (!g_c_locale)
+        abort(); /* only on ENOMEM, and "C" is built in */
+}
+
+static locale_t c_locale(void)
+{
+    pthread_once(&g_c_locale_once, c_locale_make);
+    return g_c_locale;
+}
+
 static json_t *parse_number(parser *ps)
 {
     const unsigned char *start = ps->p, *p = start, *end = ps->end;
@@ -432,10 +451,11 @@ static json_t *parse_number(parser *ps)
 
     /*
      * strtod() for the same digits gives the same double as jansson's (correctly rounded).
-     * It wants a NUL-terminated copy. It reads '.' as the decimal point only in the C locale;
-     * cista never calls setlocale(), so that is the locale it runs in.
+     * It wants a NUL-terminated copy, and reads '.' as the decimal point only in the C locale:
+     * strtod_l() with a C locale of our own, whatever the locale of the program linking this
+     * (jansson swaps the point for the locale's instead).
      */
-    char small[64], *text = small;
+    char small[64], *text = small, *stop = NULL;
     size_t n = (size_t)(p - start);
     if (n >= sizeof(small))
         text = xmalloc(n + 1);
@@ -443,11 +463,14 @@ static json_t *parse_number(parser *ps)
     text[n] = '\0';
     int saved_errno = errno;
     errno = 0;
-    double d = strtod(text, NULL);
+    double d = strtod_l(text, &stop, c_locale());
     bool overflow = (d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE;
+    bool whole = stop == text + n;
     errno = saved_errno;
     if (text != small)
         free(text);
+    if (!whole)
+        return fail_null(ps, start, "invalid number");
     if (overflow)
         return fail_null(ps, start, "number out of range");
     return json_real(d);

@@ -258,6 +258,7 @@ static void test_wrong_key_and_tamper(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* first: it counts the warnings of the process's first sim verifications */
         cmocka_unit_test_setup_teardown(test_warns_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_init, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),

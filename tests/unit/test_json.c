@@ -1,5 +1,6 @@
 /* test_json.c - bounded parsing and typed getters. */
 #include <errno.h>
+#include <locale.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -523,6 +524,30 @@ static void test_parse_tree(void **state)
     }
 }
 
+/*
+ * Numbers do not follow the caller's locale: in one whose decimal point is a comma, plain
+ * strtod() read "1.5" as 1 (a program linking libcista may set one). Skipped where no such
+ * locale is installed (CI has only C and POSIX).
+ */
+static void test_parse_locale(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"de_DE.UTF-8", "fr_FR.UTF-8", "de_DE", "fr_FR"};
+    locale_t comma = (locale_t)0;
+    for (size_t i = 0; i < ARRAY_LEN(names) && !comma; i++)
+        comma = newlocale(LC_NUMERIC_MASK, names[i], (locale_t)0);
+    if (!comma)
+        skip();
+    locale_t old = uselocale(comma);
+    _cleanup_json_ json_t *v = NULL;
+    int r = js_parse(&v, "[1.5,2.25e1]", 12, 64, "doc", NULL);
+    uselocale(old);
+    freelocale(comma);
+    assert_int_equal(r, 0);
+    assert_true(json_real_value(json_array_get(v, 0)) == 1.5);
+    assert_true(json_real_value(json_array_get(v, 1)) == 22.5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_dump),           cmocka_unit_test(test_buf_put_compact),
         cmocka_unit_test(test_buf_put_string), cmocka_unit_test(test_parse_like_jansson),
         cmocka_unit_test(test_parse_depth),    cmocka_unit_test(test_parse_tree),
+        cmocka_unit_test(test_parse_locale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -378,10 +378,12 @@ static void test_sessions(void **state)
     assert_int_equal(kbs_sessions_find(t, &f, s.id, 1500), 0);
     assert_int_equal(f.state, KBS_SESSION_ATTESTED);
     assert_null(f.token);
-    assert_string_equal(f.payload_json, payload);
+    assert_non_null(f.held);
+    assert_string_equal(f.held->payload_json, payload);
+    assert_int_equal(f.held->payload_size, strlen(payload));
     uint8_t d[32];
     crypto_hash_oneshot(CRYPTO_SHA256, tok, strlen(tok), d);
-    assert_memory_equal(f.token_sha256, d, 32);
+    assert_memory_equal(f.held->token_sha256, d, 32);
     assert_ptr_equal(f.tee_key, tee_key); /* the imported key itself, by reference */
     kbs_session_clear(&f);
     /* attested (1, 9) and in-use (2) sessions never give way: full of them, a new one waits */

@@ -384,11 +384,8 @@ static void test_token_header_and_decode(void **state)
     assert_int_equal(jws_peek_header(&h2, t2, strlen(t2), NULL), 0);
     assert_true(json_equal(h1, h2));
     assert_non_null(json_string_value(json_object_get(h1, "kid")));
-    /* decode_issued gives what verify gives, with the same issuer and time checks */
-    _cleanup_json_ json_t *pv = NULL, *pd = NULL;
+    _cleanup_json_ json_t *pv = NULL;
     assert_int_equal(kbs_token_verify(&pv, k, t1, strlen(t1), 1100, NULL), 0);
-    assert_int_equal(kbs_token_decode_issued(&pd, t1, strlen(t1), 1100, NULL), 0);
-    assert_true(json_equal(pv, pd));
     /* the payload handed back at issue is the one signed, with the same checks */
     assert_true(json_equal(pv, signed_payload));
     /* and the signed bytes are jansson's compact dump of it, as they were before */
@@ -406,17 +403,11 @@ static void test_token_header_and_decode(void **state)
     _cleanup_err_ cista_error *e5 = NULL, *e6 = NULL;
     assert_int_equal(kbs_token_check_issued(signed_payload, 1300, &e5), -EKEYEXPIRED);
     assert_int_equal(kbs_token_check_issued(signed_payload, 800, &e6), -EKEYREJECTED);
-    json_t *x = NULL;
-    _cleanup_err_ cista_error *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
-    assert_int_equal(kbs_token_decode_issued(&x, t1, strlen(t1), 1300, &e1), -EKEYEXPIRED);
-    assert_int_equal(kbs_token_decode_issued(&x, t1, strlen(t1), 800, &e2), -EKEYREJECTED);
-    _cleanup_free_ char *other = NULL;
+    /* another issuer, even signed by the same key */
+    _cleanup_err_ cista_error *e3 = NULL;
     _cleanup_json_ json_t *op =
         json_pack("{s:s,s:i,s:i}", "iss", "someone", "iat", 1000, "exp", 1300);
-    _cleanup_free_ char *opt = js_dump_compact(op);
-    assert_int_equal(jws_sign(&other, NULL, opt, strlen(opt), k, NULL), 0);
-    assert_int_equal(kbs_token_decode_issued(&x, other, strlen(other), 1100, &e3), -EKEYREJECTED);
-    assert_true(kbs_token_decode_issued(&x, "not.a-token", 11, 1100, &e4) < 0);
+    assert_int_equal(kbs_token_check_issued(op, 1100, &e3), -EKEYREJECTED);
 }
 
 /* ---- prepared ECDSA / JWS signers ---- */
@@ -1207,7 +1198,8 @@ static void test_hot_bench(void **state)
     _cleanup_free_ char *token = attest(&r, sim, eph);
     kbs_shared *sh = r.ctx->sh;
     _cleanup_json_ json_t *payload = NULL, *jwk = NULL;
-    assert_int_equal(kbs_token_decode_issued(&payload, token, strlen(token), time(NULL), NULL), 0);
+    assert_int_equal(
+        kbs_token_verify(&payload, sh->sign_key, token, strlen(token), time(NULL), NULL), 0);
     assert_int_equal(jwk_from_key(&jwk, eph, false, NULL), 0);
     json_t *ann = json_object_get(json_object_get(json_object_get(payload, "submods"), "cpu0"),
                                   "ear.veraison.annotated-evidence");
