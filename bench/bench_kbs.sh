@@ -2,7 +2,8 @@
 # bench_kbs.sh - KBS throughput and latency: full RCAR round trips (auth + attest with sim
 # evidence, one ECDSA P-384 verify each, + resource fetch with JWE unwrap) per second and p50/p99
 # at 1, 16 and 64 concurrent clients over TLS on loopback, beside `openssl speed ecdsap384`
-# (verify/s, on the server's CPU) measured in the same run, and the memory of an idle session.
+# (verify/s, on the server's CPU) measured in the same run, and the memory of an idle session
+# (challenged: the table's entry; attested: in process, bench/kbs_session_mem.c).
 # Two connection modes: "new" (a new TCP + TLS connection per round trip, as a CoCo guest doing
 # one RCAR per boot) and "keepalive" (one connection per client thread, reused).
 # Per-core accounting: the server's CPU seconds (utime+stime from /proc) per round trip give
